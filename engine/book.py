@@ -1,0 +1,239 @@
+"""One market's order book: a price ladder of FIFO levels, plus the order record itself.
+
+Rules:
+- Price-time priority. Bids best = highest price, asks best = lowest; within a level, first in
+  first out.
+- A level is a deque of orders with a running total of lots and a count of live orders.
+  Cancels are O(1): the order is marked dead (``resting = False``) and the level's total and
+  count drop at once; dead entries are skipped and dropped when they reach the front, and the
+  deque is compacted when dead entries outnumber live ones. A level whose count reaches zero
+  leaves the ladder immediately, so the ladder only ever holds prices with live orders.
+- The ladder is a ``sortedcontainers.SortedList`` of prices (bids stored negated, so index 0 is
+  always the best price on both sides) next to a dict ``price -> Level``.
+- An order that loses its priority (cancel-replace to a new price or a larger size) is a new
+  ``Order`` object with the same id, appended at the back; the old object stays dead.
+- The book never matches; the engine core does (engine.core) because matching touches the
+  ledger on every fill. The book keeps the per-batch market-data bookkeeping (which prices
+  changed, which trades printed) that the engine turns into Depth/Trades/Bbo messages.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+from sortedcontainers import SortedList
+
+from protocol.config import MarketSpec
+
+BUY = 1
+SELL = 2
+
+
+class Order(msgspec.Struct, gc=False, array_like=True):
+    """A live or recently closed order. All quantities in lots, prices in ticks."""
+
+    id: int
+    account: int
+    market: str
+    side: int
+    type: int
+    tif: int
+    price: int
+    qty: int  # total order quantity (0 for a market buy by quote amount)
+    leaves: int
+    cum: int
+    cum_quote: int  # quote minor units traded
+    quote_qty: int  # market buy by amount: budget in quote minor units
+    locked: int  # funds still locked for this order (quote units if buy, base units if sell)
+    client_id: str
+    post_only: bool
+    stp: int
+    origin: bytes  # routing id of the gateway that placed it
+    created: int
+    updated: int
+    status: int = 0
+    resting: bool = False
+
+
+class Level:
+    __slots__ = ("price", "orders", "total", "count")
+
+    def __init__(self, price: int) -> None:
+        self.price = price
+        self.orders: deque[Order] = deque()
+        self.total = 0
+        self.count = 0
+
+    def live(self) -> list[Order]:
+        return [o for o in self.orders if o.resting]
+
+    def compact(self) -> None:
+        self.orders = deque(self.live())
+
+
+class Book:
+    __slots__ = (
+        "spec",
+        "symbol",
+        "bids",
+        "asks",
+        "bid_levels",
+        "ask_levels",
+        "next_trade_id",
+        "dirty_bids",
+        "dirty_asks",
+        "trades",
+        "trade_seq",
+        "depth_seq",
+        "bbo_seq",
+        "last_bbo",
+        "base_a",
+        "quote_a",
+        "bid",
+        "ask",
+    )
+
+    def __init__(self, spec: MarketSpec) -> None:
+        self.spec = spec
+        self.symbol = spec.symbol
+        self.bids: SortedList = SortedList()  # negated prices
+        self.asks: SortedList = SortedList()
+        self.bid_levels: dict[int, Level] = {}
+        self.ask_levels: dict[int, Level] = {}
+        self.next_trade_id = 1
+        self.bid = 0  # best bid price, 0 if none (cached ladder[0])
+        self.ask = 0  # best ask price, 0 if none
+        # market-data bookkeeping for the current batch (not part of the state)
+        self.dirty_bids: set[int] = set()
+        self.dirty_asks: set[int] = set()
+        self.trades: list = []
+        self.trade_seq = 0
+        self.depth_seq = 0
+        self.bbo_seq = 0
+        self.last_bbo = (0, 0, 0, 0)
+        # offsets of the base and quote "available" columns in a ledger row (locked = +1)
+        self.base_a = 0
+        self.quote_a = 0
+
+    # ------------------------------------------------------------------ resting orders
+    def add(self, o: Order) -> None:
+        """Append a resting order at the back of its price level."""
+        price = o.price
+        if o.side == BUY:
+            levels = self.bid_levels
+            level = levels.get(price)
+            if level is None:
+                level = levels[price] = Level(price)
+                self.bids.add(-price)
+                if price > self.bid:
+                    self.bid = price
+            self.dirty_bids.add(price)
+        else:
+            levels = self.ask_levels
+            level = levels.get(price)
+            if level is None:
+                level = levels[price] = Level(price)
+                self.asks.add(price)
+                if not self.ask or price < self.ask:
+                    self.ask = price
+            self.dirty_asks.add(price)
+        level.orders.append(o)
+        level.total += o.leaves
+        level.count += 1
+        o.resting = True
+
+    def remove(self, o: Order) -> None:
+        """Take a resting order out of the book (O(1) apart from a level leaving the ladder)."""
+        price = o.price
+        o.resting = False
+        if o.side == BUY:
+            level = self.bid_levels[price]
+            self.dirty_bids.add(price)
+        else:
+            level = self.ask_levels[price]
+            self.dirty_asks.add(price)
+        level.total -= o.leaves
+        level.count -= 1
+        if level.count == 0:
+            self.drop_level(o.side, price)
+        elif len(level.orders) > 2 * level.count + 32:
+            level.compact()
+
+    def drop_level(self, side: int, price: int) -> None:
+        """Remove an emptied level from the ladder and refresh the cached best price."""
+        if side == BUY:
+            del self.bid_levels[price]
+            if price == self.bid:
+                self.bids.pop(0)
+                self.bid = -self.bids[0] if self.bids else 0
+            else:
+                self.bids.remove(-price)
+        else:
+            del self.ask_levels[price]
+            if price == self.ask:
+                self.asks.pop(0)
+                self.ask = self.asks[0] if self.asks else 0
+            else:
+                self.asks.remove(price)
+
+    def reduce(self, o: Order, lots: int) -> None:
+        """A resting order shrinks in place (keeps its queue position)."""
+        o.leaves -= lots
+        if o.side == BUY:
+            self.bid_levels[o.price].total -= lots
+            self.dirty_bids.add(o.price)
+        else:
+            self.ask_levels[o.price].total -= lots
+            self.dirty_asks.add(o.price)
+
+    # ---------------------------------------------------------------------- queries
+    def levels(self, side: int, depth: int = 0) -> list[Level]:
+        """Levels best first; ``depth`` 0 means all of them."""
+        if side == BUY:
+            prices = [-p for p in (self.bids.islice(0, depth) if depth else self.bids)]
+            return [self.bid_levels[p] for p in prices]
+        prices = list(self.asks.islice(0, depth) if depth else self.asks)
+        return [self.ask_levels[p] for p in prices]
+
+    def level_total(self, side: int, price: int) -> int:
+        level = (self.bid_levels if side == BUY else self.ask_levels).get(price)
+        return level.total if level else 0
+
+    def orders_in_priority(self) -> list[Order]:
+        """Every live order, bids then asks, each side best price first and FIFO within."""
+        out: list[Order] = []
+        for side in (BUY, SELL):
+            for level in self.levels(side):
+                out.extend(level.live())
+        return out
+
+    # ------------------------------------------------------------------- invariants
+    def validate(self) -> None:
+        """Raise AssertionError if any book invariant is broken."""
+        for side, ladder, levels, sign in (
+            (BUY, self.bids, self.bid_levels, -1),
+            (SELL, self.asks, self.ask_levels, 1),
+        ):
+            prices = {sign * p for p in ladder}
+            _check(prices == set(levels), f"{self.symbol}: ladder and levels disagree")
+            _check(len(prices) == len(ladder), f"{self.symbol}: duplicate ladder price")
+            for price, level in levels.items():
+                live = level.live()
+                _check(level.count == len(live) > 0, f"{self.symbol} {price}: count {level.count}")
+                _check(
+                    level.total == sum(o.leaves for o in live),
+                    f"{self.symbol} {price}: total {level.total} != sum of leaves",
+                )
+                for o in live:
+                    _check(o.side == side and o.price == price, f"order {o.id} on wrong level")
+                    _check(o.leaves > 0, f"order {o.id} rests with no quantity")
+        bid, ask = self.bid, self.ask
+        _check(bid == (-self.bids[0] if self.bids else 0), f"{self.symbol}: stale best bid")
+        _check(ask == (self.asks[0] if self.asks else 0), f"{self.symbol}: stale best ask")
+        _check(not (bid and ask and bid >= ask), f"{self.symbol}: crossed book {bid} >= {ask}")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(message)

@@ -1,0 +1,1050 @@
+"""The matching and ledger state machine: pure, deterministic, no I/O.
+
+``Engine.apply(cmd, ts, origin)`` is the only way state changes. Write commands (NewOrder,
+Cancel, Replace, MassCancel, Deposit, Withdraw) take the next global sequence number - also when
+they are rejected, since the journal records inputs, not outcomes - and return it; read
+commands return 0. Replies and events are appended to ``self.out`` as (origin, message); the
+process shell sends them only after the batch is journaled. The core never reads the clock:
+``ts`` comes with the command, so replaying the journal rebuilds exactly the same state
+(``state_hash()``).
+
+Matching rules:
+- Price-time priority; a fill prints at the resting (maker) order's price.
+- Limit orders: GTC rests, IOC expires its remainder, FOK fills completely or expires without
+  touching the book. Post-only (GTC only) is rejected if it would take liquidity.
+- Market orders are IOC: sells and buys by base quantity, or buys spending a quote amount. A
+  market buy by quantity locks exactly what the book says it will cost (the engine is single
+  threaded, so the walk and the execution see the same book).
+- Funds are locked on acceptance (buy: price x qty in quote; sell: qty in base), consumed by
+  fills, released on cancel/expiry/completion. Fees are charged on the asset received (buyer in
+  base, seller in quote), rounded down, and credited to the fee account.
+- Self-trade prevention (default cancel-newest): the incoming order's remainder is cancelled;
+  cancel-oldest cancels the resting order and goes on; cancel-both does both.
+- Cancel-replace: ``qty`` is the new total. Same price and a smaller size keeps queue position;
+  a new price or a larger size loses it (the order may then trade at once, like a new order).
+  The order id stays; the client order id may change. A rejected replace leaves the order as
+  it was.
+- Client order ids are unique among an account's open orders.
+- Accounts only ever see their own orders: another account's order id is "unknown order".
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable
+
+import msgspec
+
+from engine.book import BUY, SELL, Book, Order
+from engine.ledger import Ledger
+from protocol.config import MAX_INT, Exchange
+from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, RejectCode, StpMode
+from protocol.messages import (
+    Balance,
+    Balances,
+    BalancesRequest,
+    BookSnapshot,
+    Cancel,
+    Deposit,
+    Depth,
+    Executions,
+    ExecReport,
+    LedgerReply,
+    MassCancel,
+    MassCancelReply,
+    NewOrder,
+    OpenOrders,
+    OpenOrdersRequest,
+    OrderInfo,
+    OrderState,
+    OrderStatusRequest,
+    Ping,
+    Pong,
+    QuoteReply,
+    QuoteRequest,
+    Rejected,
+    Replace,
+    SnapshotRequest,
+    Trade,
+    Trades,
+    Withdraw,
+    Bbo,
+)
+
+LIMIT, MARKET = 1, 2
+GTC, IOC, FOK = 1, 2, 3
+NEWEST, OLDEST, BOTH = 1, 2, 3
+E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL = 1, 2, 3, 4, 5, 6
+S_NEW, S_PART, S_FILLED, S_CXL, S_EXP = 1, 2, 3, 4, 5
+MAKER, TAKER = int(Liquidity.MAKER), int(Liquidity.TAKER)
+PPM = 1_000_000
+MAX_CLIENT_ID = 64
+CLOSED_KEPT = 100_000  # closed orders remembered for status queries (not part of the state)
+
+assert (NEWEST, OLDEST, BOTH) == (StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH)
+assert (E_NEW, E_FILL, E_REPL) == (ExecType.NEW, ExecType.FILL, ExecType.REPLACED)
+assert (S_NEW, S_FILLED, S_EXP) == (OrderStatus.NEW, OrderStatus.FILLED, OrderStatus.EXPIRED)
+
+R = RejectCode
+
+
+class Reject(Exception):  # noqa: N818 - control flow inside a handler, never escapes apply()
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class EngineState(msgspec.Struct, array_like=True):
+    """Everything that defines the engine, in a canonical order (snapshots and state_hash)."""
+
+    seq: int
+    next_order_id: int
+    fee_account: int
+    assets: list[str]
+    totals: list[int]
+    accounts: list[tuple[int, list[int]]]
+    books: list[tuple[str, int, list[Order]]]
+
+
+class Engine:
+    def __init__(self, exchange: Exchange, epoch: int = 0) -> None:
+        self.exchange = exchange
+        self.epoch = epoch
+        self.fee_account = exchange.engine.fee_account
+        self.ledger = Ledger(exchange.assets, self.fee_account)
+        self.books: dict[str, Book] = {}
+        for symbol, spec in exchange.markets.items():
+            book = Book(spec)
+            book.base_a = 2 * self.ledger.index[spec.base]
+            book.quote_a = 2 * self.ledger.index[spec.quote]
+            self.books[symbol] = book
+        self.orders: dict[int, Order] = {}  # open (resting) orders
+        self.cids: dict[tuple[int, str], Order] = {}  # (account, client id) -> open order
+        self.by_account: dict[int, dict[int, Order]] = {}
+        # closed orders, remembered for status queries in two generations (not state)
+        self.closed: dict[int, Order] = {}
+        self.closed_old: dict[int, Order] = {}
+        self.seq = 0
+        self.next_order_id = 1
+        # replies and events per destination (gateway routing id), sent after the journal write
+        self.outbox: defaultdict[bytes, list] = defaultdict(list)
+        self.dirty: set[Book] = set()
+        self._handlers: dict[type, Callable[..., int]] = {
+            NewOrder: self._on_new_order,
+            Cancel: self._on_cancel,
+            Replace: self._on_replace,
+            MassCancel: self._on_mass_cancel,
+            Deposit: self._on_deposit,
+            Withdraw: self._on_withdraw,
+            OrderStatusRequest: self._on_status,
+            OpenOrdersRequest: self._on_open_orders,
+            BalancesRequest: self._on_balances,
+            QuoteRequest: self._on_quote,
+            SnapshotRequest: self._on_snapshot,
+            Ping: self._on_ping,
+        }
+
+    # ----------------------------------------------------------------------- dispatch
+    def apply(self, cmd: object, ts: int, origin: bytes) -> int:
+        """Apply one command; returns its sequence number (0 for reads)."""
+        return self._handlers[type(cmd)](cmd, ts, origin)
+
+    def _reject(
+        self,
+        origin: bytes,
+        req: int,
+        code: int,
+        reason: str,
+        seq: int = 0,
+        order_id: int = 0,
+        cid: str = "",
+    ) -> int:
+        self.outbox[origin].append(Rejected(req, code, reason, order_id, cid, seq))
+        return seq
+
+    # ------------------------------------------------------------------------- orders
+    def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        book = self.books.get(c.market)
+        try:
+            if book is None:
+                raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+            o = self._accept(c, book, ts, origin)
+        except Reject as r:
+            return self._reject(origin, c.req, r.code, r.reason, seq, 0, c.client_order_id)
+        req = c.req
+        reports = [
+            ExecReport(
+                req,
+                o.account,
+                o.id,
+                o.client_id,
+                o.market,
+                o.side,
+                E_NEW,
+                S_NEW,
+                o.price,
+                o.qty,
+                0,
+                0,
+                0,
+                0 if o.quote_qty else o.leaves,
+                0,
+                0,
+                0,
+                0,
+                0,
+                seq,
+                ts,
+                o.quote_qty,
+            )
+        ]
+        self._execute(book, o, reports, seq, ts, req)
+        self.outbox[origin].append(Executions(req, reports))
+        return seq
+
+    def _accept(self, c: NewOrder, book: Book, ts: int, origin: bytes) -> Order:
+        """Validate a new order, lock its funds and create it (not yet matched or resting)."""
+        acct, side = c.account, c.side
+        if acct <= 0 or acct == self.fee_account:
+            raise Reject(R.INVALID_ACCOUNT, f"account {acct} cannot trade")
+        if side != BUY and side != SELL:
+            raise Reject(R.INVALID_SIDE, f"side must be 1 (buy) or 2 (sell), was {side}")
+        cid = c.client_order_id
+        if cid and (len(cid) > MAX_CLIENT_ID or (acct, cid) in self.cids):
+            if len(cid) > MAX_CLIENT_ID:
+                raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
+            raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cid!r} is open")
+        stp = c.stp or NEWEST
+        if not NEWEST <= stp <= BOTH:
+            raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {c.stp}")
+        spec = book.spec
+        if c.type != LIMIT:
+            return self._accept_market(c, book, acct, stp, ts, origin)
+        price, qty, tif = c.price, c.qty, c.tif or GTC
+        if not 0 < price <= spec.max_price:
+            raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
+        if not spec.min_qty <= qty <= spec.max_qty:
+            self._check_qty(spec, qty)
+        if not GTC <= tif <= FOK:
+            raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..3, was {tif}")
+        if c.quote_qty:
+            raise Reject(R.INVALID_QUANTITY, "quote_qty is only for market buys")
+        if c.post_only:
+            if tif != GTC:
+                raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC")
+            if self._crosses(book, side, price):
+                raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
+        if side == BUY:
+            need, col = price * qty * spec.tick_lot_quote, book.quote_a
+        else:
+            need, col = qty * spec.lot_units, book.base_a
+        row = self.ledger.accounts.get(acct)
+        if row is None or row[col] < need:
+            self._lock(acct, col, need, spec.quote if side == BUY else spec.base)
+        row[col] -= need
+        row[col + 1] += need
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        return Order(
+            oid,
+            acct,
+            c.market,
+            side,
+            LIMIT,
+            tif,
+            price,
+            qty,
+            qty,
+            0,
+            0,
+            0,
+            need,
+            cid,
+            c.post_only,
+            stp,
+            origin,
+            ts,
+            ts,
+            S_NEW,
+        )
+
+    def _accept_market(
+        self, c: NewOrder, book: Book, acct: int, stp: int, ts: int, origin: bytes
+    ) -> Order:
+        spec = book.spec
+        tif = c.tif or IOC
+        if c.type != MARKET:
+            raise Reject(
+                R.INVALID_ORDER_TYPE, f"type must be 1 (limit) or 2 (market), was {c.type}"
+            )
+        if tif != IOC and tif != FOK:
+            raise Reject(R.INVALID_TIME_IN_FORCE, "market orders are IOC or FOK")
+        if c.post_only or c.price:
+            raise Reject(R.INVALID_PRICE, "market orders take no price and cannot be post-only")
+        qty = c.qty
+        budget = 0
+        if c.side == BUY and c.quote_qty and not qty:
+            budget = need = c.quote_qty
+            if not 0 < budget <= spec.max_price * spec.max_qty * spec.tick_lot_quote:
+                raise Reject(R.INVALID_QUANTITY, f"quote_qty out of range: {budget}")
+            if tif == FOK:
+                raise Reject(R.INVALID_TIME_IN_FORCE, "a buy by quote amount cannot be FOK")
+            col, asset, qty = book.quote_a, spec.quote, 0
+        elif c.quote_qty:
+            raise Reject(R.INVALID_QUANTITY, "give qty, or quote_qty for a market buy, not both")
+        else:
+            self._check_qty(spec, qty)
+            if c.side == SELL:
+                need, col, asset = qty * spec.lot_units, book.base_a, spec.base
+            else:
+                lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
+                if not lots:
+                    raise Reject(R.NO_LIQUIDITY, f"no asks in {spec.symbol} for a market buy")
+                col, asset = book.quote_a, spec.quote
+        self._lock(acct, col, need, asset)
+        oid = self.next_order_id
+        self.next_order_id = oid + 1
+        leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
+        return Order(
+            oid,
+            acct,
+            c.market,
+            c.side,
+            MARKET,
+            tif,
+            0,
+            qty,
+            leaves,
+            0,
+            0,
+            budget,
+            need,
+            c.client_order_id,
+            False,
+            stp,
+            origin,
+            ts,
+            ts,
+            S_NEW,
+        )
+
+    @staticmethod
+    def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
+        if qty < spec.min_qty:
+            raise Reject(
+                R.QUANTITY_BELOW_MIN, f"qty must be at least {spec.min_qty} lots, was {qty}"
+            )
+        if qty > spec.max_qty:
+            raise Reject(
+                R.QUANTITY_ABOVE_MAX, f"qty must be at most {spec.max_qty} lots, was {qty}"
+            )
+
+    def _lock(self, acct: int, col: int, need: int, asset: str) -> None:
+        row = self.ledger.accounts.get(acct)
+        if row is None or row[col] < need:
+            have = row[col] if row else 0
+            raise Reject(R.INSUFFICIENT_FUNDS, f"needs {need} {asset} units, {have} available")
+        row[col] -= need
+        row[col + 1] += need
+
+    def _execute(self, book: Book, o: Order, reports: list, seq: int, ts: int, req: int) -> None:
+        """Run an accepted order: FOK check, match, then rest or expire the remainder."""
+        if o.type == LIMIT:
+            limit = o.price
+            crosses = (book.ask and book.ask <= limit) if o.side == BUY else book.bid >= limit
+        else:
+            limit = MAX_INT if o.side == BUY else 0
+            crosses = book.ask if o.side == BUY else book.bid
+        if o.tif == FOK:
+            lots, _, _ = self._walk(book, o.side, o.account, o.stp, o.leaves, 0, limit)
+            if lots < o.leaves:
+                self._finish(o, reports, E_EXP, S_EXP, CancelReason.FOK_UNFILLABLE, seq, ts, req)
+                return
+        stopped = 0
+        if crosses:
+            stopped = self._match(book, o, reports, seq, ts, req)
+            self.dirty.add(book)
+        if not o.leaves:
+            if o.locked:
+                self._release(o)  # a buy that filled below its limit keeps no surplus locked
+            self._forget(o)
+        elif stopped:
+            self._finish(o, reports, E_CXL, S_CXL, stopped, seq, ts, req)
+        elif o.tif == GTC:
+            book.add(o)
+            self.dirty.add(book)
+            oid = o.id
+            self.orders[oid] = o
+            if o.client_id:
+                self.cids[(o.account, o.client_id)] = o
+            acct_orders = self.by_account.get(o.account)
+            if acct_orders is None:
+                acct_orders = self.by_account[o.account] = {}
+            acct_orders[oid] = o
+        else:
+            self._finish(o, reports, E_EXP, S_EXP, CancelReason.IOC_REMAINDER, seq, ts, req)
+
+    @staticmethod
+    def _crosses(book: Book, side: int, price: int) -> bool:
+        if side == BUY:
+            return bool(book.ask) and book.ask <= price
+        return book.bid >= price
+
+    def _match(self, book: Book, t: Order, reports: list, seq: int, ts: int, req: int) -> int:
+        """Match taker ``t`` against the opposite side; returns a CancelReason if it must stop."""
+        spec = book.spec
+        tlq, lu, ba, qa = spec.tick_lot_quote, spec.lot_units, book.base_a, book.quote_a
+        accounts = self.ledger.accounts
+        fee_row = accounts[self.fee_account]
+        outbox, trades, symbol = self.outbox, book.trades, book.symbol
+        t_row = accounts[t.account]
+        budget = t.quote_qty
+        taker_buys = t.side == BUY
+        if taker_buys:
+            levels, dirty = book.ask_levels, book.dirty_asks
+            b_ppm, s_ppm = spec.taker_ppm, spec.maker_ppm
+        else:
+            levels, dirty = book.bid_levels, book.dirty_bids
+            b_ppm, s_ppm = spec.maker_ppm, spec.taker_ppm
+        limit = t.price if t.type == LIMIT else (MAX_INT if taker_buys else 1)
+        stopped = 0
+        while t.leaves and not stopped:
+            px = book.ask if taker_buys else book.bid
+            if not px or (px > limit if taker_buys else px < limit):
+                break
+            level = levels[px]
+            dirty.add(px)
+            q = level.orders
+            while t.leaves and level.count:
+                m = q[0]
+                if not m.resting:
+                    q.popleft()
+                    continue
+                if m.account == t.account:
+                    stopped = self._self_trade(level, m, t, seq, ts)
+                    if stopped:
+                        break
+                    continue
+                take = t.leaves if t.leaves < m.leaves else m.leaves
+                if budget:
+                    affordable = t.locked // (px * tlq)
+                    if affordable < take:
+                        take = affordable
+                        if not take:
+                            stopped = CancelReason.NO_FUNDS
+                            break
+                notional = px * take * tlq
+                base = take * lu
+                if taker_buys:
+                    b_row, s_row, buyer, seller = t_row, accounts[m.account], t, m
+                else:
+                    b_row, s_row, buyer, seller = accounts[m.account], t_row, m, t
+                fee_b = base * b_ppm // PPM
+                fee_q = notional * s_ppm // PPM
+                b_row[qa + 1] -= notional
+                b_row[ba] += base - fee_b
+                s_row[ba + 1] -= base
+                s_row[qa] += notional - fee_q
+                fee_row[ba] += fee_b
+                fee_row[qa] += fee_q
+                buyer.locked -= notional
+                seller.locked -= base
+                tid = book.next_trade_id
+                book.next_trade_id = tid + 1
+                trades.append(Trade(tid, px, take, t.side, ts, seq))
+                level.total -= take
+                m.leaves -= take
+                m.cum += take
+                m.cum_quote += notional
+                m.updated = ts
+                t.leaves -= take
+                t.cum += take
+                t.cum_quote += notional
+                if budget and t.locked < px * tlq:
+                    t.leaves = 0  # the budget cannot buy another lot at this or a worse price
+                if m.leaves:
+                    m.status = S_PART
+                    e_m = E_PART
+                else:
+                    q.popleft()
+                    level.count -= 1
+                    m.resting = False
+                    m.status = S_FILLED
+                    e_m = E_FILL
+                    self._close(m)
+                t.status = S_PART if t.leaves else S_FILLED
+                outbox[m.origin].append(
+                    ExecReport(
+                        0,
+                        m.account,
+                        m.id,
+                        m.client_id,
+                        symbol,
+                        m.side,
+                        e_m,
+                        m.status,
+                        m.price,
+                        m.qty,
+                        px,
+                        take,
+                        m.cum,
+                        m.leaves,
+                        m.cum_quote,
+                        fee_q if taker_buys else fee_b,
+                        MAKER,
+                        tid,
+                        0,
+                        seq,
+                        ts,
+                        0,
+                    )
+                )
+                reports.append(
+                    ExecReport(
+                        req,
+                        t.account,
+                        t.id,
+                        t.client_id,
+                        symbol,
+                        t.side,
+                        E_PART if t.leaves else E_FILL,
+                        t.status,
+                        t.price,
+                        t.qty,
+                        px,
+                        take,
+                        t.cum,
+                        0 if budget else t.leaves,
+                        t.cum_quote,
+                        fee_b if taker_buys else fee_q,
+                        TAKER,
+                        tid,
+                        0,
+                        seq,
+                        ts,
+                        t.quote_qty,
+                    )
+                )
+            if not level.count:
+                book.drop_level(SELL if taker_buys else BUY, px)
+        t.updated = ts
+        return stopped
+
+    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:  # noqa: ANN001
+        """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
+        if t.stp == NEWEST:
+            return CancelReason.SELF_TRADE
+        level.orders.popleft()
+        level.total -= m.leaves
+        level.count -= 1
+        m.resting = False
+        m.status = S_CXL
+        m.updated = ts
+        self._close(m)
+        self.outbox[m.origin].append(
+            self._report(m, 0, E_CXL, S_CXL, seq, ts, CancelReason.SELF_TRADE)
+        )
+        return CancelReason.SELF_TRADE if t.stp == BOTH else 0
+
+    def _walk(
+        self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int, limit: int
+    ) -> tuple[int, int, int]:
+        """What a taker of ``side`` would get now: (lots, quote units, worst price).
+
+        Walks the opposite side up to ``qty`` lots (or spending ``budget`` quote units), within
+        ``limit``, treating ``acct``'s own orders as self-trade prevention would.
+        """
+        tlq = book.spec.tick_lot_quote
+        lots = cost = worst = 0
+        for level in book.levels(SELL if side == BUY else BUY):
+            px = level.price
+            if (side == BUY and px > limit) or (side == SELL and px < limit):
+                break
+            for m in level.orders:
+                if not m.resting:
+                    continue
+                if m.account == acct and acct:
+                    if stp == OLDEST:
+                        continue
+                    return lots, cost, worst
+                take = min(qty - lots, m.leaves) if qty else m.leaves
+                if budget:
+                    take = min(take, (budget - cost) // (px * tlq))
+                    if not take:
+                        return lots, cost, worst
+                lots += take
+                cost += px * take * tlq
+                worst = px
+                if qty and lots >= qty:
+                    return lots, cost, worst
+        return lots, cost, worst
+
+    def _finish(
+        self,
+        o: Order,
+        reports: list,
+        exec_type: int,
+        status: int,
+        reason: int,
+        seq: int,
+        ts: int,
+        req: int,
+    ) -> None:
+        """Close an order that did not (or no longer does) rest: report and release funds."""
+        o.status = status
+        o.updated = ts
+        reports.append(self._report(o, req, exec_type, status, seq, ts, reason))
+        self._release(o)
+        self._forget(o)
+
+    def _release(self, o: Order) -> None:
+        if o.locked:
+            book = self.books[o.market]
+            col = book.quote_a if o.side == BUY else book.base_a
+            row = self.ledger.accounts[o.account]
+            row[col + 1] -= o.locked
+            row[col] += o.locked
+            o.locked = 0
+
+    def _close(self, o: Order) -> None:
+        """A resting order is done: unlock what it still holds and drop it from the indexes."""
+        if o.locked:
+            self._release(o)
+        oid = o.id
+        del self.orders[oid]
+        del self.by_account[o.account][oid]
+        if o.client_id:
+            del self.cids[(o.account, o.client_id)]
+        closed = self.closed
+        closed[oid] = o
+        if len(closed) >= CLOSED_KEPT:
+            self.closed_old, self.closed = closed, {}
+
+    def _forget(self, o: Order) -> None:
+        closed = self.closed
+        closed[o.id] = o
+        if len(closed) >= CLOSED_KEPT:
+            self.closed_old, self.closed = closed, {}
+
+    def _closed(self, order_id: int) -> Order | None:
+        o = self.closed.get(order_id)
+        return o if o is not None else self.closed_old.get(order_id)
+
+    def _closed_by_cid(self, acct: int, cid: str) -> Order | None:
+        for d in (self.closed, self.closed_old):
+            for o in reversed(d.values()):
+                if o.account == acct and o.client_id == cid:
+                    return o
+        return None
+
+    def _report(
+        self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int, reason: int = 0
+    ) -> ExecReport:
+        leaves = o.leaves if status <= S_PART and not o.quote_qty else 0
+        return ExecReport(
+            req,
+            o.account,
+            o.id,
+            o.client_id,
+            o.market,
+            o.side,
+            exec_type,
+            status,
+            o.price,
+            o.qty,
+            0,
+            0,
+            o.cum,
+            leaves,
+            o.cum_quote,
+            0,
+            0,
+            0,
+            reason,
+            seq,
+            ts,
+            o.quote_qty,
+        )
+
+    def _find(self, acct: int, order_id: int, cid: str) -> Order | None:
+        if order_id:
+            o = self.orders.get(order_id)
+            return o if o is not None and o.account == acct else None
+        if cid:
+            return self.cids.get((acct, cid))
+        return None
+
+    def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        o = (
+            self.orders.get(c.order_id)
+            if c.order_id
+            else self._find(c.account, 0, c.client_order_id)
+        )
+        if o is None or o.account != c.account or (c.market and c.market != o.market):
+            return self._reject(
+                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id, c.client_order_id
+            )
+        self._cancel(o, ts)
+        self.outbox[origin].append(
+            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, CancelReason.USER)])
+        )
+        return seq
+
+    def _cancel(self, o: Order, ts: int) -> None:
+        book = self.books[o.market]
+        book.remove(o)
+        self.dirty.add(book)
+        o.status = S_CXL
+        o.updated = ts
+        self._close(o)
+
+    def _on_replace(self, c: Replace, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        o = self._find(c.account, c.order_id, c.client_order_id)
+        try:
+            if o is None or (c.market and c.market != o.market):
+                raise Reject(R.UNKNOWN_ORDER, _unknown(c))
+            reports = self._replace(o, c, seq, ts, origin)
+        except Reject as r:
+            return self._reject(origin, c.req, r.code, r.reason, seq, c.order_id, c.client_order_id)
+        self.outbox[origin].append(Executions(c.req, reports))
+        return seq
+
+    def _replace(self, o: Order, c: Replace, seq: int, ts: int, origin: bytes) -> list:
+        book = self.books[o.market]
+        spec = book.spec
+        price = c.price or o.price
+        qty = c.qty or o.qty
+        new_cid = c.new_client_order_id or o.client_id
+        if not 0 < price <= spec.max_price:
+            raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
+        self._check_qty(spec, qty)
+        if qty <= o.cum:
+            raise Reject(R.REPLACE_INVALID, f"new qty {qty} must exceed the filled {o.cum}")
+        if new_cid != o.client_id and (
+            len(new_cid) > MAX_CLIENT_ID or (o.account, new_cid) in self.cids
+        ):
+            raise Reject(
+                R.DUPLICATE_CLIENT_ORDER_ID,
+                f"client order id {new_cid!r} is invalid or already open",
+            )
+        if o.post_only and price != o.price and self._crosses(book, o.side, price):
+            raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
+        leaves = qty - o.cum
+        if o.side == BUY:
+            need, col = price * leaves * spec.tick_lot_quote, book.quote_a
+        else:
+            need, col = leaves * spec.lot_units, book.base_a
+        row = self.ledger.accounts[o.account]
+        if need - o.locked > row[col]:
+            raise Reject(
+                R.INSUFFICIENT_FUNDS, f"needs {need - o.locked} more units, {row[col]} available"
+            )
+        self._rename(o, new_cid)
+        o.updated = ts
+        self.dirty.add(book)
+        row[col + 1] += need - o.locked
+        row[col] -= need - o.locked
+        if price == o.price and qty <= o.qty:  # keeps its place in the queue
+            book.reduce(o, o.qty - qty)
+            o.qty = qty
+            o.locked = need
+            return [self._report(o, c.req, E_REPL, o.status, seq, ts)]
+        book.remove(o)
+        self._unindex(o)
+        n = Order(
+            o.id,
+            o.account,
+            o.market,
+            o.side,
+            o.type,
+            o.tif,
+            price,
+            qty,
+            leaves,
+            o.cum,
+            o.cum_quote,
+            0,
+            need,
+            new_cid,
+            o.post_only,
+            o.stp,
+            origin,
+            o.created,
+            ts,
+            o.status,
+        )
+        reports = [self._report(n, c.req, E_REPL, n.status, seq, ts)]
+        self._execute(book, n, reports, seq, ts, c.req)
+        return reports
+
+    def _rename(self, o: Order, new_cid: str) -> None:
+        if new_cid != o.client_id:
+            if o.client_id:
+                del self.cids[(o.account, o.client_id)]
+            o.client_id = new_cid
+            if new_cid:
+                self.cids[(o.account, new_cid)] = o
+
+    def _unindex(self, o: Order) -> None:
+        del self.orders[o.id]
+        del self.by_account[o.account][o.id]
+        if o.client_id:
+            del self.cids[(o.account, o.client_id)]
+
+    def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        if c.market and c.market not in self.books:
+            return self._reject(
+                origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}", seq
+            )
+        reason = c.reason if c.reason == CancelReason.DISCONNECT else CancelReason.USER
+        mine = self.by_account.get(c.account, {})
+        victims = [o for o in mine.values() if not c.market or o.market == c.market]
+        for o in victims:
+            self._cancel(o, ts)
+            self.outbox[o.origin].append(self._report(o, 0, E_CXL, S_CXL, seq, ts, reason))
+        self.outbox[origin].append(MassCancelReply(c.req, len(victims), seq))
+        return seq
+
+    # ------------------------------------------------------------------------- ledger
+    def _ledger_args(self, c: Deposit | Withdraw) -> int:
+        asset = self.ledger.index.get(c.asset)
+        if asset is None:
+            raise Reject(R.UNKNOWN_ASSET, f"unknown asset {c.asset!r}")
+        if not 0 < c.amount <= MAX_INT:
+            raise Reject(R.INVALID_AMOUNT, f"amount must be 1..2**63-1 units, was {c.amount}")
+        if c.account < 0:
+            raise Reject(R.INVALID_ACCOUNT, f"invalid account {c.account}")
+        return asset
+
+    def _on_deposit(self, c: Deposit, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        try:
+            asset = self._ledger_args(c)
+        except Reject as r:
+            return self._reject(origin, c.req, r.code, r.reason, seq)
+        row = self.ledger.deposit(c.account, asset, c.amount)
+        self.outbox[origin].append(
+            LedgerReply(c.req, c.account, c.asset, row[2 * asset], row[2 * asset + 1], seq)
+        )
+        return seq
+
+    def _on_withdraw(self, c: Withdraw, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        try:
+            asset = self._ledger_args(c)
+            row = self.ledger.withdraw(c.account, asset, c.amount)
+            if row is None:
+                raise Reject(R.INSUFFICIENT_FUNDS, f"withdrawal of {c.amount} exceeds available")
+        except Reject as r:
+            return self._reject(origin, c.req, r.code, r.reason, seq)
+        self.outbox[origin].append(
+            LedgerReply(c.req, c.account, c.asset, row[2 * asset], row[2 * asset + 1], seq)
+        )
+        return seq
+
+    # -------------------------------------------------------------------------- reads
+    def _on_status(self, c: OrderStatusRequest, ts: int, origin: bytes) -> int:
+        o = self._find(c.account, c.order_id, c.client_order_id)
+        if o is None and c.order_id:
+            o = self._closed(c.order_id)
+            o = o if o is not None and o.account == c.account else None
+        if o is None and c.client_order_id:
+            o = self._closed_by_cid(c.account, c.client_order_id)
+        if o is None or (c.market and c.market != o.market):
+            return self._reject(
+                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), 0, c.order_id, c.client_order_id
+            )
+        self.outbox[origin].append(OrderInfo(c.req, _state(o)))
+        return 0
+
+    def _on_open_orders(self, c: OpenOrdersRequest, ts: int, origin: bytes) -> int:
+        if c.market and c.market not in self.books:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        mine = self.by_account.get(c.account, {})
+        orders = [_state(o) for o in mine.values() if not c.market or o.market == c.market]
+        self.outbox[origin].append(OpenOrders(c.req, orders))
+        return 0
+
+    def _on_balances(self, c: BalancesRequest, ts: int, origin: bytes) -> int:
+        row = self.ledger.accounts.get(c.account) or [0] * (2 * len(self.ledger.assets))
+        balances = [
+            Balance(a, row[2 * i], row[2 * i + 1]) for i, a in enumerate(self.ledger.assets)
+        ]
+        self.outbox[origin].append(Balances(c.req, c.account, balances))
+        return 0
+
+    def _on_quote(self, c: QuoteRequest, ts: int, origin: bytes) -> int:
+        book = self.books.get(c.market)
+        if book is None:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        if (
+            c.side not in (BUY, SELL)
+            or c.qty < 0
+            or c.quote_qty < 0
+            or bool(c.qty) == bool(c.quote_qty)
+            or (c.quote_qty and c.side != BUY)
+        ):
+            return self._reject(
+                origin,
+                c.req,
+                R.INVALID_QUANTITY,
+                "give side and either qty, or quote_qty for a buy",
+            )
+        limit = MAX_INT if c.side == BUY else 0
+        lots, cost, worst = self._walk(book, c.side, c.account, NEWEST, c.qty, c.quote_qty, limit)
+        complete = lots == c.qty if c.qty else lots > 0 and _next_lot_unaffordable(book, c, cost)
+        self.outbox[origin].append(QuoteReply(c.req, c.market, c.side, lots, cost, worst, complete))
+        return 0
+
+    def _on_snapshot(self, c: SnapshotRequest, ts: int, origin: bytes) -> int:
+        book = self.books.get(c.market)
+        if book is None:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        self.outbox[origin].append(self.book_snapshot(book, c.req, max(c.depth, 0)))
+        return 0
+
+    def book_snapshot(self, book: Book, req: int = 0, depth: int = 0) -> BookSnapshot:
+        bids = [(lv.price, lv.total, lv.count) for lv in book.levels(BUY, depth)]
+        asks = [(lv.price, lv.total, lv.count) for lv in book.levels(SELL, depth)]
+        return BookSnapshot(
+            req, book.symbol, self.epoch, book.depth_seq, bids, asks, book.next_trade_id - 1
+        )
+
+    def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
+        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))
+        return 0
+
+    # -------------------------------------------------------------------- market data
+    def market_data(self, ts: int) -> list[tuple[bytes, object]]:
+        """Per-market Trades, Depth and Bbo messages for everything since the last call."""
+        msgs: list[tuple[bytes, object]] = []
+        for book in self.dirty:
+            sym = book.symbol
+            topic = sym.encode()
+            if book.trades:
+                book.trade_seq += 1
+                msgs.append((b"T." + topic, Trades(sym, self.epoch, book.trade_seq, book.trades)))
+                book.trades = []
+            if book.dirty_bids or book.dirty_asks:
+                book.depth_seq += 1
+                bids = [
+                    (p, book.level_total(BUY, p)) for p in sorted(book.dirty_bids, reverse=True)
+                ]
+                asks = [(p, book.level_total(SELL, p)) for p in sorted(book.dirty_asks)]
+                book.dirty_bids.clear()
+                book.dirty_asks.clear()
+                msgs.append((b"D." + topic, Depth(sym, self.epoch, book.depth_seq, bids, asks, ts)))
+            bid, ask = book.bid, book.ask
+            bbo = (bid, book.level_total(BUY, bid), ask, book.level_total(SELL, ask))
+            if bbo != book.last_bbo:
+                book.last_bbo = bbo
+                book.bbo_seq += 1
+                msgs.append((b"B." + topic, Bbo(sym, self.epoch, book.bbo_seq, *bbo, ts)))
+        self.dirty.clear()
+        return msgs
+
+    # ------------------------------------------------------------ state and invariants
+    def state(self) -> EngineState:
+        accounts = sorted((a, list(r)) for a, r in self.ledger.accounts.items())
+        books = [(b.symbol, b.next_trade_id, b.orders_in_priority()) for b in self.books.values()]
+        return EngineState(
+            self.seq,
+            self.next_order_id,
+            self.fee_account,
+            self.ledger.assets,
+            list(self.ledger.totals),
+            accounts,
+            books,
+        )
+
+    def state_hash(self) -> str:
+        return hashlib.blake2b(msgspec.msgpack.encode(self.state()), digest_size=16).hexdigest()
+
+    def restore(self, st: EngineState) -> None:
+        """Load a state produced by ``state()`` into this (fresh) engine."""
+        if st.assets != self.ledger.assets or st.fee_account != self.fee_account:
+            raise ValueError("snapshot was taken with a different asset list or fee account")
+        self.seq, self.next_order_id = st.seq, st.next_order_id
+        self.ledger.totals = list(st.totals)
+        self.ledger.accounts = {a: list(r) for a, r in st.accounts}
+        for symbol, next_trade_id, orders in st.books:
+            book = self.books.get(symbol)
+            if book is None:
+                raise ValueError(f"snapshot has market {symbol!r}, config does not")
+            book.next_trade_id = next_trade_id
+            for o in orders:
+                o.resting = False
+                book.add(o)
+                self.orders[o.id] = o
+                self.by_account.setdefault(o.account, {})[o.id] = o
+                if o.client_id:
+                    self.cids[(o.account, o.client_id)] = o
+            book.dirty_bids.clear()
+            book.dirty_asks.clear()
+
+    def validate(self) -> None:
+        """Raise AssertionError if any invariant of any book or the ledger is broken."""
+        locked: dict[tuple[int, int], int] = {}
+        resting = 0
+        for book in self.books.values():
+            book.validate()
+            for o in book.orders_in_priority():
+                resting += 1
+                _ensure(self.orders.get(o.id) is o, f"resting order {o.id} not indexed")
+                col = (book.quote_a if o.side == BUY else book.base_a) // 2
+                locked[(o.account, col)] = locked.get((o.account, col), 0) + o.locked
+                spec = book.spec
+                if o.side == BUY:
+                    _ensure(
+                        o.locked >= o.leaves * o.price * spec.tick_lot_quote,
+                        f"order {o.id} holds too little quote",
+                    )
+                else:
+                    _ensure(o.locked == o.leaves * spec.lot_units, f"order {o.id} base lock")
+        _ensure(resting == len(self.orders), "order index holds orders not in any book")
+        _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
+        _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
+        self.ledger.validate(locked)
+
+
+def _ensure(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(message)
+
+
+def _unknown(c: Cancel | Replace | OrderStatusRequest) -> str:
+    ref = f"order {c.order_id}" if c.order_id else f"client order id {c.client_order_id!r}"
+    return f"{ref} is not an open order of account {c.account}"
+
+
+def _next_lot_unaffordable(book: Book, c: QuoteRequest, cost: int) -> bool:
+    ask = book.ask
+    return not ask or c.quote_qty - cost < ask * book.spec.tick_lot_quote
+
+
+def _state(o: Order) -> OrderState:
+    leaves = o.leaves if o.status <= S_PART else 0
+    return OrderState(
+        o.id,
+        o.client_id,
+        o.account,
+        o.market,
+        o.side,
+        o.type,
+        o.tif,
+        o.status,
+        o.price,
+        o.qty,
+        o.cum,
+        leaves,
+        o.cum_quote,
+        o.quote_qty,
+        o.post_only,
+        o.created,
+        o.updated,
+    )

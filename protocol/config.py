@@ -1,0 +1,224 @@
+"""The exchange's configuration: assets, markets and endpoints, from TOML, typed by msgspec.
+
+Scales (rule 1 of DESIGN.md):
+- an asset has ``decimals``; balances are integers of its minor unit (BTC 8 -> satoshi);
+- a market has a price ``tick`` (quote per one whole base) and a ``lot`` (base quantity);
+  orders carry prices as whole ticks and quantities as whole lots;
+- the quote value of one tick times one lot must be a whole number of quote minor units and
+  a lot a whole number of base minor units, so every notional is exact. A config that breaks
+  this fails at start with a message naming the market and the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from protocol.amounts import AmountError, Step, format_decimal, from_steps, ratio_ppm, to_steps
+
+DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
+MAX_INT = 2**63 - 1
+
+
+class ConfigError(ValueError):
+    pass
+
+
+class AssetConfig(msgspec.Struct, forbid_unknown_fields=True):
+    decimals: int
+
+
+class MarketConfig(msgspec.Struct, forbid_unknown_fields=True):
+    base: str
+    quote: str
+    tick: str
+    lot: str
+    min_qty: str
+    max_qty: str
+    max_price: str
+    maker_fee: str = "0"
+    taker_fee: str = "0"
+
+
+class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
+    commands: str = "tcp://127.0.0.1:7001"
+    market_data: str = "tcp://127.0.0.1:7002"
+    data_dir: str = "var/engine"
+    snapshot_every: int = 1_000_000
+    fsync: str = "none"  # "none": write() per batch (survives a process crash); "batch": fsync
+    batch_max: int = 4096
+    cpu: int = -1  # core to pin to; -1 = leave unpinned
+    fee_account: int = 0
+    pub_hwm: int = 100_000
+    router_hwm: int = 100_000
+
+
+class Config(msgspec.Struct, forbid_unknown_fields=True):
+    assets: dict[str, AssetConfig]
+    markets: dict[str, MarketConfig]
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+
+
+class MarketSpec:
+    """A market with every scale pre-computed as an integer."""
+
+    __slots__ = (
+        "symbol",
+        "base",
+        "quote",
+        "tick",
+        "lot",
+        "base_decimals",
+        "quote_decimals",
+        "lot_units",
+        "tick_lot_quote",
+        "min_qty",
+        "max_qty",
+        "max_price",
+        "maker_ppm",
+        "taker_ppm",
+        "base_step",
+        "quote_step",
+        "index",
+    )
+
+    def __init__(self, symbol: str, cfg: MarketConfig, assets: dict[str, AssetConfig]) -> None:
+        where = f"markets.{symbol}"
+        for field in ("base", "quote"):
+            if getattr(cfg, field) not in assets:
+                raise ConfigError(f"{where}.{field}: unknown asset {getattr(cfg, field)!r}")
+        if cfg.base == cfg.quote:
+            raise ConfigError(f"{where}: base and quote must differ")
+        self.symbol = symbol
+        self.base, self.quote = cfg.base, cfg.quote
+        self.base_decimals = assets[cfg.base].decimals
+        self.quote_decimals = assets[cfg.quote].decimals
+        self.tick = _step(cfg.tick, f"{where}.tick")
+        self.lot = _step(cfg.lot, f"{where}.lot")
+        self.base_step = Step(format_decimal(1, self.base_decimals))
+        self.quote_step = Step(format_decimal(1, self.quote_decimals))
+        self.lot_units = _whole(
+            self.lot.mantissa,
+            self.base_decimals - self.lot.places,
+            f"{where}.lot: {cfg.lot} is finer than {cfg.base}'s {self.base_decimals} decimals",
+        )
+        self.tick_lot_quote = _whole(
+            self.tick.mantissa * self.lot.mantissa,
+            self.quote_decimals - self.tick.places - self.lot.places,
+            f"{where}: tick {cfg.tick} x lot {cfg.lot} is finer than "
+            f"{cfg.quote}'s {self.quote_decimals} decimals, so notionals would not be exact",
+        )
+        self.min_qty = self._conf_steps(cfg.min_qty, self.lot, f"{where}.min_qty")
+        self.max_qty = self._conf_steps(cfg.max_qty, self.lot, f"{where}.max_qty")
+        self.max_price = self._conf_steps(cfg.max_price, self.tick, f"{where}.max_price")
+        if not 0 < self.min_qty <= self.max_qty:
+            raise ConfigError(f"{where}: need 0 < min_qty <= max_qty")
+        if self.max_price * self.max_qty * self.tick_lot_quote > MAX_INT:
+            raise ConfigError(f"{where}: max_price x max_qty overflows 64-bit quote amounts")
+        self.maker_ppm = _rate(cfg.maker_fee, f"{where}.maker_fee")
+        self.taker_ppm = _rate(cfg.taker_fee, f"{where}.taker_fee")
+        self.index = 0
+
+    @staticmethod
+    def _conf_steps(text: str, step: Step, where: str) -> int:
+        try:
+            return to_steps(text, step, where)
+        except AmountError as e:
+            raise ConfigError(str(e)) from None
+
+    # Human edge conversions; each raises AmountError with a message naming the field.
+    def price_to_ticks(self, text: object) -> int:
+        return to_steps(text, self.tick, "price")
+
+    def qty_to_lots(self, text: object) -> int:
+        return to_steps(text, self.lot, "quantity")
+
+    def quote_to_units(self, text: object) -> int:
+        return to_steps(text, self.quote_step, "quote amount")
+
+    def price_text(self, ticks: int) -> str:
+        return from_steps(ticks, self.tick)
+
+    def qty_text(self, lots: int) -> str:
+        return from_steps(lots, self.lot)
+
+    def quote_text(self, units: int) -> str:
+        return from_steps(units, self.quote_step)
+
+    def base_text(self, units: int) -> str:
+        return from_steps(units, self.base_step)
+
+
+def _step(text: str, where: str) -> Step:
+    try:
+        return Step(text)
+    except AmountError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _whole(mantissa: int, exponent: int, message: str) -> int:
+    if exponent >= 0:
+        return mantissa * 10**exponent
+    value, rest = divmod(mantissa, 10**-exponent)
+    if rest:
+        raise ConfigError(message)
+    return value
+
+
+def _rate(text: str, where: str) -> int:
+    try:
+        ppm = ratio_ppm(text, where)
+    except AmountError as e:
+        raise ConfigError(str(e)) from None
+    if not 0 <= ppm < 1_000_000:
+        raise ConfigError(f"{where}: fee rate must be in [0, 1), was {text}")
+    return ppm
+
+
+class Exchange:
+    """The loaded, validated configuration every process works from."""
+
+    def __init__(self, cfg: Config) -> None:
+        for name, asset in cfg.assets.items():
+            if not 0 <= asset.decimals <= 18:
+                raise ConfigError(f"assets.{name}.decimals: must be 0..18, was {asset.decimals}")
+        self.config = cfg
+        self.engine = cfg.engine
+        self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
+        self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
+        self.markets: dict[str, MarketSpec] = {}
+        for i, (symbol, mcfg) in enumerate(cfg.markets.items()):
+            spec = MarketSpec(symbol, mcfg, cfg.assets)
+            spec.index = i
+            self.markets[symbol] = spec
+        if cfg.engine.fsync not in ("none", "batch"):
+            raise ConfigError(f"engine.fsync: must be 'none' or 'batch', was {cfg.engine.fsync!r}")
+        if cfg.engine.batch_max < 1:
+            raise ConfigError("engine.batch_max: must be at least 1")
+
+    def amount_to_units(self, asset: str, text: object) -> int:
+        return to_steps(text, self.asset_steps[asset], f"{asset} amount")
+
+    def units_text(self, asset: str, units: int) -> str:
+        return from_steps(units, self.asset_steps[asset])
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Exchange:
+    """Load and validate a config file (the shipped default when ``path`` is None)."""
+    p = Path(path) if path else Path(os.environ.get("EXCHANGE_CONFIG", DEFAULT_CONFIG))
+    try:
+        raw = msgspec.toml.decode(p.read_bytes(), type=Config)
+    except msgspec.ValidationError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    except (msgspec.DecodeError, OSError) as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return Exchange(raw)
+
+
+def loads(text: str) -> Exchange:
+    try:
+        return Exchange(msgspec.toml.decode(text.encode(), type=Config))
+    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+        raise ConfigError(str(e)) from None

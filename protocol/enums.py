@@ -1,0 +1,116 @@
+"""Enumerations shared by every process. Explicit integer values; 0 always means none/unknown."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Side(IntEnum):
+    NONE = 0
+    BUY = 1
+    SELL = 2
+
+
+class OrderType(IntEnum):
+    NONE = 0
+    LIMIT = 1
+    MARKET = 2
+
+
+class TimeInForce(IntEnum):
+    NONE = 0  # defaults to GTC for limit orders, IOC for market orders
+    GTC = 1
+    IOC = 2
+    FOK = 3
+
+
+class StpMode(IntEnum):
+    """Self-trade prevention: what happens when an order would match one of the same account."""
+
+    NONE = 0  # market default: CANCEL_NEWEST
+    CANCEL_NEWEST = 1  # the incoming (taker) order's remainder is cancelled
+    CANCEL_OLDEST = 2  # the resting (maker) order is cancelled, matching goes on
+    CANCEL_BOTH = 3
+
+
+class ExecType(IntEnum):
+    NONE = 0
+    NEW = 1
+    PARTIAL_FILL = 2
+    FILL = 3
+    CANCELED = 4
+    EXPIRED = 5
+    REPLACED = 6
+    REJECTED = 7
+
+
+class OrderStatus(IntEnum):
+    NONE = 0
+    NEW = 1
+    PARTIALLY_FILLED = 2
+    FILLED = 3
+    CANCELED = 4
+    EXPIRED = 5
+    REJECTED = 6
+
+
+class Liquidity(IntEnum):
+    NONE = 0
+    MAKER = 1
+    TAKER = 2
+
+
+class CancelReason(IntEnum):
+    """Why the engine cancelled or expired an order (carried in ExecReport.reason_code)."""
+
+    NONE = 0
+    USER = 1  # the owner asked (cancel or mass cancel)
+    IOC_REMAINDER = 2  # immediate-or-cancel / market remainder that found no liquidity
+    FOK_UNFILLABLE = 3  # fill-or-kill that could not fill completely
+    SELF_TRADE = 4  # self-trade prevention
+    NO_FUNDS = 5  # a market order ran out of locked funds
+    DISCONNECT = 6  # cancel-on-disconnect
+
+
+class RejectCode(IntEnum):
+    """Stable numeric reject codes, grouped by subsystem (exchange-core CommandResultCode style).
+
+    1xxx: protocol and authorisation; 2xxx: ledger and risk; 3xxx: orders and matching;
+    4xxx: service availability.
+    """
+
+    NONE = 0
+    MALFORMED = 1001
+    UNKNOWN_MESSAGE = 1002
+    NOT_AUTHORIZED = 1003
+    TOO_LARGE = 1004
+    NOT_LOGGED_ON = 1005
+    BAD_CREDENTIALS = 1006
+    INVALID_FIELD = 1007
+
+    INSUFFICIENT_FUNDS = 2001
+    UNKNOWN_ASSET = 2002
+    INVALID_AMOUNT = 2003
+    INVALID_ACCOUNT = 2004
+
+    UNKNOWN_MARKET = 3001
+    INVALID_PRICE = 3002
+    INVALID_QUANTITY = 3003
+    QUANTITY_BELOW_MIN = 3004
+    QUANTITY_ABOVE_MAX = 3005
+    UNKNOWN_ORDER = 3006
+    DUPLICATE_CLIENT_ORDER_ID = 3007
+    POST_ONLY_WOULD_CROSS = 3008
+    INVALID_ORDER_TYPE = 3009
+    INVALID_TIME_IN_FORCE = 3010
+    INVALID_SIDE = 3011
+    REPLACE_INVALID = 3012
+    NO_LIQUIDITY = 3013
+    INVALID_CLIENT_ORDER_ID = 3014
+    MARKET_HALTED = 3015
+
+    ENGINE_UNAVAILABLE = 4001
+    RATE_LIMITED = 4002
+    TIMEOUT = 4003
+    SHUTTING_DOWN = 4004
+    INTERNAL = 4005

@@ -1,0 +1,348 @@
+"""Every message that crosses a process boundary, as msgspec Structs encoded as MessagePack.
+
+Shapes, not behaviour. All money is integers: prices in ticks of the market, quantities in lots
+of the market, balances and quote amounts in minor units of the asset (see protocol.config for
+the scales and protocol.amounts for decimal strings at the human edges).
+
+Wire rules:
+- Every frame on the engine's ROUTER/DEALER sockets is a MessagePack array of messages, so one
+  frame can carry a whole batch. Messages are tagged arrays (``array_like``): the first element
+  is the tag, fields follow in declaration order. New fields are only ever appended, with
+  defaults, so older peers keep decoding.
+- Tags: 1-99 commands (gateway -> engine), 100-199 replies and events (engine -> gateway),
+  200-299 market data (engine PUB).
+- Every command carries ``req``, a client-chosen request id echoed by its single reply.
+  Execution reports for resting orders that trade later arrive unsolicited with ``req = 0``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class _Msg(msgspec.Struct, array_like=True, gc=False, tag_field="kind"):
+    pass
+
+
+# --------------------------------------------------------------------------------- commands
+
+
+class NewOrder(_Msg, tag=1):
+    req: int
+    account: int
+    market: str
+    side: int  # Side
+    type: int  # OrderType
+    tif: int = 0  # TimeInForce; 0 = GTC for limit, IOC for market
+    price: int = 0  # ticks; limit orders only
+    qty: int = 0  # lots; 0 only for a market buy by quote_qty
+    quote_qty: int = 0  # quote minor units; market buys by amount to spend
+    client_order_id: str = ""
+    post_only: bool = False
+    stp: int = 0  # StpMode
+
+
+class Cancel(_Msg, tag=2):
+    req: int
+    account: int
+    market: str
+    order_id: int = 0
+    client_order_id: str = ""
+
+
+class Replace(_Msg, tag=3):
+    """Cancel-replace. ``qty`` is the new total order quantity (filled part included, as FIX)."""
+
+    req: int
+    account: int
+    market: str
+    order_id: int = 0
+    client_order_id: str = ""
+    new_client_order_id: str = ""
+    price: int = 0
+    qty: int = 0
+
+
+class MassCancel(_Msg, tag=4):
+    req: int
+    account: int
+    market: str = ""  # "" = every market
+    reason: int = 1  # CancelReason: USER or DISCONNECT
+
+
+class OrderStatusRequest(_Msg, tag=5):
+    req: int
+    account: int
+    market: str
+    order_id: int = 0
+    client_order_id: str = ""
+
+
+class OpenOrdersRequest(_Msg, tag=6):
+    req: int
+    account: int
+    market: str = ""
+
+
+class BalancesRequest(_Msg, tag=7):
+    req: int
+    account: int
+
+
+class QuoteRequest(_Msg, tag=8):
+    """What a market order would do now: base ``qty`` in lots, or a buy spending ``quote_qty``."""
+
+    req: int
+    market: str
+    side: int
+    qty: int = 0
+    quote_qty: int = 0
+    account: int = 0  # if set, that account's own orders are skipped (as STP would)
+
+
+class Deposit(_Msg, tag=9):
+    req: int
+    account: int
+    asset: str
+    amount: int
+    ref: str = ""
+
+
+class Withdraw(_Msg, tag=10):
+    req: int
+    account: int
+    asset: str
+    amount: int
+    ref: str = ""
+
+
+class SnapshotRequest(_Msg, tag=11):
+    req: int
+    market: str
+    depth: int = 0  # levels per side; 0 = the whole book
+
+
+class Ping(_Msg, tag=12):
+    req: int
+
+
+Command = (
+    NewOrder
+    | Cancel
+    | Replace
+    | MassCancel
+    | OrderStatusRequest
+    | OpenOrdersRequest
+    | BalancesRequest
+    | QuoteRequest
+    | Deposit
+    | Withdraw
+    | SnapshotRequest
+    | Ping
+)
+
+# Commands that change state: they get a sequence number and go to the journal.
+WRITE_COMMANDS = (NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw)
+
+
+# ------------------------------------------------------------------------ replies and events
+
+
+class ExecReport(_Msg, tag=100):
+    """One state change of one order (FIX ExecutionReport semantics).
+
+    Fees are charged on the asset received: a buyer pays in base, a seller in quote.
+    """
+
+    req: int
+    account: int
+    order_id: int
+    client_order_id: str
+    market: str
+    side: int
+    exec_type: int  # ExecType
+    status: int  # OrderStatus
+    price: int  # limit price in ticks (0 for market orders)
+    qty: int  # order quantity in lots (0 for a market buy by quote amount)
+    last_px: int = 0  # this fill's price (ticks)
+    last_qty: int = 0  # this fill's quantity (lots)
+    cum_qty: int = 0
+    leaves_qty: int = 0
+    cum_quote: int = 0  # quote minor units traded so far (avg price = cum_quote / cum_qty)
+    fee: int = 0  # this fill's fee, minor units of the asset received
+    liquidity: int = 0  # Liquidity
+    trade_id: int = 0
+    reason_code: int = 0  # CancelReason for CANCELED/EXPIRED
+    seq: int = 0  # global sequence number of the command that caused it
+    ts: int = 0  # engine timestamp (ns since epoch) of that command
+    quote_qty: int = 0  # for market buys by amount: the amount to spend
+
+
+class Executions(_Msg, tag=101):
+    """Reply to NewOrder, Cancel and Replace: what happened to that order in that command."""
+
+    req: int
+    reports: list[ExecReport]
+
+
+class Rejected(_Msg, tag=102):
+    req: int
+    code: int  # RejectCode
+    reason: str
+    order_id: int = 0
+    client_order_id: str = ""
+    seq: int = 0  # set when the rejected command was a journaled write
+
+
+class OrderState(msgspec.Struct, array_like=True, gc=False):
+    order_id: int
+    client_order_id: str
+    account: int
+    market: str
+    side: int
+    type: int
+    tif: int
+    status: int
+    price: int
+    qty: int
+    cum_qty: int
+    leaves_qty: int
+    cum_quote: int
+    quote_qty: int
+    post_only: bool
+    created_ts: int
+    updated_ts: int
+
+
+class OrderInfo(_Msg, tag=103):
+    req: int
+    order: OrderState
+
+
+class OpenOrders(_Msg, tag=104):
+    req: int
+    orders: list[OrderState]
+
+
+class Balance(msgspec.Struct, array_like=True, gc=False):
+    asset: str
+    available: int
+    locked: int
+
+
+class Balances(_Msg, tag=105):
+    req: int
+    account: int
+    balances: list[Balance]
+
+
+class QuoteReply(_Msg, tag=106):
+    req: int
+    market: str
+    side: int
+    qty: int  # lots that would fill
+    quote_qty: int  # quote minor units they would cost / bring
+    worst_price: int  # ticks, 0 if nothing would fill
+    complete: bool  # the whole request would fill
+
+
+class BookSnapshot(_Msg, tag=107):
+    """The book as of depth-stream sequence ``seq`` of engine run ``epoch``.
+
+    Levels are [price ticks, total lots, order count], best first.
+    """
+
+    req: int
+    market: str
+    epoch: int
+    seq: int
+    bids: list[tuple[int, int, int]]
+    asks: list[tuple[int, int, int]]
+    last_trade_id: int = 0
+
+
+class MassCancelReply(_Msg, tag=108):
+    req: int
+    count: int
+    seq: int = 0
+
+
+class LedgerReply(_Msg, tag=109):
+    """Reply to Deposit and Withdraw: the balance after the change."""
+
+    req: int
+    account: int
+    asset: str
+    available: int
+    locked: int
+    seq: int
+
+
+class Pong(_Msg, tag=110):
+    req: int
+    seq: int  # last global sequence number
+    epoch: int
+
+
+Reply = (
+    ExecReport
+    | Executions
+    | Rejected
+    | OrderInfo
+    | OpenOrders
+    | Balances
+    | QuoteReply
+    | BookSnapshot
+    | MassCancelReply
+    | LedgerReply
+    | Pong
+)
+
+
+# ------------------------------------------------------------------------------ market data
+
+
+class Trade(msgspec.Struct, array_like=True, gc=False):
+    trade_id: int  # contiguous per market, from 1, survives restarts
+    price: int
+    qty: int
+    taker_side: int
+    ts: int
+    seq: int  # global command sequence number
+
+
+class Trades(_Msg, tag=200):
+    market: str
+    epoch: int
+    seq: int  # per market and stream, contiguous within an epoch
+    trades: list[Trade]
+
+
+class Depth(_Msg, tag=201):
+    """L2 changes: new total lots at each price that changed (0 = level gone)."""
+
+    market: str
+    epoch: int
+    seq: int
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    ts: int = 0
+
+
+class Bbo(_Msg, tag=202):
+    market: str
+    epoch: int
+    seq: int
+    bid_price: int
+    bid_qty: int
+    ask_price: int
+    ask_qty: int
+    ts: int
+
+
+MarketData = Trades | Depth | Bbo
+
+# ZeroMQ PUB topics: b"<kind>.<market>", so a subscriber can filter by prefix.
+TOPIC_TRADES = b"T."
+TOPIC_DEPTH = b"D."
+TOPIC_BBO = b"B."
