@@ -44,12 +44,13 @@ from protocol.messages import (
     Balance,
     Balances,
     BalancesRequest,
+    Bbo,
     BookSnapshot,
     Cancel,
     Deposit,
     Depth,
-    Executions,
     ExecReport,
+    Executions,
     LedgerReply,
     MassCancel,
     MassCancelReply,
@@ -69,7 +70,6 @@ from protocol.messages import (
     Trade,
     Trades,
     Withdraw,
-    Bbo,
 )
 
 LIMIT, MARKET = 1, 2
@@ -947,6 +947,15 @@ class Engine:
                 msgs.append((b"B." + topic, Bbo(sym, self.epoch, book.bbo_seq, *bbo, ts)))
         self.dirty.clear()
         return msgs
+
+    def discard_output(self) -> None:
+        """Drop pending replies and market-data bookkeeping (journal replay has no audience)."""
+        self.outbox.clear()
+        for book in self.dirty:
+            book.trades.clear()
+            book.dirty_bids.clear()
+            book.dirty_asks.clear()
+        self.dirty.clear()
 
     # ------------------------------------------------------------ state and invariants
     def state(self) -> EngineState:

@@ -1,0 +1,5 @@
+import sys
+
+from engine.server import main
+
+sys.exit(main())

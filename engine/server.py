@@ -1,0 +1,334 @@
+"""The engine process: the imperative shell around engine.core.
+
+One thread on one (optionally pinned) core runs a uvloop event loop that:
+1. drains up to ``batch_max`` frames from the ROUTER socket (each frame a MessagePack array of
+   commands from one gateway),
+2. applies every command to the core with one timestamp for the batch,
+3. writes the batch's write commands to the journal as one record (group commit),
+4. only then sends each gateway one frame with all of its replies and events,
+5. publishes per-market Trades/Depth/Bbo on the PUB socket,
+6. snapshots every ``snapshot_every`` commands.
+
+Bad frames are answered with a Rejected (code 1001/1004) and never stop the loop. Fan-out is
+bounded: the PUB socket's high-water mark drops messages for a slow subscriber (who sees the
+sequence gap and resynchronises), and a gateway whose ROUTER queue is full loses replies
+(counted in the metrics) rather than stalling the engine.
+
+SIGINT/SIGTERM: finish the current batch, write a snapshot, close the journal, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import uvloop
+import zmq
+
+from engine import journal
+from engine.core import Engine
+from protocol import config
+from protocol.enums import RejectCode
+from protocol.messages import Command, Ping, Pong, Rejected
+
+log = logging.getLogger("engine")
+
+MAX_FRAME = 1 << 20  # bytes; larger frames are rejected (zmq drops peers beyond 16 MiB)
+MAX_COMMANDS_PER_FRAME = 10_000
+
+
+class Metrics(msgspec.Struct):
+    commands: int = 0
+    writes: int = 0
+    batches: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    md_out: int = 0
+    rejected_frames: int = 0
+    dropped_replies: int = 0
+    internal_errors: int = 0
+    snapshots: int = 0
+    recovered: int = 0
+
+
+class EngineServer:
+    def __init__(self, exchange: config.Exchange, data_dir: Path | None = None) -> None:
+        self.exchange = exchange
+        self.cfg = exchange.engine
+        self.data_dir = Path(data_dir or self.cfg.data_dir)
+        self.engine = Engine(exchange, epoch=time.time_ns())
+        self.metrics = Metrics()
+        self.decoder = msgspec.msgpack.Decoder(list[Command])
+        self.raw_decoder = msgspec.msgpack.Decoder(list[msgspec.Raw])
+        self.one_decoder = msgspec.msgpack.Decoder(Command)
+        self.encoder = msgspec.msgpack.Encoder()
+        self.ctx = zmq.Context()
+        self.router: zmq.Socket | None = None
+        self.pub: zmq.Socket | None = None
+        self.journal: journal.Journal | None = None
+        self.last_snapshot = 0
+        self.stopped: asyncio.Event | None = None  # created inside the loop
+        self._stopping = False
+
+    # ------------------------------------------------------------------- lifecycle
+    def recover(self) -> journal.Recovery:
+        t0 = time.perf_counter()
+        rec = journal.recover(self.data_dir, self.engine)
+        self.engine.validate()
+        self.last_snapshot = self.engine.seq
+        self.metrics.recovered = rec.replayed
+        log.info(
+            "recovered seq %d: snapshot at %d + %d journaled commands in %.3fs%s",
+            self.engine.seq,
+            rec.snapshot_seq,
+            rec.replayed,
+            time.perf_counter() - t0,
+            f", truncated torn tail of {rec.truncated_bytes} bytes" if rec.truncated_bytes else "",
+        )
+        return rec
+
+    def bind(self) -> None:
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.router.setsockopt(zmq.SNDHWM, self.cfg.router_hwm)
+        self.router.setsockopt(zmq.RCVHWM, self.cfg.router_hwm)
+        self.router.setsockopt(zmq.MAXMSGSIZE, 16 * MAX_FRAME)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.bind(self.cfg.commands)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, self.cfg.pub_hwm)
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(self.cfg.market_data)
+        self.journal = journal.Journal(
+            self.data_dir, self.engine.seq + 1, self.cfg.fsync == "batch"
+        )
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        assert self.router is not None
+        loop.add_reader(self.router.getsockopt(zmq.FD), self._on_readable)
+        loop.call_soon(self._on_readable)  # messages may have queued before the reader existed
+        log.info(
+            "engine ready: commands on %s, market data on %s, data in %s, epoch %d",
+            self.cfg.commands,
+            self.cfg.market_data,
+            self.data_dir,
+            self.engine.epoch,
+        )
+        await self.stopped.wait()
+        loop.remove_reader(self.router.getsockopt(zmq.FD))
+        self.shutdown()
+
+    def stop(self) -> None:
+        if not self._stopping:
+            self._stopping = True
+            log.info("stopping: finishing the batch, writing a snapshot")
+            assert self.stopped is not None
+            self.stopped.set()
+
+    def shutdown(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+            self.snapshot()
+        for sock in (self.router, self.pub):
+            if sock is not None:
+                sock.close(0)
+        self.ctx.term()
+        log.info("engine stopped at seq %d", self.engine.seq)
+
+    def snapshot(self) -> None:
+        t0 = time.perf_counter()
+        path = journal.write_snapshot(self.data_dir, self.engine)
+        self.last_snapshot = self.engine.seq
+        self.metrics.snapshots += 1
+        journal.prune(self.data_dir)
+        log.info("snapshot %s in %.3fs", path.name, time.perf_counter() - t0)
+
+    # ---------------------------------------------------------------------- batches
+    def _on_readable(self) -> None:
+        router = self.router
+        assert router is not None
+        batch_max = self.cfg.batch_max
+        while not self._stopping and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = []
+            for _ in range(batch_max):
+                try:
+                    frames.append(router.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+            if frames:
+                self.process(frames)
+
+    def process(self, frames: list[list[bytes]]) -> None:
+        """Apply one batch of frames, journal it, then reply and publish."""
+        engine = self.engine
+        m = self.metrics
+        ts = time.time_ns()
+        first_seq = engine.seq + 1
+        writes: list[tuple[bytes, object]] = []
+        for frame in frames:
+            m.frames_in += 1
+            if len(frame) != 2:
+                self._reject_frame(frame[0], RejectCode.MALFORMED, "expected one payload frame")
+                continue
+            origin, payload = frame
+            for cmd in self._decode(origin, payload):
+                m.commands += 1
+                if type(cmd) is Ping:
+                    engine.outbox[origin].append(self._pong(cmd))
+                    continue
+                before = engine.seq
+                try:
+                    engine.apply(cmd, ts, origin)
+                except Exception:
+                    m.internal_errors += 1
+                    log.exception("internal error on %r", cmd)
+                    engine.outbox[origin].append(
+                        Rejected(getattr(cmd, "req", 0), RejectCode.INTERNAL, "internal error")
+                    )
+                if engine.seq != before:
+                    writes.append((origin, cmd))
+        if writes:
+            assert self.journal is not None
+            self.journal.write(first_seq, ts, writes)
+            m.writes += len(writes)
+        m.batches += 1
+        self._send_replies()
+        self._publish(ts)
+        if engine.seq - self.last_snapshot >= self.cfg.snapshot_every:
+            self.journal_roll()
+
+    def journal_roll(self) -> None:
+        """Snapshot, then continue in a fresh journal segment."""
+        self.snapshot()
+        assert self.journal is not None
+        self.journal.open(self.engine.seq + 1)
+
+    def _decode(self, origin: bytes, payload: bytes) -> list:
+        if len(payload) > MAX_FRAME:
+            self._reject_frame(
+                origin, RejectCode.TOO_LARGE, f"frame of {len(payload)} bytes exceeds {MAX_FRAME}"
+            )
+            return []
+        try:
+            cmds = self.decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._salvage(origin, payload)
+        if len(cmds) > MAX_COMMANDS_PER_FRAME:
+            self._reject_frame(
+                origin,
+                RejectCode.TOO_LARGE,
+                f"{len(cmds)} commands in one frame, at most {MAX_COMMANDS_PER_FRAME}",
+            )
+            return []
+        return cmds
+
+    def _salvage(self, origin: bytes, payload: bytes) -> list:
+        """Decode item by item so one bad command rejects only itself."""
+        try:
+            raws = self.raw_decoder.decode(payload)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            self._reject_frame(
+                origin, RejectCode.MALFORMED, f"frame must be a MessagePack array of commands: {e}"
+            )
+            return []
+        good = []
+        for raw in raws[:MAX_COMMANDS_PER_FRAME]:
+            try:
+                good.append(self.one_decoder.decode(raw))
+            except (msgspec.DecodeError, msgspec.ValidationError) as e:
+                self._reject_frame(origin, RejectCode.MALFORMED, f"bad command: {e}", _req_of(raw))
+        return good
+
+    def _reject_frame(self, origin: bytes, code: int, reason: str, req: int = 0) -> None:
+        self.metrics.rejected_frames += 1
+        self.engine.outbox[origin].append(Rejected(req, code, reason))
+
+    def _pong(self, cmd: Ping) -> Pong:
+        return Pong(cmd.req, self.engine.seq, self.engine.epoch)
+
+    def _send_replies(self) -> None:
+        router = self.router
+        assert router is not None
+        encode = self.encoder.encode
+        for origin, msgs in self.engine.outbox.items():
+            try:
+                router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
+                self.metrics.frames_out += 1
+            except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
+                self.metrics.dropped_replies += len(msgs)
+                log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
+        self.engine.outbox.clear()
+
+    def _publish(self, ts: int) -> None:
+        pub = self.pub
+        assert pub is not None
+        encode = self.encoder.encode
+        for topic, msg in self.engine.market_data(ts):
+            pub.send_multipart([topic, encode(msg)], zmq.NOBLOCK)
+            self.metrics.md_out += 1
+
+
+def _req_of(raw: msgspec.Raw) -> int:
+    """Best effort: the request id of an undecodable command, so its reply can be matched."""
+    try:
+        item = msgspec.msgpack.decode(raw)
+    except msgspec.DecodeError:
+        return 0
+    if isinstance(item, list) and len(item) > 1 and isinstance(item[1], int):
+        return item[1] if 0 <= item[1] < 2**64 else 0
+    return 0
+
+
+def pin(cpu: int) -> None:
+    if cpu >= 0:
+        os.sched_setaffinity(0, {cpu})
+        log.info("pinned to cpu %d", cpu)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="TOML config (default: the shipped one)")
+    parser.add_argument("--data-dir", help="journal and snapshots (overrides the config)")
+    parser.add_argument("--cpu", type=int, help="pin the engine thread to this core")
+    parser.add_argument("--commands", help="ROUTER endpoint (overrides the config)")
+    parser.add_argument("--market-data", help="PUB endpoint (overrides the config)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        exchange = config.load(args.config)
+    except config.ConfigError as e:
+        log.error("bad config: %s", e)
+        return 2
+    if args.commands:
+        exchange.engine.commands = args.commands
+    if args.market_data:
+        exchange.engine.market_data = args.market_data
+    server = EngineServer(exchange, Path(args.data_dir) if args.data_dir else None)
+    try:
+        server.recover()
+    except journal.JournalCorrupt as e:
+        log.error("refusing to start: %s", e)
+        return 3
+    server.bind()
+    gc.collect()
+    gc.freeze()  # the recovered state is long-lived: keep it out of every collection
+    pin(args.cpu if args.cpu is not None else exchange.engine.cpu)
+    uvloop.run(server.serve())
+    return 0
