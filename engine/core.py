@@ -3,8 +3,8 @@
 ``Engine.apply(cmd, ts, origin)`` is the only way state changes. Write commands (NewOrder,
 Cancel, Replace, MassCancel, Deposit, Withdraw) take the next global sequence number - also when
 they are rejected, since the journal records inputs, not outcomes - and return it; read
-commands return 0. Replies and events are appended to ``self.out`` as (origin, message); the
-process shell sends them only after the batch is journaled. The core never reads the clock:
+commands return 0. Replies and events are appended to ``self.outbox[origin]``; the process
+shell sends them only after the batch is journaled. The core never reads the clock:
 ``ts`` comes with the command, so replaying the journal rebuilds exactly the same state
 (``state_hash()``).
 
@@ -30,45 +30,32 @@ Matching rules:
 
 from __future__ import annotations
 
-import hashlib
 from collections import defaultdict
 from collections.abc import Callable
 
-import msgspec
-
 from engine.book import BUY, SELL, Book, Order
 from engine.ledger import Ledger
+from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, RejectCode, StpMode
 from protocol.messages import (
-    Balance,
-    Balances,
     BalancesRequest,
-    Bbo,
-    BookSnapshot,
     Cancel,
     Deposit,
-    Depth,
     ExecReport,
     Executions,
     LedgerReply,
     MassCancel,
     MassCancelReply,
     NewOrder,
-    OpenOrders,
     OpenOrdersRequest,
-    OrderInfo,
-    OrderState,
     OrderStatusRequest,
     Ping,
-    Pong,
-    QuoteReply,
     QuoteRequest,
     Rejected,
     Replace,
     SnapshotRequest,
     Trade,
-    Trades,
     Withdraw,
 )
 
@@ -77,14 +64,18 @@ GTC, IOC, FOK = 1, 2, 3
 NEWEST, OLDEST, BOTH = 1, 2, 3
 E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL = 1, 2, 3, 4, 5, 6
 S_NEW, S_PART, S_FILLED, S_CXL, S_EXP = 1, 2, 3, 4, 5
-MAKER, TAKER = int(Liquidity.MAKER), int(Liquidity.TAKER)
+MAKER, TAKER = 1, 2
+C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6
 PPM = 1_000_000
 MAX_CLIENT_ID = 64
 CLOSED_KEPT = 100_000  # closed orders remembered for status queries (not part of the state)
 
+# The hot path uses plain ints; these keep them honest against the protocol's enums.
 assert (NEWEST, OLDEST, BOTH) == (StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH)
-assert (E_NEW, E_FILL, E_REPL) == (ExecType.NEW, ExecType.FILL, ExecType.REPLACED)
-assert (S_NEW, S_FILLED, S_EXP) == (OrderStatus.NEW, OrderStatus.FILLED, OrderStatus.EXPIRED)
+assert (E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL) == tuple(ExecType)[1:7]
+assert (S_NEW, S_PART, S_FILLED, S_CXL, S_EXP) == tuple(OrderStatus)[1:6]
+assert (MAKER, TAKER) == (Liquidity.MAKER, Liquidity.TAKER)
+assert (C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT) == tuple(CancelReason)[1:7]
 
 R = RejectCode
 
@@ -95,19 +86,7 @@ class Reject(Exception):  # noqa: N818 - control flow inside a handler, never es
         self.reason = reason
 
 
-class EngineState(msgspec.Struct, array_like=True):
-    """Everything that defines the engine, in a canonical order (snapshots and state_hash)."""
-
-    seq: int
-    next_order_id: int
-    fee_account: int
-    assets: list[str]
-    totals: list[int]
-    accounts: list[tuple[int, list[int]]]
-    books: list[tuple[str, int, list[Order]]]
-
-
-class Engine:
+class Engine(EngineViews):
     def __init__(self, exchange: Exchange, epoch: int = 0) -> None:
         self.exchange = exchange
         self.epoch = epoch
@@ -130,7 +109,7 @@ class Engine:
         # replies and events per destination (gateway routing id), sent after the journal write
         self.outbox: defaultdict[bytes, list] = defaultdict(list)
         self.dirty: set[Book] = set()
-        self._handlers: dict[type, Callable[..., int]] = {
+        self.handlers: dict[type, Callable[..., int]] = {
             NewOrder: self._on_new_order,
             Cancel: self._on_cancel,
             Replace: self._on_replace,
@@ -145,62 +124,37 @@ class Engine:
             Ping: self._on_ping,
         }
 
-    # ----------------------------------------------------------------------- dispatch
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:
         """Apply one command; returns its sequence number (0 for reads)."""
-        return self._handlers[type(cmd)](cmd, ts, origin)
+        return self.handlers[type(cmd)](cmd, ts, origin)
 
-    def _reject(
-        self,
-        origin: bytes,
-        req: int,
-        code: int,
-        reason: str,
-        seq: int = 0,
-        order_id: int = 0,
-        cid: str = "",
-    ) -> int:
+    def _reject(self, origin: bytes, req: int, code: int, reason: str, seq: int = 0,
+                order_id: int = 0, cid: str = "") -> int:  # fmt: skip
         self.outbox[origin].append(Rejected(req, code, reason, order_id, cid, seq))
         return seq
 
-    # ------------------------------------------------------------------------- orders
+    # ------------------------------------------------------------------- new orders
+    # The hot path. Calls are kept few and messages are built positionally (measured: keyword
+    # construction of a 22-field struct costs several times more); formatting is off so each
+    # message stays on a couple of lines.
+    # fmt: off
     def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
-        book = self.books.get(c.market)
         try:
+            book = self.books.get(c.market)
             if book is None:
                 raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
             o = self._accept(c, book, ts, origin)
         except Reject as r:
             return self._reject(origin, c.req, r.code, r.reason, seq, 0, c.client_order_id)
         req = c.req
-        reports = [
-            ExecReport(
-                req,
-                o.account,
-                o.id,
-                o.client_id,
-                o.market,
-                o.side,
-                E_NEW,
-                S_NEW,
-                o.price,
-                o.qty,
-                0,
-                0,
-                0,
-                0 if o.quote_qty else o.leaves,
-                0,
-                0,
-                0,
-                0,
-                0,
-                seq,
-                ts,
-                o.quote_qty,
-            )
-        ]
-        self._execute(book, o, reports, seq, ts, req)
+        reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
+                              o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
+                              0, 0, seq, ts, o.quote_qty)]
+        if o.tif == GTC and not (0 < book.ask <= o.price if o.side == BUY else book.bid >= o.price):
+            self._rest(book, o)  # the common case: a limit order that does not cross
+        else:
+            self._execute(book, o, reports, seq, ts, req)
         self.outbox[origin].append(Executions(req, reports))
         return seq
 
@@ -212,21 +166,22 @@ class Engine:
         if side != BUY and side != SELL:
             raise Reject(R.INVALID_SIDE, f"side must be 1 (buy) or 2 (sell), was {side}")
         cid = c.client_order_id
-        if cid and (len(cid) > MAX_CLIENT_ID or (acct, cid) in self.cids):
+        if cid:
             if len(cid) > MAX_CLIENT_ID:
                 raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
-            raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cid!r} is open")
+            if (acct, cid) in self.cids:
+                raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cid!r} is open")
         stp = c.stp or NEWEST
         if not NEWEST <= stp <= BOTH:
             raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {c.stp}")
-        spec = book.spec
         if c.type != LIMIT:
             return self._accept_market(c, book, acct, stp, ts, origin)
+        spec = book.spec
         price, qty, tif = c.price, c.qty, c.tif or GTC
         if not 0 < price <= spec.max_price:
             raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
         if not spec.min_qty <= qty <= spec.max_qty:
-            self._check_qty(spec, qty)
+            _check_qty(spec, qty)
         if not GTC <= tif <= FOK:
             raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..3, was {tif}")
         if c.quote_qty:
@@ -234,7 +189,7 @@ class Engine:
         if c.post_only:
             if tif != GTC:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC")
-            if self._crosses(book, side, price):
+            if _crosses(book, side, price):
                 raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         if side == BUY:
             need, col = price * qty * spec.tick_lot_quote, book.quote_a
@@ -242,60 +197,37 @@ class Engine:
             need, col = qty * spec.lot_units, book.base_a
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
-            self._lock(acct, col, need, spec.quote if side == BUY else spec.base)
+            raise _no_funds(row, col, need, spec.quote if side == BUY else spec.base)
         row[col] -= need
         row[col + 1] += need
         oid = self.next_order_id
         self.next_order_id = oid + 1
-        return Order(
-            oid,
-            acct,
-            c.market,
-            side,
-            LIMIT,
-            tif,
-            price,
-            qty,
-            qty,
-            0,
-            0,
-            0,
-            need,
-            cid,
-            c.post_only,
-            stp,
-            origin,
-            ts,
-            ts,
-            S_NEW,
-        )
+        return Order(oid, acct, c.market, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need, cid,
+                     c.post_only, stp, origin, ts, ts, S_NEW)
 
-    def _accept_market(
-        self, c: NewOrder, book: Book, acct: int, stp: int, ts: int, origin: bytes
-    ) -> Order:
+    def _accept_market(self, c: NewOrder, book: Book, acct: int, stp: int, ts: int,
+                       origin: bytes) -> Order:
         spec = book.spec
         tif = c.tif or IOC
         if c.type != MARKET:
-            raise Reject(
-                R.INVALID_ORDER_TYPE, f"type must be 1 (limit) or 2 (market), was {c.type}"
-            )
+            raise Reject(R.INVALID_ORDER_TYPE, f"type must be 1 (limit) or 2 (market), "
+                         f"was {c.type}")
         if tif != IOC and tif != FOK:
             raise Reject(R.INVALID_TIME_IN_FORCE, "market orders are IOC or FOK")
         if c.post_only or c.price:
             raise Reject(R.INVALID_PRICE, "market orders take no price and cannot be post-only")
-        qty = c.qty
-        budget = 0
+        qty, budget = c.qty, 0
         if c.side == BUY and c.quote_qty and not qty:
             budget = need = c.quote_qty
             if not 0 < budget <= spec.max_price * spec.max_qty * spec.tick_lot_quote:
                 raise Reject(R.INVALID_QUANTITY, f"quote_qty out of range: {budget}")
             if tif == FOK:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "a buy by quote amount cannot be FOK")
-            col, asset, qty = book.quote_a, spec.quote, 0
+            col, asset = book.quote_a, spec.quote
         elif c.quote_qty:
             raise Reject(R.INVALID_QUANTITY, "give qty, or quote_qty for a market buy, not both")
         else:
-            self._check_qty(spec, qty)
+            _check_qty(spec, qty)
             if c.side == SELL:
                 need, col, asset = qty * spec.lot_units, book.base_a, spec.base
             else:
@@ -303,64 +235,30 @@ class Engine:
                 if not lots:
                     raise Reject(R.NO_LIQUIDITY, f"no asks in {spec.symbol} for a market buy")
                 col, asset = book.quote_a, spec.quote
-        self._lock(acct, col, need, asset)
+        row = self.ledger.accounts.get(acct)
+        if row is None or row[col] < need:
+            raise _no_funds(row, col, need, asset)
+        row[col] -= need
+        row[col + 1] += need
         oid = self.next_order_id
         self.next_order_id = oid + 1
         leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
-        return Order(
-            oid,
-            acct,
-            c.market,
-            c.side,
-            MARKET,
-            tif,
-            0,
-            qty,
-            leaves,
-            0,
-            0,
-            budget,
-            need,
-            c.client_order_id,
-            False,
-            stp,
-            origin,
-            ts,
-            ts,
-            S_NEW,
-        )
-
-    @staticmethod
-    def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
-        if qty < spec.min_qty:
-            raise Reject(
-                R.QUANTITY_BELOW_MIN, f"qty must be at least {spec.min_qty} lots, was {qty}"
-            )
-        if qty > spec.max_qty:
-            raise Reject(
-                R.QUANTITY_ABOVE_MAX, f"qty must be at most {spec.max_qty} lots, was {qty}"
-            )
-
-    def _lock(self, acct: int, col: int, need: int, asset: str) -> None:
-        row = self.ledger.accounts.get(acct)
-        if row is None or row[col] < need:
-            have = row[col] if row else 0
-            raise Reject(R.INSUFFICIENT_FUNDS, f"needs {need} {asset} units, {have} available")
-        row[col] -= need
-        row[col + 1] += need
+        return Order(oid, acct, c.market, c.side, MARKET, tif, 0, qty, leaves, 0, 0, budget, need,
+                     c.client_order_id, False, stp, origin, ts, ts, S_NEW)
 
     def _execute(self, book: Book, o: Order, reports: list, seq: int, ts: int, req: int) -> None:
         """Run an accepted order: FOK check, match, then rest or expire the remainder."""
+        side = o.side
         if o.type == LIMIT:
             limit = o.price
-            crosses = (book.ask and book.ask <= limit) if o.side == BUY else book.bid >= limit
+            crosses = (book.ask and book.ask <= limit) if side == BUY else book.bid >= limit
         else:
-            limit = MAX_INT if o.side == BUY else 0
-            crosses = book.ask if o.side == BUY else book.bid
+            limit = MAX_INT if side == BUY else 0
+            crosses = book.ask if side == BUY else book.bid
         if o.tif == FOK:
-            lots, _, _ = self._walk(book, o.side, o.account, o.stp, o.leaves, 0, limit)
+            lots, _, _ = self._walk(book, side, o.account, o.stp, o.leaves, 0, limit)
             if lots < o.leaves:
-                self._finish(o, reports, E_EXP, S_EXP, CancelReason.FOK_UNFILLABLE, seq, ts, req)
+                self._finish(o, reports, E_EXP, S_EXP, C_FOK, seq, ts, req)
                 return
         stopped = 0
         if crosses:
@@ -369,28 +267,26 @@ class Engine:
         if not o.leaves:
             if o.locked:
                 self._release(o)  # a buy that filled below its limit keeps no surplus locked
-            self._forget(o)
+            self._remember(o)
         elif stopped:
             self._finish(o, reports, E_CXL, S_CXL, stopped, seq, ts, req)
         elif o.tif == GTC:
-            book.add(o)
-            self.dirty.add(book)
-            oid = o.id
-            self.orders[oid] = o
-            if o.client_id:
-                self.cids[(o.account, o.client_id)] = o
-            acct_orders = self.by_account.get(o.account)
-            if acct_orders is None:
-                acct_orders = self.by_account[o.account] = {}
-            acct_orders[oid] = o
+            self._rest(book, o)
         else:
-            self._finish(o, reports, E_EXP, S_EXP, CancelReason.IOC_REMAINDER, seq, ts, req)
+            self._finish(o, reports, E_EXP, S_EXP, C_IOC, seq, ts, req)
 
-    @staticmethod
-    def _crosses(book: Book, side: int, price: int) -> bool:
-        if side == BUY:
-            return bool(book.ask) and book.ask <= price
-        return book.bid >= price
+    def _rest(self, book: Book, o: Order) -> None:
+        """Put an order on the book and in the indexes."""
+        book.add(o)
+        self.dirty.add(book)
+        oid, acct = o.id, o.account
+        self.orders[oid] = o
+        if o.client_id:
+            self.cids[(acct, o.client_id)] = o
+        mine = self.by_account.get(acct)
+        if mine is None:
+            mine = self.by_account[acct] = {}
+        mine[oid] = o
 
     def _match(self, book: Book, t: Order, reports: list, seq: int, ts: int, req: int) -> int:
         """Match taker ``t`` against the opposite side; returns a CancelReason if it must stop."""
@@ -433,7 +329,7 @@ class Engine:
                     if affordable < take:
                         take = affordable
                         if not take:
-                            stopped = CancelReason.NO_FUNDS
+                            stopped = C_FUNDS
                             break
                 notional = px * take * tlq
                 base = take * lu
@@ -475,67 +371,25 @@ class Engine:
                     e_m = E_FILL
                     self._close(m)
                 t.status = S_PART if t.leaves else S_FILLED
-                outbox[m.origin].append(
-                    ExecReport(
-                        0,
-                        m.account,
-                        m.id,
-                        m.client_id,
-                        symbol,
-                        m.side,
-                        e_m,
-                        m.status,
-                        m.price,
-                        m.qty,
-                        px,
-                        take,
-                        m.cum,
-                        m.leaves,
-                        m.cum_quote,
-                        fee_q if taker_buys else fee_b,
-                        MAKER,
-                        tid,
-                        0,
-                        seq,
-                        ts,
-                        0,
-                    )
-                )
-                reports.append(
-                    ExecReport(
-                        req,
-                        t.account,
-                        t.id,
-                        t.client_id,
-                        symbol,
-                        t.side,
-                        E_PART if t.leaves else E_FILL,
-                        t.status,
-                        t.price,
-                        t.qty,
-                        px,
-                        take,
-                        t.cum,
-                        0 if budget else t.leaves,
-                        t.cum_quote,
-                        fee_b if taker_buys else fee_q,
-                        TAKER,
-                        tid,
-                        0,
-                        seq,
-                        ts,
-                        t.quote_qty,
-                    )
-                )
+                outbox[m.origin].append(ExecReport(
+                    0, m.account, m.id, m.client_id, symbol, m.side, e_m, m.status, m.price, m.qty,
+                    px, take, m.cum, m.leaves, m.cum_quote, fee_q if taker_buys else fee_b, MAKER,
+                    tid, 0, seq, ts, 0))
+                reports.append(ExecReport(
+                    req, t.account, t.id, t.client_id, symbol, t.side,
+                    E_PART if t.leaves else E_FILL, t.status, t.price, t.qty, px, take, t.cum,
+                    0 if budget else t.leaves, t.cum_quote, fee_b if taker_buys else fee_q, TAKER,
+                    tid, 0, seq, ts, t.quote_qty))
             if not level.count:
                 book.drop_level(SELL if taker_buys else BUY, px)
         t.updated = ts
         return stopped
+    # fmt: on
 
     def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:  # noqa: ANN001
         """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
         if t.stp == NEWEST:
-            return CancelReason.SELF_TRADE
+            return C_STP
         level.orders.popleft()
         level.total -= m.leaves
         level.count -= 1
@@ -543,14 +397,11 @@ class Engine:
         m.status = S_CXL
         m.updated = ts
         self._close(m)
-        self.outbox[m.origin].append(
-            self._report(m, 0, E_CXL, S_CXL, seq, ts, CancelReason.SELF_TRADE)
-        )
-        return CancelReason.SELF_TRADE if t.stp == BOTH else 0
+        self.outbox[m.origin].append(self._report(m, 0, E_CXL, S_CXL, seq, ts, C_STP))
+        return C_STP if t.stp == BOTH else 0
 
-    def _walk(
-        self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int, limit: int
-    ) -> tuple[int, int, int]:
+    def _walk(self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int,
+              limit: int) -> tuple[int, int, int]:  # fmt: skip
         """What a taker of ``side`` would get now: (lots, quote units, worst price).
 
         Walks the opposite side up to ``qty`` lots (or spending ``budget`` quote units), within
@@ -581,23 +432,15 @@ class Engine:
                     return lots, cost, worst
         return lots, cost, worst
 
-    def _finish(
-        self,
-        o: Order,
-        reports: list,
-        exec_type: int,
-        status: int,
-        reason: int,
-        seq: int,
-        ts: int,
-        req: int,
-    ) -> None:
+    # --------------------------------------------------------------- order lifecycle
+    def _finish(self, o: Order, reports: list, exec_type: int, status: int, reason: int,
+                seq: int, ts: int, req: int) -> None:  # fmt: skip
         """Close an order that did not (or no longer does) rest: report and release funds."""
         o.status = status
         o.updated = ts
         reports.append(self._report(o, req, exec_type, status, seq, ts, reason))
         self._release(o)
-        self._forget(o)
+        self._remember(o)
 
     def _release(self, o: Order) -> None:
         if o.locked:
@@ -609,7 +452,8 @@ class Engine:
             o.locked = 0
 
     def _close(self, o: Order) -> None:
-        """A resting order is done: unlock what it still holds and drop it from the indexes."""
+        """A resting order is done: unlock what it still holds, drop it from the indexes and
+        remember it for status queries (flat on purpose: it runs for every filled maker)."""
         if o.locked:
             self._release(o)
         oid = o.id
@@ -622,53 +466,31 @@ class Engine:
         if len(closed) >= CLOSED_KEPT:
             self.closed_old, self.closed = closed, {}
 
-    def _forget(self, o: Order) -> None:
+    def _unindex(self, o: Order) -> None:
+        oid = o.id
+        del self.orders[oid]
+        del self.by_account[o.account][oid]
+        if o.client_id:
+            del self.cids[(o.account, o.client_id)]
+
+    def _remember(self, o: Order) -> None:
+        """Keep a closed order for status queries (bounded: two generations of CLOSED_KEPT)."""
         closed = self.closed
         closed[o.id] = o
         if len(closed) >= CLOSED_KEPT:
             self.closed_old, self.closed = closed, {}
 
-    def _closed(self, order_id: int) -> Order | None:
-        o = self.closed.get(order_id)
-        return o if o is not None else self.closed_old.get(order_id)
-
-    def _closed_by_cid(self, acct: int, cid: str) -> Order | None:
-        for d in (self.closed, self.closed_old):
-            for o in reversed(d.values()):
-                if o.account == acct and o.client_id == cid:
-                    return o
-        return None
-
-    def _report(
-        self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int, reason: int = 0
-    ) -> ExecReport:
+    # fmt: off
+    def _report(self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int,
+                reason: int = 0) -> ExecReport:
         leaves = o.leaves if status <= S_PART and not o.quote_qty else 0
-        return ExecReport(
-            req,
-            o.account,
-            o.id,
-            o.client_id,
-            o.market,
-            o.side,
-            exec_type,
-            status,
-            o.price,
-            o.qty,
-            0,
-            0,
-            o.cum,
-            leaves,
-            o.cum_quote,
-            0,
-            0,
-            0,
-            reason,
-            seq,
-            ts,
-            o.quote_qty,
-        )
+        return ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, exec_type, status,
+                          o.price, o.qty, 0, 0, o.cum, leaves, o.cum_quote, 0, 0, 0, reason, seq,
+                          ts, o.quote_qty)
+    # fmt: on
 
     def _find(self, acct: int, order_id: int, cid: str) -> Order | None:
+        """An open order of ``acct`` by id or client id; None for anyone else's."""
         if order_id:
             o = self.orders.get(order_id)
             return o if o is not None and o.account == acct else None
@@ -676,20 +498,16 @@ class Engine:
             return self.cids.get((acct, cid))
         return None
 
+    # ---------------------------------------------------------------------- cancels
     def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
-        o = (
-            self.orders.get(c.order_id)
-            if c.order_id
-            else self._find(c.account, 0, c.client_order_id)
-        )
-        if o is None or o.account != c.account or (c.market and c.market != o.market):
-            return self._reject(
-                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id, c.client_order_id
-            )
+        o = self._find(c.account, c.order_id, c.client_order_id)
+        if o is None or (c.market and c.market != o.market):
+            return self._reject(origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id,
+                                c.client_order_id)  # fmt: skip
         self._cancel(o, ts)
         self.outbox[origin].append(
-            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, CancelReason.USER)])
+            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, C_USER)])
         )
         return seq
 
@@ -701,6 +519,21 @@ class Engine:
         o.updated = ts
         self._close(o)
 
+    def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1
+        if c.market and c.market not in self.books:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}",
+                                seq)  # fmt: skip
+        reason = C_DISCONNECT if c.reason == C_DISCONNECT else C_USER
+        mine = self.by_account.get(c.account, {})
+        victims = [o for o in mine.values() if not c.market or o.market == c.market]
+        for o in victims:
+            self._cancel(o, ts)
+            self.outbox[o.origin].append(self._report(o, 0, E_CXL, S_CXL, seq, ts, reason))
+        self.outbox[origin].append(MassCancelReply(c.req, len(victims), seq))
+        return seq
+
+    # ---------------------------------------------------------------------- replaces
     def _on_replace(self, c: Replace, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
         o = self._find(c.account, c.order_id, c.client_order_id)
@@ -709,29 +542,27 @@ class Engine:
                 raise Reject(R.UNKNOWN_ORDER, _unknown(c))
             reports = self._replace(o, c, seq, ts, origin)
         except Reject as r:
-            return self._reject(origin, c.req, r.code, r.reason, seq, c.order_id, c.client_order_id)
+            return self._reject(origin, c.req, r.code, r.reason, seq, c.order_id,
+                                c.client_order_id)  # fmt: skip
         self.outbox[origin].append(Executions(c.req, reports))
         return seq
 
     def _replace(self, o: Order, c: Replace, seq: int, ts: int, origin: bytes) -> list:
         book = self.books[o.market]
         spec = book.spec
-        price = c.price or o.price
-        qty = c.qty or o.qty
+        price, qty = c.price or o.price, c.qty or o.qty
         new_cid = c.new_client_order_id or o.client_id
         if not 0 < price <= spec.max_price:
             raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
-        self._check_qty(spec, qty)
+        _check_qty(spec, qty)
         if qty <= o.cum:
             raise Reject(R.REPLACE_INVALID, f"new qty {qty} must exceed the filled {o.cum}")
         if new_cid != o.client_id and (
             len(new_cid) > MAX_CLIENT_ID or (o.account, new_cid) in self.cids
         ):
-            raise Reject(
-                R.DUPLICATE_CLIENT_ORDER_ID,
-                f"client order id {new_cid!r} is invalid or already open",
-            )
-        if o.post_only and price != o.price and self._crosses(book, o.side, price):
+            raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {new_cid!r} is invalid "
+                         "or already open")  # fmt: skip
+        if o.post_only and price != o.price and _crosses(book, o.side, price):
             raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         leaves = qty - o.cum
         if o.side == BUY:
@@ -740,9 +571,7 @@ class Engine:
             need, col = leaves * spec.lot_units, book.base_a
         row = self.ledger.accounts[o.account]
         if need - o.locked > row[col]:
-            raise Reject(
-                R.INSUFFICIENT_FUNDS, f"needs {need - o.locked} more units, {row[col]} available"
-            )
+            raise _no_funds(row, col, need - o.locked, spec.quote if o.side == BUY else spec.base)
         self._rename(o, new_cid)
         o.updated = ts
         self.dirty.add(book)
@@ -755,28 +584,9 @@ class Engine:
             return [self._report(o, c.req, E_REPL, o.status, seq, ts)]
         book.remove(o)
         self._unindex(o)
-        n = Order(
-            o.id,
-            o.account,
-            o.market,
-            o.side,
-            o.type,
-            o.tif,
-            price,
-            qty,
-            leaves,
-            o.cum,
-            o.cum_quote,
-            0,
-            need,
-            new_cid,
-            o.post_only,
-            o.stp,
-            origin,
-            o.created,
-            ts,
-            o.status,
-        )
+        n = Order(o.id, o.account, o.market, o.side, o.type, o.tif, price, qty, leaves, o.cum,
+                  o.cum_quote, 0, need, new_cid, o.post_only, o.stp, origin, o.created, ts,
+                  o.status)  # fmt: skip
         reports = [self._report(n, c.req, E_REPL, n.status, seq, ts)]
         self._execute(book, n, reports, seq, ts, c.req)
         return reports
@@ -789,28 +599,7 @@ class Engine:
             if new_cid:
                 self.cids[(o.account, new_cid)] = o
 
-    def _unindex(self, o: Order) -> None:
-        del self.orders[o.id]
-        del self.by_account[o.account][o.id]
-        if o.client_id:
-            del self.cids[(o.account, o.client_id)]
-
-    def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
-        self.seq = seq = self.seq + 1
-        if c.market and c.market not in self.books:
-            return self._reject(
-                origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}", seq
-            )
-        reason = c.reason if c.reason == CancelReason.DISCONNECT else CancelReason.USER
-        mine = self.by_account.get(c.account, {})
-        victims = [o for o in mine.values() if not c.market or o.market == c.market]
-        for o in victims:
-            self._cancel(o, ts)
-            self.outbox[o.origin].append(self._report(o, 0, E_CXL, S_CXL, seq, ts, reason))
-        self.outbox[origin].append(MassCancelReply(c.req, len(victims), seq))
-        return seq
-
-    # ------------------------------------------------------------------------- ledger
+    # ------------------------------------------------------------------------ ledger
     def _ledger_args(self, c: Deposit | Withdraw) -> int:
         asset = self.ledger.index.get(c.asset)
         if asset is None:
@@ -847,213 +636,25 @@ class Engine:
         )
         return seq
 
-    # -------------------------------------------------------------------------- reads
-    def _on_status(self, c: OrderStatusRequest, ts: int, origin: bytes) -> int:
-        o = self._find(c.account, c.order_id, c.client_order_id)
-        if o is None and c.order_id:
-            o = self._closed(c.order_id)
-            o = o if o is not None and o.account == c.account else None
-        if o is None and c.client_order_id:
-            o = self._closed_by_cid(c.account, c.client_order_id)
-        if o is None or (c.market and c.market != o.market):
-            return self._reject(
-                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), 0, c.order_id, c.client_order_id
-            )
-        self.outbox[origin].append(OrderInfo(c.req, _state(o)))
-        return 0
 
-    def _on_open_orders(self, c: OpenOrdersRequest, ts: int, origin: bytes) -> int:
-        if c.market and c.market not in self.books:
-            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
-        mine = self.by_account.get(c.account, {})
-        orders = [_state(o) for o in mine.values() if not c.market or o.market == c.market]
-        self.outbox[origin].append(OpenOrders(c.req, orders))
-        return 0
-
-    def _on_balances(self, c: BalancesRequest, ts: int, origin: bytes) -> int:
-        row = self.ledger.accounts.get(c.account) or [0] * (2 * len(self.ledger.assets))
-        balances = [
-            Balance(a, row[2 * i], row[2 * i + 1]) for i, a in enumerate(self.ledger.assets)
-        ]
-        self.outbox[origin].append(Balances(c.req, c.account, balances))
-        return 0
-
-    def _on_quote(self, c: QuoteRequest, ts: int, origin: bytes) -> int:
-        book = self.books.get(c.market)
-        if book is None:
-            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
-        if (
-            c.side not in (BUY, SELL)
-            or c.qty < 0
-            or c.quote_qty < 0
-            or bool(c.qty) == bool(c.quote_qty)
-            or (c.quote_qty and c.side != BUY)
-        ):
-            return self._reject(
-                origin,
-                c.req,
-                R.INVALID_QUANTITY,
-                "give side and either qty, or quote_qty for a buy",
-            )
-        limit = MAX_INT if c.side == BUY else 0
-        lots, cost, worst = self._walk(book, c.side, c.account, NEWEST, c.qty, c.quote_qty, limit)
-        complete = lots == c.qty if c.qty else lots > 0 and _next_lot_unaffordable(book, c, cost)
-        self.outbox[origin].append(QuoteReply(c.req, c.market, c.side, lots, cost, worst, complete))
-        return 0
-
-    def _on_snapshot(self, c: SnapshotRequest, ts: int, origin: bytes) -> int:
-        book = self.books.get(c.market)
-        if book is None:
-            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
-        self.outbox[origin].append(self.book_snapshot(book, c.req, max(c.depth, 0)))
-        return 0
-
-    def book_snapshot(self, book: Book, req: int = 0, depth: int = 0) -> BookSnapshot:
-        bids = [(lv.price, lv.total, lv.count) for lv in book.levels(BUY, depth)]
-        asks = [(lv.price, lv.total, lv.count) for lv in book.levels(SELL, depth)]
-        return BookSnapshot(
-            req, book.symbol, self.epoch, book.depth_seq, bids, asks, book.next_trade_id - 1
-        )
-
-    def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
-        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))
-        return 0
-
-    # -------------------------------------------------------------------- market data
-    def market_data(self, ts: int) -> list[tuple[bytes, object]]:
-        """Per-market Trades, Depth and Bbo messages for everything since the last call."""
-        msgs: list[tuple[bytes, object]] = []
-        for book in self.dirty:
-            sym = book.symbol
-            topic = sym.encode()
-            if book.trades:
-                book.trade_seq += 1
-                msgs.append((b"T." + topic, Trades(sym, self.epoch, book.trade_seq, book.trades)))
-                book.trades = []
-            if book.dirty_bids or book.dirty_asks:
-                book.depth_seq += 1
-                bids = [
-                    (p, book.level_total(BUY, p)) for p in sorted(book.dirty_bids, reverse=True)
-                ]
-                asks = [(p, book.level_total(SELL, p)) for p in sorted(book.dirty_asks)]
-                book.dirty_bids.clear()
-                book.dirty_asks.clear()
-                msgs.append((b"D." + topic, Depth(sym, self.epoch, book.depth_seq, bids, asks, ts)))
-            bid, ask = book.bid, book.ask
-            bbo = (bid, book.level_total(BUY, bid), ask, book.level_total(SELL, ask))
-            if bbo != book.last_bbo:
-                book.last_bbo = bbo
-                book.bbo_seq += 1
-                msgs.append((b"B." + topic, Bbo(sym, self.epoch, book.bbo_seq, *bbo, ts)))
-        self.dirty.clear()
-        return msgs
-
-    def discard_output(self) -> None:
-        """Drop pending replies and market-data bookkeeping (journal replay has no audience)."""
-        self.outbox.clear()
-        for book in self.dirty:
-            book.trades.clear()
-            book.dirty_bids.clear()
-            book.dirty_asks.clear()
-        self.dirty.clear()
-
-    # ------------------------------------------------------------ state and invariants
-    def state(self) -> EngineState:
-        accounts = sorted((a, list(r)) for a, r in self.ledger.accounts.items())
-        books = [(b.symbol, b.next_trade_id, b.orders_in_priority()) for b in self.books.values()]
-        return EngineState(
-            self.seq,
-            self.next_order_id,
-            self.fee_account,
-            self.ledger.assets,
-            list(self.ledger.totals),
-            accounts,
-            books,
-        )
-
-    def state_hash(self) -> str:
-        return hashlib.blake2b(msgspec.msgpack.encode(self.state()), digest_size=16).hexdigest()
-
-    def restore(self, st: EngineState) -> None:
-        """Load a state produced by ``state()`` into this (fresh) engine."""
-        if st.assets != self.ledger.assets or st.fee_account != self.fee_account:
-            raise ValueError("snapshot was taken with a different asset list or fee account")
-        self.seq, self.next_order_id = st.seq, st.next_order_id
-        self.ledger.totals = list(st.totals)
-        self.ledger.accounts = {a: list(r) for a, r in st.accounts}
-        for symbol, next_trade_id, orders in st.books:
-            book = self.books.get(symbol)
-            if book is None:
-                raise ValueError(f"snapshot has market {symbol!r}, config does not")
-            book.next_trade_id = next_trade_id
-            for o in orders:
-                o.resting = False
-                book.add(o)
-                self.orders[o.id] = o
-                self.by_account.setdefault(o.account, {})[o.id] = o
-                if o.client_id:
-                    self.cids[(o.account, o.client_id)] = o
-            book.dirty_bids.clear()
-            book.dirty_asks.clear()
-
-    def validate(self) -> None:
-        """Raise AssertionError if any invariant of any book or the ledger is broken."""
-        locked: dict[tuple[int, int], int] = {}
-        resting = 0
-        for book in self.books.values():
-            book.validate()
-            for o in book.orders_in_priority():
-                resting += 1
-                _ensure(self.orders.get(o.id) is o, f"resting order {o.id} not indexed")
-                col = (book.quote_a if o.side == BUY else book.base_a) // 2
-                locked[(o.account, col)] = locked.get((o.account, col), 0) + o.locked
-                spec = book.spec
-                if o.side == BUY:
-                    _ensure(
-                        o.locked >= o.leaves * o.price * spec.tick_lot_quote,
-                        f"order {o.id} holds too little quote",
-                    )
-                else:
-                    _ensure(o.locked == o.leaves * spec.lot_units, f"order {o.id} base lock")
-        _ensure(resting == len(self.orders), "order index holds orders not in any book")
-        _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
-        _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
-        self.ledger.validate(locked)
+def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
+    if qty < spec.min_qty:
+        raise Reject(R.QUANTITY_BELOW_MIN, f"qty must be at least {spec.min_qty} lots, was {qty}")
+    if qty > spec.max_qty:
+        raise Reject(R.QUANTITY_ABOVE_MAX, f"qty must be at most {spec.max_qty} lots, was {qty}")
 
 
-def _ensure(ok: bool, message: str) -> None:
-    if not ok:
-        raise AssertionError(message)
+def _no_funds(row: list[int] | None, col: int, need: int, asset: str) -> Reject:
+    have = row[col] if row else 0
+    return Reject(R.INSUFFICIENT_FUNDS, f"needs {need} {asset} units, {have} available")
+
+
+def _crosses(book: Book, side: int, price: int) -> bool:
+    if side == BUY:
+        return bool(book.ask) and book.ask <= price
+    return book.bid >= price
 
 
 def _unknown(c: Cancel | Replace | OrderStatusRequest) -> str:
     ref = f"order {c.order_id}" if c.order_id else f"client order id {c.client_order_id!r}"
     return f"{ref} is not an open order of account {c.account}"
-
-
-def _next_lot_unaffordable(book: Book, c: QuoteRequest, cost: int) -> bool:
-    ask = book.ask
-    return not ask or c.quote_qty - cost < ask * book.spec.tick_lot_quote
-
-
-def _state(o: Order) -> OrderState:
-    leaves = o.leaves if o.status <= S_PART else 0
-    return OrderState(
-        o.id,
-        o.client_id,
-        o.account,
-        o.market,
-        o.side,
-        o.type,
-        o.tif,
-        o.status,
-        o.price,
-        o.qty,
-        o.cum,
-        leaves,
-        o.cum_quote,
-        o.quote_qty,
-        o.post_only,
-        o.created,
-        o.updated,
-    )

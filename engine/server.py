@@ -178,6 +178,7 @@ class EngineServer:
         ts = time.time_ns()
         first_seq = engine.seq + 1
         writes: list[tuple[bytes, object]] = []
+        handlers = engine.handlers
         for frame in frames:
             m.frames_in += 1
             if len(frame) != 2:
@@ -191,7 +192,7 @@ class EngineServer:
                     continue
                 before = engine.seq
                 try:
-                    engine.apply(cmd, ts, origin)
+                    handlers[type(cmd)](cmd, ts, origin)  # engine.apply, minus one call
                 except Exception:
                     m.internal_errors += 1
                     log.exception("internal error on %r", cmd)

@@ -1,0 +1,276 @@
+"""Everything about the engine that only reads: queries, market data, state, invariants.
+
+A mixin of ``engine.core.Engine``, kept apart so the order-handling hot path stays short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from engine.book import BUY, SELL, Book, Order
+from protocol.config import MAX_INT
+from protocol.enums import RejectCode as R
+from protocol.messages import (
+    Balance,
+    Balances,
+    BalancesRequest,
+    Bbo,
+    BookSnapshot,
+    Depth,
+    OpenOrders,
+    OpenOrdersRequest,
+    OrderInfo,
+    OrderState,
+    OrderStatusRequest,
+    Ping,
+    Pong,
+    QuoteReply,
+    QuoteRequest,
+    SnapshotRequest,
+    Trades,
+)
+
+if TYPE_CHECKING:
+    from engine.core import Engine
+
+S_PART = 2
+NEWEST = 1
+
+
+class EngineState(msgspec.Struct, array_like=True):
+    """Everything that defines the engine, in a canonical order (snapshots and state_hash)."""
+
+    seq: int
+    next_order_id: int
+    fee_account: int
+    assets: list[str]
+    totals: list[int]
+    accounts: list[tuple[int, list[int]]]
+    books: list[tuple[str, int, list[Order]]]
+
+
+class EngineViews:
+    """Read-only handlers and state access, mixed into Engine."""
+
+    # -------------------------------------------------------------------------- reads
+    def _on_status(self, c: OrderStatusRequest, ts: int, origin: bytes) -> int:
+        o = self._find(c.account, c.order_id, c.client_order_id)
+        if o is None and c.order_id:
+            o = self.closed.get(c.order_id) or self.closed_old.get(c.order_id)
+            o = o if o is not None and o.account == c.account else None
+        if o is None and c.client_order_id:
+            o = _closed_by_cid(self, c.account, c.client_order_id)
+        if o is None or (c.market and c.market != o.market):
+            return self._reject(
+                origin,
+                c.req,
+                R.UNKNOWN_ORDER,
+                "order is unknown to this account",
+                0,
+                c.order_id,
+                c.client_order_id,
+            )
+        self.outbox[origin].append(OrderInfo(c.req, _state(o)))
+        return 0
+
+    def _on_open_orders(self, c: OpenOrdersRequest, ts: int, origin: bytes) -> int:
+        if c.market and c.market not in self.books:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        mine = self.by_account.get(c.account, {})
+        orders = [_state(o) for o in mine.values() if not c.market or o.market == c.market]
+        self.outbox[origin].append(OpenOrders(c.req, orders))
+        return 0
+
+    def _on_balances(self, c: BalancesRequest, ts: int, origin: bytes) -> int:
+        row = self.ledger.accounts.get(c.account) or [0] * (2 * len(self.ledger.assets))
+        balances = [
+            Balance(a, row[2 * i], row[2 * i + 1]) for i, a in enumerate(self.ledger.assets)
+        ]
+        self.outbox[origin].append(Balances(c.req, c.account, balances))
+        return 0
+
+    def _on_quote(self, c: QuoteRequest, ts: int, origin: bytes) -> int:
+        book = self.books.get(c.market)
+        if book is None:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        if (
+            c.side not in (BUY, SELL)
+            or c.qty < 0
+            or c.quote_qty < 0
+            or bool(c.qty) == bool(c.quote_qty)
+            or (c.quote_qty and c.side != BUY)
+        ):
+            return self._reject(
+                origin,
+                c.req,
+                R.INVALID_QUANTITY,
+                "give side and either qty, or quote_qty for a buy",
+            )
+        limit = MAX_INT if c.side == BUY else 0
+        lots, cost, worst = self._walk(book, c.side, c.account, NEWEST, c.qty, c.quote_qty, limit)
+        complete = lots == c.qty if c.qty else lots > 0 and _next_lot_unaffordable(book, c, cost)
+        self.outbox[origin].append(QuoteReply(c.req, c.market, c.side, lots, cost, worst, complete))
+        return 0
+
+    def _on_snapshot(self, c: SnapshotRequest, ts: int, origin: bytes) -> int:
+        book = self.books.get(c.market)
+        if book is None:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        self.outbox[origin].append(self.book_snapshot(book, c.req, max(c.depth, 0)))
+        return 0
+
+    def book_snapshot(self, book: Book, req: int = 0, depth: int = 0) -> BookSnapshot:
+        bids = [(lv.price, lv.total, lv.count) for lv in book.levels(BUY, depth)]
+        asks = [(lv.price, lv.total, lv.count) for lv in book.levels(SELL, depth)]
+        return BookSnapshot(
+            req, book.symbol, self.epoch, book.depth_seq, bids, asks, book.next_trade_id - 1
+        )
+
+    def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
+        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))
+        return 0
+
+    # -------------------------------------------------------------------- market data
+    def market_data(self, ts: int) -> list[tuple[bytes, object]]:
+        """Per-market Trades, Depth and Bbo messages for everything since the last call."""
+        msgs: list[tuple[bytes, object]] = []
+        for book in self.dirty:
+            sym = book.symbol
+            topic = sym.encode()
+            if book.trades:
+                book.trade_seq += 1
+                msgs.append((b"T." + topic, Trades(sym, self.epoch, book.trade_seq, book.trades)))
+                book.trades = []
+            if book.dirty_bids or book.dirty_asks:
+                book.depth_seq += 1
+                bids = [
+                    (p, book.level_total(BUY, p)) for p in sorted(book.dirty_bids, reverse=True)
+                ]
+                asks = [(p, book.level_total(SELL, p)) for p in sorted(book.dirty_asks)]
+                book.dirty_bids.clear()
+                book.dirty_asks.clear()
+                msgs.append((b"D." + topic, Depth(sym, self.epoch, book.depth_seq, bids, asks, ts)))
+            bid, ask = book.bid, book.ask
+            bbo = (bid, book.level_total(BUY, bid), ask, book.level_total(SELL, ask))
+            if bbo != book.last_bbo:
+                book.last_bbo = bbo
+                book.bbo_seq += 1
+                msgs.append((b"B." + topic, Bbo(sym, self.epoch, book.bbo_seq, *bbo, ts)))
+        self.dirty.clear()
+        return msgs
+
+    def discard_output(self) -> None:
+        """Drop pending replies and market-data bookkeeping (journal replay has no audience)."""
+        self.outbox.clear()
+        for book in self.dirty:
+            book.trades.clear()
+            book.dirty_bids.clear()
+            book.dirty_asks.clear()
+        self.dirty.clear()
+
+    # ------------------------------------------------------------ state and invariants
+    def state(self) -> EngineState:
+        accounts = sorted((a, list(r)) for a, r in self.ledger.accounts.items())
+        books = [(b.symbol, b.next_trade_id, b.orders_in_priority()) for b in self.books.values()]
+        return EngineState(
+            self.seq,
+            self.next_order_id,
+            self.fee_account,
+            self.ledger.assets,
+            list(self.ledger.totals),
+            accounts,
+            books,
+        )
+
+    def state_hash(self) -> str:
+        return hashlib.blake2b(msgspec.msgpack.encode(self.state()), digest_size=16).hexdigest()
+
+    def restore(self, st: EngineState) -> None:
+        """Load a state produced by ``state()`` into this (fresh) engine."""
+        if st.assets != self.ledger.assets or st.fee_account != self.fee_account:
+            raise ValueError("snapshot was taken with a different asset list or fee account")
+        self.seq, self.next_order_id = st.seq, st.next_order_id
+        self.ledger.totals = list(st.totals)
+        self.ledger.accounts = {a: list(r) for a, r in st.accounts}
+        for symbol, next_trade_id, orders in st.books:
+            book = self.books.get(symbol)
+            if book is None:
+                raise ValueError(f"snapshot has market {symbol!r}, config does not")
+            book.next_trade_id = next_trade_id
+            for o in orders:
+                o.resting = False
+                book.add(o)
+                self.orders[o.id] = o
+                self.by_account.setdefault(o.account, {})[o.id] = o
+                if o.client_id:
+                    self.cids[(o.account, o.client_id)] = o
+            book.dirty_bids.clear()
+            book.dirty_asks.clear()
+
+    def validate(self) -> None:
+        """Raise AssertionError if any invariant of any book or the ledger is broken."""
+        locked: dict[tuple[int, int], int] = {}
+        resting = 0
+        for book in self.books.values():
+            book.validate()
+            for o in book.orders_in_priority():
+                resting += 1
+                _ensure(self.orders.get(o.id) is o, f"resting order {o.id} not indexed")
+                col = (book.quote_a if o.side == BUY else book.base_a) // 2
+                locked[(o.account, col)] = locked.get((o.account, col), 0) + o.locked
+                spec = book.spec
+                if o.side == BUY:
+                    _ensure(
+                        o.locked >= o.leaves * o.price * spec.tick_lot_quote,
+                        f"order {o.id} holds too little quote",
+                    )
+                else:
+                    _ensure(o.locked == o.leaves * spec.lot_units, f"order {o.id} base lock")
+        _ensure(resting == len(self.orders), "order index holds orders not in any book")
+        _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
+        _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
+        self.ledger.validate(locked)
+
+
+def _ensure(ok: bool, message: str) -> None:
+    if not ok:
+        raise AssertionError(message)
+
+
+def _next_lot_unaffordable(book: Book, c: QuoteRequest, cost: int) -> bool:
+    ask = book.ask
+    return not ask or c.quote_qty - cost < ask * book.spec.tick_lot_quote
+
+
+def _state(o: Order) -> OrderState:
+    leaves = o.leaves if o.status <= S_PART else 0
+    return OrderState(
+        o.id,
+        o.client_id,
+        o.account,
+        o.market,
+        o.side,
+        o.type,
+        o.tif,
+        o.status,
+        o.price,
+        o.qty,
+        o.cum,
+        leaves,
+        o.cum_quote,
+        o.quote_qty,
+        o.post_only,
+        o.created,
+        o.updated,
+    )
+
+
+def _closed_by_cid(engine: Engine, acct: int, cid: str) -> Order | None:
+    for generation in (engine.closed, engine.closed_old):
+        for o in reversed(generation.values()):
+            if o.account == acct and o.client_id == cid:
+                return o
+    return None

@@ -1,0 +1,147 @@
+"""Start the whole exchange with its embedded defaults: ``python -m stack`` (``make run``).
+
+Each part runs as its own supervised child process (the same command an operator would run
+by hand), its log lines prefixed with its name. A child that dies is restarted with backoff;
+Ctrl-C or SIGTERM stops them all in reverse order and waits for each to exit cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import uvloop
+
+from engine.client import EngineClient, EngineUnavailable
+from protocol import config
+
+log = logging.getLogger("stack")
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+async def _pump(name: str, stream: asyncio.StreamReader) -> None:
+    while line := await stream.readline():
+        sys.stderr.write(f"[{name}] {line.decode(errors='replace')}")
+
+
+async def start(child: Child) -> None:
+    child.proc = await asyncio.create_subprocess_exec(
+        *child.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    assert child.proc.stdout is not None
+    child.tasks = [asyncio.ensure_future(_pump(child.name, child.proc.stdout))]
+
+
+async def stop(child: Child, grace: float = 15.0) -> None:
+    proc = child.proc
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), grace)
+    except TimeoutError:
+        log.warning("%s did not stop in %.0fs: killing it", child.name, grace)
+        proc.kill()
+        await proc.wait()
+    for t in child.tasks:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(t, 2)
+
+
+async def supervise(child: Child, stopping: asyncio.Event) -> None:
+    """Restart ``child`` whenever it exits on its own, with a growing pause."""
+    while not stopping.is_set():
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if stopping.is_set():
+            return
+        child.restarts += 1
+        pause = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
+        log.error("%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts,
+                  pause)  # fmt: skip
+        await asyncio.sleep(pause)
+        if not stopping.is_set():
+            await start(child)
+
+
+def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
+    py = [sys.executable, "-m"]
+    cfg = ["--config", args.config] if args.config else []
+    data = Path(args.data_dir)
+    return [
+        Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"),
+                         *(["--cpu", str(args.cpu)] if args.cpu is not None else [])]),
+    ]  # fmt: skip
+
+
+def banner(ex: config.Exchange) -> str:
+    e = ex.engine
+    lines = [
+        "",
+        "=" * 72,
+        "  Exchange is up.",
+        f"  Engine commands (ZeroMQ ROUTER, MessagePack): {e.commands}",
+        f"  Market data     (ZeroMQ PUB, topics T./D./B.<market>): {e.market_data}",
+        f"  Markets: {', '.join(ex.markets)}",
+        "  Stop with Ctrl-C.",
+        "=" * 72,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    ex = config.load(args.config)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    kids = children(args, ex)
+    for child in kids:
+        await start(child)
+    probe = EngineClient(ex.engine.commands, b"stack-probe")
+    try:
+        await probe.start(wait=30)
+    except EngineUnavailable as e:
+        log.error("%s", e)
+        stopping.set()
+    finally:
+        await probe.close()
+    if not stopping.is_set():
+        print(banner(ex), flush=True)
+    watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
+    await stopping.wait()
+    log.info("stopping all parts")
+    for child in reversed(kids):
+        await stop(child)
+    for w in watchers:
+        w.cancel()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="TOML config (default: the shipped one)")
+    parser.add_argument("--data-dir", default="var", help="where every part keeps its data")
+    parser.add_argument("--cpu", type=int, help="pin the engine to this core")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
