@@ -30,7 +30,7 @@ Matching rules:
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 from engine.book import BUY, SELL, Book, Order
@@ -44,6 +44,7 @@ from protocol.messages import (
     Deposit,
     ExecReport,
     Executions,
+    FillsRequest,
     LedgerReply,
     MassCancel,
     MassCancelReply,
@@ -69,6 +70,7 @@ C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6
 PPM = 1_000_000
 MAX_CLIENT_ID = 64
 CLOSED_KEPT = 100_000  # closed orders remembered for status queries (not part of the state)
+FILLS_KEPT = 1_000  # recent fills remembered per account (not part of the state)
 
 # The hot path uses plain ints; these keep them honest against the protocol's enums.
 assert (NEWEST, OLDEST, BOTH) == (StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH)
@@ -104,6 +106,7 @@ class Engine(EngineViews):
         # closed orders, remembered for status queries in two generations (not state)
         self.closed: dict[int, Order] = {}
         self.closed_old: dict[int, Order] = {}
+        self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
         self.seq = 0
         self.next_order_id = 1
         # replies and events per destination (gateway routing id), sent after the journal write
@@ -122,6 +125,7 @@ class Engine(EngineViews):
             QuoteRequest: self._on_quote,
             SnapshotRequest: self._on_snapshot,
             Ping: self._on_ping,
+            FillsRequest: self._on_fills,
         }
 
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:
@@ -296,6 +300,10 @@ class Engine(EngineViews):
         fee_row = accounts[self.fee_account]
         outbox, trades, symbol = self.outbox, book.trades, book.symbol
         t_row = accounts[t.account]
+        fills = self.fills
+        t_fills = fills.get(t.account)
+        if t_fills is None:
+            t_fills = fills[t.account] = deque(maxlen=FILLS_KEPT)
         budget = t.quote_qty
         taker_buys = t.side == BUY
         if taker_buys:
@@ -371,15 +379,22 @@ class Engine(EngineViews):
                     e_m = E_FILL
                     self._close(m)
                 t.status = S_PART if t.leaves else S_FILLED
-                outbox[m.origin].append(ExecReport(
+                r_m = ExecReport(
                     0, m.account, m.id, m.client_id, symbol, m.side, e_m, m.status, m.price, m.qty,
                     px, take, m.cum, m.leaves, m.cum_quote, fee_q if taker_buys else fee_b, MAKER,
-                    tid, 0, seq, ts, 0))
-                reports.append(ExecReport(
+                    tid, 0, seq, ts, 0)
+                r_t = ExecReport(
                     req, t.account, t.id, t.client_id, symbol, t.side,
                     E_PART if t.leaves else E_FILL, t.status, t.price, t.qty, px, take, t.cum,
                     0 if budget else t.leaves, t.cum_quote, fee_b if taker_buys else fee_q, TAKER,
-                    tid, 0, seq, ts, t.quote_qty))
+                    tid, 0, seq, ts, t.quote_qty)
+                outbox[m.origin].append(r_m)
+                reports.append(r_t)
+                f = fills.get(m.account)
+                if f is None:
+                    f = fills[m.account] = deque(maxlen=FILLS_KEPT)
+                f.append(r_m)
+                t_fills.append(r_t)
             if not level.count:
                 book.drop_level(SELL if taker_buys else BUY, px)
         t.updated = ts

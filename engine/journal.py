@@ -27,7 +27,8 @@ from pathlib import Path
 
 import msgspec
 
-from engine.core import Engine, EngineState
+from engine.core import Engine
+from engine.views import EngineState
 from protocol.messages import Command
 
 log = logging.getLogger("engine.journal")

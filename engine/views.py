@@ -20,6 +20,8 @@ from protocol.messages import (
     Bbo,
     BookSnapshot,
     Depth,
+    FillsReply,
+    FillsRequest,
     OpenOrders,
     OpenOrdersRequest,
     OrderInfo,
@@ -128,6 +130,12 @@ class EngineViews:
         return BookSnapshot(
             req, book.symbol, self.epoch, book.depth_seq, bids, asks, book.next_trade_id - 1
         )
+
+    def _on_fills(self, c: FillsRequest, ts: int, origin: bytes) -> int:
+        mine = self.fills.get(c.account, ())
+        fills = [r for r in mine if not c.market or r.market == c.market]
+        self.outbox[origin].append(FillsReply(c.req, fills[-max(1, min(c.limit, 1000)) :]))
+        return 0
 
     def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
         self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))

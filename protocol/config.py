@@ -55,10 +55,31 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     router_hwm: int = 100_000
 
 
+class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    path: str = "var/accounts.db"  # the SQLite account store every gateway shares
+
+
+class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 7010
+    identity: str = "json-gw-1"  # routing id towards the engine; must be unique per gateway
+    max_line: int = 65_536  # bytes per request line
+    orders_per_second: float = 500.0  # per account: place, cancel, replace, cancel_all
+    order_burst: int = 1_000
+    requests_per_second: float = 1_000.0  # per account: everything
+    request_burst: int = 2_000
+    max_in_flight: int = 5_000  # per connection; beyond it the connection is cut (flood)
+    max_write_buffer: int = 8 * 1024 * 1024  # per connection; beyond it: slow consumer, cut
+    max_connections: int = 10_000
+    engine_timeout: float = 5.0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     assets: dict[str, AssetConfig]
     markets: dict[str, MarketConfig]
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
+    json_gateway: JsonGatewayConfig = msgspec.field(default_factory=JsonGatewayConfig)
 
 
 class MarketSpec:
@@ -186,6 +207,8 @@ class Exchange:
                 raise ConfigError(f"assets.{name}.decimals: must be 0..18, was {asset.decimals}")
         self.config = cfg
         self.engine = cfg.engine
+        self.accounts = cfg.accounts
+        self.json_gateway = cfg.json_gateway
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}

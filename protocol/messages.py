@@ -126,6 +126,15 @@ class Ping(_Msg, tag=12):
     req: int
 
 
+class FillsRequest(_Msg, tag=13):
+    """The account's most recent fills (newest last), from the engine's bounded memory."""
+
+    req: int
+    account: int
+    market: str = ""
+    limit: int = 100
+
+
 Command = (
     NewOrder
     | Cancel
@@ -139,6 +148,7 @@ Command = (
     | Withdraw
     | SnapshotRequest
     | Ping
+    | FillsRequest
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
@@ -284,6 +294,11 @@ class Pong(_Msg, tag=110):
     epoch: int
 
 
+class FillsReply(_Msg, tag=111):
+    req: int
+    fills: list[ExecReport]
+
+
 Reply = (
     ExecReport
     | Executions
@@ -296,6 +311,7 @@ Reply = (
     | MassCancelReply
     | LedgerReply
     | Pong
+    | FillsReply
 )
 
 

@@ -1,0 +1,215 @@
+"""Accounts, API keys and permissions, shared by every gateway (one SQLite file).
+
+Secrets are never stored. Each API key keeps SCRAM-SHA-256 style verifiers (RFC 5802/7677):
+
+    salted     = PBKDF2-HMAC-SHA256(secret, salt, iterations)
+    client_key = HMAC-SHA256(salted, "Client Key")
+    stored_key = SHA-256(client_key)          <- what the file holds (with salt, iterations)
+
+Logon over the JSON gateway is a challenge: the server sends a fresh nonce with the key's salt
+and iterations; the client answers ``proof = client_key XOR HMAC-SHA256(stored_key, nonce)``;
+the server recovers ``client_key`` and checks its SHA-256 against ``stored_key``. So the secret
+never crosses the wire, and a stolen accounts file lets nobody log on. FIX, whose Logon has no
+server nonce, sends the secret itself in Password (554) inside its TLS/loopback session; it is
+checked against the same verifier.
+
+Account 0 is the engine's fee account and is never handed out.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+ITERATIONS = 4096
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    permission TEXT NOT NULL,
+    salt BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    stored_key BLOB NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fix_sessions (
+    sender_comp_id TEXT PRIMARY KEY,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    cancel_on_disconnect INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+"""
+
+
+class Permission(StrEnum):
+    READ = "read"  # balances, orders, market data
+    TRADE = "trade"  # read + place/cancel orders
+    ADMIN = "admin"  # trade + deposits/withdrawals for any account
+
+    def allows(self, needed: Permission) -> bool:
+        order = [Permission.READ, Permission.TRADE, Permission.ADMIN]
+        return order.index(self) >= order.index(needed)
+
+
+class AccountError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: str
+    account_id: int
+    account_name: str
+    permission: Permission
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+
+
+def client_key(secret: str, salt: bytes, iterations: int) -> bytes:
+    salted = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
+    return hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+
+
+def make_proof(secret: str, salt: bytes, iterations: int, nonce: bytes) -> bytes:
+    """What a client sends to log on (see the module docstring)."""
+    ck = client_key(secret, salt, iterations)
+    sig = hmac.new(hashlib.sha256(ck).digest(), nonce, hashlib.sha256).digest()
+    return bytes(a ^ b for a, b in zip(ck, sig, strict=True))
+
+
+def check_proof(key: ApiKey, nonce: bytes, proof: bytes) -> bool:
+    if len(proof) != 32:
+        return False
+    sig = hmac.new(key.stored_key, nonce, hashlib.sha256).digest()
+    ck = bytes(a ^ b for a, b in zip(proof, sig, strict=True))
+    return hmac.compare_digest(hashlib.sha256(ck).digest(), key.stored_key)
+
+
+def check_secret(key: ApiKey, secret: str) -> bool:
+    ck = client_key(secret, key.salt, key.iterations)
+    return hmac.compare_digest(hashlib.sha256(ck).digest(), key.stored_key)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class AccountStore:
+    """A small SQLite store; safe to share between processes (each opens its own connection)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --------------------------------------------------------------------- accounts
+    def create_account(self, name: str) -> int:
+        if not name or len(name) > 64:
+            raise AccountError("account name must be 1..64 characters")
+        try:
+            cur = self.db.execute(
+                "INSERT INTO accounts (name, created) VALUES (?, ?)", (name, time.time())
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"account {name!r} exists") from None
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def account_id(self, name_or_id: str) -> int:
+        row = self.db.execute(
+            "SELECT id FROM accounts WHERE name = ? OR CAST(id AS TEXT) = ?",
+            (name_or_id, name_or_id),
+        ).fetchone()
+        if row is None:
+            raise AccountError(f"no account {name_or_id!r}")
+        return int(row[0])
+
+    def accounts(self) -> list[tuple[int, str]]:
+        return [(int(r[0]), r[1]) for r in self.db.execute("SELECT id, name FROM accounts")]
+
+    # ------------------------------------------------------------------------- keys
+    def issue_key(
+        self, account: str | int, permission: Permission = Permission.TRADE
+    ) -> tuple[str, str]:
+        """Create an API key for ``account``; returns (key, secret). The secret is not kept."""
+        account_id = self.account_id(str(account))
+        key = "k_" + secrets.token_hex(8)
+        secret = secrets.token_urlsafe(24)
+        salt = secrets.token_bytes(16)
+        stored = hashlib.sha256(client_key(secret, salt, ITERATIONS)).digest()
+        self.db.execute(
+            "INSERT INTO api_keys (key, account_id, permission, salt, iterations, stored_key,"
+            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, account_id, Permission(permission).value, salt, ITERATIONS, stored, time.time()),
+        )
+        return key, secret
+
+    def revoke_key(self, key: str) -> None:
+        cur = self.db.execute("UPDATE api_keys SET revoked = 1 WHERE key = ?", (key,))
+        if cur.rowcount != 1:
+            raise AccountError(f"no API key {key!r}")
+
+    def lookup(self, key: str) -> ApiKey | None:
+        """A live (not revoked) key, read fresh from the file so revocations apply at once."""
+        row = self.db.execute(
+            "SELECT k.key, k.account_id, a.name, k.permission, k.salt, k.iterations, k.stored_key"
+            " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+            " WHERE k.key = ? AND k.revoked = 0",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return ApiKey(
+            row[0],
+            int(row[1]),
+            row[2],
+            Permission(row[3]),
+            bytes(row[4]),
+            int(row[5]),
+            bytes(row[6]),
+        )
+
+    def keys(self, account: str | int) -> list[tuple[str, str, bool]]:
+        account_id = self.account_id(str(account))
+        rows = self.db.execute(
+            "SELECT key, permission, revoked FROM api_keys WHERE account_id = ?", (account_id,)
+        )
+        return [(r[0], r[1], bool(r[2])) for r in rows]
+
+    # ------------------------------------------------------------------ FIX sessions
+    def add_fix_session(
+        self, sender_comp_id: str, account: str | int, cancel_on_disconnect: bool = False
+    ) -> None:
+        account_id = self.account_id(str(account))
+        try:
+            self.db.execute(
+                "INSERT INTO fix_sessions VALUES (?, ?, ?, ?)",
+                (sender_comp_id, account_id, int(cancel_on_disconnect), time.time()),
+            )
+        except sqlite3.IntegrityError:
+            raise AccountError(f"FIX session {sender_comp_id!r} exists") from None
+
+    def fix_sessions(self) -> list[tuple[str, int, bool]]:
+        rows = self.db.execute(
+            "SELECT sender_comp_id, account_id, cancel_on_disconnect FROM fix_sessions"
+        )
+        return [(r[0], int(r[1]), bool(r[2])) for r in rows]

@@ -1,0 +1,125 @@
+"""Admin CLI: accounts, API keys, FIX sessions, deposits and withdrawals.
+
+python -m gateways.admin create-account alice
+python -m gateways.admin issue-key alice --permission trade      # prints key and secret once
+python -m gateways.admin revoke-key k_0123456789abcdef
+python -m gateways.admin deposit alice USD 10000.00              # through the engine
+python -m gateways.admin withdraw alice BTC 0.5
+python -m gateways.admin balances alice
+python -m gateways.admin list
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from engine.client import EngineClient, EngineError
+from gateways.accounts import AccountError, AccountStore, Permission
+from protocol import config
+from protocol.amounts import AmountError
+from protocol.messages import Balances, BalancesRequest, Deposit, LedgerReply, Rejected, Withdraw
+
+
+async def ledger(ex: config.Exchange, account: int, asset: str, amount: str, deposit: bool) -> str:
+    if asset not in ex.assets:
+        raise AccountError(f"unknown asset {asset!r}; assets: {', '.join(ex.assets)}")
+    units = ex.amount_to_units(asset, amount)
+    cmd = (Deposit if deposit else Withdraw)(0, account, asset, units)
+    reply = await engine_request(ex, cmd)
+    if isinstance(reply, Rejected):
+        raise AccountError(f"engine rejected it: {reply.reason} (code {reply.code})")
+    assert isinstance(reply, LedgerReply)
+    return (f"account {account} {asset}: available {ex.units_text(asset, reply.available)}, "
+            f"locked {ex.units_text(asset, reply.locked)} (seq {reply.seq})")  # fmt: skip
+
+
+async def engine_request(ex: config.Exchange, cmd: object) -> object:
+    client = EngineClient(ex.engine.commands, b"admin-cli")
+    try:
+        await client.start(wait=5)
+        return await client.request(cmd)
+    finally:
+        await client.close()
+
+
+async def balances(ex: config.Exchange, account: int) -> str:
+    reply = await engine_request(ex, BalancesRequest(0, account))
+    assert isinstance(reply, Balances)
+    return "\n".join(
+        f"{b.asset:6} available {ex.units_text(b.asset, b.available):>24}  "
+        f"locked {ex.units_text(b.asset, b.locked):>24}"
+        for b in reply.balances
+    )
+
+
+def run(args: argparse.Namespace) -> str:  # noqa: C901 - one branch per subcommand
+    ex = config.load(args.config)
+    store = AccountStore(args.accounts or ex.accounts.path)
+    try:
+        match args.cmd:
+            case "create-account":
+                return f"account {store.create_account(args.name)} {args.name}"
+            case "issue-key":
+                key, secret = store.issue_key(args.account, Permission(args.permission))
+                return f"api_key {key}\nsecret  {secret}\n(the secret is shown only now)"
+            case "revoke-key":
+                store.revoke_key(args.key)
+                return f"revoked {args.key}"
+            case "list":
+                lines = []
+                for aid, name in store.accounts():
+                    keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})"
+                                     for k, p, r in store.keys(aid))  # fmt: skip
+                    lines.append(f"{aid:5} {name:20} {keys}")
+                for comp, aid, cod in store.fix_sessions():
+                    lines.append(f"FIX {comp} -> account {aid}"
+                                 f"{' (cancel on disconnect)' if cod else ''}")  # fmt: skip
+                return "\n".join(lines) or "no accounts"
+            case "add-fix-session":
+                store.add_fix_session(args.sender_comp_id, args.account, args.cancel_on_disconnect)
+                return f"FIX session {args.sender_comp_id} -> {args.account}"
+            case "deposit" | "withdraw":
+                account = store.account_id(args.account)
+                return asyncio.run(ledger(ex, account, args.asset, args.amount,
+                                          args.cmd == "deposit"))  # fmt: skip
+            case "balances":
+                return asyncio.run(balances(ex, store.account_id(args.account)))
+        raise AccountError(f"unknown command {args.cmd}")
+    finally:
+        store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gateways.admin", description=__doc__)
+    p.add_argument("--config")
+    p.add_argument("--accounts", help="account store (default: from the config)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("create-account").add_argument("name")
+    k = sub.add_parser("issue-key")
+    k.add_argument("account")
+    k.add_argument("--permission", default="trade", choices=[x.value for x in Permission])
+    sub.add_parser("revoke-key").add_argument("key")
+    sub.add_parser("list")
+    f = sub.add_parser("add-fix-session")
+    f.add_argument("sender_comp_id")
+    f.add_argument("account")
+    f.add_argument("--cancel-on-disconnect", action="store_true")
+    for name in ("deposit", "withdraw"):
+        d = sub.add_parser(name)
+        d.add_argument("account")
+        d.add_argument("asset")
+        d.add_argument("amount")
+    sub.add_parser("balances").add_argument("account")
+    args = p.parse_args(argv)
+    try:
+        print(run(args))
+    except (AccountError, AmountError, EngineError, config.ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+"""The JSON-over-TCP gateway: newline-delimited JSON for programs and trading bots.
+
+One asyncio protocol object per connection (uvloop), one EngineClient for the whole process.
+A session logs on with a challenge (see gateways.accounts), then sends requests; each gets
+exactly one reply with its ``id``. Fills of resting orders and system cancels reach every
+session of the owning account as ``{"event": "execution", ...}``.
+
+Bounds (config ``[json_gateway]``): a request line longer than ``max_line`` is rejected and
+skipped; per-account token buckets answer "rate limited" with a retry-after; a connection with
+more than ``max_in_flight`` unanswered requests, or that keeps sending far past its rate limit,
+or whose unread replies exceed ``max_write_buffer`` is cut with a final error line. None of this
+touches other sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from engine.client import EngineClient, EngineTimeout
+from gateways.accounts import AccountStore, ApiKey, Permission, b64, check_proof
+from gateways.json_tcp import convert
+from gateways.ratelimit import TokenBucket
+from protocol import json_api as J
+from protocol import messages as M
+from protocol.config import Exchange
+from protocol.enums import RejectCode
+
+log = logging.getLogger("gateways.json")
+
+MAX_LOGON_FAILURES = 5
+READ_ONLY_OK = (J.GetOrder, J.GetOpenOrders, J.GetBalances, J.GetFills, J.GetQuote)
+
+
+class Metrics(msgspec.Struct):
+    connections: int = 0
+    connections_total: int = 0
+    logons: int = 0
+    logon_failures: int = 0
+    requests: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    events_out: int = 0
+    cut_flood: int = 0
+    cut_slow: int = 0
+    cut_oversize: int = 0
+
+
+class Gateway:
+    def __init__(self, ex: Exchange, store: AccountStore) -> None:
+        self.ex = ex
+        self.cfg = ex.json_gateway
+        self.store = store
+        self.metrics = Metrics()
+        self.sessions: set[Session] = set()
+        self.by_account: dict[int, set[Session]] = {}
+        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self.pepper = secrets.token_bytes(32)  # fake salts for unknown keys
+        self.engine = EngineClient(
+            ex.engine.commands,
+            self.cfg.identity.encode(),
+            timeout=self.cfg.engine_timeout,
+            on_event=self.on_event,
+        )
+        self.encoder = msgspec.json.Encoder()
+        self.decoder = msgspec.json.Decoder(J.Request)
+        self.server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> None:
+        await self.engine.start(wait=None)  # serve at once; requests say if the engine is away
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: Session(self), self.cfg.host, self.cfg.port, backlog=1024
+        )
+        log.info(
+            "JSON gateway listening on %s:%d (engine %s as %r)",
+            self.cfg.host,
+            self.port,
+            self.ex.engine.commands,
+            self.cfg.identity,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for s in list(self.sessions):
+            s.close_with(RejectCode.SHUTTING_DOWN, "gateway shutting down")
+        await self.engine.close()
+
+    def buckets(self, account: int) -> tuple[TokenBucket, TokenBucket]:
+        b = self.limits.get(account)
+        if b is None:
+            now = time.monotonic()
+            c = self.cfg
+            b = self.limits[account] = (
+                TokenBucket(c.orders_per_second, c.order_burst, now),
+                TokenBucket(c.requests_per_second, c.request_burst, now),
+            )
+        return b
+
+    def on_event(self, msg: Any) -> None:
+        """Unsolicited engine messages: execution reports go to every session of the account."""
+        if type(msg) is M.ExecReport:
+            sessions = self.by_account.get(msg.account)
+            if sessions:
+                event = J.Event("execution", convert.report_view(self.ex, msg))
+                for s in list(sessions):
+                    s.send(event)
+                    self.metrics.events_out += 1
+        elif type(msg) is M.Rejected:
+            log.warning("engine rejected a frame of ours: %s", msg.reason)
+
+    def fake_salt(self, api_key: str) -> bytes:
+        return hmac.new(self.pepper, api_key.encode(), hashlib.sha256).digest()[:16]
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.discarding = False
+        self.key: ApiKey | None = None
+        self.nonce: bytes | None = None
+        self.nonce_key = ""
+        self.in_flight = 0
+        self.failures = 0
+        self.limited_streak = 0
+        self.closed = False
+        self.peer = "?"
+
+    # ----------------------------------------------------------------- connection
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.peer = str(transport.get_extra_info("peername"))
+        gw = self.gw
+        gw.metrics.connections_total += 1
+        if len(gw.sessions) >= gw.cfg.max_connections:
+            self.close_with(RejectCode.TOO_LARGE, "too many connections")
+            return
+        gw.sessions.add(self)
+        gw.metrics.connections = len(gw.sessions)
+        transport.set_write_buffer_limits(high=256 * 1024)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        gw = self.gw
+        gw.sessions.discard(self)
+        gw.metrics.connections = len(gw.sessions)
+        if self.key is not None:
+            mine = gw.by_account.get(self.key.account_id)
+            if mine is not None:
+                mine.discard(self)
+                if not mine:
+                    del gw.by_account[self.key.account_id]
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies: stop reading its requests until it does.
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        max_line = self.gw.cfg.max_line
+        start = 0
+        while not self.closed:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = bytes(buf[start:nl])
+            start = nl + 1
+            if self.discarding:  # the tail of an over-long line
+                self.discarding = False
+                continue
+            if len(line) > max_line:
+                self.error(None, RejectCode.TOO_LARGE, f"line longer than {max_line} bytes")
+                continue
+            self.handle(line)
+        del buf[:start]
+        if len(buf) > max_line:
+            if not self.discarding:
+                self.gw.metrics.cut_oversize += 1
+                self.error(None, RejectCode.TOO_LARGE, f"line longer than {max_line} bytes")
+            self.discarding = True
+            buf.clear()
+
+    # ------------------------------------------------------------------- replies
+    def send(self, obj: object) -> None:
+        t = self.transport
+        if self.closed or t is None:
+            return
+        out = bytearray()
+        self.gw.encoder.encode_into(obj, out)
+        out += b"\n"
+        t.write(out)
+        if t.get_write_buffer_size() > self.gw.cfg.max_write_buffer:
+            self.gw.metrics.cut_slow += 1
+            log.warning(
+                "cutting %s: slow consumer (%d bytes unread)", self.peer, t.get_write_buffer_size()
+            )
+            self.closed = True
+            t.abort()
+
+    def ok(self, req_id: J.Id | None, result: object) -> None:
+        self.send(J.Ok(req_id, result))
+
+    def error(self, req_id: J.Id | None, code: int, reason: str) -> None:
+        self.gw.metrics.errors += 1
+        self.send(J.Err(req_id, J.Error(int(code), reason)))
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.error(None, code, reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------------- requests
+    def handle(self, line: bytes) -> None:
+        line = line.rstrip(b"\r")
+        if not line.strip():
+            return
+        gw = self.gw
+        gw.metrics.requests += 1
+        try:
+            req = gw.decoder.decode(line)
+        except msgspec.ValidationError as e:
+            code, reason = _explain(e)
+            self.error(_id_of(line), code, reason)
+            return
+        except msgspec.DecodeError as e:
+            self.error(None, RejectCode.MALFORMED, f"not valid JSON: {e}")
+            return
+        match req:
+            case J.ChallengeReq():
+                return self.challenge(req)
+            case J.Logon():
+                return self.logon(req)
+            case J.PingReq():
+                return self.ok(req.id, {"pong": time.time_ns(), "engine": gw.engine.available})
+            case J.GetMarkets():
+                return self.ok(req.id, [convert.market_view(m) for m in gw.ex.markets.values()])
+            case J.GetStats():
+                return self.ok(
+                    req.id,
+                    {
+                        "gateway": gw.metrics,
+                        "engine_available": gw.engine.available,
+                        "engine_seq": gw.engine.last_seq,
+                    },
+                )
+        self.engine_request(req)
+
+    def engine_request(self, req: Any) -> None:
+        key = self.key
+        if key is None:
+            return self.error(req.id, RejectCode.NOT_LOGGED_ON, "log on first (challenge, logon)")
+        needed = _permission(req)
+        if not key.permission.allows(needed):
+            return self.error(
+                req.id,
+                RejectCode.NOT_AUTHORIZED,
+                f"this API key is {key.permission.value}; {needed.value} needed",
+            )
+        if not self.within_limits(req):
+            return
+        try:
+            cmd = convert.command(self.gw.ex, key.account_id, req)
+        except convert.EdgeReject as e:
+            return self.error(req.id, e.code, e.reason)
+        self.in_flight += 1
+        if self.in_flight > self.gw.cfg.max_in_flight:
+            self.gw.metrics.cut_flood += 1
+            return self.close_with(
+                RejectCode.RATE_LIMITED, f"more than {self.gw.cfg.max_in_flight} requests in flight"
+            )
+        self.gw.engine.send(cmd).add_done_callback(partial(self.on_reply, req.id))
+
+    def within_limits(self, req: Any) -> bool:
+        assert self.key is not None
+        orders, requests = self.gw.buckets(self.key.account_id)
+        now = time.monotonic()
+        wait = requests.take(now)
+        if not wait and isinstance(req, J.ORDER_OPS):
+            wait = orders.take(now)
+        if not wait:
+            self.limited_streak = 0
+            return True
+        self.gw.metrics.rate_limited += 1
+        self.limited_streak += 1
+        if self.limited_streak > self.gw.cfg.request_burst:
+            self.gw.metrics.cut_flood += 1
+            self.close_with(RejectCode.RATE_LIMITED, "flooding past the rate limit: disconnected")
+            return False
+        self.error(req.id, RejectCode.RATE_LIMITED, f"rate limited; retry after {wait:.3f}s")
+        return False
+
+    def on_reply(self, req_id: J.Id, fut: asyncio.Future) -> None:
+        self.in_flight -= 1
+        if fut.cancelled():
+            return self.error(req_id, RejectCode.ENGINE_UNAVAILABLE, "engine unavailable")
+        exc = fut.exception()
+        if isinstance(exc, EngineTimeout):
+            return self.error(
+                req_id,
+                RejectCode.TIMEOUT,
+                "engine did not answer in time; check the order's status before retrying",
+            )
+        if exc is not None:
+            return self.error(
+                req_id,
+                RejectCode.ENGINE_UNAVAILABLE,
+                f"engine unavailable ({exc}); try again shortly",
+            )
+        msg = fut.result()
+        if type(msg) is M.Rejected:
+            return self.error(req_id, msg.code, msg.reason)
+        self.ok(req_id, convert.result(self.gw.ex, msg))
+
+    # ---------------------------------------------------------------------- logon
+    def challenge(self, req: J.ChallengeReq) -> None:
+        key = self.gw.store.lookup(req.api_key)
+        salt = key.salt if key else self.gw.fake_salt(req.api_key)
+        self.nonce = secrets.token_bytes(32)
+        self.nonce_key = req.api_key
+        self.ok(req.id, J.Challenge(b64(self.nonce), b64(salt), key.iterations if key else 4096))
+
+    def logon(self, req: J.Logon) -> None:
+        gw = self.gw
+        if self.key is not None:
+            return self.error(req.id, RejectCode.INVALID_FIELD, "already logged on")
+        if self.nonce is None or self.nonce_key != req.api_key:
+            return self.error(
+                req.id, RejectCode.BAD_CREDENTIALS, "ask for a challenge for this api_key first"
+            )
+        nonce, self.nonce = self.nonce, None  # one try per challenge
+        key = gw.store.lookup(req.api_key)
+        try:
+            proof = _unb64(req.proof)
+        except ValueError:
+            proof = b""
+        if key is None or not check_proof(key, nonce, proof):
+            gw.metrics.logon_failures += 1
+            self.failures += 1
+            if self.failures >= MAX_LOGON_FAILURES:
+                return self.close_with(RejectCode.BAD_CREDENTIALS, "too many failed logons")
+            return self.error(req.id, RejectCode.BAD_CREDENTIALS, "unknown api_key or bad proof")
+        self.key = key
+        gw.metrics.logons += 1
+        gw.by_account.setdefault(key.account_id, set()).add(self)
+        log.info(
+            "logon %s account %d (%s, %s)",
+            self.peer,
+            key.account_id,
+            key.account_name,
+            key.permission.value,
+        )
+        self.ok(
+            req.id,
+            {
+                "account": key.account_id,
+                "name": key.account_name,
+                "permission": key.permission.value,
+            },
+        )
+
+
+def _permission(req: Any) -> Permission:
+    if isinstance(req, J.ADMIN_OPS):
+        return Permission.ADMIN
+    if isinstance(req, READ_ONLY_OK):
+        return Permission.READ
+    return Permission.TRADE
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(str(e)) from None
+
+
+def _id_of(line: bytes) -> J.Id | None:
+    """The request id of a line that failed validation, if it has a usable one."""
+    try:
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(obj, dict):
+        rid = obj.get("id")
+        if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
+            return rid
+    return None
+
+
+def _explain(e: msgspec.ValidationError) -> tuple[int, str]:
+    text = str(e)
+    if "`$.op`" in text or "missing required field `op`" in text:
+        return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
+    if text.startswith("Expected `object`"):
+        return RejectCode.MALFORMED, f"each line must be a JSON object: {text}"
+    if "got `float`" in text or "got `int`" in text:
+        if any(f"`$.{f}`" in text for f in ("price", "qty", "quote_qty", "amount")):
+            return RejectCode.INVALID_FIELD, (
+                f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
+            )
+    return RejectCode.INVALID_FIELD, text
