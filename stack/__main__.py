@@ -18,8 +18,9 @@ from pathlib import Path
 
 import uvloop
 
-from engine.client import EngineClient, EngineUnavailable
+from engine.client import EngineUnavailable
 from protocol import config
+from stack.demo import ensure_demo
 
 log = logging.getLogger("stack")
 
@@ -40,7 +41,10 @@ async def _pump(name: str, stream: asyncio.StreamReader) -> None:
 
 async def start(child: Child) -> None:
     child.proc = await asyncio.create_subprocess_exec(
-        *child.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *child.argv,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,  # Ctrl-C reaches only us; we stop the parts in order
     )
     assert child.proc.stdout is not None
     child.tasks = [asyncio.ensure_future(_pump(child.name, child.proc.stdout))]
@@ -71,36 +75,51 @@ async def supervise(child: Child, stopping: asyncio.Event) -> None:
             return
         child.restarts += 1
         pause = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-        log.error("%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts,
-                  pause)  # fmt: skip
+        log.error(
+            "%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts, pause
+        )
         await asyncio.sleep(pause)
         if not stopping.is_set():
             await start(child)
 
 
 def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
+    """The parts that start before the demo accounts exist."""
     py = [sys.executable, "-m"]
     cfg = ["--config", args.config] if args.config else []
     data = Path(args.data_dir)
+    pin = ["--cpu", str(args.cpu)] if args.cpu is not None else []
+    accounts = ["--accounts", str(data / "accounts.db")]
     return [
-        Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"),
-                         *(["--cpu", str(args.cpu)] if args.cpu is not None else [])]),
-    ]  # fmt: skip
+        Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
+        Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
+    ]
 
 
-def banner(ex: config.Exchange) -> str:
-    e = ex.engine
+def market_maker(args: argparse.Namespace, creds_path: Path) -> Child:
+    cfg = ["--config", args.config] if args.config else []
+    argv = [sys.executable, "-m", "marketmaker", *cfg, "--credentials", str(creds_path)]
+    return Child("marketmaker", argv)
+
+
+def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str:
+    e, j = ex.engine, ex.json_gateway
     lines = [
         "",
-        "=" * 72,
+        "=" * 78,
         "  Exchange is up.",
-        f"  Engine commands (ZeroMQ ROUTER, MessagePack): {e.commands}",
-        f"  Market data     (ZeroMQ PUB, topics T./D./B.<market>): {e.market_data}",
+        f"  JSON/TCP gateway (programs, nc):    {j.host}:{j.port}   (docs/json-protocol.md)",
+        f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted)",
+        f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
         f"  Markets: {', '.join(ex.markets)}",
-        "  Stop with Ctrl-C.",
-        "=" * 72,
-        "",
+        "  Demo accounts (a market maker is quoting on every market):",
     ]
+    for name in ("alice", "bob"):
+        c = creds[name]
+        lines.append(
+            f"    {name:6} account {c['account']}  api_key {c['api_key']}  secret {c['secret']}"
+        )
+    lines += [f"  (all demo credentials: {creds_path})", "  Stop with Ctrl-C.", "=" * 78, ""]
     return "\n".join(lines)
 
 
@@ -113,16 +132,17 @@ async def run(args: argparse.Namespace) -> int:
     kids = children(args, ex)
     for child in kids:
         await start(child)
-    probe = EngineClient(ex.engine.commands, b"stack-probe")
+    ex.accounts.path = str(Path(args.data_dir) / "accounts.db")
     try:
-        await probe.start(wait=30)
+        creds, creds_path = await ensure_demo(ex, Path(args.data_dir))
     except EngineUnavailable as e:
         log.error("%s", e)
         stopping.set()
-    finally:
-        await probe.close()
     if not stopping.is_set():
-        print(banner(ex), flush=True)
+        mm = market_maker(args, creds_path)
+        await start(mm)
+        kids.append(mm)
+        print(banner(ex, creds, creds_path), flush=True)
     watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
     await stopping.wait()
     log.info("stopping all parts")

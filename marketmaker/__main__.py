@@ -1,0 +1,92 @@
+"""``python -m marketmaker --credentials FILE``: run the market maker against the JSON gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvloop
+
+from gateways.json_tcp.client import JsonClient, JsonError
+from marketmaker.bot import MarketMaker, Params
+from protocol import config
+
+log = logging.getLogger("marketmaker")
+
+
+async def session(host: str, port: int, creds: dict) -> JsonClient:
+    client = await JsonClient.connect(host, port)
+    await client.logon(creds["api_key"], creds["secret"])
+    return client
+
+
+async def run(args: argparse.Namespace) -> int:
+    ex = config.load(args.config)
+    creds = json.loads(Path(args.credentials).read_text())  # noqa: ASYNC240 - once, at start
+    host, port = ex.json_gateway.host, args.port or ex.json_gateway.port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    pause = 0.5
+    while not stop.is_set():
+        try:
+            maker = await session(host, port, creds["mm"])
+            taker = await session(host, port, creds["noise"]) if "noise" in creds else None
+        except (OSError, JsonError) as e:
+            log.warning(
+                "cannot reach the gateway at %s:%d (%s); retrying in %.1fs", host, port, e, pause
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+            pause = min(10.0, pause * 2)
+            continue
+        pause = 0.5
+        mm = MarketMaker(ex, maker, taker, Params(interval=args.interval))
+        log.info("quoting %s via %s:%d", ", ".join(ex.markets), host, port)
+        bot = asyncio.ensure_future(mm.run())
+        closed = asyncio.ensure_future(maker.closed.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([bot, closed, stopping], return_when=asyncio.FIRST_COMPLETED)
+        bot.cancel()
+        closed.cancel()
+        stopping.cancel()
+        if bot.done() and not bot.cancelled() and bot.exception():
+            log.error("market maker stopped: %r; restarting", bot.exception())
+        if stop.is_set():
+            with contextlib.suppress(Exception):
+                await maker.request("cancel_all", timeout=3)
+            log.info("cancelled quotes; %d ticks, %d trades printed", mm.ticks, mm.trades_printed)
+        for c in (maker, taker):
+            if c is not None:
+                await c.close()
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m marketmaker")
+    p.add_argument("--config")
+    p.add_argument(
+        "--credentials",
+        required=True,
+        help='JSON file: {"mm": {"api_key", "secret"}, "noise": {...}}',
+    )
+    p.add_argument("--port", type=int)
+    p.add_argument("--interval", type=float, default=0.5)
+    args = p.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

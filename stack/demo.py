@@ -1,0 +1,66 @@
+"""Demo accounts for the default stack: created once, funded whenever their balances are empty.
+
+Secrets cannot be read back from the account store (only verifiers are kept), so the stack
+writes the demo credentials to ``<data dir>/demo-credentials.json`` (mode 0600) when it creates
+them, and reads them from there on later starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine.client import EngineClient
+from gateways.accounts import AccountError, AccountStore, Permission
+from protocol.config import Exchange
+from protocol.messages import Balances, BalancesRequest, Deposit
+
+FUNDS = {
+    "mm": {"USD": "20000000", "BTC": "400", "ETH": "6000"},
+    "noise": {"USD": "2000000", "BTC": "40", "ETH": "600"},
+    "alice": {"USD": "100000", "BTC": "2", "ETH": "30"},
+    "bob": {"USD": "100000", "BTC": "2", "ETH": "30"},
+}
+
+
+def _credentials(ex: Exchange, path: Path) -> dict[str, dict]:
+    if path.exists():
+        return json.loads(path.read_text())
+    store = AccountStore(ex.accounts.path)
+    try:
+        creds = {}
+        for name in FUNDS:
+            try:
+                account = store.create_account(name)
+            except AccountError:
+                account = store.account_id(name)
+            key, secret = store.issue_key(account, Permission.TRADE)
+            creds[name] = {"account": account, "api_key": key, "secret": secret}
+    finally:
+        store.close()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=2)
+    return creds
+
+
+async def ensure_demo(ex: Exchange, data_dir: Path) -> tuple[dict[str, dict], Path]:
+    """Demo credentials (creating accounts and funding them as needed) and their file."""
+    path = data_dir / "demo-credentials.json"
+    creds = _credentials(ex, path)  # a few SQLite writes, once
+    client = EngineClient(ex.engine.commands, b"stack-demo")
+    await client.start(wait=30)
+    try:
+        for name, funds in FUNDS.items():
+            account = creds[name]["account"]
+            bal = await client.request(BalancesRequest(0, account))
+            assert isinstance(bal, Balances)
+            if any(b.available or b.locked for b in bal.balances):
+                continue
+            for asset, amount in funds.items():
+                await client.request(Deposit(0, account, asset, ex.amount_to_units(asset, amount)))
+    finally:
+        await client.close()
+    return creds, path
