@@ -572,9 +572,9 @@ class Engine(EngineViews):
         _check_qty(spec, qty)
         if qty <= o.cum:
             raise Reject(R.REPLACE_INVALID, f"new qty {qty} must exceed the filled {o.cum}")
-        if new_cid != o.client_id and (
-            len(new_cid) > MAX_CLIENT_ID or (o.account, new_cid) in self.cids
-        ):
+        if len(new_cid) > MAX_CLIENT_ID:
+            raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
+        if new_cid != o.client_id and (o.account, new_cid) in self.cids:
             raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {new_cid!r} is invalid "
                          "or already open")  # fmt: skip
         if o.post_only and price != o.price and _crosses(book, o.side, price):
@@ -629,6 +629,9 @@ class Engine(EngineViews):
         self.seq = seq = self.seq + 1
         try:
             asset = self._ledger_args(c)
+            if self.ledger.totals[asset] + c.amount > MAX_INT:
+                # Every balance, and so every fill, stays a signed 64-bit integer on the wire.
+                raise Reject(R.INVALID_AMOUNT, f"deposit would take total {c.asset} past 2**63-1")
         except Reject as r:
             return self._reject(origin, c.req, r.code, r.reason, seq)
         row = self.ledger.deposit(c.account, asset, c.amount)

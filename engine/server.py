@@ -250,7 +250,9 @@ class EngineServer:
             try:
                 good.append(self.one_decoder.decode(raw))
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                self._reject_frame(origin, RejectCode.MALFORMED, f"bad command: {e}", _req_of(raw))
+                unknown = str(e).startswith("Invalid value") and str(e).endswith("`$[0]`")
+                code = RejectCode.UNKNOWN_MESSAGE if unknown else RejectCode.MALFORMED
+                self._reject_frame(origin, code, f"bad command: {e}", _req_of(raw))
         return good
 
     def _reject_frame(self, origin: bytes, code: int, reason: str, req: int = 0) -> None:
@@ -264,14 +266,19 @@ class EngineServer:
         router = self.router
         assert router is not None
         encode = self.encoder.encode
-        for origin, msgs in self.engine.outbox.items():
-            try:
-                router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
-                self.metrics.frames_out += 1
-            except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
-                self.metrics.dropped_replies += len(msgs)
-                log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
-        self.engine.outbox.clear()
+        try:
+            for origin, msgs in self.engine.outbox.items():
+                try:
+                    router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
+                    self.metrics.frames_out += 1
+                except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
+                    self.metrics.dropped_replies += len(msgs)
+                    log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
+                except (OverflowError, TypeError, ValueError):  # a bug: never wedge the loop
+                    self.metrics.internal_errors += 1
+                    log.exception("cannot encode replies for %r", origin)
+        finally:
+            self.engine.outbox.clear()
 
     def _publish(self, ts: int) -> None:
         pub = self.pub
