@@ -224,6 +224,7 @@ class EngineClient:
                 self.sock.send(encode([Ping(0)]), zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # not connected: IMMEDIATE refuses, the staleness check below reports it
+            self._drain()  # a send can swallow the socket's read edge: look again
             await asyncio.sleep(self.heartbeat)
             if self.available and time.monotonic() - self._last_pong > 2.5 * self.heartbeat:
                 self.available = False
