@@ -1,22 +1,25 @@
 # The two commands of the README:
 #   make run   - install what is missing, then start the whole exchange with its defaults
 #   make test  - install everything, then run the full test suite
-# Both work on a fresh Debian/Ubuntu machine with Python 3.11, git, make and apt.
+# Both work on a fresh Debian/Ubuntu machine with Python 3.11, git, make and apt (as root, or
+# with the apt packages below already installed).
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+WEB    := feed/web
+CHARTS := $(WEB)/node_modules/.package-lock.json
 
 .PHONY: run test install lint bench clean
 
-run: $(STAMP)
+run: $(STAMP) $(CHARTS)
 	$(PY) -m stack
 
-test: $(STAMP)
+test: $(STAMP) $(CHARTS) $(VENV)/.browser
 	$(PY) -m pytest tests
 
-install: $(STAMP)
+install: $(STAMP) $(CHARTS)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -25,6 +28,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# The dashboard's chart library, from the npm registry, pinned by package-lock.json.
+$(CHARTS): $(WEB)/package.json $(WEB)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm missing: installing it with apt"; \
+	  apt-get update -q && apt-get install -y -q npm; }
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+
+# Debian's Chromium, for the browser test of the dashboard.
+$(VENV)/.browser:
+	@command -v chromium >/dev/null || { echo "chromium missing: installing it with apt"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -35,4 +50,4 @@ bench: $(STAMP)
 	$(PY) -m bench engine
 
 clean:
-	rm -rf $(VENV) var build *.egg-info
+	rm -rf $(VENV) var build *.egg-info $(WEB)/node_modules

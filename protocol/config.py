@@ -74,12 +74,22 @@ class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     engine_timeout: float = 5.0
 
 
+class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_connections: int = 5_000
+    max_subscriptions: int = 50  # streams per connection
+    send_queue: int = 2_000  # messages queued per connection; a slower browser is dropped
+    recent_trades: int = 1_000  # per market, for GET /api/trades
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     assets: dict[str, AssetConfig]
     markets: dict[str, MarketConfig]
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
     json_gateway: JsonGatewayConfig = msgspec.field(default_factory=JsonGatewayConfig)
+    bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
 
 
 class MarketSpec:
@@ -209,6 +219,7 @@ class Exchange:
         self.engine = cfg.engine
         self.accounts = cfg.accounts
         self.json_gateway = cfg.json_gateway
+        self.bridge = cfg.bridge
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}

@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 import msgspec
 
+from protocol.amounts import format_decimal
+from protocol.config import MarketSpec
+
 Side = Literal["buy", "sell"]
 Id = int | str
 
@@ -240,3 +243,22 @@ class QuoteView(msgspec.Struct):
     quote_qty: str
     worst_price: str | None
     complete: bool
+
+
+def market_view(spec: MarketSpec) -> MarketView:
+    return MarketView(
+        spec.symbol,
+        spec.base,
+        spec.quote,
+        spec.tick.text,
+        spec.lot.text,
+        spec.qty_text(spec.min_qty),
+        spec.qty_text(spec.max_qty),
+        spec.price_text(spec.max_price),
+        _ppm_text(spec.maker_ppm),
+        _ppm_text(spec.taker_ppm),
+    )
+
+
+def _ppm_text(ppm: int) -> str:
+    return format_decimal(ppm, 6)

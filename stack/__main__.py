@@ -93,6 +93,7 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     return [
         Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
+        Child("ws-bridge", [*py, "feed", *cfg]),
     ]
 
 
@@ -111,6 +112,9 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str
         f"  JSON/TCP gateway (programs, nc):    {j.host}:{j.port}   (docs/json-protocol.md)",
         f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted)",
         f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
+        f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
+        f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
+        f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
         f"  Markets: {', '.join(ex.markets)}",
         "  Demo accounts (a market maker is quoting on every market):",
     ]

@@ -1,0 +1,70 @@
+"""``python -m feed``: run the websocket bridge (streams, HTTP market data, dashboard)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvloop
+from aiohttp import web
+
+from feed.bridge import Bridge
+from protocol import config
+
+log = logging.getLogger("feed.bridge")
+
+
+async def run(args: argparse.Namespace) -> int:
+    ex = config.load(args.config)
+    if args.port is not None:
+        ex.bridge.port = args.port
+    if args.commands:
+        ex.engine.commands = args.commands
+    if args.market_data:
+        ex.engine.market_data = args.market_data
+    bridge = Bridge(ex)
+    runner = web.AppRunner(bridge.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, ex.bridge.host, ex.bridge.port, backlog=1024)
+    await site.start()
+    log.info(
+        "dashboard http://%s:%d/  websocket ws://%s:%d/ws  (engine %s, market data %s)",
+        ex.bridge.host,
+        ex.bridge.port,
+        ex.bridge.host,
+        ex.bridge.port,
+        ex.engine.commands,
+        ex.engine.market_data,
+    )
+    await bridge.feed.start(wait=None)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: %d websocket clients", len(bridge.clients))
+    await bridge.feed.close()
+    await runner.cleanup()
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(prog="python -m feed")
+    p.add_argument("--config")
+    p.add_argument("--port", type=int)
+    p.add_argument("--commands", help="engine ROUTER endpoint (for book snapshots)")
+    p.add_argument("--market-data", help="engine PUB endpoint")
+    args = p.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    return uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

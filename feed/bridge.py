@@ -1,0 +1,440 @@
+"""The websocket bridge: engine market data -> browsers and HTTP clients, plus the dashboard.
+
+One process (aiohttp on uvloop). It keeps a local book per market with the feed library, and
+recent trades, candles and 24h tickers, then serves:
+
+- websocket ``/ws``: streams ``trades@M``, ``depth@M`` (a snapshot on subscribe, then diffs
+  carrying the engine's depth sequence numbers), ``ticker@M``, ``kline_<iv>@M``
+  (see protocol/market_api.py);
+- HTTP JSON: ``/api/markets``, ``/api/depth``, ``/api/trades``, ``/api/ticker``,
+  ``/api/klines``, ``/health``, ``/metrics``;
+- the dashboard page at ``/``.
+
+Each message is encoded once and the same bytes go to every subscriber. Every connection has
+a bounded send queue: a browser that cannot keep up is disconnected and counted, never allowed
+to delay the others or to grow memory. Connections and subscriptions per connection are capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from aiohttp import WSMsgType, web
+
+from feed.book import TickerView
+from feed.candles import Candle, CandleBook
+from feed.subscriber import Feed
+from protocol import market_api as A
+from protocol.config import Exchange, MarketSpec
+from protocol.json_api import market_view
+from protocol.messages import Depth, Trade
+
+log = logging.getLogger("feed.bridge")
+
+WEB = Path(__file__).with_name("web")
+CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
+SIDE = {1: "buy", 2: "sell"}
+KlineSource = Callable[[str, str, int, int | None, int], "asyncio.Future[list[A.Kline]] | None"]
+
+
+class Metrics(msgspec.Struct):
+    connections: int = 0
+    connections_total: int = 0
+    refused: int = 0
+    subscriptions: int = 0
+    messages_out: int = 0
+    dropped_slow: int = 0
+    bad_requests: int = 0
+    md_messages: int = 0
+    lag_ms: float = 0.0  # engine timestamp of the newest market data vs our clock
+
+
+class Client:
+    __slots__ = ("ws", "queue", "streams", "task")
+
+    def __init__(self, ws: web.WebSocketResponse, size: int) -> None:
+        self.ws = ws
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
+        self.streams: set[str] = set()
+        self.task: asyncio.Task | None = None
+
+
+class Bridge:
+    def __init__(self, ex: Exchange, kline_source: KlineSource | None = None) -> None:
+        self.ex = ex
+        self.cfg = ex.bridge
+        self.metrics = Metrics()
+        self.clients: set[Client] = set()
+        self.subs: dict[str, set[Client]] = {}
+        self.candles = {m: CandleBook(m, s.tick_lot_quote) for m, s in ex.markets.items()}
+        self.trades: dict[str, deque[Trade]] = {
+            m: deque(maxlen=self.cfg.recent_trades) for m in ex.markets
+        }
+        self.kline_source = kline_source  # ClickHouse, once the recorder provides it
+        self.feed = Feed.for_exchange(
+            ex, on_trades=self.on_trades, on_depth=self.on_depth, identity=b"ws-bridge"
+        )
+        self.enc = msgspec.json.Encoder()
+        self.last_ticker: dict[str, float] = {}
+
+    # --------------------------------------------------------------------- fan-out
+    def publish(self, stream: str, data: object) -> None:
+        subs = self.subs.get(stream)
+        if not subs:
+            return
+        payload = self.enc.encode(A.StreamMsg(stream, data))  # type: ignore[arg-type]
+        for c in list(subs):
+            self.push(c, payload)
+
+    def push(self, c: Client, payload: bytes) -> None:
+        try:
+            c.queue.put_nowait(payload)
+        except asyncio.QueueFull:
+            self.metrics.dropped_slow += 1
+            log.info("dropping a slow websocket client (%d messages queued)", c.queue.qsize())
+            self.drop(c)
+            asyncio.ensure_future(c.ws.close(code=1008, message=b"too slow: send queue full"))
+
+    def drop(self, c: Client) -> None:
+        if c in self.clients:
+            self.clients.discard(c)
+            for s in c.streams:
+                self.subs.get(s, set()).discard(c)
+            self.metrics.subscriptions -= len(c.streams)
+            c.streams.clear()
+            self.metrics.connections = len(self.clients)
+            if c.task is not None:
+                c.task.cancel()
+
+    async def writer(self, c: Client) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            while True:
+                payload = await c.queue.get()
+                await c.ws.send_frame(payload, WSMsgType.TEXT)
+                self.metrics.messages_out += 1
+
+    # ------------------------------------------------------------------ feed events
+    def on_trades(self, market: str, trades: list[Trade]) -> None:
+        spec = self.ex.markets[market]
+        self.metrics.md_messages += 1
+        self.metrics.lag_ms = (time.time_ns() - trades[-1].ts) / 1e6
+        self.trades[market].extend(trades)
+        changed = {iv: c for t in trades for iv, c in self.candles[market].add(t)}
+        self.publish(f"trades@{market}", [trade_view(spec, t) for t in trades])
+        for iv, c in changed.items():
+            self.publish(f"kline_{iv}@{market}", kline_view(spec, iv, c))
+        now = time.monotonic()
+        if now - self.last_ticker.get(market, 0.0) >= 0.25:  # at most 4 ticker pushes a second
+            self.last_ticker[market] = now
+            self.publish(f"ticker@{market}", self.ticker(market))
+
+    def on_depth(self, market: str, d: Depth | None) -> None:
+        self.metrics.md_messages += 1
+        if d is None:  # (re)synced: everyone starts again from a snapshot
+            self.publish(f"depth@{market}", self.depth_snapshot(market))
+            return
+        self.metrics.lag_ms = (time.time_ns() - d.ts) / 1e6 if d.ts else self.metrics.lag_ms
+        spec = self.ex.markets[market]
+        self.publish(
+            f"depth@{market}",
+            A.DepthView(
+                market,
+                d.epoch,
+                d.seq,
+                d.seq,
+                [(spec.price_text(p), spec.qty_text(q)) for p, q in d.bids],
+                [(spec.price_text(p), spec.qty_text(q)) for p, q in d.asks],
+            ),
+        )
+
+    def depth_snapshot(self, market: str, limit: int = 0) -> A.DepthView:
+        spec = self.ex.markets[market]
+        book = self.feed.books[market]
+        bids, asks = book.levels(limit)
+        return A.DepthView(
+            market,
+            book.epoch,
+            book.seq,
+            book.seq,
+            [(spec.price_text(p), spec.qty_text(q)) for p, q in bids],
+            [(spec.price_text(p), spec.qty_text(q)) for p, q in asks],
+            snapshot=True,
+        )
+
+    def ticker(self, market: str) -> A.TickerData:
+        return ticker_view(self.ex.markets[market], self.feed.tickers[market].view(time.time_ns()))
+
+    # ------------------------------------------------------------------- websocket
+    async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        if len(self.clients) >= self.cfg.max_connections:
+            self.metrics.refused += 1
+            raise web.HTTPServiceUnavailable(text="too many websocket connections")
+        await ws.prepare(request)
+        c = Client(ws, self.cfg.send_queue)
+        self.clients.add(c)
+        self.metrics.connections = len(self.clients)
+        self.metrics.connections_total += 1
+        c.task = asyncio.ensure_future(self.writer(c))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    self.reply(c, None, error=(1001, "send JSON text frames"))
+                    continue
+                self.on_request(c, msg.data)
+        finally:
+            self.drop(c)
+        return ws
+
+    def reply(
+        self, c: Client, rid: object, result: object = None, error: tuple[int, str] | None = None
+    ) -> None:
+        if error:
+            self.metrics.bad_requests += 1
+            body = {"id": rid, "error": {"code": error[0], "reason": error[1]}}
+        else:
+            body = {"id": rid, "result": result}
+        self.push(c, self.enc.encode(body))
+
+    def on_request(self, c: Client, text: str) -> None:
+        try:
+            req = msgspec.json.decode(text, type=A.WsRequest)
+        except msgspec.ValidationError as e:
+            return self.reply(c, _id_of(text), error=(1007, str(e)))
+        except msgspec.DecodeError as e:
+            return self.reply(c, None, error=(1001, f"not valid JSON: {e}"))
+        if req.op == "list":
+            return self.reply(c, req.id, sorted(c.streams))
+        bad = [s for s in req.streams if not self.valid_stream(s)]
+        if bad:
+            return self.reply(
+                c,
+                req.id,
+                error=(
+                    1007,
+                    f"unknown stream(s) {bad}: streams are "
+                    "trades@M, depth@M, ticker@M, kline_<iv>@M "
+                    f"with iv in {list(A.INTERVALS)}",
+                ),
+            )
+        if req.op == "unsubscribe":
+            for s in req.streams:
+                if s in c.streams:
+                    c.streams.discard(s)
+                    self.subs[s].discard(c)
+                    self.metrics.subscriptions -= 1
+            return self.reply(c, req.id, sorted(c.streams))
+        self.subscribe(c, req)
+
+    def subscribe(self, c: Client, req: A.WsRequest) -> None:
+        new = [s for s in dict.fromkeys(req.streams) if s not in c.streams]
+        if len(c.streams) + len(new) > self.cfg.max_subscriptions:
+            return self.reply(
+                c,
+                req.id,
+                error=(1004, f"at most {self.cfg.max_subscriptions} streams per connection"),
+            )
+        for s in new:
+            c.streams.add(s)
+            self.subs.setdefault(s, set()).add(c)
+            self.metrics.subscriptions += 1
+        self.reply(c, req.id, sorted(c.streams))
+        for s in new:
+            self.initial(c, s)
+
+    def initial(self, c: Client, stream: str) -> None:
+        """What a new subscriber gets at once, so it needs no separate HTTP call."""
+        kind, market = stream.split("@", 1)
+        data: object
+        if kind == "depth":
+            data = self.depth_snapshot(market)
+        elif kind == "ticker":
+            data = self.ticker(market)
+        elif kind.startswith("kline_"):
+            rows = self.candles[market].history(kind[6:], limit=1)
+            if not rows:
+                return
+            data = kline_view(self.ex.markets[market], kind[6:], rows[-1])
+        else:
+            return
+        self.push(c, self.enc.encode(A.StreamMsg(stream, data)))  # type: ignore[arg-type]
+
+    def valid_stream(self, s: str) -> bool:
+        kind, _, market = s.partition("@")
+        if market not in self.ex.markets:
+            return False
+        return kind in ("trades", "depth", "ticker") or (
+            kind.startswith("kline_") and kind[6:] in A.INTERVALS
+        )
+
+    # ------------------------------------------------------------------------- HTTP
+    def market_of(self, request: web.Request) -> MarketSpec:
+        market = request.query.get("market", "")
+        spec = self.ex.markets.get(market)
+        if spec is None:
+            raise _bad(f"unknown market {market!r}; markets: {list(self.ex.markets)}")
+        return spec
+
+    async def api_markets(self, request: web.Request) -> web.Response:
+        return self.json([market_view(s) for s in self.ex.markets.values()])
+
+    async def api_depth(self, request: web.Request) -> web.Response:
+        spec = self.market_of(request)
+        limit = _int(request, "limit", 100, 1, 5000)
+        return self.json(self.depth_snapshot(spec.symbol, limit))
+
+    async def api_trades(self, request: web.Request) -> web.Response:
+        spec = self.market_of(request)
+        limit = _int(request, "limit", 100, 1, self.cfg.recent_trades)
+        trades = list(self.trades[spec.symbol])[-limit:]
+        return self.json([trade_view(spec, t) for t in trades])
+
+    async def api_ticker(self, request: web.Request) -> web.Response:
+        if "market" not in request.query:
+            return self.json([self.ticker(m) for m in self.ex.markets])
+        return self.json(self.ticker(self.market_of(request).symbol))
+
+    async def api_klines(self, request: web.Request) -> web.Response:
+        spec = self.market_of(request)
+        interval = request.query.get("interval", "1m")
+        if interval not in A.INTERVALS:
+            raise _bad(f"unknown interval {interval!r}; intervals: {list(A.INTERVALS)}")
+        start = _int(request, "start", 0, 0, 2**40)
+        end = _int(request, "end", 2**40, 0, 2**40)
+        if end <= start:
+            raise _bad(f"end ({end}) must be after start ({start})")
+        limit = _int(request, "limit", 500, 1, 5000)
+        if self.kline_source is not None:
+            fut = self.kline_source(spec.symbol, interval, start, end, limit)
+            if fut is not None:
+                return self.json(await fut)
+        rows = self.candles[spec.symbol].history(interval, start, end, limit)
+        return self.json([kline_view(spec, interval, c) for c in rows])
+
+    async def health(self, request: web.Request) -> web.Response:
+        ok = self.feed.engine.available and self.feed.synced()
+        return self.json(
+            {"ok": ok, "engine": self.feed.engine.available, "synced": self.feed.synced()},
+            status=200 if ok else 503,
+        )
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        return self.json({"bridge": self.metrics, "feed": self.feed.stats})
+
+    async def index(self, request: web.Request) -> web.FileResponse:
+        return web.FileResponse(WEB / "index.html")
+
+    async def chart_js(self, request: web.Request) -> web.FileResponse:
+        if not CHART_JS.exists():
+            raise web.HTTPNotFound(text="lightweight-charts is not installed: run make install")
+        return web.FileResponse(CHART_JS)
+
+    def json(self, obj: object, status: int = 200) -> web.Response:
+        return web.Response(
+            body=self.enc.encode(obj), status=status, content_type="application/json"
+        )
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/", self.index),
+                web.get("/ws", self.ws_handler),
+                web.get("/api/markets", self.api_markets),
+                web.get("/api/depth", self.api_depth),
+                web.get("/api/trades", self.api_trades),
+                web.get("/api/ticker", self.api_ticker),
+                web.get("/api/klines", self.api_klines),
+                web.get("/health", self.health),
+                web.get("/metrics", self.metrics_handler),
+                web.get("/vendor/lightweight-charts.js", self.chart_js),
+            web.get("/favicon.ico", lambda r: web.Response(status=204)),
+                web.static("/static", WEB / "static"),
+            ]
+        )
+        return app
+
+
+# ---------------------------------------------------------------------------- views
+
+
+def trade_view(spec: MarketSpec, t: Trade) -> A.TradeView:
+    return A.TradeView(
+        t.trade_id,
+        spec.price_text(t.price),
+        spec.qty_text(t.qty),
+        SIDE.get(t.taker_side, "?"),
+        t.ts,
+    )
+
+
+def kline_view(spec: MarketSpec, interval: str, c: Candle, closed: bool = False) -> A.Kline:
+    return A.Kline(
+        spec.symbol,
+        interval,
+        c.open_time,
+        spec.price_text(c.open),
+        spec.price_text(c.high),
+        spec.price_text(c.low),
+        spec.price_text(c.close),
+        spec.qty_text(c.volume),
+        spec.quote_text(c.quote_volume),
+        c.trades,
+        closed,
+    )
+
+
+def ticker_view(spec: MarketSpec, t: TickerView) -> A.TickerData:
+    def px(v: int) -> str | None:
+        return spec.price_text(v) if v else None
+
+    pct = None
+    if t.open:
+        pct = f"{t.change * 100 / t.open:.2f}"  # display only; prices stay exact strings
+    return A.TickerData(
+        spec.symbol,
+        px(t.open),
+        px(t.high),
+        px(t.low),
+        px(t.last),
+        spec.qty_text(t.volume),
+        spec.quote_text(t.quote_volume),
+        spec.price_text(t.change) if t.open else None,
+        pct,
+        t.trades,
+        time.time_ns(),
+    )
+
+
+def _bad(text: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(
+        text=msgspec.json.encode({"error": text}).decode(), content_type="application/json"
+    )
+
+
+def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(f"{name} must be an integer, was {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _bad(f"{name} must be in {lo}..{hi}, was {value}")
+    return value
+
+
+def _id_of(text: str) -> object:
+    try:
+        obj = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    return obj.get("id") if isinstance(obj, dict) else None
