@@ -247,8 +247,8 @@ class Feed:
             while True:
                 try:
                     snap = await self.engine.request(SnapshotRequest(0, market))
-                except EngineError as e:
-                    log.info("%s: snapshot not available yet (%s)", market, e)
+                except EngineError as e:  # the engine is starting or restarting: wait for it
+                    log.debug("%s: snapshot not available yet (%s)", market, e)
                     await asyncio.sleep(pause)
                     pause = min(2.0, pause * 2)
                     continue

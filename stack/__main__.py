@@ -94,6 +94,9 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
         Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
         Child("ws-bridge", [*py, "feed", *cfg]),
+        Child(
+            "fix-gateway", [*py, "gateways.fix", *cfg, *accounts, "--data-dir", str(data / "fix")]
+        ),
     ]
 
 
@@ -110,6 +113,8 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str
         "=" * 78,
         "  Exchange is up.",
         f"  JSON/TCP gateway (programs, nc):    {j.host}:{j.port}   (docs/json-protocol.md)",
+        f"  FIX 4.4 gateway (institutions):     {ex.fix_gateway.host}:{ex.fix_gateway.port}"
+        f"   TargetCompID {ex.fix_gateway.sender_comp_id}   (docs/fix.md)",
         f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted)",
         f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
         f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
@@ -122,6 +127,7 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str
         c = creds[name]
         lines.append(
             f"    {name:6} account {c['account']}  api_key {c['api_key']}  secret {c['secret']}"
+            f"  FIX SenderCompID {c.get('fix_sender_comp_id', '-')}"
         )
     lines += [f"  (all demo credentials: {creds_path})", "  Stop with Ctrl-C.", "=" * 78, ""]
     return "\n".join(lines)

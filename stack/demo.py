@@ -16,6 +16,7 @@ from gateways.accounts import AccountError, AccountStore, Permission
 from protocol.config import Exchange
 from protocol.messages import Balances, BalancesRequest, Deposit
 
+FIX_COMP_IDS = {"alice": "ALICE", "bob": "BOB"}
 FUNDS = {
     "mm": {"USD": "20000000", "BTC": "400", "ETH": "6000"},
     "noise": {"USD": "2000000", "BTC": "40", "ETH": "600"},
@@ -37,6 +38,10 @@ def _credentials(ex: Exchange, path: Path) -> dict[str, dict]:
                 account = store.account_id(name)
             key, secret = store.issue_key(account, Permission.TRADE)
             creds[name] = {"account": account, "api_key": key, "secret": secret}
+            if name in FIX_COMP_IDS:
+                comp = FIX_COMP_IDS[name]
+                store.add_fix_session(comp, account, cancel_on_disconnect=True)
+                creds[name]["fix_sender_comp_id"] = comp
     finally:
         store.close()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,654 @@
+"""The FIX 4.4 gateway's asyncio side: FIX application messages <-> engine commands.
+
+Orders placed through FIX carry the engine client order id ``<SenderCompID>|<ClOrdID>``. So
+ClOrdIDs are unique per session (as FIX wants), and every execution report - including fills
+of resting orders after a gateway restart - names the session it belongs to without any state
+to lose. Reports for a session that is logged out are still sent: quickfix stores them and
+resends them when the client logs on again and asks for the gap.
+
+Prices and quantities are read as the strings on the wire (never quickfix's doubles) and
+converted exactly with the market's tick and lot; anything off the tick/lot is rejected.
+Market data (MarketDataRequest V -> W snapshot + X incremental) comes from the engine's PUB
+feed through the feed library: MarketDepth 1 is top of book, any other depth the full book.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import quickfix as fix
+
+from engine.client import EngineClient, EngineTimeout
+from feed.subscriber import Feed
+from gateways.accounts import Permission
+from gateways.fix.acceptor import Fields, Login, first
+from protocol import messages as M
+from protocol.amounts import AmountError
+from protocol.config import Exchange, MarketSpec
+from protocol.enums import RejectCode
+
+log = logging.getLogger("gateways.fix")
+
+EXEC_TYPE = {1: "0", 2: "F", 3: "F", 4: "4", 5: "C", 6: "5", 7: "8"}
+ORD_STATUS = {1: "0", 2: "1", 3: "2", 4: "4", 5: "C", 6: "8"}
+REASON_TEXT = {
+    1: "cancelled by request",
+    2: "IOC remainder expired",
+    3: "FOK not fillable",
+    4: "self-trade prevention",
+    5: "market order out of funds",
+    6: "cancel on disconnect",
+}
+TIF = {"1": 1, "3": 2, "4": 3}  # GTC, IOC, FOK
+ORD_REJ = {
+    RejectCode.UNKNOWN_MARKET: "1",
+    RejectCode.DUPLICATE_CLIENT_ORDER_ID: "6",
+    RejectCode.INSUFFICIENT_FUNDS: "3",
+    RejectCode.QUANTITY_BELOW_MIN: "13",
+    RejectCode.QUANTITY_ABOVE_MAX: "13",
+    RejectCode.INVALID_QUANTITY: "13",
+    RejectCode.UNKNOWN_ORDER: "5",
+}
+
+
+class FixReject(Exception):  # noqa: N818 - an expected outcome turned into a FIX reject
+    def __init__(self, text: str, ord_rej: str = "99") -> None:
+        super().__init__(text)
+        self.text = text
+        self.ord_rej = ord_rej
+
+
+@dataclass
+class Session:
+    comp: str
+    sid: fix.SessionID
+    login: Login
+    md: dict[str, tuple[list[str], int, set[str]]] = field(default_factory=dict)  # by MDReqID
+
+
+def utc(ts_ns: int) -> str:
+    t = time.gmtime(ts_ns // 1_000_000_000)
+    return time.strftime("%Y%m%d-%H:%M:%S", t) + f".{ts_ns // 1_000_000 % 1000:03d}"
+
+
+def avg_px(spec: MarketSpec, cum_quote: int, cum_lots: int) -> str:
+    if not cum_lots:
+        return "0"
+    # quote per base = (cum_quote / 10**quote_decimals) / (cum_lots * lot); display only
+    value = Decimal(cum_quote) / (10**spec.quote_decimals) / (cum_lots * Decimal(spec.lot.text))
+    return f"{value.quantize(Decimal(1).scaleb(-(spec.tick.places + 4))).normalize():f}"
+
+
+class FixGateway:
+    def __init__(self, ex: Exchange) -> None:
+        self.ex = ex
+        self.cfg = ex.fix_gateway
+        self.engine = EngineClient(
+            ex.engine.commands,
+            self.cfg.identity.encode(),
+            timeout=self.cfg.engine_timeout,
+            on_event=self.on_event,
+        )
+        self.feed = Feed.for_exchange(
+            ex,
+            kinds=("depth", "trades"),
+            identity=b"fix-md",
+            on_depth=self.on_depth,
+            on_trades=self.on_trades,
+        )
+        self.sessions: dict[str, Session] = {}  # logged-on sessions by SenderCompID
+        self.top: dict[str, tuple[int, int, int, int]] = {}  # last top of book sent, per market
+        self.levels: dict[str, dict[tuple[str, int], int]] = {}  # (entry type, price) -> qty
+        self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0}
+
+    # --------------------------------------------------------------------- sending
+    def send(self, comp: str, msg_type: str, fields: Fields, groups: list | None = None) -> None:
+        m = fix.Message()
+        m.getHeader().setField(35, msg_type)
+        for tag, value in fields:
+            m.setField(tag, value)
+        for count_tag, delim, rows in groups or []:
+            for row in rows:
+                g = fix.Group(count_tag, delim)
+                for tag, value in row:
+                    g.setField(tag, value)
+                m.addGroup(g)
+        sid = fix.SessionID("FIX.4.4", self.cfg.sender_comp_id, comp)
+        try:
+            fix.Session.sendToTarget(m, sid)
+        except fix.SessionNotFound:
+            log.warning("no FIX session %s for a %s message", comp, msg_type)
+
+    def exec_report(
+        self,
+        comp: str,
+        r: M.ExecReport,
+        clordid: str,
+        orig: str | None = None,
+        exec_type: str | None = None,
+    ) -> None:
+        spec = self.ex.markets[r.market]
+        f: Fields = [
+            (37, str(r.order_id)),
+            (11, clordid),
+            (17, f"{r.order_id}-{r.seq}-{r.trade_id}-{r.exec_type}"),
+            (150, exec_type or EXEC_TYPE.get(r.exec_type, "I")),
+            (39, ORD_STATUS.get(r.status, "0")),
+            (55, r.market),
+            (54, str(r.side)),
+            (40, "2" if r.price else "1"),
+            (151, spec.qty_text(r.leaves_qty)),
+            (14, spec.qty_text(r.cum_qty)),
+            (6, avg_px(spec, r.cum_quote, r.cum_qty)),
+            (60, utc(r.ts)),
+        ]
+        if r.qty:
+            f.append((38, spec.qty_text(r.qty)))
+        if r.price:
+            f.append((44, spec.price_text(r.price)))
+        if r.quote_qty:
+            f.append((152, spec.quote_text(r.quote_qty)))
+        if orig:
+            f.append((41, orig))
+        if r.last_qty:
+            buyer = r.side == 1
+            f += [
+                (31, spec.price_text(r.last_px)),
+                (32, spec.qty_text(r.last_qty)),
+                (12, spec.base_text(r.fee) if buyer else spec.quote_text(r.fee)),
+                (13, "3"),
+                (479, spec.base if buyer else spec.quote),
+                (851, "1" if r.liquidity == 1 else "2"),
+            ]
+        if r.reason_code:
+            f.append((58, REASON_TEXT.get(r.reason_code, "cancelled")))
+        self.counts["reports"] += 1
+        self.send(comp, "8", f)
+
+    def reject_order(self, comp: str, f: Fields, text: str, ord_rej: str = "99") -> None:
+        self.counts["rejects"] += 1
+        self.send(
+            comp,
+            "8",
+            [
+                (37, "NONE"),
+                (11, first(f, 11) or "?"),
+                (17, f"rej-{time.time_ns()}"),
+                (150, "8"),
+                (39, "8"),
+                (55, first(f, 55) or "?"),
+                (54, first(f, 54) or "1"),
+                (151, "0"),
+                (14, "0"),
+                (6, "0"),
+                (103, ord_rej),
+                (58, text[:200]),
+                (60, utc(time.time_ns())),
+            ],
+        )
+
+    def cancel_reject(
+        self, comp: str, f: Fields, text: str, response_to: str, reason: str = "1"
+    ) -> None:
+        self.counts["rejects"] += 1
+        self.send(
+            comp,
+            "9",
+            [
+                (37, first(f, 37) or "NONE"),
+                (11, first(f, 11) or "?"),
+                (41, first(f, 41) or "?"),
+                (39, "8"),
+                (434, response_to),
+                (102, reason),
+                (58, text[:200]),
+            ],
+        )
+
+    def business_reject(self, comp: str, f: Fields, text: str, reason: str = "0") -> None:
+        self.counts["rejects"] += 1
+        self.send(
+            comp,
+            "j",
+            [
+                (45, first(f, 34) or "0"),
+                (372, first(f, 35) or "?"),
+                (380, reason),
+                (58, text[:200]),
+            ],
+        )
+
+    # -------------------------------------------------------------------- sessions
+    def on_logon(self, sid: fix.SessionID, login: Login) -> None:
+        self.sessions[login.comp_id] = Session(login.comp_id, sid, login)
+        log.info(
+            "FIX logon %s -> account %d (%s%s)",
+            login.comp_id,
+            login.account,
+            login.permission.value,
+            ", cancel on disconnect" if login.cancel_on_disconnect else "",
+        )
+
+    def on_logout(self, sid: fix.SessionID) -> None:
+        comp = sid.getTargetCompID().getValue()
+        s = self.sessions.pop(comp, None)
+        if s is None:
+            return
+        log.info("FIX logout %s", comp)
+        if s.login.cancel_on_disconnect:
+            asyncio.ensure_future(self.cancel_session_orders(s))
+
+    async def cancel_session_orders(self, s: Session) -> None:
+        """Cancel-on-disconnect: only the orders this session placed (the account may have more)."""
+        try:
+            reply = await self.engine.request(M.OpenOrdersRequest(0, s.login.account))
+        except Exception as e:  # noqa: BLE001 - engine away: nothing can be cancelled now
+            log.error("cancel on disconnect for %s failed: %s", s.comp, e)
+            return
+        mine = [o for o in reply.orders if o.client_order_id.startswith(s.comp + "|")]
+        cancels = [M.Cancel(0, s.login.account, o.market, o.order_id) for o in mine]
+        await asyncio.gather(*(self.engine.request(c) for c in cancels), return_exceptions=True)
+        log.info("cancel on disconnect: %d orders of %s", len(cancels), s.comp)
+
+    # ------------------------------------------------------------ application msgs
+    def on_app(self, sid: fix.SessionID, f: Fields) -> None:
+        comp = sid.getTargetCompID().getValue()
+        s = self.sessions.get(comp)
+        msg_type = first(f, 35) or "?"
+        handler = {
+            "D": self.new_order,
+            "F": self.cancel,
+            "G": self.replace,
+            "H": self.status,
+            "q": self.mass_cancel,
+            "x": self.security_list,
+            "V": self.market_data_request,
+        }.get(msg_type)
+        if s is None:
+            return self.business_reject(comp, f, "not logged on", "0")
+        if handler is None:
+            return self.business_reject(comp, f, f"MsgType {msg_type} is not supported", "3")
+        if msg_type in "DFGq" and not s.login.permission.allows(Permission.TRADE):
+            return self.business_reject(comp, f, "this API key cannot trade", "6")
+        try:
+            handler(s, f)
+        except FixReject as e:
+            if msg_type == "D":
+                self.reject_order(comp, f, e.text, e.ord_rej)
+            elif msg_type in "FG":
+                self.cancel_reject(comp, f, e.text, "1" if msg_type == "F" else "2", "2")
+            else:
+                self.business_reject(comp, f, e.text, "0")
+
+    def spec_of(self, f: Fields) -> MarketSpec:
+        symbol = first(f, 55) or ""
+        spec = self.ex.markets.get(symbol)
+        if spec is None:
+            raise FixReject(
+                f"unknown Symbol {symbol!r}; markets: {', '.join(self.ex.markets)}", "1"
+            )
+        return spec
+
+    @staticmethod
+    def amount(convert: Any, text: str | None, what: str) -> int:
+        if text is None:
+            return 0
+        try:
+            value = convert(text)
+        except AmountError as e:
+            raise FixReject(f"{what}: {e}", "13" if what != "Price" else "99") from None
+        if value <= 0:
+            raise FixReject(f"{what} must be positive, was {text}", "13")
+        return int(value)
+
+    def engine_cid(self, s: Session, clordid: str | None) -> str:
+        if not clordid:
+            raise FixReject("ClOrdID(11) is required")
+        cid = f"{s.comp}|{clordid}"
+        if len(cid) > 64:
+            raise FixReject("ClOrdID too long (SenderCompID|ClOrdID must fit in 64 characters)")
+        return cid
+
+    def new_order(self, s: Session, f: Fields) -> None:
+        spec = self.spec_of(f)
+        clordid = first(f, 11)
+        cid = self.engine_cid(s, clordid)
+        side = {"1": 1, "2": 2}.get(first(f, 54) or "")
+        if side is None:
+            raise FixReject(f"Side(54) must be 1 or 2, was {first(f, 54)}")
+        ord_type = first(f, 40)
+        if ord_type not in ("1", "2"):
+            raise FixReject(f"OrdType(40) must be 1 (market) or 2 (limit), was {ord_type}")
+        tif_text = first(f, 59)
+        if tif_text is not None and tif_text not in TIF:
+            raise FixReject(f"TimeInForce(59) {tif_text} unsupported: use 1 GTC, 3 IOC, 4 FOK")
+        qty = self.amount(spec.qty_to_lots, first(f, 38), "OrderQty")
+        price = self.amount(spec.price_to_ticks, first(f, 44), "Price")
+        cash = self.amount(spec.quote_to_units, first(f, 152), "CashOrderQty")
+        if ord_type == "2" and not (price and qty):
+            raise FixReject("a limit order needs Price(44) and OrderQty(38)")
+        if ord_type == "1" and (price or not (qty or cash)):
+            raise FixReject("a market order takes OrderQty(38) or CashOrderQty(152), no Price")
+        post_only = "6" in (first(f, 18) or "").split()
+        cmd = M.NewOrder(
+            0,
+            s.login.account,
+            spec.symbol,
+            side,
+            2 if ord_type == "1" else 1,
+            TIF.get(tif_text or "", 0),
+            price,
+            qty,
+            cash,
+            cid,
+            post_only,
+        )
+        self.counts["orders"] += 1
+        self.submit(s, f, cmd, "D")
+
+    def cancel(self, s: Session, f: Fields) -> None:
+        spec = self.spec_of(f)
+        order_id = int(first(f, 37) or 0) if (first(f, 37) or "").isdigit() else 0
+        orig = first(f, 41)
+        if not order_id and not orig:
+            raise FixReject("give OrigClOrdID(41) or OrderID(37)")
+        self.engine_cid(s, first(f, 11))
+        cid = self.engine_cid(s, orig) if orig and not order_id else ""
+        self.submit(s, f, M.Cancel(0, s.login.account, spec.symbol, order_id, cid), "F")
+
+    def replace(self, s: Session, f: Fields) -> None:
+        spec = self.spec_of(f)
+        orig = first(f, 41)
+        new_cid = self.engine_cid(s, first(f, 11))
+        order_id = int(first(f, 37) or 0) if (first(f, 37) or "").isdigit() else 0
+        if not orig and not order_id:
+            raise FixReject("give OrigClOrdID(41) or OrderID(37)")
+        qty = self.amount(spec.qty_to_lots, first(f, 38), "OrderQty")
+        price = self.amount(spec.price_to_ticks, first(f, 44), "Price")
+        cid = self.engine_cid(s, orig) if orig and not order_id else ""
+        cmd = M.Replace(0, s.login.account, spec.symbol, order_id, cid, new_cid, price, qty)
+        self.submit(s, f, cmd, "G")
+
+    def status(self, s: Session, f: Fields) -> None:
+        spec = self.spec_of(f)
+        order_id = int(first(f, 37) or 0) if (first(f, 37) or "").isdigit() else 0
+        cid = "" if order_id else self.engine_cid(s, first(f, 11))
+        self.submit(s, f, M.OrderStatusRequest(0, s.login.account, spec.symbol, order_id, cid), "H")
+
+    def mass_cancel(self, s: Session, f: Fields) -> None:
+        kind = first(f, 530)
+        if kind == "1":
+            market = self.spec_of(f).symbol
+        elif kind == "7":
+            market = ""
+        else:
+            raise FixReject(f"MassCancelRequestType(530) {kind} unsupported: use 1 or 7")
+        self.submit(s, f, M.MassCancel(0, s.login.account, market), "q")
+
+    def submit(self, s: Session, f: Fields, cmd: Any, kind: str) -> None:
+        self.engine.send(cmd).add_done_callback(partial(self.on_reply, s.comp, f, kind))
+
+    # -------------------------------------------------------------------- replies
+    def on_reply(self, comp: str, f: Fields, kind: str, fut: asyncio.Future) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            text = (
+                "engine did not answer in time; send OrderStatusRequest before retrying"
+                if isinstance(exc, EngineTimeout)
+                else "engine unavailable, try again"
+            )
+            return self.reply_error(comp, f, kind, text, "0")
+        msg = fut.result()
+        if type(msg) is M.Rejected:
+            return self.reply_error(
+                comp, f, kind, msg.reason, ORD_REJ.get(msg.code, "99"), msg.code
+            )
+        clordid = first(f, 11) or ""
+        match msg:
+            case M.Executions():
+                orig = first(f, 41) if kind in "FG" else None
+                for r in msg.reports:
+                    self.exec_report(comp, r, clordid, orig)
+            case M.OrderInfo():
+                self.status_report(comp, msg.order, clordid)
+            case M.MassCancelReply():
+                self.send(
+                    comp,
+                    "r",
+                    [
+                        (11, clordid),
+                        (37, str(msg.seq)),
+                        (530, first(f, 530) or "7"),
+                        (531, first(f, 530) or "7"),
+                        (533, str(msg.count)),
+                    ],
+                )
+
+    def reply_error(
+        self, comp: str, f: Fields, kind: str, text: str, ord_rej: str, code: int = 0
+    ) -> None:
+        if kind == "D":
+            self.reject_order(comp, f, text, ord_rej)
+        elif kind in "FG":
+            reason = "1" if code == RejectCode.UNKNOWN_ORDER else "2" if code else "2"
+            self.cancel_reject(comp, f, text, "1" if kind == "F" else "2", reason)
+        elif kind == "H":
+            self.send(
+                comp,
+                "8",
+                [
+                    (37, first(f, 37) or "NONE"),
+                    (11, first(f, 11) or "?"),
+                    (17, f"st-{time.time_ns()}"),
+                    (150, "I"),
+                    (39, "8"),
+                    (55, first(f, 55) or "?"),
+                    (54, first(f, 54) or "1"),
+                    (151, "0"),
+                    (14, "0"),
+                    (6, "0"),
+                    (58, text[:200]),
+                ],
+            )
+        else:
+            self.send(
+                comp,
+                "r",
+                [
+                    (11, first(f, 11) or "?"),
+                    (37, "NONE"),
+                    (530, first(f, 530) or "7"),
+                    (531, "0"),
+                    (58, text[:200]),
+                ],
+            )
+
+    def status_report(self, comp: str, o: M.OrderState, clordid: str) -> None:
+        spec = self.ex.markets[o.market]
+        f: Fields = [
+            (37, str(o.order_id)),
+            (11, o.client_order_id.split("|", 1)[-1] or clordid),
+            (17, f"st-{o.order_id}-{o.updated_ts}"),
+            (150, "I"),
+            (39, ORD_STATUS.get(o.status, "0")),
+            (55, o.market),
+            (54, str(o.side)),
+            (40, "2" if o.price else "1"),
+            (151, spec.qty_text(o.leaves_qty)),
+            (14, spec.qty_text(o.cum_qty)),
+            (6, avg_px(spec, o.cum_quote, o.cum_qty)),
+            (60, utc(o.updated_ts)),
+        ]
+        if o.qty:
+            f.append((38, spec.qty_text(o.qty)))
+        if o.price:
+            f.append((44, spec.price_text(o.price)))
+        self.send(comp, "8", f)
+
+    def on_event(self, msg: Any) -> None:
+        """Unsolicited reports (fills of resting orders, system cancels): to the owning session,
+        named by the client order id, logged on or not (quickfix stores and resends)."""
+        if type(msg) is not M.ExecReport:
+            return
+        comp, sep, clordid = msg.client_order_id.partition("|")
+        if sep:
+            self.exec_report(comp, msg, clordid)
+
+    # ------------------------------------------------------------------ references
+    def security_list(self, s: Session, f: Fields) -> None:
+        rows = [
+            [
+                (55, m.symbol),
+                (15, m.quote),
+                (561, m.lot.text),
+                (562, m.qty_text(m.min_qty)),
+                (969, m.tick.text),
+            ]
+            for m in self.ex.markets.values()
+        ]
+        self.send(
+            s.comp,
+            "y",
+            [(320, first(f, 320) or "?"), (322, f"sl-{time.time_ns()}"), (560, "0")],
+            [(146, 55, rows)],
+        )
+
+    def market_data_request(self, s: Session, f: Fields) -> None:
+        req_id = first(f, 262) or ""
+        sub_type = first(f, 263)
+        if sub_type == "2":
+            s.md.pop(req_id, None)
+            return
+        symbols = [v for t, v in f if t == 55]
+        unknown = [x for x in symbols if x not in self.ex.markets]
+        if not symbols or unknown:
+            self.send(
+                s.comp,
+                "Y",
+                [(262, req_id), (281, "0"), (58, f"unknown Symbol(s) {unknown or '(none given)'}")],
+            )
+            return
+        types = {v for t, v in f if t == 269} or {"0", "1"}
+        depth = int(first(f, 264) or 0)
+        for sym in symbols:
+            self.snapshot(s.comp, req_id, sym, depth, types)
+        if sub_type == "1":
+            s.md[req_id] = (symbols, depth, types)
+
+    def snapshot(self, comp: str, req_id: str, sym: str, depth: int, types: set[str]) -> None:
+        spec = self.ex.markets[sym]
+        book = self.feed.books[sym]
+        bids, asks = book.levels(1 if depth == 1 else 0)
+        if depth == 1:
+            self.top[sym] = (*book.best_bid(), *book.best_ask())
+        rows = []
+        if "0" in types:
+            rows += [
+                [(269, "0"), (270, spec.price_text(p)), (271, spec.qty_text(q))] for p, q in bids
+            ]
+        if "1" in types:
+            rows += [
+                [(269, "1"), (270, spec.price_text(p)), (271, spec.qty_text(q))] for p, q in asks
+            ]
+        ticker = self.feed.tickers[sym]
+        if "2" in types and ticker.last:
+            rows.append([(269, "2"), (270, spec.price_text(ticker.last)), (271, "0")])
+        self.counts["md"] += 1
+        self.send(comp, "W", [(262, req_id), (55, sym)], [(268, 269, rows)])
+
+    def subscribers(self, sym: str) -> list[tuple[Session, str, int, set[str]]]:
+        return [
+            (s, rid, depth, types)
+            for s in self.sessions.values()
+            for rid, (syms, depth, types) in s.md.items()
+            if sym in syms
+        ]
+
+    def on_depth(self, sym: str, d: M.Depth | None) -> None:
+        levels = self.levels.setdefault(sym, {})
+        if d is None:  # (re)synced: remember the whole book, send everyone a fresh snapshot
+            bids, asks = self.feed.books[sym].levels()
+            levels.clear()
+            levels.update({("0", p): q for p, q in bids} | {("1", p): q for p, q in asks})
+            for s, rid, depth, types in self.subscribers(sym):
+                self.snapshot(s.comp, rid, sym, depth, types)
+            return
+        changes = []  # (MDUpdateAction 0 new / 1 change / 2 delete, entry type, price, qty)
+        for e, side in (("0", d.bids), ("1", d.asks)):
+            for p, q in side:
+                changes.append(("2" if not q else "1" if (e, p) in levels else "0", e, p, q))
+                if q:
+                    levels[(e, p)] = q
+                else:
+                    levels.pop((e, p), None)
+        subs = self.subscribers(sym)
+        if not subs:
+            return
+        spec = self.ex.markets[sym]
+        top_rows = self.top_changes(sym, spec)
+        for s, rid, depth, types in subs:
+            if depth == 1:
+                rows = [r for r in top_rows if r[1][1] in types]
+            else:
+                rows = [
+                    [
+                        (279, act),
+                        (269, e),
+                        (55, sym),
+                        (270, spec.price_text(p)),
+                        (271, spec.qty_text(q)),
+                    ]
+                    for act, e, p, q in changes
+                    if e in types
+                ]
+            if rows:
+                self.counts["md"] += 1
+                self.send(s.comp, "X", [(262, rid)], [(268, 279, rows)])
+
+    def top_changes(self, sym: str, spec: MarketSpec) -> list[list[tuple[int, str]]]:
+        book = self.feed.books[sym]
+        (bp, bq), (ap, aq) = book.best_bid(), book.best_ask()
+        old = self.top.get(sym, (0, 0, 0, 0))
+        self.top[sym] = (bp, bq, ap, aq)
+        rows = []
+        for e, (op, oq), (np_, nq) in (("0", old[:2], (bp, bq)), ("1", old[2:], (ap, aq))):
+            if (op, oq) == (np_, nq):
+                continue
+            if op and op != np_:
+                rows.append(
+                    [(279, "2"), (269, e), (55, sym), (270, spec.price_text(op)), (271, "0")]
+                )
+            if np_:
+                rows.append(
+                    [
+                        (279, "0" if op != np_ else "1"),
+                        (269, e),
+                        (55, sym),
+                        (270, spec.price_text(np_)),
+                        (271, spec.qty_text(nq)),
+                    ]
+                )
+        return rows
+
+    def on_trades(self, sym: str, trades: list[M.Trade]) -> None:
+        spec = self.ex.markets[sym]
+        rows = [
+            [
+                (279, "0"),
+                (269, "2"),
+                (55, sym),
+                (270, spec.price_text(t.price)),
+                (271, spec.qty_text(t.qty)),
+            ]
+            for t in trades
+        ]
+        for s, rid, _depth, types in self.subscribers(sym):
+            if "2" in types:
+                self.counts["md"] += 1
+                self.send(s.comp, "X", [(262, rid)], [(268, 279, rows)])
