@@ -74,6 +74,17 @@ class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     engine_timeout: float = 5.0
 
 
+class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 9878  # the one public FIX port (a front door routes each CompID's session)
+    sender_comp_id: str = "EXCHANGE"  # our CompID; clients' SenderCompIDs come from the store
+    identity: str = "fix-gw-1"  # routing id towards the engine
+    data_dir: str = "var/fix"  # quickfix message stores (sequence numbers, resends) and logs
+    heartbeat: int = 30
+    poll_seconds: float = 2.0  # how often new FIX sessions are picked up from the store
+    engine_timeout: float = 5.0
+
+
 class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -90,6 +101,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
     json_gateway: JsonGatewayConfig = msgspec.field(default_factory=JsonGatewayConfig)
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
+    fix_gateway: FixGatewayConfig = msgspec.field(default_factory=FixGatewayConfig)
 
 
 class MarketSpec:
@@ -220,6 +232,7 @@ class Exchange:
         self.accounts = cfg.accounts
         self.json_gateway = cfg.json_gateway
         self.bridge = cfg.bridge
+        self.fix_gateway = cfg.fix_gateway
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}

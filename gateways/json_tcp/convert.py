@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from protocol import json_api as J
 from protocol import messages as M
-from protocol.amounts import AmountError, format_decimal
+from protocol.amounts import AmountError
 from protocol.config import Exchange, MarketSpec
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, OrderType, RejectCode
 from protocol.enums import TimeInForce as Tif
+from protocol.json_api import market_view  # noqa: F401 - part of this module's API
 
 SIDES = {"buy": 1, "sell": 2}
 SIDE_NAMES = {1: "buy", 2: "sell"}
@@ -226,25 +227,6 @@ def fill_view(ex: Exchange, r: M.ExecReport) -> J.Fill:
         LIQ_NAMES.get(r.liquidity, "?"),
         r.ts,
     )
-
-
-def market_view(spec: MarketSpec) -> J.MarketView:
-    return J.MarketView(
-        spec.symbol,
-        spec.base,
-        spec.quote,
-        spec.tick.text,
-        spec.lot.text,
-        spec.qty_text(spec.min_qty),
-        spec.qty_text(spec.max_qty),
-        spec.price_text(spec.max_price),
-        _ppm_text(spec.maker_ppm),
-        _ppm_text(spec.taker_ppm),
-    )
-
-
-def _ppm_text(ppm: int) -> str:
-    return format_decimal(ppm, 6)
 
 
 def result(ex: Exchange, msg: object) -> object:  # noqa: C901 - a dispatch table
