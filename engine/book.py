@@ -28,6 +28,7 @@ from protocol.config import MarketSpec
 
 BUY = 1
 SELL = 2
+RECENT_TRADES = 200_000  # per market
 
 
 class Order(msgspec.Struct, gc=False, array_like=True):
@@ -90,6 +91,7 @@ class Book:
         "last_bbo",
         "base_a",
         "quote_a",
+        "recent",
         "bid",
         "ask",
     )
@@ -108,6 +110,8 @@ class Book:
         self.dirty_bids: set[int] = set()
         self.dirty_asks: set[int] = set()
         self.trades: list = []
+        # the newest trades, for gap filling by the recorder (not part of the state)
+        self.recent: deque = deque(maxlen=RECENT_TRADES)
         self.trade_seq = 0
         self.depth_seq = 0
         self.bbo_seq = 0

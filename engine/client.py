@@ -20,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,6 +79,7 @@ class EngineClient:
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[Reply])
         self._became_available: asyncio.Event | None = None
+        self._deadlines: deque[tuple[float, int]] = deque()  # (give-up time, req), in send order
 
     # ------------------------------------------------------------------- lifecycle
     async def start(self, wait: float | None = 5.0) -> None:
@@ -133,6 +135,7 @@ class EngineClient:
         req = next(self._ids)
         cmd.req = req
         self._pending[req] = fut
+        self._deadlines.append((time.monotonic() + self.timeout, req))
         self._buf.append(cmd)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -163,14 +166,46 @@ class EngineClient:
         for i in range(0, len(buf), MAX_BATCH):
             chunk = buf[i : i + MAX_BATCH]
             try:
-                self.sock.send(self._encoder.encode(chunk), zmq.NOBLOCK)
+                payload = self._encoder.encode(chunk)
+            except (OverflowError, TypeError, ValueError):
+                chunk = self._encodable(chunk)  # one bad command must not sink the others
+                if not chunk:
+                    continue
+                payload = self._encoder.encode(chunk)
+            try:
+                self.sock.send(payload, zmq.NOBLOCK)
             except zmq.ZMQError as e:
-                err = EngineUnavailable(f"cannot send to the engine: {e}")
-                for cmd in chunk:
-                    fut = self._pending.pop(cmd.req, None)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(err)
+                self._fail(chunk, EngineUnavailable(f"cannot send to the engine: {e}"))
         self._drain()  # a send can swallow the socket's read edge: look again
+
+    def _encodable(self, chunk: list[Any]) -> list[Any]:
+        good = []
+        for cmd in chunk:
+            try:
+                self._encoder.encode(cmd)
+            except (OverflowError, TypeError, ValueError) as e:
+                self._fail([cmd], EngineError(f"cannot encode {type(cmd).__name__}: {e}"))
+            else:
+                good.append(cmd)
+        return good
+
+    def _fail(self, cmds: list[Any], err: Exception) -> None:
+        for cmd in cmds:
+            fut = self._pending.pop(cmd.req, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+
+    def _expire(self) -> None:
+        """Fail requests that waited longer than ``timeout`` (send() has no timeout of its own)."""
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, req = deadlines.popleft()
+            fut = self._pending.pop(req, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(EngineTimeout(f"no reply to request {req} in {self.timeout}s"))
+        if not self._pending:
+            deadlines.clear()
 
     # ------------------------------------------------------------------- receiving
     def _drain(self) -> None:
@@ -226,6 +261,7 @@ class EngineClient:
                 pass  # not connected: IMMEDIATE refuses, the staleness check below reports it
             self._drain()  # a send can swallow the socket's read edge: look again
             await asyncio.sleep(self.heartbeat)
+            self._expire()
             if self.available and time.monotonic() - self._last_pong > 2.5 * self.heartbeat:
                 self.available = False
                 assert self._became_available is not None

@@ -57,6 +57,7 @@ from protocol.messages import (
     Replace,
     SnapshotRequest,
     Trade,
+    TradesRequest,
     Withdraw,
 )
 
@@ -126,6 +127,7 @@ class Engine(EngineViews):
             SnapshotRequest: self._on_snapshot,
             Ping: self._on_ping,
             FillsRequest: self._on_fills,
+            TradesRequest: self._on_trades,
         }
 
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:
@@ -298,7 +300,7 @@ class Engine(EngineViews):
         tlq, lu, ba, qa = spec.tick_lot_quote, spec.lot_units, book.base_a, book.quote_a
         accounts = self.ledger.accounts
         fee_row = accounts[self.fee_account]
-        outbox, trades, symbol = self.outbox, book.trades, book.symbol
+        outbox, trades, symbol, recent = self.outbox, book.trades, book.symbol, book.recent.append
         t_row = accounts[t.account]
         fills = self.fills
         t_fills = fills.get(t.account)
@@ -357,7 +359,9 @@ class Engine(EngineViews):
                 seller.locked -= base
                 tid = book.next_trade_id
                 book.next_trade_id = tid + 1
-                trades.append(Trade(tid, px, take, t.side, ts, seq))
+                trade = Trade(tid, px, take, t.side, ts, seq)
+                trades.append(trade)
+                recent(trade)
                 level.total -= take
                 m.leaves -= take
                 m.cum += take

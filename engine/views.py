@@ -6,6 +6,7 @@ A mixin of ``engine.core.Engine``, kept apart so the order-handling hot path sta
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -33,6 +34,8 @@ from protocol.messages import (
     QuoteRequest,
     SnapshotRequest,
     Trades,
+    TradesReply,
+    TradesRequest,
 )
 
 if TYPE_CHECKING:
@@ -135,6 +138,18 @@ class EngineViews:
         mine = self.fills.get(c.account, ())
         fills = [r for r in mine if not c.market or r.market == c.market]
         self.outbox[origin].append(FillsReply(c.req, fills[-max(1, min(c.limit, 1000)) :]))
+        return 0
+
+    def _on_trades(self, c: TradesRequest, ts: int, origin: bytes) -> int:
+        book = self.books.get(c.market)
+        if book is None:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        recent = book.recent
+        oldest = recent[0].trade_id if recent else 0
+        limit = max(1, min(c.limit, 100_000))
+        start = max(0, c.from_id - oldest) if recent else 0
+        trades = list(itertools.islice(recent, start, start + limit))
+        self.outbox[origin].append(TradesReply(c.req, c.market, trades, oldest))
         return 0
 
     def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:

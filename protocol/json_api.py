@@ -9,7 +9,7 @@ reference, with a session typed by hand, is docs/json-protocol.md.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -17,7 +17,12 @@ from protocol.amounts import format_decimal
 from protocol.config import MarketSpec
 
 Side = Literal["buy", "sell"]
-Id = int | str
+Id = (
+    Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[str, msgspec.Meta(max_length=128)]
+)
+OrderId = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Account = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 
 class _Req(msgspec.Struct, tag_field="op", forbid_unknown_fields=True):
@@ -53,13 +58,13 @@ class Place(_Req, tag="place"):
 
 class CancelOrder(_Req, tag="cancel"):
     market: str = ""
-    order_id: int = 0
+    order_id: OrderId = 0
     client_order_id: str = ""
 
 
 class ReplaceOrder(_Req, tag="replace"):
     market: str = ""
-    order_id: int = 0
+    order_id: OrderId = 0
     client_order_id: str = ""
     new_client_order_id: str = ""
     price: str | None = None
@@ -72,7 +77,7 @@ class CancelAll(_Req, tag="cancel_all"):
 
 class GetOrder(_Req, tag="order"):
     market: str = ""
-    order_id: int = 0
+    order_id: OrderId = 0
     client_order_id: str = ""
 
 
@@ -109,13 +114,13 @@ class GetStats(_Req, tag="stats"):
 
 
 class DepositReq(_Req, tag="deposit"):
-    account: int
+    account: Account
     asset: str
     amount: str
 
 
 class WithdrawReq(_Req, tag="withdraw"):
-    account: int
+    account: Account
     asset: str
     amount: str
 

@@ -135,6 +135,16 @@ class FillsRequest(_Msg, tag=13):
     limit: int = 100
 
 
+class TradesRequest(_Msg, tag=14):
+    """Trades of a market with ``trade_id >= from_id`` from the engine's recent-trade memory
+    (the recorder fills gaps with it)."""
+
+    req: int
+    market: str
+    from_id: int
+    limit: int = 10_000
+
+
 Command = (
     NewOrder
     | Cancel
@@ -149,6 +159,7 @@ Command = (
     | SnapshotRequest
     | Ping
     | FillsRequest
+    | TradesRequest
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
@@ -299,6 +310,22 @@ class FillsReply(_Msg, tag=111):
     fills: list[ExecReport]
 
 
+class Trade(msgspec.Struct, array_like=True, gc=False):
+    trade_id: int  # contiguous per market, from 1, survives restarts
+    price: int
+    qty: int
+    taker_side: int
+    ts: int
+    seq: int  # global command sequence number
+
+
+class TradesReply(_Msg, tag=112):
+    req: int
+    market: str
+    trades: list[Trade]
+    oldest_id: int  # the oldest trade id still in memory (0 if none); older ones: the journal
+
+
 Reply = (
     ExecReport
     | Executions
@@ -312,19 +339,11 @@ Reply = (
     | LedgerReply
     | Pong
     | FillsReply
+    | TradesReply
 )
 
 
 # ------------------------------------------------------------------------------ market data
-
-
-class Trade(msgspec.Struct, array_like=True, gc=False):
-    trade_id: int  # contiguous per market, from 1, survives restarts
-    price: int
-    qty: int
-    taker_side: int
-    ts: int
-    seq: int  # global command sequence number
 
 
 class Trades(_Msg, tag=200):

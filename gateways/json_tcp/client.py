@@ -45,8 +45,9 @@ class JsonClient:
 
     async def logon(self, api_key: str, secret: str) -> dict:
         ch = await self.request("challenge", api_key=api_key)
-        proof = make_proof(secret, base64.b64decode(ch["salt"]), ch["iterations"],
-                           base64.b64decode(ch["nonce"]))  # fmt: skip
+        proof = make_proof(
+            secret, base64.b64decode(ch["salt"]), ch["iterations"], base64.b64decode(ch["nonce"])
+        )
         return await self.request("logon", api_key=api_key, proof=base64.b64encode(proof).decode())
 
     def send(self, op: str, **fields: Any) -> asyncio.Future:

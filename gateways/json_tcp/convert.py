@@ -9,7 +9,7 @@ from __future__ import annotations
 from protocol import json_api as J
 from protocol import messages as M
 from protocol.amounts import AmountError
-from protocol.config import Exchange, MarketSpec
+from protocol.config import MAX_INT, Exchange, MarketSpec
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, OrderType, RejectCode
 from protocol.enums import TimeInForce as Tif
 from protocol.json_api import market_view  # noqa: F401 - part of this module's API
@@ -49,6 +49,8 @@ def _amount(convert, text: str | None, code: int, what: str) -> int:  # noqa: AN
         raise EdgeReject(code, str(e)) from None
     if value <= 0:
         raise EdgeReject(code, f"{what} must be positive, was {text}")
+    if value > MAX_INT:
+        raise EdgeReject(code, f"{what} is too large: {text}")
     return value
 
 
@@ -57,6 +59,21 @@ def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:
     price = _amount(spec.price_to_ticks, r.price, RejectCode.INVALID_PRICE, "price")
     qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, "qty")
     quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, "quote_qty")
+    if price > spec.max_price:
+        raise EdgeReject(
+            RejectCode.INVALID_PRICE,
+            f"price must be at most {spec.price_text(spec.max_price)}, was {r.price}",
+        )
+    if qty > spec.max_qty:
+        raise EdgeReject(
+            RejectCode.QUANTITY_ABOVE_MAX,
+            f"qty must be at most {spec.qty_text(spec.max_qty)}, was {r.qty}",
+        )
+    if qty and qty < spec.min_qty:
+        raise EdgeReject(
+            RejectCode.QUANTITY_BELOW_MIN,
+            f"qty must be at least {spec.qty_text(spec.min_qty)}, was {r.qty}",
+        )
     if r.type == "limit" and not (price and qty):
         raise EdgeReject(RejectCode.INVALID_FIELD, "a limit order needs price and qty")
     if r.type == "market" and price:

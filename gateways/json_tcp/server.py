@@ -39,6 +39,7 @@ from protocol.enums import RejectCode
 log = logging.getLogger("gateways.json")
 
 MAX_LOGON_FAILURES = 5
+LOCAL_OPS = (J.ChallengeReq, J.Logon, J.PingReq, J.GetMarkets, J.GetStats)
 READ_ONLY_OK = (J.GetOrder, J.GetOpenOrders, J.GetBalances, J.GetFills, J.GetQuote)
 
 
@@ -143,6 +144,8 @@ class Session(asyncio.Protocol):
         self.limited_streak = 0
         self.closed = False
         self.peer = "?"
+        c = gw.cfg  # ops answered by the gateway itself count against the connection's bucket
+        self.conn_bucket = TokenBucket(c.requests_per_second, c.request_burst, time.monotonic())
 
     # ----------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -228,8 +231,8 @@ class Session(asyncio.Protocol):
         self.gw.metrics.errors += 1
         self.send(J.Err(req_id, J.Error(int(code), reason)))
 
-    def close_with(self, code: int, reason: str) -> None:
-        self.error(None, code, reason)
+    def close_with(self, code: int, reason: str, req_id: J.Id | None = None) -> None:
+        self.error(req_id, code, reason)
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -247,20 +250,33 @@ class Session(asyncio.Protocol):
             code, reason = _explain(e)
             self.error(_id_of(line), code, reason)
             return
-        except msgspec.DecodeError as e:
-            self.error(None, RejectCode.MALFORMED, f"not valid JSON: {e}")
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+            reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+            self.error(None, RejectCode.MALFORMED, f"not valid JSON: {reason}")
             return
+        if isinstance(req, LOCAL_OPS):  # the rest count against the account
+            self.local_request(req)
+        else:
+            self.engine_request(req)
+
+    def local_request(self, req: Any) -> None:
+        """The ops the gateway answers itself, limited per connection."""
+        gw = self.gw
+        wait = self.conn_bucket.take(time.monotonic())
+        if wait:
+            return self.over_limit(req.id, wait)
+        self.limited_streak = 0
         match req:
             case J.ChallengeReq():
-                return self.challenge(req)
+                self.challenge(req)
             case J.Logon():
-                return self.logon(req)
+                self.logon(req)
             case J.PingReq():
-                return self.ok(req.id, {"pong": time.time_ns(), "engine": gw.engine.available})
+                self.ok(req.id, {"pong": time.time_ns(), "engine": gw.engine.available})
             case J.GetMarkets():
-                return self.ok(req.id, [convert.market_view(m) for m in gw.ex.markets.values()])
+                self.ok(req.id, [convert.market_view(m) for m in gw.ex.markets.values()])
             case J.GetStats():
-                return self.ok(
+                self.ok(
                     req.id,
                     {
                         "gateway": gw.metrics,
@@ -268,7 +284,6 @@ class Session(asyncio.Protocol):
                         "engine_seq": gw.engine.last_seq,
                     },
                 )
-        self.engine_request(req)
 
     def engine_request(self, req: Any) -> None:
         key = self.key
@@ -305,14 +320,18 @@ class Session(asyncio.Protocol):
         if not wait:
             self.limited_streak = 0
             return True
+        self.over_limit(req.id, wait)
+        return False
+
+    def over_limit(self, req_id: J.Id | None, wait: float = 0.0) -> None:
         self.gw.metrics.rate_limited += 1
         self.limited_streak += 1
         if self.limited_streak > self.gw.cfg.request_burst:
             self.gw.metrics.cut_flood += 1
             self.close_with(RejectCode.RATE_LIMITED, "flooding past the rate limit: disconnected")
-            return False
-        self.error(req.id, RejectCode.RATE_LIMITED, f"rate limited; retry after {wait:.3f}s")
-        return False
+            return
+        wait = wait or 1.0 / max(self.gw.cfg.requests_per_second, 1e-9)
+        self.error(req_id, RejectCode.RATE_LIMITED, f"rate limited; retry after {wait:.3f}s")
 
     def on_reply(self, req_id: J.Id, fut: asyncio.Future) -> None:
         self.in_flight -= 1
@@ -362,7 +381,7 @@ class Session(asyncio.Protocol):
             gw.metrics.logon_failures += 1
             self.failures += 1
             if self.failures >= MAX_LOGON_FAILURES:
-                return self.close_with(RejectCode.BAD_CREDENTIALS, "too many failed logons")
+                return self.close_with(RejectCode.BAD_CREDENTIALS, "too many failed logons", req.id)
             return self.error(req.id, RejectCode.BAD_CREDENTIALS, "unknown api_key or bad proof")
         self.key = key
         gw.metrics.logons += 1
@@ -403,7 +422,7 @@ def _id_of(line: bytes) -> J.Id | None:
     """The request id of a line that failed validation, if it has a usable one."""
     try:
         obj = msgspec.json.decode(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
         return None
     if isinstance(obj, dict):
         rid = obj.get("id")

@@ -1,6 +1,6 @@
 """Compute a logon proof by hand (for a session typed with nc):
 
-    python -m gateways.json_tcp.sign --secret S --salt SALT_B64 --iterations 4096 --nonce NONCE_B64
+python -m gateways.json_tcp.sign --secret S --salt SALT_B64 --iterations 4096 --nonce NONCE_B64
 """
 
 from __future__ import annotations
