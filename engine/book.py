@@ -110,7 +110,7 @@ class Book:
         self.dirty_bids: set[int] = set()
         self.dirty_asks: set[int] = set()
         self.trades: list = []
-        # the newest trades, for gap filling by the recorder (not part of the state)
+        # the newest (trade, maker account, taker account), for the recorder (not the state)
         self.recent: deque = deque(maxlen=RECENT_TRADES)
         self.trade_seq = 0
         self.depth_seq = 0

@@ -361,7 +361,7 @@ class Engine(EngineViews):
                 book.next_trade_id = tid + 1
                 trade = Trade(tid, px, take, t.side, ts, seq)
                 trades.append(trade)
-                recent(trade)
+                recent((trade, m.account, t.account))
                 level.total -= take
                 m.leaves -= take
                 m.cum += take

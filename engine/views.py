@@ -144,12 +144,14 @@ class EngineViews:
         book = self.books.get(c.market)
         if book is None:
             return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
-        recent = book.recent
-        oldest = recent[0].trade_id if recent else 0
+        recent = book.recent  # (trade, maker account, taker account), oldest first
+        oldest = recent[0][0].trade_id if recent else 0
         limit = max(1, min(c.limit, 100_000))
         start = max(0, c.from_id - oldest) if recent else 0
-        trades = list(itertools.islice(recent, start, start + limit))
-        self.outbox[origin].append(TradesReply(c.req, c.market, trades, oldest))
+        rows = list(itertools.islice(recent, start, start + limit))
+        self.outbox[origin].append(
+            TradesReply(c.req, c.market, [r[0] for r in rows], oldest, [(r[1], r[2]) for r in rows])
+        )
         return 0
 
     def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:

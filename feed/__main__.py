@@ -25,7 +25,8 @@ async def run(args: argparse.Namespace) -> int:
         ex.engine.commands = args.commands
     if args.market_data:
         ex.engine.market_data = args.market_data
-    bridge = Bridge(ex)
+    recorder = None if args.no_recorder else f"http://{ex.recorder.host}:{ex.recorder.port}"
+    bridge = Bridge(ex, recorder)
     runner = web.AppRunner(bridge.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, ex.bridge.host, ex.bridge.port, backlog=1024)
@@ -47,6 +48,8 @@ async def run(args: argparse.Namespace) -> int:
     await stop.wait()
     log.info("stopping: %d websocket clients", len(bridge.clients))
     await bridge.feed.close()
+    if bridge.http is not None:
+        await bridge.http.close()
     await runner.cleanup()
     return 0
 
@@ -57,6 +60,11 @@ def main() -> int:
     p.add_argument("--port", type=int)
     p.add_argument("--commands", help="engine ROUTER endpoint (for book snapshots)")
     p.add_argument("--market-data", help="engine PUB endpoint")
+    p.add_argument(
+        "--no-recorder",
+        action="store_true",
+        help="serve kline history from the bridge's own candles only",
+    )
     args = p.parse_args()
     logging.basicConfig(
         level=logging.INFO,

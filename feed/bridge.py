@@ -22,11 +22,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-from aiohttp import WSMsgType, web
+from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
 from feed.book import TickerView
 from feed.candles import Candle, CandleBook
@@ -41,7 +40,6 @@ log = logging.getLogger("feed.bridge")
 WEB = Path(__file__).with_name("web")
 CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
 SIDE = {1: "buy", 2: "sell"}
-KlineSource = Callable[[str, str, int, int | None, int], "asyncio.Future[list[A.Kline]] | None"]
 
 
 class Metrics(msgspec.Struct):
@@ -67,7 +65,7 @@ class Client:
 
 
 class Bridge:
-    def __init__(self, ex: Exchange, kline_source: KlineSource | None = None) -> None:
+    def __init__(self, ex: Exchange, recorder_url: str | None = None) -> None:
         self.ex = ex
         self.cfg = ex.bridge
         self.metrics = Metrics()
@@ -77,7 +75,8 @@ class Bridge:
         self.trades: dict[str, deque[Trade]] = {
             m: deque(maxlen=self.cfg.recent_trades) for m in ex.markets
         }
-        self.kline_source = kline_source  # ClickHouse, once the recorder provides it
+        self.recorder_url = recorder_url  # kline history from ClickHouse via the recorder
+        self.http: ClientSession | None = None
         self.feed = Feed.for_exchange(
             ex, on_trades=self.on_trades, on_depth=self.on_depth, identity=b"ws-bridge"
         )
@@ -311,12 +310,40 @@ class Bridge:
         if end <= start:
             raise _bad(f"end ({end}) must be after start ({start})")
         limit = _int(request, "limit", 500, 1, 5000)
-        if self.kline_source is not None:
-            fut = self.kline_source(spec.symbol, interval, start, end, limit)
-            if fut is not None:
-                return self.json(await fut)
+        stored = await self.recorded_klines(spec, interval, start, end, limit)
+        if stored is not None:
+            return self.json(stored)
         rows = self.candles[spec.symbol].history(interval, start, end, limit)
         return self.json([kline_view(spec, interval, c) for c in rows])
+
+    async def recorded_klines(
+        self, spec: MarketSpec, interval: str, start: int, end: int, limit: int
+    ) -> list[A.Kline] | None:
+        """Kline history from ClickHouse (through the recorder, which owns embedded chDB);
+        None when the recorder is not running, and the bridge's own candles answer."""
+        if not self.recorder_url:
+            return None
+        if self.http is None:
+            self.http = ClientSession(timeout=ClientTimeout(total=3))
+        params = {
+            "market": spec.symbol,
+            "interval": interval,
+            "start": start,
+            "end": end,
+            "limit": limit,
+        }
+        try:
+            async with self.http.get(f"{self.recorder_url}/klines", params=params) as r:
+                if r.status != 200:
+                    return None
+                rows = await r.json()
+        except (ClientError, TimeoutError):
+            return None
+        live = self.candles[spec.symbol].history(interval, limit=1)
+        out = [kline_view(spec, interval, Candle(**c), closed=True) for c in rows]
+        if live and out and out[-1].open_time == live[-1].open_time:
+            out[-1] = kline_view(spec, interval, live[-1])  # the candle in progress, as seen live
+        return out
 
     async def health(self, request: web.Request) -> web.Response:
         ok = self.feed.engine.available and self.feed.synced()
@@ -355,7 +382,7 @@ class Bridge:
                 web.get("/health", self.health),
                 web.get("/metrics", self.metrics_handler),
                 web.get("/vendor/lightweight-charts.js", self.chart_js),
-            web.get("/favicon.ico", lambda r: web.Response(status=204)),
+                web.get("/favicon.ico", lambda r: web.Response(status=204)),
                 web.static("/static", WEB / "static"),
             ]
         )

@@ -85,6 +85,18 @@ class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     engine_timeout: float = 5.0
 
 
+class RecorderConfig(msgspec.Struct, forbid_unknown_fields=True):
+    # "chdb://<dir>" (embedded, the default) or "http(s)://user:password@host:port/database";
+    # the environment variable CLICKHOUSE_URL overrides it.
+    clickhouse: str = "chdb://var/clickhouse"
+    host: str = "127.0.0.1"  # query API (klines, read-only SQL): chDB lives in this process
+    port: int = 8090
+    identity: str = "recorder"
+    batch_rows: int = 50_000  # an insert is made when this many trades wait...
+    batch_ms: int = 200  # ...or when the oldest has waited this long
+    max_buffer: int = 2_000_000  # rows held while ClickHouse is away; then pulling pauses
+
+
 class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -102,6 +114,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     json_gateway: JsonGatewayConfig = msgspec.field(default_factory=JsonGatewayConfig)
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
     fix_gateway: FixGatewayConfig = msgspec.field(default_factory=FixGatewayConfig)
+    recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
 
 
 class MarketSpec:
@@ -233,6 +246,7 @@ class Exchange:
         self.json_gateway = cfg.json_gateway
         self.bridge = cfg.bridge
         self.fix_gateway = cfg.fix_gateway
+        self.recorder = cfg.recorder
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}

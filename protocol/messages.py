@@ -324,6 +324,7 @@ class TradesReply(_Msg, tag=112):
     market: str
     trades: list[Trade]
     oldest_id: int  # the oldest trade id still in memory (0 if none); older ones: the journal
+    accounts: list[tuple[int, int]] = []  # (maker, taker) per trade: for the trusted recorder
 
 
 Reply = (

@@ -93,6 +93,17 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     return [
         Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
+        Child(
+            "recorder",
+            [
+                *py,
+                "recorder",
+                *cfg,
+                *accounts,
+                "--clickhouse",
+                f"chdb://{(data / 'clickhouse').resolve()}",
+            ],
+        ),
         Child("ws-bridge", [*py, "feed", *cfg]),
         Child(
             "fix-gateway", [*py, "gateways.fix", *cfg, *accounts, "--data-dir", str(data / "fix")]
@@ -106,7 +117,7 @@ def market_maker(args: argparse.Namespace, creds_path: Path) -> Child:
     return Child("marketmaker", argv)
 
 
-def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str:
+def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_dir: str) -> str:
     e, j = ex.engine, ex.json_gateway
     lines = [
         "",
@@ -120,6 +131,8 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path) -> str
         f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
         f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
         f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
+        f"  ClickHouse (recorder, embedded):    chdb://{Path(data_dir, 'clickhouse')}   queries: "
+        f"http://{ex.recorder.host}:{ex.recorder.port}/sql, python -m recorder klines|sql",
         f"  Markets: {', '.join(ex.markets)}",
         "  Demo accounts (a market maker is quoting on every market):",
     ]
@@ -152,7 +165,7 @@ async def run(args: argparse.Namespace) -> int:
         mm = market_maker(args, creds_path)
         await start(mm)
         kids.append(mm)
-        print(banner(ex, creds, creds_path), flush=True)
+        print(banner(ex, creds, creds_path, args.data_dir), flush=True)
     watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
     await stopping.wait()
     log.info("stopping all parts")

@@ -1,0 +1,298 @@
+"""The recorder: every trade the engine makes, in ClickHouse exactly once.
+
+How nothing is lost or doubled:
+- The source of truth for what to write is the engine's per-market recent-trade memory
+  (``TradesRequest``): trade ids are contiguous per market for the life of the exchange, so the
+  recorder asks for "everything after the last id I have" and cannot miss one, whatever the
+  PUB feed dropped. The PUB feed only says *when* to ask (and carries best bid/offer history).
+- At start (and after any failed insert) the last id per market is read back from ClickHouse,
+  and only newer trades are inserted; each batch is one INSERT, atomic in MergeTree. A crash
+  between insert and acknowledgement therefore re-reads, never re-inserts.
+- ClickHouse away: rows stay buffered (bounded by ``max_buffer``; beyond it pulling pauses,
+  and the engine keeps the trades), inserts retry with exponential backoff, then catch up.
+- A gap older than the engine's memory (the recorder was down for more than its last 200,000
+  trades of a market) cannot be filled from the engine and is counted in ``unrecoverable``
+  and logged with its id range.
+
+Query path: chDB lives inside this process, so the recorder answers kline queries (for the
+bridge and the CLI) and read-only SQL over HTTP; with a ClickHouse server, the same code runs
+and anyone may also query the server directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from aiohttp import web
+
+from engine.client import EngineClient, EngineError
+from feed.subscriber import Feed
+from protocol import messages as M
+from protocol.config import Exchange
+from recorder.store import Store
+
+log = logging.getLogger("recorder")
+
+PULL_LIMIT = 100_000
+
+
+class Metrics(msgspec.Struct):
+    trades_written: int = 0
+    inserts: int = 0
+    insert_failures: int = 0
+    buffered: int = 0
+    bbo_written: int = 0
+    unrecoverable: int = 0
+    lag_ms_last: float = 0.0  # engine trade time -> row committed, of the newest batch
+    clickhouse_ok: bool = False
+
+
+class Recorder:
+    def __init__(
+        self, ex: Exchange, store: Store, accounts: list[tuple[int, str, str]] | None = None
+    ) -> None:
+        self.ex = ex
+        self.cfg = ex.recorder
+        self.store = store
+        self.accounts = accounts or []
+        self.metrics = Metrics()
+        self.engine = EngineClient(ex.engine.commands, self.cfg.identity.encode(), timeout=10)
+        self.feed = Feed.for_exchange(
+            ex,
+            kinds=("trades", "bbo"),
+            identity=b"recorder-feed",
+            on_trades=self.on_trades,
+            on_bbo=self.on_bbo,
+        )
+        self.written: dict[str, int] = {}  # last trade id in ClickHouse, per market
+        self.pulled: dict[str, int] = {}  # last trade id buffered, per market
+        self.rows: list[list] = [[] for _ in range(10)]  # column-oriented buffer
+        self.bbo_rows: list[list] = []
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.oldest_buffered = 0.0
+
+    # ----------------------------------------------------------------- lifecycle
+    def prepare(self) -> None:
+        applied = self.store.migrate()
+        if applied:
+            log.info("applied schema migrations %s", applied)
+        self.store.sync_markets(self.ex)
+        self.store.sync_accounts(self.accounts)
+        self.written = {m: 0 for m in self.ex.markets} | self.store.last_trade_ids()
+        self.pulled = dict(self.written)
+        self.metrics.clickhouse_ok = True
+        log.info("ClickHouse %s ready; last trade ids %s", self.store.url, self.written)
+
+    async def run(self) -> None:
+        await self.engine.start(wait=None)
+        await self.feed.start(wait=None)
+        tasks = [asyncio.ensure_future(self.pull_loop()), asyncio.ensure_future(self.flush_loop())]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        with contextlib.suppress(Exception):
+            await self.flush(final=True)
+        await self.feed.close()
+        await self.engine.close()
+
+    # --------------------------------------------------------------------- input
+    def on_trades(self, market: str, trades: list[M.Trade]) -> None:
+        if trades and trades[-1].trade_id > self.pulled.get(market, 0):
+            self.wake.set()
+
+    def on_bbo(self, b: M.Bbo) -> None:
+        self.bbo_rows.append([b.market, b.ts, b.bid_price, b.bid_qty, b.ask_price, b.ask_qty])
+
+    async def pull_loop(self) -> None:
+        """Ask the engine for every trade after the last one buffered, whenever the feed says
+        there are new ones (and once a second regardless)."""
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            self.wake.clear()
+            for market in self.ex.markets:
+                if self.buffered() >= self.cfg.max_buffer:
+                    break  # ClickHouse is behind: the engine keeps the trades meanwhile
+                try:
+                    while await self.pull(market):
+                        pass
+                except EngineError as e:
+                    log.debug("pull %s: %s", market, e)
+
+    async def pull(self, market: str) -> bool:
+        """One TradesRequest; True if there may be more."""
+        after = self.pulled[market]
+        reply = await self.engine.request(M.TradesRequest(0, market, after + 1, PULL_LIMIT))
+        if not isinstance(reply, M.TradesReply):
+            return False
+        if reply.trades and reply.trades[0].trade_id > after + 1:
+            lost = reply.trades[0].trade_id - after - 1
+            self.metrics.unrecoverable += lost
+            log.error(
+                "%s: trades %d..%d are older than the engine's memory and were not recorded",
+                market,
+                after + 1,
+                reply.trades[0].trade_id - 1,
+            )
+        self.buffer(market, reply.trades, reply.accounts)
+        return len(reply.trades) == PULL_LIMIT
+
+    def buffer(self, market: str, trades: list[M.Trade], accounts: list[tuple[int, int]]) -> None:
+        tlq = self.ex.markets[market].tick_lot_quote
+        last = self.pulled[market]
+        cols = self.rows
+        for t, (maker, taker) in zip(trades, accounts, strict=True):
+            if t.trade_id <= last:
+                continue
+            for col, value in zip(
+                cols,
+                (
+                    market,
+                    t.trade_id,
+                    t.ts,
+                    t.price,
+                    t.qty,
+                    t.price * t.qty * tlq,
+                    t.taker_side,
+                    maker,
+                    taker,
+                    t.seq,
+                ),
+                strict=True,
+            ):
+                col.append(value)
+            last = t.trade_id
+        if last != self.pulled[market]:
+            if not self.oldest_buffered:
+                self.oldest_buffered = time.monotonic()
+            self.pulled[market] = last
+            self.metrics.buffered = self.buffered()
+
+    def buffered(self) -> int:
+        return len(self.rows[0])
+
+    # -------------------------------------------------------------------- output
+    async def flush_loop(self) -> None:
+        pause = 0.1
+        while not self.stopping:
+            await asyncio.sleep(self.cfg.batch_ms / 1000 / 4)
+            due = self.oldest_buffered and (
+                time.monotonic() - self.oldest_buffered >= self.cfg.batch_ms / 1000
+            )
+            if self.buffered() >= self.cfg.batch_rows or due or len(self.bbo_rows) > 10_000:
+                if await self.flush():
+                    pause = 0.1
+                else:
+                    await asyncio.sleep(pause)  # ClickHouse away: back off, keep the rows
+                    pause = min(5.0, pause * 2)
+
+    async def flush(self, final: bool = False) -> bool:
+        loop = asyncio.get_running_loop()
+        if self.buffered():
+            rows, self.rows = self.rows, [[] for _ in range(10)]
+            try:
+                await loop.run_in_executor(None, self.insert, rows)
+            except Exception as e:  # noqa: BLE001 - any ClickHouse/network failure: retry later
+                self.metrics.insert_failures += 1
+                self.metrics.clickhouse_ok = False
+                log.warning("insert of %d trades failed (%s); will retry", len(rows[0]), e)
+                self.rows = [old + new for old, new in zip(rows, self.rows, strict=True)]
+                return False
+        if self.bbo_rows:
+            bbo, self.bbo_rows = self.bbo_rows, []
+            try:
+                await loop.run_in_executor(None, self.store.insert_bbo, bbo)
+                self.metrics.bbo_written += len(bbo)
+            except Exception as e:  # noqa: BLE001 - best-effort history
+                log.warning("bbo insert failed: %s", e)
+        return True
+
+    def insert(self, rows: list[list]) -> None:
+        """Insert what ClickHouse does not have yet (it is re-read after any failure)."""
+        if not self.metrics.clickhouse_ok:
+            self.written = {m: 0 for m in self.ex.markets} | self.store.last_trade_ids()
+            keep = [
+                i
+                for i, (m, tid) in enumerate(zip(rows[0], rows[1], strict=True))
+                if tid > self.written.get(m, 0)
+            ]
+            rows = [[col[i] for i in keep] for col in rows]
+        if rows[0]:
+            self.store.insert_trades(rows)
+        self.metrics.clickhouse_ok = True
+        for m, tid in zip(rows[0], rows[1], strict=True):
+            if tid > self.written.get(m, 0):
+                self.written[m] = tid
+        n = len(rows[0])
+        self.metrics.trades_written += n
+        self.metrics.inserts += 1
+        self.metrics.buffered = self.buffered()
+        if n:
+            self.metrics.lag_ms_last = (time.time_ns() - max(rows[2])) / 1e6
+        self.oldest_buffered = time.monotonic() if self.buffered() else 0.0
+
+    # ---------------------------------------------------------------------- HTTP
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/klines", self.http_klines),
+                web.post("/sql", self.http_sql),
+                web.get("/health", self.http_health),
+                web.get("/metrics", self.http_metrics),
+            ]
+        )
+        return app
+
+    async def http_klines(self, request: web.Request) -> web.Response:
+        q = request.query
+        market = q.get("market", "")
+        if market not in self.ex.markets:
+            return _error(f"unknown market {market!r}; markets: {list(self.ex.markets)}")
+        try:
+            start, end = int(q.get("start", 0)), int(q.get("end", 2**40))
+            limit = int(q.get("limit", 500))
+            candles = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.klines, market, q.get("interval", "1m"), start, end, limit
+            )
+        except ValueError as e:  # QueryError is a ValueError too
+            return _error(str(e))
+        return web.json_response([vars(c) for c in candles])
+
+    async def http_sql(self, request: web.Request) -> web.Response:
+        query = await request.text()
+        try:
+            cols, rows = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.sql, query
+            )
+        except Exception as e:  # noqa: BLE001 - report the database's own message
+            return _error(str(e).splitlines()[0][:500])
+        return web.Response(
+            body=msgspec.json.encode({"columns": cols, "rows": rows}),
+            content_type="application/json",
+        )
+
+    async def http_health(self, request: web.Request) -> web.Response:
+        ok = self.metrics.clickhouse_ok
+        return web.json_response(
+            {"ok": ok, "engine": self.engine.available, "last_ids": self.written},
+            status=200 if ok else 503,
+        )
+
+    async def http_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=msgspec.json.encode(self.metrics), content_type="application/json")
+
+
+def _error(text: str) -> web.Response:
+    return web.json_response({"error": text}, status=400)
