@@ -274,6 +274,8 @@ class Engine(EngineViews):
             if o.locked:
                 self._release(o)  # a buy that filled below its limit keeps no surplus locked
             self._remember(o)
+        elif stopped == C_FUNDS:  # a market buy that spent what it could of its budget
+            self._finish(o, reports, E_EXP, S_EXP, stopped, seq, ts, req)
         elif stopped:
             self._finish(o, reports, E_CXL, S_CXL, stopped, seq, ts, req)
         elif o.tif == GTC:
@@ -319,6 +321,9 @@ class Engine(EngineViews):
         while t.leaves and not stopped:
             px = book.ask if taker_buys else book.bid
             if not px or (px > limit if taker_buys else px < limit):
+                break
+            if budget and t.locked < px * tlq:
+                stopped = C_FUNDS  # the rest of the budget buys no lot here: it would not match
                 break
             level = levels[px]
             dirty.add(px)

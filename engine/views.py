@@ -116,7 +116,11 @@ class EngineViews:
             )
         limit = MAX_INT if c.side == BUY else 0
         lots, cost, worst = self._walk(book, c.side, c.account, NEWEST, c.qty, c.quote_qty, limit)
-        complete = lots == c.qty if c.qty else lots > 0 and _next_lot_unaffordable(book, c, cost)
+        if c.qty:
+            complete = lots == c.qty
+        else:  # a budget is complete when it, not the book, is what ran out
+            available, _, _ = self._walk(book, c.side, c.account, NEWEST, 0, 0, limit)
+            complete = 0 < lots < available
         self.outbox[origin].append(QuoteReply(c.req, c.market, c.side, lots, cost, worst, complete))
         return 0
 
@@ -226,7 +230,7 @@ class EngineViews:
                 raise ValueError(f"snapshot has market {symbol!r}, config does not")
             book.next_trade_id = next_trade_id
             for o in orders:
-                o.resting = False
+                o = msgspec.structs.replace(o, resting=False)  # our own copy, never shared
                 book.add(o)
                 self.orders[o.id] = o
                 self.by_account.setdefault(o.account, {})[o.id] = o
@@ -263,11 +267,6 @@ class EngineViews:
 def _ensure(ok: bool, message: str) -> None:
     if not ok:
         raise AssertionError(message)
-
-
-def _next_lot_unaffordable(book: Book, c: QuoteRequest, cost: int) -> bool:
-    ask = book.ask
-    return not ask or c.quote_qty - cost < ask * book.spec.tick_lot_quote
 
 
 def _state(o: Order) -> OrderState:
