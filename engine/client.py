@@ -22,7 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import zmq
@@ -96,7 +96,7 @@ class EngineClient:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         sock.connect(self.endpoint)
         self.sock = sock
-        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._loop.add_reader(sock.FD, self._drain)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))
         if wait:
             await self.wait_available(wait)
@@ -119,7 +119,7 @@ class EngineClient:
         self._tasks.clear()
         if self.sock is not None:
             assert self._loop is not None
-            self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
+            self._loop.remove_reader(self.sock.FD)
             self.sock.close(0)
             self.sock = None
         self._fail_pending(EngineUnavailable("client closed"))
@@ -212,7 +212,8 @@ class EngineClient:
         sock = self.sock
         if sock is None:
             return
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        events = cast("Callable[[int], int]", sock.getsockopt)  # EVENTS is an int option
+        while events(zmq.EVENTS) & zmq.POLLIN:
             try:
                 payload = sock.recv(zmq.NOBLOCK)
             except zmq.Again:

@@ -257,7 +257,7 @@ class Engine(EngineViews):
         side = o.side
         if o.type == LIMIT:
             limit = o.price
-            crosses = (book.ask and book.ask <= limit) if side == BUY else book.bid >= limit
+            crosses: int = (book.ask and book.ask <= limit) if side == BUY else book.bid >= limit
         else:
             limit = MAX_INT if side == BUY else 0
             crosses = book.ask if side == BUY else book.bid

@@ -24,12 +24,16 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from engine.core import Engine
 from engine.views import EngineState
 from protocol.messages import Command
+
+if TYPE_CHECKING:
+    import io
 
 log = logging.getLogger("engine.journal")
 
@@ -79,7 +83,7 @@ class Journal:
     def __init__(self, directory: Path, first_seq: int, fsync: bool) -> None:
         self.directory = directory
         self.fsync = fsync
-        self.file = None
+        self.file: io.FileIO | None = None
         self.path = directory / segment_name(first_seq)
         self.bytes_written = 0
         self.open(first_seq)

@@ -27,7 +27,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import uvloop
@@ -117,7 +119,7 @@ class EngineServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop)
         assert self.router is not None
-        loop.add_reader(self.router.getsockopt(zmq.FD), self._on_readable)
+        loop.add_reader(self.router.FD, self._on_readable)
         loop.call_soon(self._on_readable)  # messages may have queued before the reader existed
         log.info(
             "engine ready: commands on %s, market data on %s, data in %s, epoch %d",
@@ -127,7 +129,7 @@ class EngineServer:
             self.engine.epoch,
         )
         await self.stopped.wait()
-        loop.remove_reader(self.router.getsockopt(zmq.FD))
+        loop.remove_reader(self.router.FD)
         self.shutdown()
 
     def stop(self) -> None:
@@ -161,7 +163,8 @@ class EngineServer:
         router = self.router
         assert router is not None
         batch_max = self.cfg.batch_max
-        while not self._stopping and router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        events = cast("Callable[[int], int]", router.getsockopt)  # EVENTS is an int option
+        while not self._stopping and events(zmq.EVENTS) & zmq.POLLIN:
             frames = []
             for _ in range(batch_max):
                 try:

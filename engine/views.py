@@ -39,7 +39,11 @@ from protocol.messages import (
 )
 
 if TYPE_CHECKING:
-    from engine.core import Engine
+    from collections import defaultdict, deque
+
+    from engine.ledger import Ledger
+    from protocol.config import Exchange
+    from protocol.messages import ExecReport
 
 S_PART = 2
 NEWEST = 1
@@ -59,6 +63,29 @@ class EngineState(msgspec.Struct, array_like=True):
 
 class EngineViews:
     """Read-only handlers and state access, mixed into Engine."""
+
+    if TYPE_CHECKING:  # what Engine provides; declared for the type checker only
+        exchange: Exchange
+        epoch: int
+        fee_account: int
+        ledger: Ledger
+        books: dict[str, Book]
+        orders: dict[int, Order]
+        cids: dict[tuple[int, str], Order]
+        by_account: dict[int, dict[int, Order]]
+        closed: dict[int, Order]
+        closed_old: dict[int, Order]
+        fills: dict[int, deque[ExecReport]]
+        seq: int
+        next_order_id: int
+        outbox: defaultdict[bytes, list]
+        dirty: set[Book]
+
+        def _reject(self, origin: bytes, req: int, code: int, reason: str, seq: int = 0,
+                    order_id: int = 0, cid: str = "") -> int: ...  # fmt: skip
+        def _find(self, acct: int, order_id: int, cid: str) -> Order | None: ...
+        def _walk(self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int,
+                  limit: int) -> tuple[int, int, int]: ...  # fmt: skip
 
     # -------------------------------------------------------------------------- reads
     def _on_status(self, c: OrderStatusRequest, ts: int, origin: bytes) -> int:
@@ -292,7 +319,7 @@ def _state(o: Order) -> OrderState:
     )
 
 
-def _closed_by_cid(engine: Engine, acct: int, cid: str) -> Order | None:
+def _closed_by_cid(engine: EngineViews, acct: int, cid: str) -> Order | None:
     for generation in (engine.closed, engine.closed_old):
         for o in reversed(generation.values()):
             if o.account == acct and o.client_id == cid:
