@@ -40,6 +40,7 @@ log = logging.getLogger("feed.bridge")
 WEB = Path(__file__).with_name("web")
 CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
 SIDE = {1: "buy", 2: "sell"}
+TICKER_PAUSE = 0.25  # seconds between ticker pushes per market
 
 
 class Metrics(msgspec.Struct):
@@ -77,11 +78,10 @@ class Bridge:
         }
         self.recorder_url = recorder_url  # kline history from ClickHouse via the recorder
         self.http: ClientSession | None = None
-        self.feed = Feed.for_exchange(
-            ex, on_trades=self.on_trades, on_depth=self.on_depth, identity=b"ws-bridge"
-        )
+        self.feed = Feed.for_exchange(ex, on_trades=self.on_trades, on_depth=self.on_depth)
         self.enc = msgspec.json.Encoder()
         self.last_ticker: dict[str, float] = {}
+        self.ticker_due: set[str] = set()
 
     # --------------------------------------------------------------------- fan-out
     def publish(self, stream: str, data: object) -> None:
@@ -129,10 +129,23 @@ class Bridge:
         self.publish(f"trades@{market}", [trade_view(spec, t) for t in trades])
         for iv, c in changed.items():
             self.publish(f"kline_{iv}@{market}", kline_view(spec, iv, c))
+        self.push_ticker(market)
+
+    def push_ticker(self, market: str) -> None:
+        """At most 4 ticker pushes a second per market; a trade inside the pause is not lost:
+        the pause ends with a push of the latest ticker."""
         now = time.monotonic()
-        if now - self.last_ticker.get(market, 0.0) >= 0.25:  # at most 4 ticker pushes a second
+        wait = self.last_ticker.get(market, 0.0) + TICKER_PAUSE - now
+        if wait <= 0:
             self.last_ticker[market] = now
             self.publish(f"ticker@{market}", self.ticker(market))
+        elif market not in self.ticker_due:
+            self.ticker_due.add(market)
+            asyncio.get_running_loop().call_later(wait, self._ticker_due, market)
+
+    def _ticker_due(self, market: str) -> None:
+        self.ticker_due.discard(market)
+        self.push_ticker(market)
 
     def on_depth(self, market: str, d: Depth | None) -> None:
         self.metrics.md_messages += 1
@@ -402,7 +415,9 @@ def trade_view(spec: MarketSpec, t: Trade) -> A.TradeView:
     )
 
 
-def kline_view(spec: MarketSpec, interval: str, c: Candle, closed: bool = False) -> A.Kline:
+def kline_view(spec: MarketSpec, interval: str, c: Candle, closed: bool | None = None) -> A.Kline:
+    if closed is None:
+        closed = c.open_time + A.INTERVALS[interval] <= time.time()
     return A.Kline(
         spec.symbol,
         interval,

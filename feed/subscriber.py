@@ -202,15 +202,15 @@ class Feed:
             self.on_depth(d.market, d)
 
     def _on_trades(self, st: _Market, msg: Trades) -> None:
-        if msg.epoch == st.trade_epoch and msg.seq != st.trade_seq + 1:
-            self.stats.trade_gaps += 1
+        missed_message = msg.epoch == st.trade_epoch and msg.seq != st.trade_seq + 1
         st.trade_epoch, st.trade_seq = msg.epoch, msg.seq
         first = msg.trades[0].trade_id if msg.trades else 0
         last_known = st.last_trade_id
-        if last_known and first > last_known + 1:
-            self.stats.trade_gaps += 1
-            if self.on_gap:
-                self.on_gap(msg.market, last_known + 1, first - 1)
+        missed_ids = bool(last_known) and first > last_known + 1
+        if missed_message or missed_ids:
+            self.stats.trade_gaps += 1  # one gap, however it showed itself
+        if missed_ids and self.on_gap:
+            self.on_gap(msg.market, last_known + 1, first - 1)
         fresh = [t for t in msg.trades if t.trade_id > last_known]
         if not fresh:
             return

@@ -64,7 +64,6 @@ class Recorder:
         self.feed = Feed.for_exchange(
             ex,
             kinds=("trades", "bbo"),
-            identity=b"recorder-feed",
             on_trades=self.on_trades,
             on_bbo=self.on_bbo,
         )

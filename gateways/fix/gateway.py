@@ -98,7 +98,6 @@ class FixGateway:
         self.feed = Feed.for_exchange(
             ex,
             kinds=("depth", "trades"),
-            identity=b"fix-md",
             on_depth=self.on_depth,
             on_trades=self.on_trades,
         )
