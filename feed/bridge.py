@@ -18,8 +18,8 @@ to delay the others or to grow memory. Connections and subscriptions per connect
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import struct
 import time
 from collections import deque
 from pathlib import Path
@@ -56,13 +56,27 @@ class Metrics(msgspec.Struct):
 
 
 class Client:
-    __slots__ = ("ws", "queue", "streams", "task")
+    __slots__ = ("ws", "transport", "streams", "limit")
 
-    def __init__(self, ws: web.WebSocketResponse, size: int) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, limit: int
+    ) -> None:
         self.ws = ws
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
+        self.transport = transport
         self.streams: set[str] = set()
-        self.task: asyncio.Task | None = None
+        self.limit = limit  # bytes of unsent data before the client counts as too slow
+
+
+def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One unmasked, final websocket frame (RFC 6455 5.2), built once per message."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
 
 
 class Bridge:
@@ -88,18 +102,31 @@ class Bridge:
         subs = self.subs.get(stream)
         if not subs:
             return
-        payload = self.enc.encode(A.StreamMsg(stream, data))  # type: ignore[arg-type]
+        frame = ws_frame(self.enc.encode(A.StreamMsg(stream, data)))  # type: ignore[arg-type]
         for c in list(subs):
-            self.push(c, payload)
+            self.write(c, frame)
 
     def push(self, c: Client, payload: bytes) -> None:
-        try:
-            c.queue.put_nowait(payload)
-        except asyncio.QueueFull:
-            self.metrics.dropped_slow += 1
-            log.info("dropping a slow websocket client (%d messages queued)", c.queue.qsize())
+        self.write(c, ws_frame(payload))
+
+    def write(self, c: Client, frame: bytes) -> None:
+        """Hand the frame to the client's transport; a client whose unsent data passes its
+        limit is dropped (close 1008 after what is already queued), never waited for."""
+        t = c.transport
+        if t is None or t.is_closing():
             self.drop(c)
-            asyncio.ensure_future(c.ws.close(code=1008, message=b"too slow: send queue full"))
+            return
+        t.write(frame)
+        self.metrics.messages_out += 1
+        if t.get_write_buffer_size() > c.limit:
+            self.metrics.dropped_slow += 1
+            log.info(
+                "dropping a slow websocket client (%d bytes unsent)", t.get_write_buffer_size()
+            )
+            self.drop(c)
+            t.write(ws_frame(struct.pack("!H", 1008) + b"too slow: send queue full", 0x8))
+            t.close()  # flushes what is queued, then closes; bounded: nothing more is added
+            asyncio.get_running_loop().call_later(10, t.abort)
 
     def drop(self, c: Client) -> None:
         if c in self.clients:
@@ -109,15 +136,6 @@ class Bridge:
             self.metrics.subscriptions -= len(c.streams)
             c.streams.clear()
             self.metrics.connections = len(self.clients)
-            if c.task is not None:
-                c.task.cancel()
-
-    async def writer(self, c: Client) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            while True:
-                payload = await c.queue.get()
-                await c.ws.send_frame(payload, WSMsgType.TEXT)
-                self.metrics.messages_out += 1
 
     # ------------------------------------------------------------------ feed events
     def on_trades(self, market: str, trades: list[Trade]) -> None:
@@ -190,11 +208,10 @@ class Bridge:
             self.metrics.refused += 1
             raise web.HTTPServiceUnavailable(text="too many websocket connections")
         await ws.prepare(request)
-        c = Client(ws, self.cfg.send_queue)
+        c = Client(ws, request.transport, self.cfg.send_queue * 1024)  # type: ignore[arg-type]
         self.clients.add(c)
         self.metrics.connections = len(self.clients)
         self.metrics.connections_total += 1
-        c.task = asyncio.ensure_future(self.writer(c))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:

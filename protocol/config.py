@@ -102,7 +102,7 @@ class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):
     port: int = 8080
     max_connections: int = 5_000
     max_subscriptions: int = 50  # streams per connection
-    send_queue: int = 2_000  # messages queued per connection; a slower browser is dropped
+    send_queue: int = 2_000  # KiB of unsent data per connection; a slower browser is dropped
     recent_trades: int = 1_000  # per market, for GET /api/trades
 
 
