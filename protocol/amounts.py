@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_DECIMAL = re.compile(r"([+-]?)(\d*)(?:\.(\d*))?")
+_DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")  # ASCII digits only
 MAX_DIGITS = 38
 
 

@@ -97,7 +97,7 @@ class QuoteRequest(_Msg, tag=8):
     side: int
     qty: int = 0
     quote_qty: int = 0
-    account: int = 0  # if set, that account's own orders are skipped (as STP would)
+    account: int = 0  # if set, the walk stops at that account's own orders (cancel-newest)
 
 
 class Deposit(_Msg, tag=9):

@@ -335,3 +335,11 @@ def test_load_reads_the_config_named_by_the_environment(tmp_path, monkeypatch) -
 
 def test_max_int_is_the_64_bit_signed_limit() -> None:
     assert MAX_INT == 9223372036854775807
+
+
+def test_non_ascii_digits_are_rejected() -> None:
+    from protocol.amounts import AmountError, parse_decimal
+
+    for text in ("١٢", "１２.５", "12.٥"):
+        with pytest.raises(AmountError):
+            parse_decimal(text)
