@@ -134,8 +134,16 @@ class Engine(EngineViews):
         """Apply one command; returns its sequence number (0 for reads)."""
         return self.handlers[type(cmd)](cmd, ts, origin)
 
-    def _reject(self, origin: bytes, req: int, code: int, reason: str, seq: int = 0,
-                order_id: int = 0, cid: str = "") -> int:  # fmt: skip
+    def _reject(
+        self,
+        origin: bytes,
+        req: int,
+        code: int,
+        reason: str,
+        seq: int = 0,
+        order_id: int = 0,
+        cid: str = "",
+    ) -> int:
         self.outbox[origin].append(Rejected(req, code, reason, order_id, cid, seq))
         return seq
 
@@ -185,7 +193,8 @@ class Engine(EngineViews):
         spec = book.spec
         price, qty, tif = c.price, c.qty, c.tif or GTC
         if not 0 < price <= spec.max_price:
-            raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
+            raise Reject(R.INVALID_PRICE, f"price must be {spec.tick.text}.."
+                         f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}")
         if not spec.min_qty <= qty <= spec.max_qty:
             _check_qty(spec, qty)
         if not GTC <= tif <= FOK:
@@ -203,7 +212,7 @@ class Engine(EngineViews):
             need, col = qty * spec.lot_units, book.base_a
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
-            raise _no_funds(row, col, need, spec.quote if side == BUY else spec.base)
+            raise _no_funds(row, col, need, spec, side == BUY)
         row[col] -= need
         row[col + 1] += need
         oid = self.next_order_id
@@ -229,21 +238,21 @@ class Engine(EngineViews):
                 raise Reject(R.INVALID_QUANTITY, f"quote_qty out of range: {budget}")
             if tif == FOK:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "a buy by quote amount cannot be FOK")
-            col, asset = book.quote_a, spec.quote
+            col = book.quote_a
         elif c.quote_qty:
             raise Reject(R.INVALID_QUANTITY, "give qty, or quote_qty for a market buy, not both")
         else:
             _check_qty(spec, qty)
             if c.side == SELL:
-                need, col, asset = qty * spec.lot_units, book.base_a, spec.base
+                need, col = qty * spec.lot_units, book.base_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
                 if not lots:
                     raise Reject(R.NO_LIQUIDITY, f"no asks in {spec.symbol} for a market buy")
-                col, asset = book.quote_a, spec.quote
+                col = book.quote_a
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
-            raise _no_funds(row, col, need, asset)
+            raise _no_funds(row, col, need, spec, col == book.quote_a)
         row[col] -= need
         row[col + 1] += need
         oid = self.next_order_id
@@ -424,8 +433,9 @@ class Engine(EngineViews):
         self.outbox[m.origin].append(self._report(m, 0, E_CXL, S_CXL, seq, ts, C_STP))
         return C_STP if t.stp == BOTH else 0
 
-    def _walk(self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int,
-              limit: int) -> tuple[int, int, int]:  # fmt: skip
+    def _walk(
+        self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int, limit: int
+    ) -> tuple[int, int, int]:
         """What a taker of ``side`` would get now: (lots, quote units, worst price).
 
         Walks the opposite side up to ``qty`` lots (or spending ``budget`` quote units), within
@@ -457,8 +467,17 @@ class Engine(EngineViews):
         return lots, cost, worst
 
     # --------------------------------------------------------------- order lifecycle
-    def _finish(self, o: Order, reports: list, exec_type: int, status: int, reason: int,
-                seq: int, ts: int, req: int) -> None:  # fmt: skip
+    def _finish(
+        self,
+        o: Order,
+        reports: list,
+        exec_type: int,
+        status: int,
+        reason: int,
+        seq: int,
+        ts: int,
+        req: int,
+    ) -> None:
         """Close an order that did not (or no longer does) rest: report and release funds."""
         o.status = status
         o.updated = ts
@@ -527,11 +546,13 @@ class Engine(EngineViews):
         self.seq = seq = self.seq + 1
         o = self._find(c.account, c.order_id, c.client_order_id)
         if o is None or (c.market and c.market != o.market):
-            return self._reject(origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id,
-                                c.client_order_id)  # fmt: skip
+            return self._reject(
+                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id, c.client_order_id
+            )
         self._cancel(o, ts)
+        reason = C_DISCONNECT if c.reason == C_DISCONNECT else C_USER
         self.outbox[origin].append(
-            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, C_USER)])
+            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, reason)])
         )
         return seq
 
@@ -546,8 +567,9 @@ class Engine(EngineViews):
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
         if c.market and c.market not in self.books:
-            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}",
-                                seq)  # fmt: skip
+            return self._reject(
+                origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}", seq
+            )
         reason = C_DISCONNECT if c.reason == C_DISCONNECT else C_USER
         mine = self.by_account.get(c.account, {})
         victims = [o for o in mine.values() if not c.market or o.market == c.market]
@@ -566,8 +588,18 @@ class Engine(EngineViews):
                 raise Reject(R.UNKNOWN_ORDER, _unknown(c))
             reports = self._replace(o, c, seq, ts, origin)
         except Reject as r:
-            return self._reject(origin, c.req, r.code, r.reason, seq, c.order_id,
-                                c.client_order_id)  # fmt: skip
+            self.outbox[origin].append(
+                Rejected(
+                    c.req,
+                    r.code,
+                    r.reason,
+                    o.id if o else c.order_id,
+                    c.client_order_id,
+                    seq,
+                    o.status if o else 0,
+                )
+            )  # the order, as it still is
+            return seq
         self.outbox[origin].append(Executions(c.req, reports))
         return seq
 
@@ -577,15 +609,24 @@ class Engine(EngineViews):
         price, qty = c.price or o.price, c.qty or o.qty
         new_cid = c.new_client_order_id or o.client_id
         if not 0 < price <= spec.max_price:
-            raise Reject(R.INVALID_PRICE, f"price must be 1..{spec.max_price} ticks, was {price}")
+            raise Reject(
+                R.INVALID_PRICE,
+                f"price must be {spec.tick.text}.."
+                f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}",
+            )
         _check_qty(spec, qty)
         if qty <= o.cum:
-            raise Reject(R.REPLACE_INVALID, f"new qty {qty} must exceed the filled {o.cum}")
+            raise Reject(
+                R.REPLACE_INVALID,
+                f"new qty {spec.qty_text(qty)} must exceed the filled {spec.qty_text(o.cum)}",
+            )
         if len(new_cid) > MAX_CLIENT_ID:
             raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
         if new_cid != o.client_id and (o.account, new_cid) in self.cids:
-            raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {new_cid!r} is invalid "
-                         "or already open")  # fmt: skip
+            raise Reject(
+                R.DUPLICATE_CLIENT_ORDER_ID,
+                f"client order id {new_cid!r} is invalid or already open",
+            )
         if o.post_only and price != o.price and _crosses(book, o.side, price):
             raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         leaves = qty - o.cum
@@ -595,7 +636,7 @@ class Engine(EngineViews):
             need, col = leaves * spec.lot_units, book.base_a
         row = self.ledger.accounts[o.account]
         if need - o.locked > row[col]:
-            raise _no_funds(row, col, need - o.locked, spec.quote if o.side == BUY else spec.base)
+            raise _no_funds(row, col, need - o.locked, spec, o.side == BUY)
         self._rename(o, new_cid)
         o.updated = ts
         self.dirty.add(book)
@@ -608,9 +649,28 @@ class Engine(EngineViews):
             return [self._report(o, c.req, E_REPL, o.status, seq, ts)]
         book.remove(o)
         self._unindex(o)
-        n = Order(o.id, o.account, o.market, o.side, o.type, o.tif, price, qty, leaves, o.cum,
-                  o.cum_quote, 0, need, new_cid, o.post_only, o.stp, origin, o.created, ts,
-                  o.status)  # fmt: skip
+        n = Order(
+            o.id,
+            o.account,
+            o.market,
+            o.side,
+            o.type,
+            o.tif,
+            price,
+            qty,
+            leaves,
+            o.cum,
+            o.cum_quote,
+            0,
+            need,
+            new_cid,
+            o.post_only,
+            o.stp,
+            origin,
+            o.created,
+            ts,
+            o.status,
+        )
         reports = [self._report(n, c.req, E_REPL, n.status, seq, ts)]
         self._execute(book, n, reports, seq, ts, c.req)
         return reports
@@ -666,14 +726,29 @@ class Engine(EngineViews):
 
 def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
     if qty < spec.min_qty:
-        raise Reject(R.QUANTITY_BELOW_MIN, f"qty must be at least {spec.min_qty} lots, was {qty}")
+        raise Reject(
+            R.QUANTITY_BELOW_MIN,
+            f"qty must be at least {spec.qty_text(spec.min_qty)}, was {_lots(spec, qty)}",
+        )
     if qty > spec.max_qty:
-        raise Reject(R.QUANTITY_ABOVE_MAX, f"qty must be at most {spec.max_qty} lots, was {qty}")
+        raise Reject(
+            R.QUANTITY_ABOVE_MAX,
+            f"qty must be at most {spec.qty_text(spec.max_qty)}, was {_lots(spec, qty)}",
+        )
 
 
-def _no_funds(row: list[int] | None, col: int, need: int, asset: str) -> Reject:
+def _ticks(spec, ticks: int) -> str:  # noqa: ANN001
+    return spec.price_text(ticks) if isinstance(ticks, int) else repr(ticks)
+
+
+def _lots(spec, lots: int) -> str:  # noqa: ANN001
+    return spec.qty_text(lots) if isinstance(lots, int) else repr(lots)
+
+
+def _no_funds(row: list[int] | None, col: int, need: int, spec, in_quote: bool) -> Reject:  # noqa: ANN001
     have = row[col] if row else 0
-    return Reject(R.INSUFFICIENT_FUNDS, f"needs {need} {asset} units, {have} available")
+    text, asset = (spec.quote_text, spec.quote) if in_quote else (spec.base_text, spec.base)
+    return Reject(R.INSUFFICIENT_FUNDS, f"needs {text(need)} {asset}, {text(have)} available")
 
 
 def _crosses(book: Book, side: int, price: int) -> bool:

@@ -77,6 +77,7 @@ class Feed:
         identity: bytes | None = None,
         hwm: int = 100_000,
         max_pending: int = 10_000,
+        tickers: bool = True,
     ) -> None:
         self.md_endpoint = md_endpoint
         self.markets = list(markets)
@@ -87,6 +88,7 @@ class Feed:
         self.on_gap = on_gap  # (market, first missing trade id, last missing trade id)
         self.hwm = hwm
         self.max_pending = max_pending
+        self.keep_tickers = tickers  # the recorder does not need them (a third of its CPU)
         self.stats = FeedStats()
         tlq = tick_lot_quote or {}
         self.state = {m: _Market(LocalBook(m), Ticker24h(m, tlq.get(m, 1))) for m in self.markets}
@@ -215,8 +217,9 @@ class Feed:
         if not fresh:
             return
         st.last_trade_id = fresh[-1].trade_id
-        for t in fresh:
-            st.ticker.add(t)
+        if self.keep_tickers:
+            for t in fresh:
+                st.ticker.add(t)
         if self.on_trades:
             self.on_trades(msg.market, fresh)
 

@@ -48,6 +48,7 @@ class Cancel(_Msg, tag=2):
     market: str
     order_id: int = 0
     client_order_id: str = ""
+    reason: int = 1  # CancelReason: USER, or DISCONNECT for cancel-on-disconnect
 
 
 class Replace(_Msg, tag=3):
@@ -213,6 +214,7 @@ class Rejected(_Msg, tag=102):
     order_id: int = 0
     client_order_id: str = ""
     seq: int = 0  # set when the rejected command was a journaled write
+    status: int = 0  # OrderStatus of the order a cancel/replace named, when it exists
 
 
 class OrderState(msgspec.Struct, array_like=True, gc=False):

@@ -56,10 +56,10 @@ async def serve(args: argparse.Namespace, ex: config.Exchange) -> int:
     url = clickhouse_url(ex)
     if url.startswith("chdb://") and not url.startswith("chdb:///"):
         os.makedirs(url[len("chdb://") :], exist_ok=True)
-    rec = Recorder(ex, Store(url), account_rows(args.accounts or ex.accounts.path))
     pause = 0.5
     while True:
         try:
+            rec = Recorder(ex, Store(url), account_rows(args.accounts or ex.accounts.path))
             rec.prepare()
             break
         except Exception as e:  # noqa: BLE001 - ClickHouse not up yet: wait for it
@@ -95,7 +95,13 @@ def _when(text: str | None, default: int) -> int:
         return default
     if text.isdigit():
         return int(text)
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+    try:
+        return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+    except ValueError:
+        raise SystemExit(
+            f"error: {text!r} is not a time: give seconds since the epoch or "
+            "an ISO date-time such as 2026-11-22T10:00 (UTC)"
+        ) from None
 
 
 def _get(ex: config.Exchange, path: str, data: bytes | None = None) -> object:

@@ -65,6 +65,7 @@ class Recorder:
             ex,
             kinds=("trades", "bbo"),
             on_trades=self.on_trades,
+            tickers=False,
             on_bbo=self.on_bbo,
         )
         self.written: dict[str, int] = {}  # last trade id in ClickHouse, per market

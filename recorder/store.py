@@ -19,6 +19,7 @@ Migrations are numbered and applied once each, at start, recorded in ``schema_mi
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,22 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """CREATE TABLE IF NOT EXISTS accounts (
             account UInt64, name String, class LowCardinality(String)
         ) ENGINE = ReplacingMergeTree ORDER BY account""",
+        ],
+    ),
+    (
+        3,
+        "trades_v: markets deduplicated, exact Decimal notional",
+        [
+            "DROP VIEW IF EXISTS trades_v",
+            """CREATE VIEW trades_v AS
+        SELECT t.market AS market, t.trade_id AS trade_id, t.ts AS ts,
+               toDecimal128(t.price_ticks, 0) * m.tick AS price,
+               toDecimal128(t.qty_lots, 0) * m.lot AS qty,
+               toDecimal128(t.quote_units, 18) / toDecimal128(intExp10(m.quote_decimals), 0)
+                   AS notional,
+               t.taker_side AS taker_side, t.maker_account AS maker_account,
+               t.taker_account AS taker_account
+        FROM trades AS t INNER JOIN (SELECT * FROM markets FINAL) AS m ON t.market = m.market""",
         ],
     ),
 ]
@@ -160,6 +177,7 @@ class Store:
     def sync_markets(self, ex: Any) -> None:
         from decimal import Decimal
 
+        known = {r[0] for r in self.client.query("SELECT market FROM markets FINAL").result_rows}
         rows = [
             [
                 m.symbol,
@@ -172,7 +190,10 @@ class Store:
                 m.base_decimals,
             ]
             for m in ex.markets.values()
+            if m.symbol not in known
         ]
+        if not rows:
+            return
         self.client.insert(
             "markets",
             rows,
@@ -241,12 +262,23 @@ class Store:
         return [Candle(*(int(v) for v in r)) for r in reversed(rows)]
 
     def sql(self, query: str, limit: int = 10_000) -> tuple[list[str], list[list]]:
-        """A read-only query for analysts (the embedded database lives in this process)."""
-        result = self.client.query(
-            query,
-            settings={"readonly": 1, "max_result_rows": limit, "result_overflow_mode": "break"},
-        )
+        """A read-only query for analysts (the embedded database lives in this process).
+
+        Only one SELECT (or WITH ... SELECT) is accepted; it runs wrapped in a subquery with a
+        row limit. (No ``readonly`` setting: chDB applies query settings to its whole session,
+        which would then refuse the recorder's own inserts.)
+        """
+        text = _strip_sql(query)
+        if ";" in text or not re.match(r"(?is)^\s*(select|with)\b", text):
+            raise QueryError("readonly: only a single SELECT (or WITH ... SELECT) query is allowed")
+        result = self.client.query(f"SELECT * FROM ({text}) LIMIT {int(limit)}")  # noqa: S608
         return list(result.column_names), [list(r) for r in result.result_rows]
 
     def close(self) -> None:
         self.client.close()
+
+
+def _strip_sql(query: str) -> str:
+    """The query without comments and trailing semicolons and whitespace."""
+    text = re.sub(r"--[^\n]*|/\*.*?\*/", " ", query, flags=re.S).strip()
+    return text.rstrip(";").strip()

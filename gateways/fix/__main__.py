@@ -47,7 +47,7 @@ class Generations:
         self.routes.update(dict.fromkeys(new, gen.port))
 
     def route(self, comp: str) -> int | None:
-        return self.routes.get(comp, self.gens[-1].port if self.gens else None)
+        return self.routes.get(comp)
 
     async def poll(self) -> None:
         while True:
@@ -80,6 +80,7 @@ async def run(args: argparse.Namespace) -> int:
     gens = Generations(app, ex, accounts)
     gens.refresh()
     front = FrontDoor(gens.route)
+    gw.front = front
     await front.start(fx.host, fx.port)
     log.info(
         "FIX 4.4 gateway on %s:%d (SenderCompID %s, sessions %s, engine %s)",

@@ -3,8 +3,8 @@ that has its SenderCompID (see gateways/fix/acceptor.py for why there are genera
 
 It reads the first message (the Logon), takes SenderCompID (49), opens a loopback connection
 to that generation's acceptor, replays the bytes read so far and then copies both ways. An
-unknown CompID goes to the newest generation, whose quickfix rejects it as it would any
-unknown session. Nothing is parsed after the Logon.
+connection whose first message is not a Logon of a known CompID is closed. Nothing is parsed
+after the Logon.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ log = logging.getLogger("gateways.fix.front")
 LOGON_LIMIT = 8192  # bytes; a first message longer than this is not a Logon
 SENDER = re.compile(rb"\x0149=([^\x01]*)\x01")
 END = re.compile(rb"\x0110=\d{3}\x01")
+LOGON = re.compile(rb"\x0135=A\x01")
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -36,6 +37,7 @@ class FrontDoor:
         self.route = route  # SenderCompID -> loopback port of its acceptor generation
         self.server: asyncio.base_events.Server | None = None
         self.connections = 0
+        self.by_comp: dict[str, set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]]] = {}
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self.handle, host, port)
@@ -50,9 +52,11 @@ class FrontDoor:
         buf = b""
         try:
             while not END.search(buf):
+                if len(buf) > LOGON_LIMIT:
+                    raise ConnectionError("no Logon in the first 8 KiB")
                 chunk = await asyncio.wait_for(reader.read(4096), 10)
-                if not chunk or len(buf) > LOGON_LIMIT:
-                    raise ConnectionError("no Logon")
+                if not chunk:
+                    raise ConnectionError("closed before a Logon")
                 buf += chunk
         except (TimeoutError, ConnectionError) as e:
             log.info("closing %s before logon: %s", peer, e)
@@ -60,9 +64,11 @@ class FrontDoor:
             return
         m = SENDER.search(buf)
         comp = m.group(1).decode(errors="replace") if m else ""
-        port = self.route(comp)
+        port = self.route(comp) if LOGON.search(buf) else None
         if port is None:
-            log.info("closing %s: no acceptor for SenderCompID %r", peer, comp)
+            log.info(
+                "closing %s: first message is not a Logon of a known SenderCompID (%r)", peer, comp
+            )
             writer.close()
             return
         try:
@@ -72,8 +78,17 @@ class FrontDoor:
             writer.close()
             return
         self.connections += 1
+        self.by_comp.setdefault(comp, set()).add((writer, up_writer))
         up_writer.write(buf)
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             self.connections -= 1
+            self.by_comp.get(comp, set()).discard((writer, up_writer))
+
+    def cut(self, comp: str) -> None:
+        """Close a session's connections at once (it stopped reading): quickfix's blocked send
+        fails, the session logs out, and what is queued for it is stored for the resend."""
+        for client, upstream in list(self.by_comp.get(comp, ())):
+            for w in (client, upstream):
+                w.transport.abort()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,7 +33,7 @@ from gateways.fix.acceptor import Fields, Login, first
 from protocol import messages as M
 from protocol.amounts import AmountError
 from protocol.config import Exchange, MarketSpec
-from protocol.enums import RejectCode
+from protocol.enums import CancelReason, RejectCode
 
 log = logging.getLogger("gateways.fix")
 
@@ -105,24 +107,22 @@ class FixGateway:
         self.top: dict[str, tuple[int, int, int, int]] = {}  # last top of book sent, per market
         self.levels: dict[str, dict[tuple[str, int], int]] = {}  # (entry type, price) -> qty
         self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0}
+        self.senders: dict[str, Sender] = {}
+        self.front: Any = None  # the front door, to cut a session that does not read
 
     # --------------------------------------------------------------------- sending
     def send(self, comp: str, msg_type: str, fields: Fields, groups: list | None = None) -> None:
-        m = fix.Message()
-        m.getHeader().setField(35, msg_type)
-        for tag, value in fields:
-            m.setField(tag, value)
-        for count_tag, delim, rows in groups or []:
-            for row in rows:
-                g = fix.Group(count_tag, delim)
-                for tag, value in row:
-                    g.setField(tag, value)
-                m.addGroup(g)
-        sid = fix.SessionID("FIX.4.4", self.cfg.sender_comp_id, comp)
-        try:
-            fix.Session.sendToTarget(m, sid)
-        except fix.SessionNotFound:
-            log.warning("no FIX session %s for a %s message", comp, msg_type)
+        """Queue a message for ``comp``'s sender thread; never blocks the loop."""
+        sender = self.senders.get(comp)
+        if sender is None:
+            sender = self.senders[comp] = Sender(comp, self.cfg.sender_comp_id, self.slow)
+        sender.put((msg_type, fields, groups))
+
+    def slow(self, comp: str) -> None:
+        """A session's send queue is full: the client is not reading. Cut its connection."""
+        log.warning("FIX session %s is not reading its messages: disconnecting it", comp)
+        if self.front is not None:
+            self.front.cut(comp)
 
     def exec_report(
         self,
@@ -193,17 +193,25 @@ class FixGateway:
         )
 
     def cancel_reject(
-        self, comp: str, f: Fields, text: str, response_to: str, reason: str = "1"
+        self,
+        comp: str,
+        f: Fields,
+        text: str,
+        response_to: str,
+        reason: str = "1",
+        order_id: int = 0,
+        status: int = 0,
     ) -> None:
+        """OrderCancelReject (9), with the order's id and current status when it is known."""
         self.counts["rejects"] += 1
         self.send(
             comp,
             "9",
             [
-                (37, first(f, 37) or "NONE"),
+                (37, str(order_id) if order_id else first(f, 37) or "NONE"),
                 (11, first(f, 11) or "?"),
                 (41, first(f, 41) or "?"),
-                (39, "8"),
+                (39, ORD_STATUS.get(status, "8")),
                 (434, response_to),
                 (102, reason),
                 (58, text[:200]),
@@ -251,8 +259,17 @@ class FixGateway:
             log.error("cancel on disconnect for %s failed: %s", s.comp, e)
             return
         mine = [o for o in reply.orders if o.client_order_id.startswith(s.comp + "|")]
-        cancels = [M.Cancel(0, s.login.account, o.market, o.order_id) for o in mine]
-        await asyncio.gather(*(self.engine.request(c) for c in cancels), return_exceptions=True)
+        cancels = [
+            M.Cancel(0, s.login.account, o.market, o.order_id, "", CancelReason.DISCONNECT)
+            for o in mine
+        ]
+        replies = await asyncio.gather(
+            *(self.engine.request(c) for c in cancels), return_exceptions=True
+        )
+        for r in replies:  # stored by quickfix, resent when the session is back
+            if isinstance(r, M.Executions):
+                for rep in r.reports:
+                    self.exec_report(s.comp, rep, rep.client_order_id.partition("|")[2])
         log.info("cancel on disconnect: %d orders of %s", len(cancels), s.comp)
 
     # ------------------------------------------------------------ application msgs
@@ -406,7 +423,14 @@ class FixGateway:
         msg = fut.result()
         if type(msg) is M.Rejected:
             return self.reply_error(
-                comp, f, kind, msg.reason, ORD_REJ.get(msg.code, "99"), msg.code
+                comp,
+                f,
+                kind,
+                msg.reason,
+                ORD_REJ.get(msg.code, "99"),
+                msg.code,
+                msg.order_id,
+                msg.status,
             )
         clordid = first(f, 11) or ""
         match msg:
@@ -430,13 +454,21 @@ class FixGateway:
                 )
 
     def reply_error(
-        self, comp: str, f: Fields, kind: str, text: str, ord_rej: str, code: int = 0
+        self,
+        comp: str,
+        f: Fields,
+        kind: str,
+        text: str,
+        ord_rej: str,
+        code: int = 0,
+        order_id: int = 0,
+        status: int = 0,
     ) -> None:
         if kind == "D":
             self.reject_order(comp, f, text, ord_rej)
         elif kind in "FG":
             reason = "1" if code == RejectCode.UNKNOWN_ORDER else "2" if code else "2"
-            self.cancel_reject(comp, f, text, "1" if kind == "F" else "2", reason)
+            self.cancel_reject(comp, f, text, "1" if kind == "F" else "2", reason, order_id, status)
         elif kind == "H":
             self.send(
                 comp,
@@ -559,7 +591,8 @@ class FixGateway:
         if "2" in types and ticker.last:
             rows.append([(269, "2"), (270, spec.price_text(ticker.last)), (271, "0")])
         self.counts["md"] += 1
-        self.send(comp, "W", [(262, req_id), (55, sym)], [(268, 269, rows)])
+        header = [(262, req_id), (55, sym)] + ([] if rows else [(268, "0")])  # an empty book
+        self.send(comp, "W", header, [(268, 269, rows)])
 
     def subscribers(self, sym: str) -> list[tuple[Session, str, int, set[str]]]:
         return [
@@ -651,3 +684,47 @@ class FixGateway:
             if "2" in types:
                 self.counts["md"] += 1
                 self.send(s.comp, "X", [(262, rid)], [(268, 279, rows)])
+
+
+class Sender:
+    """One thread per FIX session that builds and sends its messages.
+
+    quickfix's send blocks when the client's socket is full; on its own thread that stalls
+    only this session. A full queue (the client has stopped reading) calls ``on_slow``, which
+    cuts the connection; messages still queued go on to quickfix, which stores them for the
+    resend when the client logs on again.
+    """
+
+    def __init__(
+        self, comp: str, sender_comp_id: str, on_slow: Any, capacity: int = 10_000
+    ) -> None:
+        self.comp = comp
+        self.sid = fix.SessionID("FIX.4.4", sender_comp_id, comp)
+        self.queue: queue.Queue = queue.Queue()  # unbounded: the loop never blocks on it
+        self.capacity = capacity
+        self.on_slow = on_slow
+        self.thread = threading.Thread(target=self.run, name=f"fix-send-{comp}", daemon=True)
+        self.thread.start()
+
+    def put(self, item: tuple) -> None:
+        self.queue.put_nowait(item)
+        if self.queue.qsize() == self.capacity:  # once per episode; after the cut, sends
+            self.on_slow(self.comp)  # only go to quickfix's store and the queue drains fast
+
+    def run(self) -> None:
+        while True:
+            msg_type, fields, groups = self.queue.get()
+            m = fix.Message()
+            m.getHeader().setField(35, msg_type)
+            for tag, value in fields:
+                m.setField(tag, value)
+            for count_tag, delim, rows in groups or []:
+                for row in rows:
+                    g = fix.Group(count_tag, delim)
+                    for tag, value in row:
+                        g.setField(tag, value)
+                    m.addGroup(g)
+            try:
+                fix.Session.sendToTarget(m, self.sid)
+            except fix.SessionNotFound:
+                log.warning("no FIX session %s for a %s message", self.comp, msg_type)
