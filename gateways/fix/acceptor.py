@@ -58,6 +58,24 @@ def first(fields: Fields, tag: int) -> str | None:
     return None
 
 
+Groups = list[tuple[int, int, list[Fields]]]  # (count tag, first tag of each entry, entries)
+
+
+def build_message(msg_type: str, fields: Fields, groups: Groups | None = None) -> fix.Message:
+    """A quickfix message from plain (tag, value) pairs: values are set as the exact strings."""
+    m = fix.Message()
+    m.getHeader().setField(35, msg_type)
+    for tag, value in fields:
+        m.setField(tag, value)
+    for count_tag, delim, rows in groups or []:
+        for row in rows:
+            g = fix.Group(count_tag, delim)
+            for tag, value in row:
+                g.setField(tag, value)
+            m.addGroup(g)
+    return m
+
+
 @dataclass
 class Login:
     comp_id: str

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import quickfix as fix
 
-from gateways.fix.acceptor import DICTIONARY, Fields, parse
+from gateways.fix.acceptor import DICTIONARY, Fields, Groups, build_message, parse
 from gateways.fix.gateway import utc
 
 INITIATOR = """[DEFAULT]
@@ -156,24 +156,9 @@ class FixClient:
     def now() -> str:
         return utc(time.time_ns())
 
-    def send(
-        self,
-        msg_type: str,
-        fields: Fields,
-        groups: list[tuple[int, int, list[Fields]]] | None = None,
-    ) -> None:
-        m = fix.Message()
-        m.getHeader().setField(35, msg_type)
-        for tag, value in fields:
-            m.setField(tag, value)
-        for count_tag, delim, rows in groups or []:
-            for row in rows:
-                g = fix.Group(count_tag, delim)
-                for tag, value in row:
-                    g.setField(tag, value)
-                m.addGroup(g)
+    def send(self, msg_type: str, fields: Fields, groups: Groups | None = None) -> None:
         assert self.sid is not None
-        fix.Session.sendToTarget(m, self.sid)
+        fix.Session.sendToTarget(build_message(msg_type, fields, groups), self.sid)
 
     def expect(self, match: Callable[[FixMsg], bool], timeout: float = 10.0) -> FixMsg:
         """The oldest received message that matches; the others stay, in order."""

@@ -29,7 +29,7 @@ import quickfix as fix
 from engine.client import EngineClient, EngineTimeout
 from feed.subscriber import Feed
 from gateways.accounts import Permission
-from gateways.fix.acceptor import Fields, Login, first
+from gateways.fix.acceptor import Fields, Login, build_message, first
 from protocol import messages as M
 from protocol.amounts import AmountError
 from protocol.config import Exchange, MarketSpec
@@ -714,16 +714,7 @@ class Sender:
     def run(self) -> None:
         while True:
             msg_type, fields, groups = self.queue.get()
-            m = fix.Message()
-            m.getHeader().setField(35, msg_type)
-            for tag, value in fields:
-                m.setField(tag, value)
-            for count_tag, delim, rows in groups or []:
-                for row in rows:
-                    g = fix.Group(count_tag, delim)
-                    for tag, value in row:
-                        g.setField(tag, value)
-                    m.addGroup(g)
+            m = build_message(msg_type, fields, groups)
             try:
                 fix.Session.sendToTarget(m, self.sid)
             except fix.SessionNotFound:
