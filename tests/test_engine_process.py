@@ -249,10 +249,10 @@ async def workload(client: EngineClient, accounts: int, n: int, seed: int, chunk
 
 def test_order_round_trip_and_fills_reach_only_the_owning_client(engine_procs):
     proc = engine_procs().start()
-    run(_round_trip(proc))
+    run(_check_round_trip(proc))
 
 
-async def _round_trip(proc: EngineProc) -> None:
+async def _check_round_trip(proc: EngineProc) -> None:
     ev_a: list = []
     ev_b: list = []
     ev_c: list = []
@@ -421,12 +421,14 @@ def test_market_data_is_sequenced_filtered_and_rebuilds_the_book(engine_procs):
     try:
         everything = Subscriber(ctx, proc.market_data, b"")
         btc_trades = Subscriber(ctx, proc.market_data, b"T." + BTC_USD.encode())
-        run(_market_data(proc, everything, btc_trades))
+        run(_check_market_data(proc, everything, btc_trades))
     finally:
         ctx.destroy(linger=0)
 
 
-async def _market_data(proc: EngineProc, everything: Subscriber, btc_trades: Subscriber) -> None:
+async def _check_market_data(
+    proc: EngineProc, everything: Subscriber, btc_trades: Subscriber
+) -> None:
     async with connect(proc, b"md") as client:
         await send_all(client, funding(EX, 10))
         epoch = (await client.request(Ping(0))).epoch
@@ -830,10 +832,10 @@ async def _restart_and_compare(proc: EngineProc, before: dict, seq: int, max_id:
 
 def test_kill_9_under_load_loses_no_acknowledged_command(engine_procs):
     proc = engine_procs().start()
-    run(_kill_under_load(proc))
+    run(_check_kill_under_load(proc))
 
 
-async def _kill_under_load(proc: EngineProc) -> None:
+async def _check_kill_under_load(proc: EngineProc) -> None:
     n_accts, window = 20, 8
     sent: list = []  # every command handed to the client, in order
     acked: list[tuple[int, Any, Any]] = []  # (index in sent, command, reply)

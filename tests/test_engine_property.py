@@ -375,7 +375,7 @@ def test_engine_matches_the_reference_model_step_by_step(steps: list) -> None:
     run = Run()
     run.start()
     for op in steps:
-        run.step(op)
+        run.step(op, check=True)  # validate, conservation, crossed books, equal to the model
 
 
 @settings(max_examples=150, deadline=None)
