@@ -81,8 +81,12 @@ class MarketMaker:
             await asyncio.sleep(self.p.interval)
 
     async def tick(self) -> None:
-        if self.ticks % 10 == 0:
-            await self.refresh_balances()
+        if self.ticks % 10 == 0 or not self.balances:
+            try:
+                await self.refresh_balances()
+            except JsonError as e:  # e.g. 4001 while the engine (re)starts: try next tick
+                log.info("balances not available yet: %s", e)
+                return
         self.ticks += 1
         for sym, spec in self.ex.markets.items():
             self.walk(sym, spec)
