@@ -303,6 +303,15 @@ def _req_of(raw: msgspec.Raw) -> int:
     return 0
 
 
+def loopback(endpoint: str) -> bool:
+    """True for tcp:// on 127.0.0.0/8, localhost or [::1], and for ipc:// and inproc://."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0]
+    return host in ("localhost", "[::1]") or host.startswith("127.")
+
+
 def pin(cpu: int) -> None:
     if cpu >= 0:
         os.sched_setaffinity(0, {cpu})
@@ -337,6 +346,19 @@ def main(argv: list[str] | None = None) -> int:
     except journal.JournalCorrupt as e:
         log.error("refusing to start: %s", e)
         return 3
+    for name, endpoint in (
+        ("commands", exchange.engine.commands),
+        ("market_data", exchange.engine.market_data),
+    ):
+        if not loopback(endpoint):
+            log.error(
+                "refusing to start: engine.%s = %s is not a loopback address; the engine "
+                "port is trusted and must not be open to the network (ZeroMQ CURVE for "
+                "remote gateways is not implemented yet)",
+                name,
+                endpoint,
+            )
+            return 2
     server.bind()
     gc.collect()
     gc.freeze()  # the recovered state is long-lived: keep it out of every collection

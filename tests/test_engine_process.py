@@ -342,12 +342,21 @@ async def _check_round_trip(proc: EngineProc) -> None:
         fees_base = 10 * SPEC.lot_units * 1_000 // 1_000_000
         fees_quote = PRICE * 4 * 2_000 // 1_000_000 + PRICE * 6 * 2_000 // 1_000_000
         state = await exchange_state(a, [FEE_ACCOUNT, 1, 2])
-        assert state[1][0] == (("BTC", 10 * SPEC.lot_units - fees_base, 0), ("ETH", 0, 0),
-                               ("USD", 10**9 - PRICE * 10, 0))  # fmt: skip
-        assert state[2][0] == (("BTC", 10**8 - 10 * SPEC.lot_units, 0), ("ETH", 0, 0),
-                               ("USD", PRICE * 10 - fees_quote, 0))  # fmt: skip
-        assert state[FEE_ACCOUNT][0] == (("BTC", fees_base, 0), ("ETH", 0, 0),
-                                         ("USD", fees_quote, 0))  # fmt: skip
+        assert state[1][0] == (
+            ("BTC", 10 * SPEC.lot_units - fees_base, 0),
+            ("ETH", 0, 0),
+            ("USD", 10**9 - PRICE * 10, 0),
+        )
+        assert state[2][0] == (
+            ("BTC", 10**8 - 10 * SPEC.lot_units, 0),
+            ("ETH", 0, 0),
+            ("USD", PRICE * 10 - fees_quote, 0),
+        )
+        assert state[FEE_ACCOUNT][0] == (
+            ("BTC", fees_base, 0),
+            ("ETH", 0, 0),
+            ("USD", fees_quote, 0),
+        )
         assert state[BTC_USD] == ([], [], 2)
 
 
@@ -546,8 +555,20 @@ def hostile(tmp_path_factory: pytest.TempPathFactory):
 
 def _new(req: int, **kw: Any) -> list:
     """A NewOrder as a raw array, fields overridable by name."""
-    f = dict(req=req, account=2, market=BTC_USD, side=BUY, type=LIMIT, tif=GTC, price=PRICE - 7,
-             qty=1, quote_qty=0, client_order_id="", post_only=False, stp=0)  # fmt: skip
+    f = dict(
+        req=req,
+        account=2,
+        market=BTC_USD,
+        side=BUY,
+        type=LIMIT,
+        tif=GTC,
+        price=PRICE - 7,
+        qty=1,
+        quote_qty=0,
+        client_order_id="",
+        post_only=False,
+        stp=0,
+    )
     f.update(kw)
     return [1, *f.values()]
 
@@ -586,7 +607,7 @@ HOSTILE_FRAMES: list[tuple[str, list[bytes], list[tuple[Any, int, Any]]]] = [
         "nested-garbage",
         [encode([[7, 51, [1, 2]], {"x": 1}])],
         [(REJECT, 51, 1001), (REJECT, 0, 1001)],
-    ),  # fmt: skip
+    ),
     ("huge-frame", [encode([Ping(i) for i in range(1, 260_000)])], [(REJECT, 0, 1004)]),
     (
         "huge-client-order-id",
@@ -668,12 +689,12 @@ def _bad_commands(resting: list[int]) -> list[tuple[str, Any, int]]:
             "market-sell-negative",
             NewOrder(0, 2, BTC_USD, SELL, MARKET, IOC, 0, -3),
             R.QUANTITY_BELOW_MIN,
-        ),  # fmt: skip
+        ),
         (
             "market-buy-negative-budget",
             NewOrder(0, 2, BTC_USD, BUY, MARKET, IOC, quote_qty=-5),
             R.INVALID_QUANTITY,
-        ),  # fmt: skip
+        ),
         ("quote-negative-qty", QuoteRequest(0, BTC_USD, SELL, -4), R.INVALID_QUANTITY),
         ("side-zero", order(2, 0, PRICE - 7, 1), R.INVALID_SIDE),
         ("side-three", order(2, 3, PRICE - 7, 1), R.INVALID_SIDE),
@@ -686,17 +707,17 @@ def _bad_commands(resting: list[int]) -> list[tuple[str, Any, int]]:
             "long-client-id",
             order(2, BUY, PRICE - 7, 1, client_order_id="c" * 65),
             R.INVALID_CLIENT_ORDER_ID,
-        ),  # fmt: skip
+        ),
         (
             "duplicate-client-id",
             order(1, BUY, PRICE - 7, 1, client_order_id="bid-1"),
             R.DUPLICATE_CLIENT_ORDER_ID,
-        ),  # fmt: skip
+        ),
         (
             "post-only-crossing",
             order(2, BUY, PRICE + 500, 1, post_only=True),
             R.POST_ONLY_WOULD_CROSS,
-        ),  # fmt: skip
+        ),
         ("too-poor", order(2, BUY, PRICE - 7, max_qty), R.INSUFFICIENT_FUNDS),
         ("zero-deposit", Deposit(0, 2, "USD", 0), R.INVALID_AMOUNT),
         ("negative-deposit", Deposit(0, 2, "USD", -5), R.INVALID_AMOUNT),
@@ -714,13 +735,13 @@ def _bad_commands(resting: list[int]) -> list[tuple[str, Any, int]]:
             "replace-other-accounts-order",
             Replace(0, 2, BTC_USD, ask, price=PRICE + 1),
             R.UNKNOWN_ORDER,
-        ),  # fmt: skip
+        ),
         ("status-other-accounts-order", OrderStatusRequest(0, 2, BTC_USD, bid), R.UNKNOWN_ORDER),
         (
             "status-other-accounts-client-id",
             OrderStatusRequest(0, 2, BTC_USD, 0, "ask-1"),
             R.UNKNOWN_ORDER,
-        ),  # fmt: skip
+        ),
         ("cancel-unknown-id", Cancel(0, 1, BTC_USD, 10**12), R.UNKNOWN_ORDER),
     ]
 
@@ -1083,3 +1104,41 @@ def test_signal_exits_0_after_writing_a_snapshot(engine_procs, sig):
     proc.start()
     assert f"recovered seq {seq}: snapshot at {seq} + 0 journaled commands" in proc.log()
     assert run(_state_now(proc, ACCTS)) == before
+
+
+def test_engine_refuses_to_open_its_trusted_port_to_the_network(tmp_path) -> None:
+    """Rule 5: the engine port is loopback only (no CURVE yet), so 0.0.0.0 is refused."""
+    import subprocess
+    import sys
+
+    from tests.procs import REPO
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "--data-dir",
+            str(tmp_path / "engine"),
+            "--commands",
+            "tcp://0.0.0.0:17999",
+            "--market-data",
+            "tcp://127.0.0.1:17998",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "not a loopback address" in done.stderr
+
+
+def test_loopback_endpoints_are_recognised() -> None:
+    from engine.server import loopback
+
+    for ok in ("tcp://127.0.0.1:7001", "tcp://localhost:1", "tcp://[::1]:5", "ipc:///tmp/x"):
+        assert loopback(ok), ok
+    for bad in ("tcp://0.0.0.0:7001", "tcp://10.0.0.5:7001", "tcp://*:7001", "tcp://[::]:1"):
+        assert not loopback(bad), bad
