@@ -79,6 +79,43 @@ def utc(ts_ns: int) -> str:
     return time.strftime("%Y%m%d-%H:%M:%S", t) + f".{ts_ns // 1_000_000 % 1000:03d}"
 
 
+def order_fields(
+    spec: MarketSpec,
+    order_id: int,
+    clordid: str,
+    exec_id: str,
+    exec_type: str,
+    status: int,
+    side: int,
+    price: int,
+    qty: int,
+    leaves: int,
+    cum: int,
+    cum_quote: int,
+    ts: int,
+) -> Fields:
+    """The fields every ExecutionReport of an order carries (trade and text fields aside)."""
+    f: Fields = [
+        (37, str(order_id)),
+        (11, clordid),
+        (17, exec_id),
+        (150, exec_type),
+        (39, ORD_STATUS.get(status, "0")),
+        (55, spec.symbol),
+        (54, str(side)),
+        (40, "2" if price else "1"),
+        (151, spec.qty_text(leaves)),
+        (14, spec.qty_text(cum)),
+        (6, avg_px(spec, cum_quote, cum)),
+        (60, utc(ts)),
+    ]
+    if qty:
+        f.append((38, spec.qty_text(qty)))
+    if price:
+        f.append((44, spec.price_text(price)))
+    return f
+
+
 def avg_px(spec: MarketSpec, cum_quote: int, cum_lots: int) -> str:
     if not cum_lots:
         return "0"
@@ -133,24 +170,21 @@ class FixGateway:
         exec_type: str | None = None,
     ) -> None:
         spec = self.ex.markets[r.market]
-        f: Fields = [
-            (37, str(r.order_id)),
-            (11, clordid),
-            (17, f"{r.order_id}-{r.seq}-{r.trade_id}-{r.exec_type}"),
-            (150, exec_type or EXEC_TYPE.get(r.exec_type, "I")),
-            (39, ORD_STATUS.get(r.status, "0")),
-            (55, r.market),
-            (54, str(r.side)),
-            (40, "2" if r.price else "1"),
-            (151, spec.qty_text(r.leaves_qty)),
-            (14, spec.qty_text(r.cum_qty)),
-            (6, avg_px(spec, r.cum_quote, r.cum_qty)),
-            (60, utc(r.ts)),
-        ]
-        if r.qty:
-            f.append((38, spec.qty_text(r.qty)))
-        if r.price:
-            f.append((44, spec.price_text(r.price)))
+        f = order_fields(
+            spec,
+            r.order_id,
+            clordid,
+            f"{r.order_id}-{r.seq}-{r.trade_id}-{r.exec_type}",
+            exec_type or EXEC_TYPE.get(r.exec_type, "I"),
+            r.status,
+            r.side,
+            r.price,
+            r.qty,
+            r.leaves_qty,
+            r.cum_qty,
+            r.cum_quote,
+            r.ts,
+        )
         if r.quote_qty:
             f.append((152, spec.quote_text(r.quote_qty)))
         if orig:
@@ -502,24 +536,21 @@ class FixGateway:
 
     def status_report(self, comp: str, o: M.OrderState, clordid: str) -> None:
         spec = self.ex.markets[o.market]
-        f: Fields = [
-            (37, str(o.order_id)),
-            (11, o.client_order_id.split("|", 1)[-1] or clordid),
-            (17, f"st-{o.order_id}-{o.updated_ts}"),
-            (150, "I"),
-            (39, ORD_STATUS.get(o.status, "0")),
-            (55, o.market),
-            (54, str(o.side)),
-            (40, "2" if o.price else "1"),
-            (151, spec.qty_text(o.leaves_qty)),
-            (14, spec.qty_text(o.cum_qty)),
-            (6, avg_px(spec, o.cum_quote, o.cum_qty)),
-            (60, utc(o.updated_ts)),
-        ]
-        if o.qty:
-            f.append((38, spec.qty_text(o.qty)))
-        if o.price:
-            f.append((44, spec.price_text(o.price)))
+        f = order_fields(
+            spec,
+            o.order_id,
+            o.client_order_id.split("|", 1)[-1] or clordid,
+            f"st-{o.order_id}-{o.updated_ts}",
+            "I",
+            o.status,
+            o.side,
+            o.price,
+            o.qty,
+            o.leaves_qty,
+            o.cum_qty,
+            o.cum_quote,
+            o.updated_ts,
+        )
         self.send(comp, "8", f)
 
     def on_event(self, msg: Any) -> None:
