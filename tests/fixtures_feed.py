@@ -43,13 +43,13 @@ from protocol.messages import (
 )
 from tests.procs import (
     BIND_RETRIES,
-    DEFAULT_CONFIG,
     START_TIMEOUT,
     EngineProc,
     Proc,
     ProcError,
     eventually_async,
     free_port,
+    write_exchange_toml,
 )
 
 POOL = [f"F{i:02d}-USD" for i in range(12)]
@@ -76,38 +76,7 @@ def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 
 def write_feed_config(path: Path, pool: int = len(POOL), **sections: dict[str, Any]) -> Path:
     """The shipped config with keys replaced per section, plus ``pool`` clones of BTC-USD."""
-    wanted = {name: dict(keys) for name, keys in sections.items()}
-    out = []
-    section = ""
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped.strip("[]")
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        keys = wanted.get(section, {})
-        if key in keys:
-            line = f"{key} = {json.dumps(keys.pop(key))}"  # TOML accepts JSON ints/strings
-        out.append(line)
-    left = {s: sorted(k) for s, k in wanted.items() if k}
-    if left:
-        raise KeyError(f"not keys of the shipped config {DEFAULT_CONFIG}: {left}")
-    for symbol in POOL[:pool]:
-        out += [
-            "",
-            f"[markets.{symbol}]",
-            'base = "BTC"',
-            'quote = "USD"',
-            'tick = "0.01"',
-            'lot = "0.0001"',
-            'min_qty = "0.0001"',
-            'max_qty = "1000"',
-            'max_price = "10000000"',
-            'maker_fee = "0.001"',
-            'taker_fee = "0.002"',
-        ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return write_exchange_toml(path, POOL[:pool], **sections)
 
 
 # ------------------------------------------------------------------------------ process

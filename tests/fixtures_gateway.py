@@ -37,13 +37,13 @@ from gateways.accounts import AccountStore, Permission, make_proof
 from gateways.json_tcp.client import JsonClient
 from tests.procs import (
     BIND_RETRIES,
-    DEFAULT_CONFIG,
     START_TIMEOUT,
     EngineProc,
     Proc,
     ProcError,
     eventually_async,
     free_port,
+    write_exchange_toml,
 )
 
 POOL_SIZE = 64
@@ -79,48 +79,8 @@ def write_exchange_config(path: Path, pool: int = POOL_SIZE, **sections: dict[st
     """The shipped config with keys replaced per section, plus ``pool`` clones of BTC-USD.
 
     ``write_exchange_config(p, json_gateway={"max_in_flight": 8}, engine={"fsync": "none"})``.
-    Every replaced key must exist in the shipped file, so a renamed key fails loudly.
     """
-    wanted = {name: dict(keys) for name, keys in sections.items()}
-    out = []
-    section = ""
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped.strip("[]")
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        keys = wanted.get(section, {})
-        if key in keys:
-            line = f"{key} = {_toml(keys.pop(key))}"
-        out.append(line)
-    left = {s: sorted(k) for s, k in wanted.items() if k}
-    if left:
-        raise KeyError(f"not keys of the shipped config {DEFAULT_CONFIG}: {left}")
-    for symbol in POOL[:pool]:
-        out += [
-            "",
-            f"[markets.{symbol}]",
-            'base = "BTC"',
-            'quote = "USD"',
-            'tick = "0.01"',
-            'lot = "0.0001"',
-            'min_qty = "0.0001"',
-            'max_qty = "1000"',
-            'max_price = "10000000"',
-            'maker_fee = "0.001"',
-            'taker_fee = "0.002"',
-        ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(out) + "\n")
-    return path
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
+    return write_exchange_toml(path, POOL[:pool], **sections)
 
 
 # ------------------------------------------------------------------------------ process

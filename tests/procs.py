@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -322,21 +322,53 @@ class EngineProc(Proc):
 
 
 def write_config(path: Path, **engine: object) -> Path:
-    """A copy of the shipped config with some ``[engine]`` keys replaced (ints or strings)."""
-    lines = DEFAULT_CONFIG.read_text().splitlines()
+    """A copy of the shipped config with some ``[engine]`` keys replaced."""
+    return write_exchange_toml(path, (), engine=engine)
+
+
+def write_exchange_toml(path: Path, clones: Iterable[str] = (), **sections: dict) -> Path:
+    """The shipped config with keys replaced per section, plus BTC-USD clones named ``clones``.
+
+    ``write_exchange_toml(p, ["X1-USD"], json_gateway={"max_in_flight": 8})``. Every replaced
+    key must exist in the shipped file, so a renamed key fails loudly.
+    """
+    wanted = {name: dict(keys) for name, keys in sections.items()}
     out = []
     section = ""
-    for line in lines:
+    for line in DEFAULT_CONFIG.read_text().splitlines():
         stripped = line.strip()
         if stripped.startswith("["):
-            section = stripped
+            section = stripped.strip("[]")
         key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if section == "[engine]" and key in engine:
-            value = engine.pop(key)
-            line = f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}"
-            line = line.replace("'", '"')
+        keys = wanted.get(section, {})
+        if key in keys:
+            line = f"{key} = {toml_value(keys.pop(key))}"
         out.append(line)
-    if engine:
-        raise KeyError(f"not keys of [engine] in {DEFAULT_CONFIG}: {sorted(engine)}")
+    left = {s: sorted(k) for s, k in wanted.items() if k}
+    if left:
+        raise KeyError(f"not keys of the shipped config {DEFAULT_CONFIG}: {left}")
+    for symbol in clones:
+        out += [
+            "",
+            f"[markets.{symbol}]",
+            'base = "BTC"',
+            'quote = "USD"',
+            'tick = "0.01"',
+            'lot = "0.0001"',
+            'min_qty = "0.0001"',
+            'max_qty = "1000"',
+            'max_price = "10000000"',
+            'maker_fee = "0.001"',
+            'taker_fee = "0.002"',
+        ]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n")
     return path
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
