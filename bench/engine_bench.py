@@ -1,6 +1,7 @@
 """``python -m bench engine``: how fast is the matching engine, in three settings.
 
-1. Core, in process: ``Engine.apply`` over the seeded mixed workload (60% resting limits, 25%
+1. Core, in process: the engine's command handlers (dispatched by type, as ``engine.server``
+   does) over the seeded mixed workload (60% resting limits, 25%
    cancels, 15% marketable IOCs; ledger on: every order locks funds, every fill settles with
    fees), on one pinned core, draining ``engine.outbox`` and ``engine.market_data(ts)`` every
    256 commands as the process shell does (one timestamp per batch). Throughput is the median of
@@ -210,13 +211,22 @@ def _drive(
     drain: Callable[[int], object],
     cmds: list,
     ts: int,
+    handlers: dict[type, Callable[[Any, int, bytes], int]] | None = None,
 ) -> tuple[float, int]:
-    """Apply ``cmds`` in batches of DRAIN_EVERY, one timestamp per batch; (seconds, last ts)."""
+    """Apply ``cmds`` in batches of DRAIN_EVERY, one timestamp per batch; (seconds, last ts).
+
+    With ``handlers`` (the engine's), each command goes straight to its handler, as
+    ``engine.server`` dispatches it; otherwise through ``apply``.
+    """
     t0 = time.perf_counter()
     for start in range(0, len(cmds), DRAIN_EVERY):
         ts += 1
-        for c in cmds[start : start + DRAIN_EVERY]:
-            apply(c, ts, ORIGIN)
+        if handlers is None:
+            for c in cmds[start : start + DRAIN_EVERY]:
+                apply(c, ts, ORIGIN)
+        else:
+            for c in cmds[start : start + DRAIN_EVERY]:
+                handlers[type(c)](c, ts, ORIGIN)
         drain(ts)
     return time.perf_counter() - t0, ts
 
@@ -240,7 +250,7 @@ def fresh_engine(ex: config.Exchange, stream: CoreStream) -> tuple[Engine, int]:
         engine.apply(c, 1, ORIGIN)
     check_funding(engine)
     ts = 1
-    _, ts = _drive(engine.apply, drain, stream.warmup, ts)
+    _, ts = _drive(engine.apply, drain, stream.warmup, ts, engine.handlers)
     gc.collect()
     return engine, ts
 
@@ -258,7 +268,7 @@ def check_funding(engine: Engine) -> None:
 
 def core_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, Engine]:
     engine, ts = fresh_engine(ex, stream)
-    dt, _ = _drive(engine.apply, _engine_drain(engine), stream.measured, ts)
+    dt, _ = _drive(engine.apply, _engine_drain(engine), stream.measured, ts, engine.handlers)
     return len(stream.measured) / dt, engine
 
 
@@ -327,7 +337,7 @@ def profile_core(ex: config.Exchange, stream: CoreStream, top: int = 25) -> None
     engine, ts = fresh_engine(ex, stream)
     prof = cProfile.Profile()
     prof.enable()
-    _drive(engine.apply, _engine_drain(engine), stream.measured, ts)
+    _drive(engine.apply, _engine_drain(engine), stream.measured, ts, engine.handlers)
     prof.disable()
     say(f"\n  cProfile of one core pass ({len(stream.measured):,} commands), by own time:")
     pstats.Stats(prof, stream=sys.stdout).sort_stats("tottime").print_stats(top)

@@ -121,31 +121,20 @@ class Book:
         self.quote_a = 0
 
     # ------------------------------------------------------------------ resting orders
-    def add(self, o: Order) -> None:
-        """Append a resting order at the back of its price level."""
-        price = o.price
-        if o.side == BUY:
-            levels = self.bid_levels
-            level = levels.get(price)
-            if level is None:
-                level = levels[price] = Level(price)
-                self.bids.add(-price)
-                if price > self.bid:
-                    self.bid = price
-            self.dirty_bids.add(price)
+    def new_level(self, side: int, price: int) -> Level:
+        """An empty level at ``price`` joins the ladder (the engine appends the first order)."""
+        level = Level(price)
+        if side == BUY:
+            self.bid_levels[price] = level
+            self.bids.add(-price)
+            if price > self.bid:
+                self.bid = price
         else:
-            levels = self.ask_levels
-            level = levels.get(price)
-            if level is None:
-                level = levels[price] = Level(price)
-                self.asks.add(price)
-                if not self.ask or price < self.ask:
-                    self.ask = price
-            self.dirty_asks.add(price)
-        level.orders.append(o)
-        level.total += o.leaves
-        level.count += 1
-        o.resting = True
+            self.ask_levels[price] = level
+            self.asks.add(price)
+            if not self.ask or price < self.ask:
+                self.ask = price
+        return level
 
     def remove(self, o: Order) -> None:
         """Take a resting order out of the book (O(1) apart from a level leaving the ladder)."""

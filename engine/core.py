@@ -154,8 +154,50 @@ class Engine(EngineViews):
     # fmt: off
     def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        book = self.books.get(c.market)
+        if book is None or c.type != LIMIT:
+            return self._new_checked(c, book, seq, ts, origin)
+        # Admission screen: a well-formed limit order the account can pay for goes straight
+        # through. Anything else takes the checked path (_accept), which applies the same rules
+        # one by one and names the first that fails, so both paths give identical results.
+        spec = book.spec
+        acct, side, price, qty, cid = c.account, c.side, c.price, c.qty, c.client_order_id
+        tif, stp = c.tif or GTC, c.stp or NEWEST
+        if (acct <= 0 or acct == self.fee_account or not 0 < price <= spec.max_price
+                or not spec.min_qty <= qty <= spec.max_qty or tif > FOK or stp > BOTH
+                or tif < 0 or stp < 0 or c.quote_qty
+                or (cid and (len(cid) > MAX_CLIENT_ID or (acct, cid) in self.cids))):
+            return self._new_checked(c, book, seq, ts, origin)
+        if side == BUY:
+            need, col = price * qty * spec.tick_lot_quote, book.quote_a
+            crosses = 0 < book.ask <= price
+        elif side == SELL:
+            need, col = qty * spec.lot_units, book.base_a
+            crosses = book.bid >= price
+        else:
+            return self._new_checked(c, book, seq, ts, origin)
+        row = self.ledger.accounts.get(acct)
+        if row is None or row[col] < need or (c.post_only and (crosses or tif != GTC)):
+            return self._new_checked(c, book, seq, ts, origin)
+        row[col] -= need
+        row[col + 1] += need
+        self.next_order_id = (oid := self.next_order_id) + 1
+        o = Order(oid, acct, c.market, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need, cid,
+                  c.post_only, stp, origin, ts, ts, S_NEW)
+        req = c.req
+        reports = [ExecReport(req, acct, oid, cid, c.market, side, E_NEW, S_NEW, price, qty, 0, 0,
+                              0, qty, 0, 0, 0, 0, 0, seq, ts, 0)]
+        if crosses or tif != GTC:
+            self._execute(book, o, reports, seq, ts, req)
+        else:
+            self._rest(book, o)  # the common case: a limit order that does not cross
+        self.outbox[origin].append(Executions(req, reports))
+        return seq
+
+    def _new_checked(self, c: NewOrder, book: Book | None, seq: int, ts: int,
+                     origin: bytes) -> int:
+        """A new order off the fast path: market orders, and every order to reject."""
         try:
-            book = self.books.get(c.market)
             if book is None:
                 raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
             o = self._accept(c, book, ts, origin)
@@ -165,10 +207,7 @@ class Engine(EngineViews):
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
                               0, 0, seq, ts, o.quote_qty)]
-        if o.tif == GTC and not (0 < book.ask <= o.price if o.side == BUY else book.bid >= o.price):
-            self._rest(book, o)  # the common case: a limit order that does not cross
-        else:
-            self._execute(book, o, reports, seq, ts, req)
+        self._execute(book, o, reports, seq, ts, req)
         self.outbox[origin].append(Executions(req, reports))
         return seq
 
@@ -293,8 +332,18 @@ class Engine(EngineViews):
             self._finish(o, reports, E_EXP, S_EXP, C_IOC, seq, ts, req)
 
     def _rest(self, book: Book, o: Order) -> None:
-        """Put an order on the book and in the indexes."""
-        book.add(o)
+        """Put an order at the back of its price level and in the indexes."""
+        price = o.price
+        if o.side == BUY:
+            level = book.bid_levels.get(price) or book.new_level(BUY, price)
+            book.dirty_bids.add(price)
+        else:
+            level = book.ask_levels.get(price) or book.new_level(SELL, price)
+            book.dirty_asks.add(price)
+        level.orders.append(o)
+        level.total += o.leaves
+        level.count += 1
+        o.resting = True
         self.dirty.add(book)
         oid, acct = o.id, o.account
         self.orders[oid] = o
@@ -542,27 +591,49 @@ class Engine(EngineViews):
         return None
 
     # ---------------------------------------------------------------------- cancels
+    # fmt: off
     def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
-        o = self._find(c.account, c.order_id, c.client_order_id)
-        if o is None or (c.market and c.market != o.market):
+        acct = c.account
+        if c.order_id:
+            o = self.orders.get(c.order_id)
+        else:
+            o = self.cids.get((acct, c.client_order_id)) if c.client_order_id else None
+        if o is None or o.account != acct or (c.market and c.market != o.market):
             return self._reject(
                 origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id, c.client_order_id
             )
         self._cancel(o, ts)
-        reason = C_DISCONNECT if c.reason == C_DISCONNECT else C_USER
-        self.outbox[origin].append(
-            Executions(c.req, [self._report(o, c.req, E_CXL, S_CXL, seq, ts, reason)])
-        )
+        req = c.req
+        self.outbox[origin].append(Executions(req, [ExecReport(
+            req, acct, o.id, o.client_id, o.market, o.side, E_CXL, S_CXL, o.price, o.qty, 0, 0,
+            o.cum, 0, o.cum_quote, 0, 0, 0, C_DISCONNECT if c.reason == C_DISCONNECT else C_USER,
+            seq, ts, o.quote_qty)]))
         return seq
+    # fmt: on
 
     def _cancel(self, o: Order, ts: int) -> None:
+        """Take a resting order off its book, unlock what it still holds and close it."""
         book = self.books[o.market]
         book.remove(o)
         self.dirty.add(book)
         o.status = S_CXL
         o.updated = ts
-        self._close(o)
+        oid, acct, locked = o.id, o.account, o.locked
+        if locked:
+            col = book.quote_a if o.side == BUY else book.base_a
+            row = self.ledger.accounts[acct]
+            row[col + 1] -= locked
+            row[col] += locked
+            o.locked = 0
+        del self.orders[oid]
+        del self.by_account[acct][oid]
+        if o.client_id:
+            del self.cids[(acct, o.client_id)]
+        closed = self.closed
+        closed[oid] = o
+        if len(closed) >= CLOSED_KEPT:
+            self.closed_old, self.closed = closed, {}
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1

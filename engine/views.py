@@ -84,6 +84,7 @@ class EngineViews:
         def _reject(self, origin: bytes, req: int, code: int, reason: str, seq: int = 0,
                     order_id: int = 0, cid: str = "") -> int: ...  # fmt: skip
         def _find(self, acct: int, order_id: int, cid: str) -> Order | None: ...
+        def _rest(self, book: Book, o: Order) -> None: ...
         def _walk(self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int,
                   limit: int) -> tuple[int, int, int]: ...  # fmt: skip
 
@@ -257,14 +258,10 @@ class EngineViews:
                 raise ValueError(f"snapshot has market {symbol!r}, config does not")
             book.next_trade_id = next_trade_id
             for o in orders:
-                o = msgspec.structs.replace(o, resting=False)  # our own copy, never shared
-                book.add(o)
-                self.orders[o.id] = o
-                self.by_account.setdefault(o.account, {})[o.id] = o
-                if o.client_id:
-                    self.cids[(o.account, o.client_id)] = o
+                self._rest(book, msgspec.structs.replace(o))  # our own copy, never shared
             book.dirty_bids.clear()
             book.dirty_asks.clear()
+        self.dirty.clear()
 
     def validate(self) -> None:
         """Raise AssertionError if any invariant of any book or the ledger is broken."""
