@@ -40,6 +40,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from bench.baseline import NaiveEngine
 from bench.workload import funding, mixed
 from engine.core import Engine
@@ -498,6 +500,7 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
     kids = Children()
     try:
+        floor = transport_floor(args, kids, tmp)
         cmd_port, md_port = free_ports(2)
         endpoint = f"tcp://127.0.0.1:{cmd_port}"
         engine_log = tmp / "engine.log"
@@ -561,6 +564,7 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
                 f"engine log:\n{_tail(engine_log)}"
             )
         res = json.loads(out.decode().strip().splitlines()[-1])
+        res["floor"] = floor
         res["foreign_cores"] = meter.foreign_cores()
         rc = kids.stop(engine)
         res["engine_exit"] = rc
@@ -572,6 +576,11 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         kids.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    say(
+        f"  (0) transport floor: bare pyzmq ROUTER echo (cpu {args.cpu}) and blocking DEALER "
+        f"(cpu {args.client_cpu}), {args.rate:,}/s, no event loop and no engine: "
+        f"{fmt_pct(floor)}"
+    )
     fr = res.get("fixed_rate")
     if fr:
         say(
@@ -602,6 +611,26 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     say(f"  engine exited with {res['engine_exit']}; log: {'; '.join(res['engine_log'])}")
     say(f"  other load during this phase: {res['foreign_cores']:.2f} cores")
     return res
+
+
+def transport_floor(args: argparse.Namespace, kids: Children, tmp: Path) -> dict[str, float]:
+    """Round trips of a bare pyzmq echo at the fixed rate: the machine's floor (bench.zmq_echo)."""
+    from bench import zmq_echo
+
+    (port,) = free_ports(1)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    log = tmp / "echo.log"
+    echo = kids.spawn(
+        [sys.executable, "-m", "bench.zmq_echo", "--endpoint", endpoint, "--cpu", str(args.cpu)],
+        log,
+    )
+    _wait_for(echo, log, "echo ready", 30.0)
+    payload = msgspec.msgpack.encode([NewOrder(1, 1, "BTC-USD", 1, 1, 1, 100_000, 10)])
+    count = max(2_000, int(args.rate * min(args.zmq_seconds, 5.0)))
+    with pinned(args.client_cpu):
+        samples = zmq_echo.measure(endpoint, payload, args.rate, count)
+    kids.stop(echo)
+    return percentiles(samples)
 
 
 # ------------------------------------------------------------------------- 3. recovery
@@ -724,6 +753,22 @@ def summary(results: dict[str, Any]) -> list[str]:
         rows.append(
             (f"ZMQ round trip p99.9 at {fr['offered_rate']:,}/s", f"{p['p999_us']:.0f} us", "-")
         )
+        floor = zmq.get("floor")
+        if floor:
+            rows.append(
+                (
+                    "bare pyzmq echo p50 / p99 (this machine's floor)",
+                    f"{floor['p50_us']:.0f} / {floor['p99_us']:.0f} us",
+                    "-",
+                )
+            )
+            rows.append(
+                (
+                    "engine round trip / bare echo, p50 and p99",
+                    f"{p['p50_us'] / floor['p50_us']:.1f}x / {p['p99_us'] / floor['p99_us']:.1f}x",
+                    "-",
+                )
+            )
     if zmq and zmq.get("saturation"):
         v = zmq["saturation"]["orders_per_s"]
         rows.append(
