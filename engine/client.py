@@ -11,7 +11,10 @@ An asyncio DEALER with:
   new ones fail at once instead of hanging; ZeroMQ reconnects by itself and the next Pong makes
   the engine available again (``on_restart`` is called if its epoch changed);
 - no stale orders: the socket queues nothing while disconnected (``IMMEDIATE``), so a command
-  that was refused is never delivered later.
+  that was refused is never delivered later;
+- CURVE: with ``curve`` keys (engine/curve.py) the connection is encrypted and authenticated;
+  ``EngineClient.for_exchange(ex, name)`` takes the endpoint and, when the config turns CURVE
+  on, the keys of component ``name`` from the configured key directory.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 import zmq
 
+from engine.curve import ClientKeys, for_client, secure_client
 from protocol.messages import Ping, Pong, Reply
+
+if TYPE_CHECKING:
+    from protocol.config import Exchange
 
 log = logging.getLogger("engine.client")
 
@@ -57,8 +64,10 @@ class EngineClient:
         on_event: Callable[[Any], None] | None = None,
         on_restart: Callable[[int], None] | None = None,
         ctx: zmq.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self.identity = identity
         self.timeout = timeout
         self.heartbeat = heartbeat
@@ -81,6 +90,13 @@ class EngineClient:
         self._became_available: asyncio.Event | None = None
         self._deadlines: deque[tuple[float, int]] = deque()  # (give-up time, req), in send order
 
+    @classmethod
+    def for_exchange(
+        cls, ex: Exchange, name: str, identity: bytes | None = None, **kw: Any
+    ) -> EngineClient:
+        """A client of the configured engine; ``name`` picks its CURVE keys when CURVE is on."""
+        return cls(ex.engine.commands, identity or name.encode(), curve=for_client(ex, name), **kw)
+
     # ------------------------------------------------------------------- lifecycle
     async def start(self, wait: float | None = 5.0) -> None:
         """Connect; with ``wait``, return once the engine answered (else EngineUnavailable)."""
@@ -94,6 +110,7 @@ class EngineClient:
         sock.setsockopt(zmq.RCVHWM, 100_000)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+        secure_client(sock, self.curve)
         sock.connect(self.endpoint)
         self.sock = sock
         self._loop.add_reader(sock.FD, self._drain)

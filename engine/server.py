@@ -35,7 +35,7 @@ import msgspec
 import uvloop
 import zmq
 
-from engine import journal
+from engine import curve, journal
 from engine.core import Engine
 from protocol import config
 from protocol.enums import RejectCode
@@ -76,6 +76,7 @@ class EngineServer:
         self.router: zmq.Socket | None = None
         self.pub: zmq.Socket | None = None
         self.journal: journal.Journal | None = None
+        self.guard: curve.Guard | None = None
         self.last_snapshot = 0
         self.stopped: asyncio.Event | None = None  # created inside the loop
         self._stopping = False
@@ -98,7 +99,16 @@ class EngineServer:
         return rec
 
     def bind(self) -> None:
+        if self.cfg.curve_keys:
+            self.guard = curve.Guard(self.ctx, Path(self.cfg.curve_keys))
+            log.info(
+                "CURVE on, keys in %s; admitted clients: %s",
+                self.cfg.curve_keys,
+                ", ".join(self.guard.admitted) or "none",
+            )
         self.router = self.ctx.socket(zmq.ROUTER)
+        if self.guard is not None:
+            self.guard.secure(self.router)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.SNDHWM, self.cfg.router_hwm)
         self.router.setsockopt(zmq.RCVHWM, self.cfg.router_hwm)
@@ -106,6 +116,8 @@ class EngineServer:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.bind(self.cfg.commands)
         self.pub = self.ctx.socket(zmq.PUB)
+        if self.guard is not None:
+            self.guard.secure(self.pub)
         self.pub.setsockopt(zmq.SNDHWM, self.cfg.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(self.cfg.market_data)
@@ -147,6 +159,8 @@ class EngineServer:
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close(0)
+        if self.guard is not None:
+            self.guard.stop()
         self.ctx.term()
         log.info("engine stopped at seq %d", self.engine.seq)
 
@@ -350,16 +364,20 @@ def main(argv: list[str] | None = None) -> int:
         ("commands", exchange.engine.commands),
         ("market_data", exchange.engine.market_data),
     ):
-        if not loopback(endpoint):
+        if not loopback(endpoint) and not exchange.engine.curve_keys:
             log.error(
-                "refusing to start: engine.%s = %s is not a loopback address; the engine "
-                "port is trusted and must not be open to the network (ZeroMQ CURVE for "
-                "remote gateways is not implemented yet)",
+                "refusing to start: engine.%s = %s is not a loopback address and CURVE is "
+                "off; the engine port is trusted and opens to the network only with "
+                "engine.curve_keys set (python -m engine keys DIR NAME...)",
                 name,
                 endpoint,
             )
             return 2
-    server.bind()
+    try:
+        server.bind()
+    except curve.CurveKeyError as e:
+        log.error("refusing to start: %s", e)
+        return 2
     gc.collect()
     gc.freeze()  # the recovered state is long-lived: keep it out of every collection
     pin(args.cpu if args.cpu is not None else exchange.engine.cpu)

@@ -92,7 +92,9 @@ class Bridge:
         }
         self.recorder_url = recorder_url  # kline history from ClickHouse via the recorder
         self.http: ClientSession | None = None
-        self.feed = Feed.for_exchange(ex, on_trades=self.on_trades, on_depth=self.on_depth)
+        self.feed = Feed.for_exchange(
+            ex, name="bridge", on_trades=self.on_trades, on_depth=self.on_depth
+        )
         self.enc = msgspec.json.Encoder()
         self.last_ticker: dict[str, float] = {}
         self.ticker_due: set[str] = set()

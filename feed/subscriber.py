@@ -30,6 +30,7 @@ import msgspec
 import zmq
 
 from engine.client import EngineClient, EngineError
+from engine.curve import ClientKeys, for_client, secure_client
 from feed.book import LocalBook, Ticker24h
 from protocol.messages import Bbo, BookSnapshot, Depth, MarketData, SnapshotRequest, Trade, Trades
 
@@ -78,6 +79,7 @@ class Feed:
         hwm: int = 100_000,
         max_pending: int = 10_000,
         tickers: bool = True,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.md_endpoint = md_endpoint
         self.markets = list(markets)
@@ -95,7 +97,10 @@ class Feed:
         self.books = {m: s.book for m, s in self.state.items()}
         self.tickers = {m: s.ticker for m, s in self.state.items()}
         ident = identity or f"feed-{os.getpid()}-{id(self):x}".encode()
-        self.engine = EngineClient(commands_endpoint, ident, on_restart=self._on_restart)
+        self.curve = curve
+        self.engine = EngineClient(
+            commands_endpoint, ident, on_restart=self._on_restart, curve=curve
+        )
         self.ctx = zmq.Context.instance()
         self.sub: zmq.Socket | None = None
         self._decoder = msgspec.msgpack.Decoder(MarketData)
@@ -103,10 +108,14 @@ class Feed:
         self._tasks: set[asyncio.Task] = set()
 
     @classmethod
-    def for_exchange(cls, ex: Any, markets: Iterable[str] | None = None, **kw: Any) -> Feed:
-        """A feed on the configured endpoints (``ex`` is a protocol.config.Exchange)."""
+    def for_exchange(
+        cls, ex: Any, markets: Iterable[str] | None = None, name: str = "feed", **kw: Any
+    ) -> Feed:
+        """A feed on the configured endpoints (``ex`` is a protocol.config.Exchange); ``name``
+        picks its CURVE keys when the config turns CURVE on."""
         names = list(markets) if markets is not None else list(ex.markets)
         tlq = {m: ex.markets[m].tick_lot_quote for m in names}
+        kw.setdefault("curve", for_client(ex, name))
         return cls(ex.engine.market_data, ex.engine.commands, names, tlq, **kw)
 
     async def start(self, wait: float | None = 10.0) -> None:
@@ -114,6 +123,7 @@ class Feed:
         sub = self.ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         sub.setsockopt(zmq.LINGER, 0)
+        secure_client(sub, self.curve)
         for m in self.markets:
             for kind in self.kinds:
                 sub.setsockopt(zmq.SUBSCRIBE, KINDS[kind] + m.encode())

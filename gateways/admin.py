@@ -36,7 +36,7 @@ async def ledger(ex: config.Exchange, account: int, asset: str, amount: str, dep
 
 
 async def engine_request(ex: config.Exchange, cmd: object) -> object:
-    client = EngineClient(ex.engine.commands, b"admin-cli")
+    client = EngineClient.for_exchange(ex, "admin-cli")
     try:
         await client.start(wait=5)
         return await client.request(cmd)

@@ -53,6 +53,9 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     fee_account: int = 0
     pub_hwm: int = 100_000
     router_hwm: int = 100_000
+    # CURVE key directory (engine/curve.py): "" = off, loopback only; set = both ports encrypted
+    # and open only to the client keys in DIR/clients (required for a non-loopback address)
+    curve_keys: str = ""
 
 
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -60,9 +60,10 @@ class Recorder:
         self.store = store
         self.accounts = accounts or []
         self.metrics = Metrics()
-        self.engine = EngineClient(ex.engine.commands, self.cfg.identity.encode(), timeout=10)
+        self.engine = EngineClient.for_exchange(ex, self.cfg.identity, timeout=10)
         self.feed = Feed.for_exchange(
             ex,
+            name=self.cfg.identity,
             kinds=("trades", "bbo"),
             on_trades=self.on_trades,
             tickers=False,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import uvloop
 
+from engine import curve
 from engine.client import EngineUnavailable
 from protocol import config
 from stack.demo import ensure_demo
@@ -111,6 +112,18 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     ]
 
 
+def curve_clients(ex: config.Exchange) -> list[str]:
+    """The key names the stack's parts connect to the engine with (engine/curve.py)."""
+    return [
+        ex.json_gateway.identity,
+        ex.fix_gateway.identity,
+        ex.recorder.identity,
+        "bridge",
+        "stack-demo",
+        "admin-cli",
+    ]
+
+
 def market_maker(args: argparse.Namespace, creds_path: Path) -> Child:
     cfg = ["--config", args.config] if args.config else []
     argv = [sys.executable, "-m", "marketmaker", *cfg, "--credentials", str(creds_path)]
@@ -126,7 +139,8 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
         f"  JSON/TCP gateway (programs, nc):    {j.host}:{j.port}   (docs/json-protocol.md)",
         f"  FIX 4.4 gateway (institutions):     {ex.fix_gateway.host}:{ex.fix_gateway.port}"
         f"   TargetCompID {ex.fix_gateway.sender_comp_id}   (docs/fix.md)",
-        f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted)",
+        f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted"
+        + (f"; CURVE, keys in {e.curve_keys})" if e.curve_keys else ")"),
         f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
         f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
         f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
@@ -152,6 +166,9 @@ async def run(args: argparse.Namespace) -> int:
     stopping = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    if ex.engine.curve_keys:  # every part of the stack gets its key pair (existing ones are kept)
+        made = curve.generate(Path(ex.engine.curve_keys), curve_clients(ex))
+        log.info("CURVE on: keys in %s (%d new files)", ex.engine.curve_keys, len(made))
     kids = children(args, ex)
     for child in kids:
         await start(child)

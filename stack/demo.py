@@ -55,7 +55,7 @@ async def ensure_demo(ex: Exchange, data_dir: Path) -> tuple[dict[str, dict], Pa
     """Demo credentials (creating accounts and funding them as needed) and their file."""
     path = data_dir / "demo-credentials.json"
     creds = _credentials(ex, path)  # a few SQLite writes, once
-    client = EngineClient(ex.engine.commands, b"stack-demo")
+    client = EngineClient.for_exchange(ex, "stack-demo")
     await client.start(wait=30)
     try:
         for name, funds in FUNDS.items():

@@ -224,8 +224,10 @@ class EngineProc(Proc):
         data_dir: Path | None = None,
         cpu: int | None = None,
         name: str = "engine",
+        ready_keys: Any = None,
     ) -> None:
         super().__init__("engine", workdir, name)
+        self.ready_keys = ready_keys  # engine.curve.ClientKeys to ping with, when CURVE is on
         self.config = Path(config) if config else DEFAULT_CONFIG
         self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
         self.cpu = cpu
@@ -289,7 +291,7 @@ class EngineProc(Proc):
         from protocol.messages import Ping
 
         identity = f"procs-ready-{os.getpid()}-{next(_ready_ids)}".encode()
-        client = EngineClient(self.commands, identity)
+        client = EngineClient(self.commands, identity, curve=self.ready_keys)
         await client.start(wait=None)
         deadline = time.monotonic() + timeout
         try:

@@ -1107,7 +1107,7 @@ def test_signal_exits_0_after_writing_a_snapshot(engine_procs, sig):
 
 
 def test_engine_refuses_to_open_its_trusted_port_to_the_network(tmp_path) -> None:
-    """Rule 5: the engine port is loopback only (no CURVE yet), so 0.0.0.0 is refused."""
+    """Rule 5: without CURVE the engine port is loopback only, so 0.0.0.0 is refused."""
     import subprocess
     import sys
 

@@ -128,14 +128,15 @@ class FixGateway:
     def __init__(self, ex: Exchange) -> None:
         self.ex = ex
         self.cfg = ex.fix_gateway
-        self.engine = EngineClient(
-            ex.engine.commands,
-            self.cfg.identity.encode(),
+        self.engine = EngineClient.for_exchange(
+            ex,
+            self.cfg.identity,
             timeout=self.cfg.engine_timeout,
             on_event=self.on_event,
         )
         self.feed = Feed.for_exchange(
             ex,
+            name=self.cfg.identity,
             kinds=("depth", "trades"),
             on_depth=self.on_depth,
             on_trades=self.on_trades,

@@ -67,9 +67,9 @@ class Gateway:
         self.by_account: dict[int, set[Session]] = {}
         self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}
         self.pepper = secrets.token_bytes(32)  # fake salts for unknown keys
-        self.engine = EngineClient(
-            ex.engine.commands,
-            self.cfg.identity.encode(),
+        self.engine = EngineClient.for_exchange(
+            ex,
+            self.cfg.identity,
             timeout=self.cfg.engine_timeout,
             on_event=self.on_event,
         )
