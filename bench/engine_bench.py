@@ -7,7 +7,9 @@
    256 commands as the process shell does (one timestamp per batch). Throughput is the median of
    N timed runs, each on a fresh engine after a warm-up; per-command latency comes from a
    separate sampled pass with ``perf_counter_ns`` around ``apply()``. The same stream through
-   the naive reference matcher (bench/baseline.py: sorted lists, no ledger) gives a ratio.
+   the naive reference matcher (bench/baseline.py: sorted lists, no ledger) gives a ratio, and
+   through the leanest Python engine we could write for the same work (bench/lean.py: ledger,
+   reports and market data, but lists and tuples, no validation or history) gives the ceiling.
 2. Through ZeroMQ: the real engine process (``python -m engine``, pinned) and a separate client
    process (bench/zmq_client.py, pinned to another core) using ``EngineClient``: round-trip
    latency at a fixed offered rate, then sustained orders/s with a bounded in-flight window.
@@ -43,6 +45,7 @@ from typing import Any
 import msgspec
 
 from bench.baseline import NaiveEngine
+from bench.lean import LeanEngine
 from bench.workload import funding, mixed
 from engine.core import Engine
 from protocol import config
@@ -288,6 +291,22 @@ def baseline_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, NaiveE
     return len(stream.measured) / dt, naive
 
 
+def lean_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, LeanEngine]:
+    lean = LeanEngine(ex)
+    outbox_clear = lean.outbox.clear
+    market_data = lean.market_data
+
+    def drain(ts: int) -> None:
+        outbox_clear()
+        market_data(ts)
+
+    _, ts = _drive(lean.new_order, drain, stream.funding, 0, lean.handlers)
+    _, ts = _drive(lean.new_order, drain, stream.warmup, ts, lean.handlers)
+    gc.collect()
+    dt, _ = _drive(lean.new_order, drain, stream.measured, ts, lean.handlers)
+    return len(stream.measured) / dt, lean
+
+
 def latency_pass(ex: config.Exchange, stream: CoreStream, stride: int) -> dict[str, Any]:
     """perf_counter_ns around every ``stride``-th apply(); also the cost of each drain."""
     engine, ts = fresh_engine(ex, stream)
@@ -323,7 +342,7 @@ def latency_pass(ex: config.Exchange, stream: CoreStream, stride: int) -> dict[s
     }
 
 
-def cross_check(engine: Engine, naive: NaiveEngine) -> str:
+def cross_check(engine: Engine, naive: NaiveEngine | LeanEngine) -> str:
     mine = {oid: o.leaves for oid, o in engine.orders.items()}
     theirs = naive.resting()
     if mine == theirs:
@@ -359,13 +378,18 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
         kinds[k] = kinds.get(k, 0) + 1
     mix = ", ".join(f"{k} {v / len(stream.measured):.0%}" for k, v in sorted(kinds.items()))
     say(f"  workload generated in {time.perf_counter() - t0:.1f}s: {mix}")
-    res: dict[str, Any] = {"engine_runs": [], "baseline_runs": [], "foreign_cores": []}
+    res: dict[str, Any] = {
+        "engine_runs": [],
+        "baseline_runs": [],
+        "lean_runs": [],
+        "foreign_cores": [],
+    }
     say(
-        "  engine and baseline runs alternate (same stream, fresh state each run); "
+        "  engine, baseline and lean runs alternate (same stream, fresh state each run); "
         "'other load' = cores busy with processes that are not this benchmark"
     )
     with pinned(args.cpu):
-        engine = naive = None
+        engine = naive = lean = None
         for i in range(args.runs):
             meter = LoadMeter()
             rate, engine = core_run(ex, stream)
@@ -385,17 +409,32 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
                 f"  run {i + 1}/{args.runs}  baseline {rate:>9,.0f} cmds/s (no ledger)   "
                 f"other load {noise:.2f} cores"
             )
-        assert engine is not None and naive is not None
+            meter = LoadMeter()
+            rate, lean = lean_run(ex, stream)
+            noise = meter.foreign_cores()
+            res["lean_runs"].append(rate)
+            res["foreign_cores"].append(noise)
+            say(
+                f"  run {i + 1}/{args.runs}  lean     {rate:>9,.0f} cmds/s (ledger on)   "
+                f"other load {noise:.2f} cores"
+            )
+        assert engine is not None and naive is not None and lean is not None
         open_orders = len(engine.orders)
         res["engine_median"] = statistics.median(res["engine_runs"])
         res["baseline_median"] = statistics.median(res["baseline_runs"])
         res["ratio"] = res["engine_median"] / res["baseline_median"]
+        res["lean_median"] = statistics.median(res["lean_runs"])
+        res["lean_ratio"] = res["engine_median"] / res["lean_median"]
         say(f"  engine   median: {res['engine_median']:>9,.0f} cmds/s  (ledger on)")
         say(f"  baseline median: {res['baseline_median']:>9,.0f} cmds/s  (no ledger)")
+        say(f"  lean     median: {res['lean_median']:>9,.0f} cmds/s  (ledger on, no frills)")
         say(f"  engine/baseline: {res['ratio']:.2f}x  (engine with ledger on)")
+        say(f"  engine/lean:     {res['lean_ratio']:.2f}x")
         res["cross_check"] = cross_check(engine, naive)
+        res["lean_check"] = cross_check(engine, lean)
         say(f"  book cross-check: {res['cross_check']} ({open_orders:,} open at the end)")
-        del engine, naive
+        say(f"  lean cross-check: {res['lean_check']}")
+        del engine, naive, lean
         meter = LoadMeter()
         lat = latency_pass(ex, stream, args.stride)
         lat["foreign_cores"] = meter.foreign_cores()
@@ -732,6 +771,14 @@ def summary(results: dict[str, Any]) -> list[str]:
             )
         )
         rows.append(("engine / baseline", f"{core['ratio']:.2f}x", "-"))
+        rows.append(
+            (
+                "leanest Python engine, same work (bench/lean.py, median)",
+                f"{core['lean_median']:,.0f} cmds/s",
+                "-",
+            )
+        )
+        rows.append(("engine / lean", f"{core['lean_ratio']:.2f}x", "-"))
     zmq = results.get("zmq")
     if zmq and zmq.get("fixed_rate"):
         fr = zmq["fixed_rate"]
