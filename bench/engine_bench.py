@@ -212,7 +212,7 @@ class CoreStream:
 
 
 def _drive(
-    apply: Callable[[object, int, bytes], int],
+    apply: Callable[[Any, int, bytes], int] | None,
     drain: Callable[[int], object],
     cmds: list,
     ts: int,
@@ -227,6 +227,7 @@ def _drive(
     for start in range(0, len(cmds), DRAIN_EVERY):
         ts += 1
         if handlers is None:
+            assert apply is not None
             for c in cmds[start : start + DRAIN_EVERY]:
                 apply(c, ts, ORIGIN)
         else:
@@ -300,10 +301,10 @@ def lean_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, LeanEngine
         outbox_clear()
         market_data(ts)
 
-    _, ts = _drive(lean.new_order, drain, stream.funding, 0, lean.handlers)
-    _, ts = _drive(lean.new_order, drain, stream.warmup, ts, lean.handlers)
+    _, ts = _drive(None, drain, stream.funding, 0, lean.handlers)
+    _, ts = _drive(None, drain, stream.warmup, ts, lean.handlers)
     gc.collect()
-    dt, _ = _drive(lean.new_order, drain, stream.measured, ts, lean.handlers)
+    dt, _ = _drive(None, drain, stream.measured, ts, lean.handlers)
     return len(stream.measured) / dt, lean
 
 
@@ -388,37 +389,25 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
         "  engine, baseline and lean runs alternate (same stream, fresh state each run); "
         "'other load' = cores busy with processes that are not this benchmark"
     )
+    runners: list[tuple[str, Callable[..., tuple[float, Any]], str]] = [
+        ("engine", core_run, "ledger on"),
+        ("baseline", baseline_run, "no ledger"),
+        ("lean", lean_run, "ledger on"),
+    ]
+    last: dict[str, Any] = {}
     with pinned(args.cpu):
-        engine = naive = lean = None
         for i in range(args.runs):
-            meter = LoadMeter()
-            rate, engine = core_run(ex, stream)
-            noise = meter.foreign_cores()
-            res["engine_runs"].append(rate)
-            res["foreign_cores"].append(noise)
-            say(
-                f"  run {i + 1}/{args.runs}  engine   {rate:>9,.0f} cmds/s (ledger on)   "
-                f"other load {noise:.2f} cores"
-            )
-            meter = LoadMeter()
-            rate, naive = baseline_run(ex, stream)
-            noise = meter.foreign_cores()
-            res["baseline_runs"].append(rate)
-            res["foreign_cores"].append(noise)
-            say(
-                f"  run {i + 1}/{args.runs}  baseline {rate:>9,.0f} cmds/s (no ledger)   "
-                f"other load {noise:.2f} cores"
-            )
-            meter = LoadMeter()
-            rate, lean = lean_run(ex, stream)
-            noise = meter.foreign_cores()
-            res["lean_runs"].append(rate)
-            res["foreign_cores"].append(noise)
-            say(
-                f"  run {i + 1}/{args.runs}  lean     {rate:>9,.0f} cmds/s (ledger on)   "
-                f"other load {noise:.2f} cores"
-            )
-        assert engine is not None and naive is not None and lean is not None
+            for name, runner, what in runners:
+                meter = LoadMeter()
+                rate, last[name] = runner(ex, stream)
+                noise = meter.foreign_cores()
+                res[f"{name}_runs"].append(rate)
+                res["foreign_cores"].append(noise)
+                say(
+                    f"  run {i + 1}/{args.runs}  {name:<8} {rate:>9,.0f} cmds/s ({what})   "
+                    f"other load {noise:.2f} cores"
+                )
+        engine, naive, lean = last["engine"], last["baseline"], last["lean"]
         open_orders = len(engine.orders)
         res["engine_median"] = statistics.median(res["engine_runs"])
         res["baseline_median"] = statistics.median(res["baseline_runs"])

@@ -113,8 +113,8 @@ class LeanEngine:
         row[col + 1] += need
         self.next_order_id = (oid := self.next_order_id) + 1
         o = [oid, acct, side, price, qty, qty, 0, need, False, origin]
-        reports = [(REPORT, c.req, acct, oid, "", c.market, side, 1, 1, price, qty, 0, 0, 0, qty,
-                    0, 0, 0, 0, 0, seq, ts, 0)]
+        reports: list[tuple] = [(REPORT, c.req, acct, oid, "", c.market, side, 1, 1, price, qty,
+                                 0, 0, 0, qty, 0, 0, 0, 0, 0, seq, ts, 0)]
         if (book.ask and book.ask <= price) if side == BUY else book.bid >= price:
             self._match(book, o, reports, seq, ts, c)
         if o[LEAVES] and c.tif == GTC:
