@@ -86,6 +86,10 @@ class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     heartbeat: int = 30
     poll_seconds: float = 2.0  # how often new FIX sessions are picked up from the store
     engine_timeout: float = 5.0
+    orders_per_second: float = 500.0  # per account, all its sessions: D, F, G, q
+    order_burst: int = 1_000
+    requests_per_second: float = 1_000.0  # per account: every application message
+    request_burst: int = 2_000
 
 
 class RecorderConfig(msgspec.Struct, forbid_unknown_fields=True):

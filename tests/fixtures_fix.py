@@ -149,10 +149,11 @@ class FixTrader:
 class FixStack:
     """One engine, one FIX gateway on it, the account store they share, and FIX clients."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, **fix_gateway: object) -> None:
+        """``fix_gateway``: [fix_gateway] keys of the config to replace (e.g. rate limits)."""
         self.workdir = workdir
         self.config = write_exchange_config(
-            workdir / "exchange.toml", fix_gateway={"poll_seconds": POLL_SECONDS}
+            workdir / "exchange.toml", fix_gateway={"poll_seconds": POLL_SECONDS, **fix_gateway}
         )
         self.exchange = load(self.config)
         self.accounts_db = workdir / "accounts.db"
@@ -428,8 +429,8 @@ def own_fix_stack_fixture(tmp_path: Path) -> Iterator[Callable[..., FixStack]]:
     gateway is killed at teardown (a wedged one would not answer SIGTERM)."""
     made: list[FixStack] = []
 
-    def make(traders: int = 4) -> FixStack:
-        stack = FixStack(tmp_path / f"own{len(made)}")
+    def make(traders: int = 4, **fix_gateway: object) -> FixStack:
+        stack = FixStack(tmp_path / f"own{len(made)}", **fix_gateway)
         made.append(stack)
         stack.start(traders)
         return stack

@@ -1020,3 +1020,33 @@ def test_a_client_that_does_not_read_does_not_stall_other_sessions(
             last = accepted
     finally:
         raw.close()
+
+
+def test_orders_past_the_accounts_rate_limit_are_rejected_and_sessions_stay_up(
+    own_fix_stack: Callable[..., FixStack],
+) -> None:
+    """A burst of 5 order messages per account, refilled at one per 1,000 s (so timing cannot
+    matter): the first five of twelve are accepted, the rest get a rate-limit reject; the
+    account's second session shares the bucket; reads still answer; nothing else was placed."""
+    fix = own_fix_stack(order_burst=5, orders_per_second=0.001)
+    market = fix.new_market()
+    t = funded(fix, USD="10000")
+    c = fix.session(t)
+    for i in range(12):
+        send_order(c, f"r{i}", market, "buy", "0.0100", "40000.00")
+    reports = [er(c, f"r{i}") for i in range(12)]
+    assert [m.get(150) for m in reports] == ["0"] * 5 + ["8"] * 7, reports
+    for m in reports[5:]:
+        check(m, {39: "8", 103: "99"})
+        assert "rate limited; retry after" in (m.get(58) or ""), m
+    other = fix.session(t, 1)  # the same account's other session: the same bucket
+    send_order(other, "o1", market, "buy", "0.0100", "40000.00")
+    assert "rate limited" in (er(other, "o1", "8").get(58) or "")
+    cancel(c, "c1", "r0", market, "buy")  # cancels are order messages too
+    rej = c.expect(lambda m: m.get(35) == "9" and m.get(11) == "c1", REPLY_TIMEOUT)
+    assert "rate limited" in (rej.get(58) or ""), rej
+    check(status(c, "r4", market, "buy"), {39: "0"})  # reads have their own, larger bucket
+    assert c.logged_on.is_set() and other.logged_on.is_set()
+    assert fix.balances(t)["USD"] == (D(10000) - 5 * D(400), 5 * D(400))
+    someone_else = fix.session(funded(fix))  # other accounts are not held back
+    place(someone_else, "free", market, "buy", "0.0100", "40000.00")

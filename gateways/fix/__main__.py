@@ -62,6 +62,20 @@ class Generations:
             gen.stop()
 
 
+async def report(gw: FixGateway, every: float = 30.0) -> None:
+    """The gateway's counters in the log every ``every`` seconds, when they moved."""
+    last: dict[str, int] = {}
+    while True:
+        await asyncio.sleep(every)
+        if gw.counts != last:
+            last = dict(gw.counts)
+            log.info(
+                "sessions %d, %s",
+                len(gw.sessions),
+                ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in last.items()),
+            )
+
+
 async def run(args: argparse.Namespace) -> int:
     ex = config.load(args.config)
     fx = ex.fix_gateway
@@ -91,6 +105,7 @@ async def run(args: argparse.Namespace) -> int:
         ex.engine.commands,
     )
     poller = asyncio.ensure_future(gens.poll())
+    reporter = asyncio.ensure_future(report(gw))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,6 +113,7 @@ async def run(args: argparse.Namespace) -> int:
     await stop.wait()
     log.info("stopping: logging out %d sessions", len(gw.sessions))
     poller.cancel()
+    reporter.cancel()
     assert front.server is not None
     front.server.close()
     await loop.run_in_executor(None, gens.stop)

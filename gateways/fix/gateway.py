@@ -30,6 +30,7 @@ from engine.client import EngineClient, EngineTimeout
 from feed.subscriber import Feed
 from gateways.accounts import Permission
 from gateways.fix.acceptor import Fields, Login, build_message, first
+from gateways.ratelimit import TokenBucket
 from protocol import messages as M
 from protocol.amounts import AmountError
 from protocol.config import Exchange, MarketSpec
@@ -144,7 +145,8 @@ class FixGateway:
         self.sessions: dict[str, Session] = {}  # logged-on sessions by SenderCompID
         self.top: dict[str, tuple[int, int, int, int]] = {}  # last top of book sent, per market
         self.levels: dict[str, dict[tuple[str, int], int]] = {}  # (entry type, price) -> qty
-        self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0}
+        self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0, "rate_limited": 0}
+        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}  # account -> (orders, all)
         self.senders: dict[str, Sender] = {}
         self.front: Any = None  # the front door, to cut a session that does not read
 
@@ -328,6 +330,7 @@ class FixGateway:
         if msg_type in "DFGq" and not s.login.permission.allows(Permission.TRADE):
             return self.business_reject(comp, f, "this API key cannot trade", "6")
         try:
+            self.check_rate(s.login.account, msg_type in "DFGq")
             handler(s, f)
         except FixReject as e:
             if msg_type == "D":
@@ -336,6 +339,22 @@ class FixGateway:
                 self.cancel_reject(comp, f, e.text, "1" if msg_type == "F" else "2", "2")
             else:
                 self.business_reject(comp, f, e.text, "0")
+
+    def check_rate(self, account: int, trading: bool) -> None:
+        """Per-account token buckets, shared by all the account's sessions (as in the JSON
+        gateway): every message takes a request token, trading messages an order token too."""
+        now = time.monotonic()
+        buckets = self.limits.get(account)
+        if buckets is None:
+            c = self.cfg
+            buckets = self.limits[account] = (
+                TokenBucket(c.orders_per_second, c.order_burst, now),
+                TokenBucket(c.requests_per_second, c.request_burst, now),
+            )
+        wait = buckets[1].take(now) or (buckets[0].take(now) if trading else 0.0)
+        if wait:
+            self.counts["rate_limited"] += 1
+            raise FixReject(f"rate limited; retry after {wait:.3f}s")
 
     def spec_of(self, f: Fields) -> MarketSpec:
         symbol = first(f, 55) or ""
