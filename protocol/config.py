@@ -102,6 +102,7 @@ class RecorderConfig(msgspec.Struct, forbid_unknown_fields=True):
     batch_rows: int = 50_000  # an insert is made when this many trades wait...
     batch_ms: int = 200  # ...or when the oldest has waited this long
     max_buffer: int = 2_000_000  # rows held while ClickHouse is away; then pulling pauses
+    accounts_every: float = 30.0  # seconds between copies of new accounts into ClickHouse
 
 
 class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
+from functools import partial
 
 import uvloop
 from aiohttp import web
@@ -59,7 +60,8 @@ async def serve(args: argparse.Namespace, ex: config.Exchange) -> int:
     pause = 0.5
     while True:
         try:
-            rec = Recorder(ex, Store(url), account_rows(args.accounts or ex.accounts.path))
+            path = args.accounts or ex.accounts.path
+            rec = Recorder(ex, Store(url), account_rows(path), partial(account_rows, path))
             rec.prepare()
             break
         except Exception as e:  # noqa: BLE001 - ClickHouse not up yet: wait for it

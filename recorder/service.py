@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
@@ -53,12 +54,20 @@ class Metrics(msgspec.Struct):
 
 class Recorder:
     def __init__(
-        self, ex: Exchange, store: Store, accounts: list[tuple[int, str, str]] | None = None
+        self,
+        ex: Exchange,
+        store: Store,
+        accounts: list[tuple[int, str, str]] | None = None,
+        account_source: Callable[[], list[tuple[int, str, str]]] | None = None,
     ) -> None:
         self.ex = ex
         self.cfg = ex.recorder
         self.store = store
         self.accounts = accounts or []
+        # re-read every accounts_every seconds; rows not copied yet go to ClickHouse
+        self.account_source = account_source
+        self.accounts_copied: set[tuple[int, str, str]] = set()
+        self.accounts_pending: list[tuple[int, str, str]] = []  # written by the next flush
         self.metrics = Metrics()
         self.engine = EngineClient.for_exchange(ex, self.cfg.identity, timeout=10)
         self.feed = Feed.for_exchange(
@@ -83,7 +92,7 @@ class Recorder:
         if applied:
             log.info("applied schema migrations %s", applied)
         self.store.sync_markets(self.ex)
-        self.store.sync_accounts(self.accounts)
+        self.copy_accounts(self.accounts)
         self.written = {m: 0 for m in self.ex.markets} | self.store.last_trade_ids()
         self.pulled = dict(self.written)
         self.metrics.clickhouse_ok = True
@@ -93,6 +102,8 @@ class Recorder:
         await self.engine.start(wait=None)
         await self.feed.start(wait=None)
         tasks = [asyncio.ensure_future(self.pull_loop()), asyncio.ensure_future(self.flush_loop())]
+        if self.account_source is not None:
+            tasks.append(asyncio.ensure_future(self.accounts_loop()))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -106,6 +117,29 @@ class Recorder:
             await self.flush(final=True)
         await self.feed.close()
         await self.engine.close()
+
+    def copy_accounts(self, rows: list[tuple[int, str, str]]) -> None:
+        """Insert the account rows not copied yet (new accounts, renames)."""
+        new = [r for r in rows if r not in self.accounts_copied]
+        if new:
+            self.store.sync_accounts(new)
+            self.accounts_copied.update(new)
+
+    async def accounts_loop(self) -> None:
+        """Accounts created while the recorder runs reach the accounts table within
+        ``accounts_every`` seconds (the table is a ReplacingMergeTree: a rename replaces).
+        The rows are written by flush(), so ClickHouse is written from one place at a time."""
+        assert self.account_source is not None
+        loop = asyncio.get_running_loop()
+        while not self.stopping:
+            await asyncio.sleep(self.cfg.accounts_every)
+            try:
+                rows = await loop.run_in_executor(None, self.account_source)
+            except Exception as e:  # noqa: BLE001 - account store unreadable: next round
+                log.warning("reading the account store failed: %s", e)
+                continue
+            known = self.accounts_copied.union(self.accounts_pending)
+            self.accounts_pending += [r for r in rows if r not in known]
 
     # --------------------------------------------------------------------- input
     def on_trades(self, market: str, trades: list[M.Trade]) -> None:
@@ -191,7 +225,12 @@ class Recorder:
             due = self.oldest_buffered and (
                 time.monotonic() - self.oldest_buffered >= self.cfg.batch_ms / 1000
             )
-            if self.buffered() >= self.cfg.batch_rows or due or len(self.bbo_rows) > 10_000:
+            if (
+                self.buffered() >= self.cfg.batch_rows
+                or due
+                or len(self.bbo_rows) > 10_000
+                or self.accounts_pending
+            ):
                 if await self.flush():
                     pause = 0.1
                 else:
@@ -217,6 +256,15 @@ class Recorder:
                 self.metrics.bbo_written += len(bbo)
             except Exception as e:  # noqa: BLE001 - best-effort history
                 log.warning("bbo insert failed: %s", e)
+        if self.accounts_pending:
+            accounts = self.accounts_pending
+            try:
+                await loop.run_in_executor(None, self.copy_accounts, accounts)
+            except Exception as e:  # noqa: BLE001 - kept for the next flush
+                log.warning("accounts insert failed: %s", e)
+                return False
+            self.accounts_pending = self.accounts_pending[len(accounts) :]
+            log.info("accounts: %d new or renamed, copied to ClickHouse", len(accounts))
         return True
 
     def insert(self, rows: list[list]) -> None:

@@ -740,3 +740,33 @@ def test_recorder_keeps_recording_and_answering_after_a_refused_sql_write(
     assert rec.metrics()["insert_failures"] == 0
     status, body = http(rec.url("/sql"), b"SELECT count() FROM trades")
     assert (status, body.get("rows")) == (200, [[n]]), body
+
+
+def test_accounts_created_while_running_reach_the_accounts_table_once(
+    engine_procs: Callable[..., EngineProc], recorder_procs: Callable[..., RecorderProc]
+) -> None:
+    from gateways.accounts import AccountStore
+
+    engine = engine_procs().start()
+    rec = recorder_procs(engine, accounts_every=0.2)
+    rec.accounts.parent.mkdir(parents=True, exist_ok=True)
+    store = AccountStore(rec.accounts)
+    try:
+        first = store.create_account("mm")
+        rec.start()
+        at_start = rec.sql("SELECT account, name, class FROM accounts")
+        assert at_start == [[first, "mm", "market_maker"]]
+        later = [store.create_account(n) for n in ("alice", "noise")]
+        want = [[first, "mm", "market_maker"], [later[0], "alice", "client"]]
+        want.append([later[1], "noise", "liquidity_taker"])
+
+        def copied() -> bool:
+            return rec.sql("SELECT account, name, class FROM accounts ORDER BY account") == want
+
+        eventually(copied, WAIT, 0.1, "accounts made after start in ClickHouse")
+        assert "new or renamed, copied to ClickHouse" in rec.log()
+        assert rec.stop() == 0
+    finally:
+        store.close()
+    with opened(rec.clickhouse) as ch:  # each account once: copied rows are not copied again
+        assert ch.sql("SELECT count() FROM accounts")[1] == [[3]]
