@@ -16,7 +16,7 @@ CHARTS := $(WEB)/node_modules/.package-lock.json
 run: $(STAMP) $(CHARTS)
 	$(PY) -m stack
 
-test: $(STAMP) $(CHARTS) $(VENV)/.browser
+test: $(STAMP) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl
 	$(PY) -m pytest tests
 
 install: $(STAMP) $(CHARTS)
@@ -39,6 +39,12 @@ $(CHARTS): $(WEB)/package.json $(WEB)/package-lock.json
 $(VENV)/.browser:
 	@command -v chromium >/dev/null || { echo "chromium missing: installing it with apt"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@touch $@
+
+# The openssl command, which the TLS tests use to make a throwaway certificate.
+$(VENV)/.openssl:
+	@command -v openssl >/dev/null || { echo "openssl missing: installing it with apt"; \
+	  apt-get update -q && apt-get install -y -q openssl; }
 	@touch $@
 
 lint: $(STAMP)

@@ -75,6 +75,8 @@ class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     max_write_buffer: int = 8 * 1024 * 1024  # per connection; beyond it: slow consumer, cut
     max_connections: int = 10_000
     engine_timeout: float = 5.0
+    tls_cert: str = ""  # PEM certificate chain: "" = plain TCP; set = TLS 1.2+ only
+    tls_key: str = ""  # PEM private key (may be in tls_cert)
 
 
 class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -90,6 +92,8 @@ class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     order_burst: int = 1_000
     requests_per_second: float = 1_000.0  # per account: every application message
     request_burst: int = 2_000
+    tls_cert: str = ""  # PEM certificate chain: "" = plain TCP; set = FIX over TLS 1.2+ only
+    tls_key: str = ""  # PEM private key (may be in tls_cert)
 
 
 class RecorderConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -36,6 +36,7 @@ import itertools
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -149,9 +150,12 @@ class FixTrader:
 class FixStack:
     """One engine, one FIX gateway on it, the account store they share, and FIX clients."""
 
-    def __init__(self, workdir: Path, **fix_gateway: object) -> None:
-        """``fix_gateway``: [fix_gateway] keys of the config to replace (e.g. rate limits)."""
+    def __init__(self, workdir: Path, prefix: str = "T", **fix_gateway: object) -> None:
+        """``fix_gateway``: [fix_gateway] keys of the config to replace (e.g. rate limits).
+        ``prefix`` starts every trader name and CompID: quickfix knows sessions by SessionID
+        process-wide, so two stacks in one test process must not share a CompID."""
         self.workdir = workdir
+        self.prefix = prefix
         self.config = write_exchange_config(
             workdir / "exchange.toml", fix_gateway={"poll_seconds": POLL_SECONDS, **fix_gateway}
         )
@@ -196,7 +200,7 @@ class FixStack:
 
     # ---------------------------------------------------------------------- people
     def _register(self, cancel_on_disconnect_b: bool) -> FixTrader:
-        name = f"T{next(self._names):03d}"
+        name = f"{self.prefix}{next(self._names):03d}"
         account = self.store.create_account(name)
         key, secret = self.store.issue_key(account, Permission.TRADE)
         comps = [f"{name}A", f"{name}B"]
@@ -325,12 +329,20 @@ MESSAGE = re.compile(rb"8=FIX\.4\.4\x019=(\d+)\x01")
 class RawFix:
     """A FIX session over a plain socket: any bytes out, whole messages in."""
 
-    def __init__(self, port: int, comp: str = "", target: str = TARGET, rcvbuf: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    def __init__(
+        self,
+        port: int,
+        comp: str = "",
+        target: str = TARGET,
+        rcvbuf: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
-        self.sock.settimeout(REPLY_TIMEOUT)
-        self.sock.connect(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
+        sock.settimeout(REPLY_TIMEOUT)
+        sock.connect(("127.0.0.1", port))
+        self.sock = tls.wrap_socket(sock, server_hostname="127.0.0.1") if tls else sock
         self.comp = comp
         self.target = target
         self.seq = 1
@@ -423,6 +435,9 @@ def fix_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixS
     print(stack.logs())
 
 
+_own_stacks = itertools.count(1)
+
+
 @pytest.fixture(name="own_fix_stack")
 def own_fix_stack_fixture(tmp_path: Path) -> Iterator[Callable[..., FixStack]]:
     """A factory of private stacks, for tests that may leave their gateway unusable: its
@@ -430,7 +445,8 @@ def own_fix_stack_fixture(tmp_path: Path) -> Iterator[Callable[..., FixStack]]:
     made: list[FixStack] = []
 
     def make(traders: int = 4, **fix_gateway: object) -> FixStack:
-        stack = FixStack(tmp_path / f"own{len(made)}", **fix_gateway)
+        prefix = f"OWN{next(_own_stacks)}T"  # CompIDs apart from the module stack's
+        stack = FixStack(tmp_path / f"own{len(made)}", prefix, **fix_gateway)
         made.append(stack)
         stack.start(traders)
         return stack

@@ -25,6 +25,7 @@ import functools
 import itertools
 import os
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +106,7 @@ class GatewayProc(Proc):
         self.accounts = Path(accounts)
         self.identity = identity
         self.port = 0
+        self.tls: ssl.SSLContext | None = None  # client context, for a gateway serving TLS
 
     def args(self) -> list[str]:
         return [
@@ -140,7 +142,7 @@ class GatewayProc(Proc):
             if not self.running:
                 return True  # stop polling; the caller looks at the exit
             try:
-                client = await JsonClient.connect("127.0.0.1", self.port)
+                client = await JsonClient.connect("127.0.0.1", self.port, tls=self.tls)
             except OSError:
                 return False
             try:
@@ -244,7 +246,8 @@ class Stack:
 
     async def session(self, who: Trader, gateway: GatewayProc | None = None) -> JsonClient:
         """A JsonClient logged on as ``who`` (closed by ``async_test`` at the end)."""
-        client = await JsonClient.connect("127.0.0.1", (gateway or self.gateway).port)
+        gateway = gateway or self.gateway
+        client = await JsonClient.connect("127.0.0.1", gateway.port, tls=gateway.tls)
         _open_clients.append(client)
         reply = await asyncio.wait_for(client.logon(who.key, who.secret), REPLY_TIMEOUT)
         assert reply == {"account": who.account, "name": who.name, "permission": who.permission}

@@ -23,6 +23,7 @@ import re
 import threading
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ from tests.fixtures_fix import (
     market_fixture,  # noqa: F401
     own_fix_stack_fixture,  # noqa: F401
 )
-from tests.procs import eventually
+from tests.procs import client_tls, eventually, make_cert
 
 D = Decimal
 MAKER_FEE, TAKER_FEE = D("0.001"), D("0.002")
@@ -1050,3 +1051,33 @@ def test_orders_past_the_accounts_rate_limit_are_rejected_and_sessions_stay_up(
     assert fix.balances(t)["USD"] == (D(10000) - 5 * D(400), 5 * D(400))
     someone_else = fix.session(funded(fix))  # other accounts are not held back
     place(someone_else, "free", market, "buy", "0.0100", "40000.00")
+
+
+def test_fix_over_tls_trades_and_a_plain_tcp_logon_gets_nothing(
+    own_fix_stack: Callable[..., FixStack], tmp_path: Path
+) -> None:
+    """With tls_cert set the public port speaks only TLS (the secret in Password(554) never
+    crosses the wire in clear); the acceptors behind the front door are unchanged. The session
+    is written by hand over Python's ssl: the quickfix on PyPI is built without SSL, so its
+    initiator cannot speak TLS (which is why the gateway terminates TLS itself)."""
+    cert, key = make_cert(tmp_path / "tls")
+    fix = own_fix_stack(tls_cert=str(cert), tls_key=str(key))
+    assert "over TLS" in fix.gateway.log()
+    market = fix.new_market()
+    t = funded(fix, USD="1000")
+    raw = RawFix(fix.gateway.port, t.comps[0], tls=client_tls(cert))
+    try:
+        assert raw.logon(t.key, t.secret).get(35) == "A"
+        raw.send("D", [(11, "t1"), (55, market), (54, "1"), (60, FixClient.now()), (40, "2"),
+                       (38, "0.0100"), (44, "30000.00"), (59, "1")])  # fmt: skip
+        new = raw.expect(lambda m: m.get(35) == "8" and m.get(11) == "t1")
+        check(new, {150: "0", 39: "0", 38: "0.0100"})
+    finally:
+        raw.close()
+    assert fix.balances(t)["USD"] == (D(700), D(300))
+    plain = RawFix(fix.gateway.port, t.comps[1])
+    try:
+        plain.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, t.key), (554, t.secret)])
+        assert plain.closed_by_peer() == []
+    finally:
+        plain.close()

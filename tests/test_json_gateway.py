@@ -21,10 +21,12 @@ import contextlib
 import hashlib
 import hmac
 import re
+import ssl
 import subprocess
 import sys
 import tomllib
 from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,8 +42,9 @@ from tests.fixtures_gateway import (
     market_fixture,  # noqa: F401
     own_stack_fixture,  # noqa: F401
     stack_fixture,  # noqa: F401
+    write_exchange_config,
 )
-from tests.procs import REPO, eventually_async
+from tests.procs import REPO, client_tls, eventually_async, make_cert
 
 BTC_PLACES, USD_PLACES = 8, 6  # pool markets are BTC-USD clones
 MAKER_FEE, TAKER_FEE = Decimal("0.001"), Decimal("0.002")
@@ -1105,3 +1108,51 @@ async def test_engine_restart_gives_4001_then_the_same_connection_works(own_stac
     assert [(msg["id"], *error_of(msg)) for msg in await last.rest()] == [
         (None, 4004, "gateway shutting down")
     ]
+
+
+# ----------------------------------------------------------------------------------- TLS
+
+
+@async_test
+async def test_tls_gateway_trades_over_tls_and_refuses_plain_tcp(tmp_path: Path) -> None:
+    cert, key = make_cert(tmp_path / "tls")
+    config = write_exchange_config(
+        tmp_path / "exchange.toml", json_gateway={"tls_cert": str(cert), "tls_key": str(key)}
+    )
+    stack = Stack(tmp_path / "stack", config)
+    try:
+        await stack.astart_engine()
+        gw = stack.gateway_proc("gateway")
+        gw.tls = client_tls(cert)
+        await gw.astart()  # its readiness ping went over TLS
+        assert "over TLS" in gw.log()
+        who = await stack.funded(USD="1000")
+        c = await stack.session(who)
+        market = stack.new_market()
+        (new,) = await c.request("place", market=market, side="buy", price="30000.00",
+                                 qty="0.0100")  # fmt: skip
+        assert new["status"] == "new"
+        assert (await balances(c))["USD"] == ("700.000000", "300.000000")
+
+        plain = await LineSession.open(gw.port)  # a plain-TCP client gets no JSON at all
+        plain.send({"id": 1, "op": "ping"})
+        assert await plain.rest() == []
+        with pytest.raises(ssl.SSLCertVerificationError):  # nor does one that trusts another
+            other, _ = make_cert(tmp_path / "other")
+            await JsonClient.connect("127.0.0.1", gw.port, tls=client_tls(other))
+        assert (await c.request("ping"))["engine"]  # the TLS session is unaffected
+    finally:
+        stack.close()
+        print(stack.logs())
+
+
+def test_gateway_with_an_unreadable_certificate_refuses_to_start(tmp_path: Path) -> None:
+    config = write_exchange_config(
+        tmp_path / "exchange.toml", json_gateway={"tls_cert": str(tmp_path / "missing.pem")}
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "gateways.json_tcp", "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "refusing to start: cannot load TLS certificate" in done.stderr

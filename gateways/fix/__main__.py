@@ -15,6 +15,7 @@ from gateways.accounts import AccountStore
 from gateways.fix.acceptor import FixApp, Generation
 from gateways.fix.front import FrontDoor
 from gateways.fix.gateway import FixGateway
+from gateways.tls import TlsError, server_context
 from protocol import config
 
 log = logging.getLogger("gateways.fix")
@@ -87,6 +88,11 @@ async def run(args: argparse.Namespace) -> int:
     if args.market_data:
         ex.engine.market_data = args.market_data
     accounts = args.accounts or ex.accounts.path
+    try:
+        tls = server_context(fx.tls_cert, fx.tls_key)
+    except TlsError as e:
+        log.error("refusing to start: %s", e)
+        return 2
     gw = FixGateway(ex)
     app = FixApp(asyncio.get_running_loop(), accounts, gw.on_app, gw.on_logon, gw.on_logout)
     await gw.engine.start(wait=None)
@@ -95,11 +101,12 @@ async def run(args: argparse.Namespace) -> int:
     gens.refresh()
     front = FrontDoor(gens.route)
     gw.front = front
-    await front.start(fx.host, fx.port)
+    await front.start(fx.host, fx.port, tls)
     log.info(
-        "FIX 4.4 gateway on %s:%d (SenderCompID %s, sessions %s, engine %s)",
+        "FIX 4.4 gateway on %s:%d%s (SenderCompID %s, sessions %s, engine %s)",
         fx.host,
         front.port,
+        " over TLS" if tls else "",
         fx.sender_comp_id,
         ", ".join(gens.routes) or "none yet",
         ex.engine.commands,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections.abc import Callable
 
 log = logging.getLogger("gateways.fix.front")
@@ -39,8 +40,12 @@ class FrontDoor:
         self.connections = 0
         self.by_comp: dict[str, set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]]] = {}
 
-    async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self.handle, host, port)
+    async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Listen; with ``tls`` the public port speaks only TLS (gateways/tls.py), while the
+        hand-over to the acceptors stays plain on loopback."""
+        self.server = await asyncio.start_server(
+            self.handle, host, port, ssl=tls, ssl_handshake_timeout=10 if tls else None
+        )
 
     @property
     def port(self) -> int:

@@ -12,6 +12,7 @@ import uvloop
 
 from gateways.accounts import AccountStore
 from gateways.json_tcp.server import Gateway
+from gateways.tls import TlsError, server_context
 from protocol import config
 
 log = logging.getLogger("gateways.json")
@@ -27,8 +28,13 @@ async def run(args: argparse.Namespace) -> int:
         ex.accounts.path = args.accounts
     if args.identity:
         ex.json_gateway.identity = args.identity
+    try:
+        tls = server_context(ex.json_gateway.tls_cert, ex.json_gateway.tls_key)
+    except TlsError as e:
+        log.error("refusing to start: %s", e)
+        return 2
     store = AccountStore(ex.accounts.path)
-    gw = Gateway(ex, store)
+    gw = Gateway(ex, store, tls)
     await gw.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import ssl
 from typing import Any
 
 import msgspec
@@ -39,8 +40,11 @@ class JsonClient:
         self.closed = asyncio.Event()
 
     @classmethod
-    async def connect(cls, host: str, port: int, limit: int = 1 << 24) -> JsonClient:
-        reader, writer = await asyncio.open_connection(host, port, limit=limit)
+    async def connect(
+        cls, host: str, port: int, limit: int = 1 << 24, tls: ssl.SSLContext | None = None
+    ) -> JsonClient:
+        """Connect; with ``tls`` (e.g. ``ssl.create_default_context(cafile=...)``) over TLS."""
+        reader, writer = await asyncio.open_connection(host, port, limit=limit, ssl=tls)
         return cls(reader, writer)
 
     async def logon(self, api_key: str, secret: str) -> dict:

@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import ssl
 import time
 from functools import partial
 from typing import Any
@@ -58,10 +59,13 @@ class Metrics(msgspec.Struct):
 
 
 class Gateway:
-    def __init__(self, ex: Exchange, store: AccountStore) -> None:
+    def __init__(
+        self, ex: Exchange, store: AccountStore, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.ex = ex
         self.cfg = ex.json_gateway
         self.store = store
+        self.tls = tls  # gateways/tls.py: None = plain TCP
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
         self.by_account: dict[int, set[Session]] = {}
@@ -81,12 +85,18 @@ class Gateway:
         await self.engine.start(wait=None)  # serve at once; requests say if the engine is away
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Session(self), self.cfg.host, self.cfg.port, backlog=1024
+            lambda: Session(self),
+            self.cfg.host,
+            self.cfg.port,
+            backlog=1024,
+            ssl=self.tls,
+            ssl_handshake_timeout=10 if self.tls else None,
         )
         log.info(
-            "JSON gateway listening on %s:%d (engine %s as %r)",
+            "JSON gateway listening on %s:%d%s (engine %s as %r)",
             self.cfg.host,
             self.port,
+            " over TLS" if self.tls else "",
             self.ex.engine.commands,
             self.cfg.identity,
         )
