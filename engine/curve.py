@@ -22,8 +22,10 @@ revoking a client means changing that folder and restarting the engine.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from protocol.config import Exchange
 
 SERVER = "engine"
+log = logging.getLogger("engine.curve")
 
 
 class CurveKeyError(Exception):
@@ -113,6 +116,34 @@ def secure_client(sock: zmq.Socket, keys: ClientKeys | None) -> None:
         sock.curve_secretkey = keys.secret
 
 
+class _ZapLog:
+    """What the ZAP handler says, for the operator: its refusals (logged by pyzmq at debug
+    level only) become a warning with a count, at most one every ``every`` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.refused = 0
+        self.last = -every
+
+    def debug(self, msg: str, *args: object) -> None:
+        text = msg % args if args else msg  # pyzmq passes "DENIED" as an argument
+        if not text.startswith("DENIED"):
+            return
+        self.refused += 1
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            log.warning("CURVE: %d connection(s) refused so far (latest: %s)", self.refused, text)
+
+    def error(self, msg: str, *args: object) -> None:
+        log.error("CURVE: " + msg, *args)
+
+    def info(self, msg: str, *args: object) -> None:
+        log.info("CURVE: " + msg, *args)
+
+    warning = error
+
+
 class Guard:
     """The engine side: a ZAP handler admitting ``DIR/clients`` and CURVE on its sockets."""
 
@@ -120,7 +151,8 @@ class Guard:
         self.public, self.secret = server_keys(directory)
         clients = directory / "clients"
         self.admitted = sorted(p.stem for p in clients.glob("*.key")) if clients.is_dir() else []
-        self.auth = ThreadAuthenticator(ctx)
+        self.zap_log = _ZapLog()
+        self.auth = ThreadAuthenticator(ctx, log=self.zap_log)
         self.auth.start()
         self.auth.configure_curve(domain="*", location=str(clients))
 

@@ -73,6 +73,7 @@ def test_only_admitted_client_keys_reach_the_engine(engine_procs, tmp_path, keys
         good = curve.client_keys(keys, "json-gw-1")
         forged = curve.ClientKeys(curve.client_keys(other, "json-gw-1").server, *good[1:])
         await _refused(proc, forged, b"forged")
+        await eventually_async(lambda: "CURVE: " in proc.log() and "refused so far" in proc.log())
 
         # a raw, unencrypted DEALER tries to deposit: nothing reaches the engine
         ctx = zmq.Context.instance()
