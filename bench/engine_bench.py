@@ -12,7 +12,10 @@
    reports and market data, but lists and tuples, no validation or history) gives the ceiling.
 2. Through ZeroMQ: the real engine process (``python -m engine``, pinned) and a separate client
    process (bench/zmq_client.py, pinned to another core) using ``EngineClient``: round-trip
-   latency at a fixed offered rate, then sustained orders/s with a bounded in-flight window.
+   latency at a fixed offered rate, then sustained orders/s with a bounded in-flight window
+   (bound by that client's CPU); then, on a fresh engine, the sustained rate with a pipelined
+   raw client (bench/zmq_pipeline.py) that leaves the engine the bottleneck; and the transport
+   floor: a bare pyzmq echo at the same rate (bench/zmq_echo.py).
 3. Recovery: a journal of N commands written with ``engine.journal.Journal`` (batches of 1000),
    replayed by ``journal.recover()`` into a fresh engine; seconds per million commands.
 
@@ -529,26 +532,7 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     kids = Children()
     try:
         floor = transport_floor(args, kids, tmp)
-        cmd_port, md_port = free_ports(2)
-        endpoint = f"tcp://127.0.0.1:{cmd_port}"
-        engine_log = tmp / "engine.log"
-        engine = kids.spawn(
-            [
-                sys.executable,
-                "-m",
-                "engine",
-                "--data-dir",
-                str(tmp / "data"),
-                "--commands",
-                endpoint,
-                "--market-data",
-                f"tcp://127.0.0.1:{md_port}",
-                "--cpu",
-                str(args.cpu),
-            ],
-            engine_log,
-        )
-        _wait_for(engine, engine_log, "engine ready", 30.0)
+        engine, endpoint, engine_log = spawn_engine(args, kids, tmp / "engine")
         meter = LoadMeter()
         meter.watch(engine.pid)
         client_log = tmp / "client.log"
@@ -601,6 +585,7 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
             for line in engine_log.read_text(errors="replace").splitlines()
             if "pinned" in line or "stopped" in line or "snapshot" in line
         ]
+        res["pipeline"] = pipeline_run(args, kids, tmp / "pipeline")
     finally:
         kids.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -630,6 +615,14 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
         )
         say(f"      round trip under load: {fmt_pct(sat['latency_under_load'])}")
         say(f"      {fmt_cpu(sat['cpu'])}")
+    pl = res["pipeline"]
+    say(
+        f"  (c) saturation with a pipelined raw client (bench/zmq_pipeline.py: pre-encoded "
+        f"frames of {pl['chunk']}, window {pl['window']:,}, replies only counted) on a fresh "
+        f"engine: {pl['orders_per_s']:,.0f} orders/s over {pl['seconds']:.1f}s "
+        f"(per second: {', '.join(f'{x:,}' for x in pl['per_second'])}); mix {pl['mix']}"
+    )
+    say(f"      {fmt_cpu(pl['cpu'])}; other load {pl['foreign_cores']:.2f} cores")
     say(
         f"  mix sent: {res['mix']}; rejected replies: {res['rejected']:,} "
         f"(cancels of orders filled meanwhile); errors: {res['errors']} "
@@ -638,6 +631,47 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     )
     say(f"  engine exited with {res['engine_exit']}; log: {'; '.join(res['engine_log'])}")
     say(f"  other load during this phase: {res['foreign_cores']:.2f} cores")
+    return res
+
+
+def spawn_engine(
+    args: argparse.Namespace, kids: Children, workdir: Path
+) -> tuple[subprocess.Popen, str, Path]:
+    """A fresh engine process on free loopback ports, pinned; (process, endpoint, log)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd_port, md_port = free_ports(2)
+    endpoint = f"tcp://127.0.0.1:{cmd_port}"
+    log = workdir / "engine.log"
+    engine = kids.spawn(
+        [sys.executable, "-m", "engine", "--data-dir", str(workdir / "data"),
+         "--commands", endpoint, "--market-data", f"tcp://127.0.0.1:{md_port}",
+         "--cpu", str(args.cpu)],
+        log,
+    )  # fmt: skip
+    _wait_for(engine, log, "engine ready", 30.0)
+    return engine, endpoint, log
+
+
+def pipeline_run(args: argparse.Namespace, kids: Children, workdir: Path) -> dict[str, Any]:
+    """Sustained rate with the pipelined raw client (bench/zmq_pipeline.py) on a fresh engine."""
+    engine, endpoint, _ = spawn_engine(args, kids, workdir)
+    meter = LoadMeter()
+    meter.watch(engine.pid)
+    log = workdir / "pipeline.log"
+    client = kids.spawn(
+        [sys.executable, "-m", "bench.zmq_pipeline", "--endpoint", endpoint,
+         "--cpu", str(args.client_cpu), "--engine-pid", str(engine.pid),
+         "--commands", str(args.pipeline_commands), "--window", str(args.window),
+         "--chunk", str(args.chunk)],
+        log,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = client.communicate(timeout=300)
+    if client.returncode != 0 or not out.strip():
+        raise RuntimeError(f"pipeline client failed ({client.returncode}):\n{_tail(log)}")
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    res["foreign_cores"] = meter.foreign_cores()
+    kids.stop(engine)
     return res
 
 
@@ -806,11 +840,23 @@ def summary(results: dict[str, Any]) -> list[str]:
                 )
             )
     if zmq and zmq.get("saturation"):
-        v = zmq["saturation"]["orders_per_s"]
+        sat = zmq["saturation"]
+        client_cpu = sat["cpu"].get("client_cpu_pct", 0)
         rows.append(
             (
-                f"ZMQ sustained, window {zmq['saturation']['window']:,}",
-                f"{v:,.0f} orders/s ({mark(v >= TARGETS['sustained'])})",
+                f"ZMQ sustained via EngineClient, window {sat['window']:,}",
+                f"{sat['orders_per_s']:,.0f} orders/s (client at {client_cpu:.0f}% of a core)",
+                "-",
+            )
+        )
+    if zmq and zmq.get("pipeline"):
+        v = zmq["pipeline"]["orders_per_s"]
+        engine_cpu = zmq["pipeline"]["cpu"].get("engine_cpu_pct", 0)
+        rows.append(
+            (
+                "ZMQ sustained, pipelined raw client (engine-bound)",
+                f"{v:,.0f} orders/s ({mark(v >= TARGETS['sustained'])}; "
+                f"engine at {engine_cpu:.0f}%)",
                 f">= {TARGETS['sustained']:,} orders/s",
             )
         )
@@ -873,6 +919,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", type=int, default=5_000, help="ZMQ saturation: in flight")
     p.add_argument("--chunk", type=int, default=500, help="ZMQ saturation: commands per frame")
     p.add_argument("--sat-seconds", type=float, help="ZMQ saturation duration (default 5)")
+    p.add_argument(
+        "--pipeline-commands", type=int, help="pipelined raw client: measured commands (600k)"
+    )
     p.add_argument("--sat-warmup", type=float, help="unmeasured saturation lead-in (default 1)")
     p.add_argument("--recovery-commands", type=int, help="journal size (default 1,000,000)")
     p.add_argument("--recovery-runs", type=int, default=3)
@@ -893,6 +942,7 @@ def _defaults(args: argparse.Namespace) -> None:
         ("zmq_seconds", 5.0, 2.0),
         ("sat_seconds", 5.0, 2.0),
         ("sat_warmup", 1.0, 0.5),
+        ("pipeline_commands", 600_000, 150_000),
         ("recovery_commands", 1_000_000, 200_000),
     ):
         if getattr(args, name) is None:

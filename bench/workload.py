@@ -38,8 +38,12 @@ def funding(ex: Exchange, accounts: int, req_base: int = 1) -> list[Deposit]:
 
 
 def mixed(ex: Exchange, n: int, seed: int = 1, accounts: int = 100,
-          req_base: int = 1_000_000) -> Iterator[object]:  # fmt: skip
-    """``n`` commands of the 60/25/15 mix. Prices wander around a per-market mid."""
+          req_base: int = 1_000_000, max_open: int = 0) -> Iterator[object]:  # fmt: skip
+    """``n`` commands of the 60/25/15 mix. Prices wander around a per-market mid.
+
+    With ``max_open``, a command is a cancel whenever that many orders may be open, so the books
+    stay bounded (some of those cancels name orders that filled: they are rejected).
+    """
     rng = random.Random(seed)
     markets = list(ex.markets.values())
     mids = {m.symbol: max(1, m.max_price // 1000) for m in markets}
@@ -52,7 +56,7 @@ def mixed(ex: Exchange, n: int, seed: int = 1, accounts: int = 100,
         mid = mids[m.symbol]
         acct = rng.randint(1, accounts)
         r = rng.random()
-        if r < 0.25 and open_ids:
+        if (r < 0.25 or len(open_ids) >= max_open > 0) and open_ids:
             i = rng.randrange(len(open_ids))
             open_ids[i], open_ids[-1] = open_ids[-1], open_ids[i]
             a, sym, oid = open_ids.pop()
