@@ -173,6 +173,14 @@ def fmt_cpu(cpu: dict[str, float]) -> str:
     return "CPU (% of one core, all threads): " + ", ".join(parts)
 
 
+def mix_of(stream: CoreStream) -> str:
+    kinds: dict[str, int] = {}
+    for c in stream.measured:
+        k = kind_of(c)
+        kinds[k] = kinds.get(k, 0) + 1
+    return ", ".join(f"{k} {v / len(stream.measured):.0%}" for k, v in sorted(kinds.items()))
+
+
 def kind_of(cmd: object) -> str:
     if type(cmd) is Cancel:
         return "cancel"
@@ -207,9 +215,11 @@ def machine_info(args: argparse.Namespace) -> list[str]:
 class CoreStream:
     """One seeded command stream: deposits, warm-up, then the measured commands."""
 
-    def __init__(self, ex: config.Exchange, warmup: int, n: int, seed: int, accounts: int):
+    def __init__(
+        self, ex: config.Exchange, warmup: int, n: int, seed: int, accounts: int, max_open: int = 0
+    ) -> None:
         self.funding = funding(ex, accounts)
-        cmds = list(mixed(ex, warmup + n, seed=seed, accounts=accounts))
+        cmds = list(mixed(ex, warmup + n, seed=seed, accounts=accounts, max_open=max_open))
         self.warmup = cmds[:warmup]
         self.measured = cmds[warmup:]
 
@@ -376,33 +386,38 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     stream = CoreStream(ex, args.warmup, args.commands, args.seed, args.accounts)
-    kinds: dict[str, int] = {}
-    for c in stream.measured:
-        k = kind_of(c)
-        kinds[k] = kinds.get(k, 0) + 1
-    mix = ", ".join(f"{k} {v / len(stream.measured):.0%}" for k, v in sorted(kinds.items()))
-    say(f"  workload generated in {time.perf_counter() - t0:.1f}s: {mix}")
+    capped = CoreStream(ex, args.warmup, args.commands, args.seed, args.accounts, args.max_open)
+    mix, capped_mix = mix_of(stream), mix_of(capped)
+    say(f"  workloads generated in {time.perf_counter() - t0:.1f}s: {mix}")
+    say(
+        f"  and, for the 'capped' runs, the same generator with at most {args.max_open:,} "
+        f"orders open (a cancel whenever the cap is reached): {capped_mix}"
+    )
     res: dict[str, Any] = {
         "engine_runs": [],
         "baseline_runs": [],
         "lean_runs": [],
+        "capped_runs": [],
         "foreign_cores": [],
+        "max_open": args.max_open,
+        "capped_mix": capped_mix,
     }
     say(
-        "  engine, baseline and lean runs alternate (same stream, fresh state each run); "
+        "  engine, baseline, lean and capped runs alternate (fresh state each run); "
         "'other load' = cores busy with processes that are not this benchmark"
     )
-    runners: list[tuple[str, Callable[..., tuple[float, Any]], str]] = [
-        ("engine", core_run, "ledger on"),
-        ("baseline", baseline_run, "no ledger"),
-        ("lean", lean_run, "ledger on"),
+    runners: list[tuple[str, Callable[..., tuple[float, Any]], CoreStream, str]] = [
+        ("engine", core_run, stream, "ledger on"),
+        ("baseline", baseline_run, stream, "no ledger"),
+        ("lean", lean_run, stream, "ledger on"),
+        ("capped", core_run, capped, "engine, book capped"),
     ]
     last: dict[str, Any] = {}
     with pinned(args.cpu):
         for i in range(args.runs):
-            for name, runner, what in runners:
+            for name, runner, cmds, what in runners:
                 meter = LoadMeter()
-                rate, last[name] = runner(ex, stream)
+                rate, last[name] = runner(ex, cmds)
                 noise = meter.foreign_cores()
                 res[f"{name}_runs"].append(rate)
                 res["foreign_cores"].append(noise)
@@ -416,10 +431,15 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
         res["baseline_median"] = statistics.median(res["baseline_runs"])
         res["ratio"] = res["engine_median"] / res["baseline_median"]
         res["lean_median"] = statistics.median(res["lean_runs"])
+        res["capped_median"] = statistics.median(res["capped_runs"])
         res["lean_ratio"] = res["engine_median"] / res["lean_median"]
         say(f"  engine   median: {res['engine_median']:>9,.0f} cmds/s  (ledger on)")
         say(f"  baseline median: {res['baseline_median']:>9,.0f} cmds/s  (no ledger)")
         say(f"  lean     median: {res['lean_median']:>9,.0f} cmds/s  (ledger on, no frills)")
+        say(
+            f"  capped   median: {res['capped_median']:>9,.0f} cmds/s  "
+            f"(engine, at most {args.max_open:,} orders open)"
+        )
         say(f"  engine/baseline: {res['ratio']:.2f}x  (engine with ledger on)")
         say(f"  engine/lean:     {res['lean_ratio']:.2f}x")
         res["cross_check"] = cross_check(engine, naive)
@@ -802,6 +822,13 @@ def summary(results: dict[str, Any]) -> list[str]:
             )
         )
         rows.append(("engine / lean", f"{core['lean_ratio']:.2f}x", "-"))
+        rows.append(
+            (
+                f"engine core, book capped at {core['max_open']:,} open orders (median)",
+                f"{core['capped_median']:,.0f} cmds/s",
+                "-",
+            )
+        )
     zmq = results.get("zmq")
     if zmq and zmq.get("fixed_rate"):
         fr = zmq["fixed_rate"]
@@ -908,6 +935,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="funded accounts",
     )
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--max-open", type=int, default=2_000, help="open-order cap of the 'capped' core runs"
+    )
     p.add_argument("--rate", type=int, default=10_000, help="ZMQ fixed offered rate, orders/s")
     p.add_argument("--zmq-seconds", type=float, help="ZMQ fixed-rate duration (default 5)")
     p.add_argument(
