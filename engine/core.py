@@ -70,7 +70,7 @@ MAKER, TAKER = 1, 2
 C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6
 PPM = 1_000_000
 MAX_CLIENT_ID = 64
-CLOSED_KEPT = 100_000  # closed orders remembered for status queries (not part of the state)
+CLOSED_KEPT = 200_000  # closed orders remembered for status queries (not part of the state)
 FILLS_KEPT = 1_000  # recent fills remembered per account (not part of the state)
 
 # The hot path uses plain ints; these keep them honest against the protocol's enums.
@@ -104,9 +104,9 @@ class Engine(EngineViews):
         self.orders: dict[int, Order] = {}  # open (resting) orders
         self.cids: dict[tuple[int, str], Order] = {}  # (account, client id) -> open order
         self.by_account: dict[int, dict[int, Order]] = {}
-        # closed orders, remembered for status queries in two generations (not state)
+        # the newest closed orders, for status queries (not state), oldest first
         self.closed: dict[int, Order] = {}
-        self.closed_old: dict[int, Order] = {}
+        self.closed_ids: deque[int] = deque()
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
         self.seq = 0
         self.next_order_id = 1
@@ -553,10 +553,11 @@ class Engine(EngineViews):
         del self.by_account[o.account][oid]
         if o.client_id:
             del self.cids[(o.account, o.client_id)]
-        closed = self.closed
-        closed[oid] = o
-        if len(closed) >= CLOSED_KEPT:
-            self.closed_old, self.closed = closed, {}
+        self.closed[oid] = o
+        fifo = self.closed_ids
+        fifo.append(oid)
+        if len(fifo) > CLOSED_KEPT:
+            del self.closed[fifo.popleft()]
 
     def _unindex(self, o: Order) -> None:
         oid = o.id
@@ -566,11 +567,13 @@ class Engine(EngineViews):
             del self.cids[(o.account, o.client_id)]
 
     def _remember(self, o: Order) -> None:
-        """Keep a closed order for status queries (bounded: two generations of CLOSED_KEPT)."""
-        closed = self.closed
-        closed[o.id] = o
-        if len(closed) >= CLOSED_KEPT:
-            self.closed_old, self.closed = closed, {}
+        """Keep a closed order for status queries: the newest CLOSED_KEPT, the oldest forgotten
+        one at a time (no pause to free a whole generation)."""
+        self.closed[o.id] = o
+        fifo = self.closed_ids
+        fifo.append(o.id)
+        if len(fifo) > CLOSED_KEPT:
+            del self.closed[fifo.popleft()]
 
     # fmt: off
     def _report(self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int,
@@ -630,10 +633,11 @@ class Engine(EngineViews):
         del self.by_account[acct][oid]
         if o.client_id:
             del self.cids[(acct, o.client_id)]
-        closed = self.closed
-        closed[oid] = o
-        if len(closed) >= CLOSED_KEPT:
-            self.closed_old, self.closed = closed, {}
+        self.closed[oid] = o
+        fifo = self.closed_ids
+        fifo.append(oid)
+        if len(fifo) > CLOSED_KEPT:
+            del self.closed[fifo.popleft()]
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1

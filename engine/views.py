@@ -74,7 +74,7 @@ class EngineViews:
         cids: dict[tuple[int, str], Order]
         by_account: dict[int, dict[int, Order]]
         closed: dict[int, Order]
-        closed_old: dict[int, Order]
+        closed_ids: deque[int]
         fills: dict[int, deque[ExecReport]]
         seq: int
         next_order_id: int
@@ -92,7 +92,7 @@ class EngineViews:
     def _on_status(self, c: OrderStatusRequest, ts: int, origin: bytes) -> int:
         o = self._find(c.account, c.order_id, c.client_order_id)
         if o is None and c.order_id:
-            o = self.closed.get(c.order_id) or self.closed_old.get(c.order_id)
+            o = self.closed.get(c.order_id)
             o = o if o is not None and o.account == c.account else None
         if o is None and c.client_order_id:
             o = _closed_by_cid(self, c.account, c.client_order_id)
@@ -317,8 +317,7 @@ def _state(o: Order) -> OrderState:
 
 
 def _closed_by_cid(engine: EngineViews, acct: int, cid: str) -> Order | None:
-    for generation in (engine.closed, engine.closed_old):
-        for o in reversed(generation.values()):
-            if o.account == acct and o.client_id == cid:
-                return o
+    for o in reversed(engine.closed.values()):
+        if o.account == acct and o.client_id == cid:
+            return o
     return None

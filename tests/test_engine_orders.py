@@ -1363,3 +1363,29 @@ max_price = "10"
     )
     with pytest.raises(ValueError, match="asset"):
         Engine(other).restore(engine.state())
+
+
+def test_closed_orders_are_forgotten_oldest_first_one_at_a_time(
+    engine: Engine, send, fund, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status of a closed order is answered for the newest CLOSED_KEPT closed orders; older ones
+    are forgotten one by one (no whole generation freed at once, which stalled the engine)."""
+    import engine.core as core
+
+    monkeypatch.setattr(core, "CLOSED_KEPT", 5)
+    fund(1, USD="100000")
+    ids = []
+    for i in range(8):
+        (placed,) = send(limit(1, BUY, "30000.00", "0.0100", client_order_id=f"c{i}"))
+        oid = placed.reports[0].order_id
+        ids.append(oid)
+        send(Cancel(1, 1, BTCUSD, oid))
+    assert list(engine.closed) == ids[3:] and len(engine.closed_ids) == 5
+    for i, oid in enumerate(ids):
+        (by_id,) = send(OrderStatusRequest(1, 1, BTCUSD, oid))
+        (by_cid,) = send(OrderStatusRequest(1, 1, BTCUSD, 0, f"c{i}"))
+        if i < 3:
+            assert isinstance(by_id, Rejected) and isinstance(by_cid, Rejected)
+        else:
+            assert by_id.order.status == by_cid.order.status == OrderStatus.CANCELED
+            assert by_cid.order.order_id == oid
