@@ -557,7 +557,7 @@ class Engine(EngineViews):
         fifo = self.closed_ids
         fifo.append(oid)
         if len(fifo) > CLOSED_KEPT:
-            del self.closed[fifo.popleft()]
+            self.closed.pop(fifo.popleft(), None)
 
     def _unindex(self, o: Order) -> None:
         oid = o.id
@@ -573,7 +573,7 @@ class Engine(EngineViews):
         fifo = self.closed_ids
         fifo.append(o.id)
         if len(fifo) > CLOSED_KEPT:
-            del self.closed[fifo.popleft()]
+            self.closed.pop(fifo.popleft(), None)
 
     # fmt: off
     def _report(self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int,
@@ -637,7 +637,7 @@ class Engine(EngineViews):
         fifo = self.closed_ids
         fifo.append(oid)
         if len(fifo) > CLOSED_KEPT:
-            del self.closed[fifo.popleft()]
+            self.closed.pop(fifo.popleft(), None)
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
