@@ -34,7 +34,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ import msgspec
 
 from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
+from bench.procs import cpu_seconds, free_ports
 from bench.workload import funding, mixed
 from engine.core import Engine
 from protocol import config
@@ -83,16 +83,6 @@ def pinned(cpu: int) -> Iterator[None]:
         os.sched_setaffinity(0, before)
 
 
-def _proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (all threads); 0.0 once it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far; steal counts as busy."""
     try:
@@ -121,11 +111,11 @@ class LoadMeter:
         busy, total = _machine_busy()
         t = os.times()
         own = t.user + t.system + t.children_user + t.children_system
-        return busy, total, own, {pid: _proc_cpu(pid) for pid in self.pids}
+        return busy, total, own, {pid: cpu_seconds(pid) for pid in self.pids}
 
     def watch(self, pid: int) -> None:
         self.pids.append(pid)
-        self._start[3][pid] = _proc_cpu(pid)
+        self._start[3][pid] = cpu_seconds(pid)
 
     def foreign_cores(self) -> float:
         """Average number of cores busy with work that is not ours, since the start."""
@@ -510,19 +500,6 @@ class Children:
         for proc in reversed(self.procs):
             self.stop(proc, 5.0)
         self.procs.clear()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:

@@ -43,7 +43,6 @@ import asyncio
 import atexit
 import collections
 import contextlib
-import ctypes
 import json
 import os
 import re
@@ -62,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine_bench import free_ports, machine_info, percentiles, say
+from bench.procs import Child, cpu_seconds, machine_busy
 from gateways.accounts import AccountStore, Permission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,82 +91,6 @@ def bench_config(path: Path) -> Path:
     return path
 
 
-def _child_setup(cpu: int) -> Callable[[], None]:
-    def setup() -> None:  # in the child between fork and exec
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if cpu >= 0:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, {cpu})
-
-    return setup
-
-
-class Child:
-    """A ``python -m`` child pinned to one core, its output in a log file."""
-
-    def __init__(self, argv: list[str], log: Path, cpu: int) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("EXCHANGE_CONFIG", None)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.log = log
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(  # noqa: PLW1509 - no threads in this process yet
-                [sys.executable, "-m", *argv],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_child_setup(cpu),
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def text(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log.read_text(errors="replace")
-        return ""
-
-    def tail(self, n: int = 20) -> str:
-        return "\n".join(self.text().splitlines()[-n:])
-
-    def wait_log(self, *needles: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.text()
-            if all(n in text for n in needles):
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.log.stem} exited:\n{self.tail()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.log.stem} not ready in {timeout}s:\n{self.tail()}")
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU seconds of a process (or one of its threads)."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        with open(path) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of a process's threads grouped: loop (main), zmq, other (quickfix)."""
     out = {"loop": 0.0, "zmq": 0.0, "other": 0.0}
@@ -179,17 +103,6 @@ def thread_cpu(pid: int) -> dict[str, float]:
             group = "loop" if int(tid) == pid else "zmq" if comm.startswith("ZMQ") else "other"
             out[group] += cpu_seconds(pid, int(tid))
     return out
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine so far (steal counts as busy)."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = v
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def with_foreign(cpu: dict[str, float]) -> dict[str, float]:

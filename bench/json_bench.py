@@ -29,23 +29,20 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import ctypes
 import json
 import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvloop
 
 from bench.engine_bench import LoadMeter, free_ports, machine_info, percentiles, say
+from bench.procs import Child, cpu_seconds
 from gateways.accounts import AccountStore, Permission
 from gateways.json_tcp.client import JsonClient, JsonError
 
@@ -85,67 +82,6 @@ def bench_config(path: Path, **json_gateway: Any) -> Path:
     return path
 
 
-def _child_setup(cpu: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if cpu >= 0:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, {cpu})
-
-    return setup
-
-
-class Child:
-    """A ``python -m`` child pinned to one core, its output in a log file."""
-
-    def __init__(self, argv: list[str], log: Path, cpu: int) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("EXCHANGE_CONFIG", None)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        self.log = log
-        with open(log, "wb") as f:
-            self.proc = subprocess.Popen(  # noqa: PLW1509 - no threads in this process yet
-                [sys.executable, "-m", *argv],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=f,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_child_setup(cpu),
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def tail(self, n: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        return ""
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process, all threads."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 class Exchange:
     """Engine + one gateway + an account store, all temporary."""
 
@@ -162,7 +98,7 @@ class Exchange:
              "--commands", self.commands, "--market-data", f"tcp://127.0.0.1:{md_port}",
              "--cpu", str(args.engine_cpu)], "engine", args.engine_cpu,
         )  # fmt: skip
-        self._wait_log(self.engine, "engine ready")
+        self.engine.wait_log("engine ready")
         self.gateway = self._spawn(
             ["gateways.json_tcp", "--config", str(self.config), "--port", str(self.port),
              "--commands", self.commands, "--accounts", str(self.tmp / "accounts.db"),
@@ -176,17 +112,6 @@ class Exchange:
         child = Child(argv, self.tmp / f"{name}.log", cpu)
         self.kids.append(child)
         return child
-
-    @staticmethod
-    def _wait_log(child: Child, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in child.log.read_text(errors="replace"):
-                return
-            if child.proc.poll() is not None:
-                raise RuntimeError(f"{child.log.stem} exited:\n{child.tail()}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{child.log.stem} not ready in {timeout}s:\n{child.tail()}")
 
     async def wait_gateway(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -220,7 +145,7 @@ class Exchange:
         return out
 
     def cpu(self) -> tuple[float, float]:
-        return proc_cpu(self.gateway.pid), proc_cpu(self.engine.pid)
+        return cpu_seconds(self.gateway.pid), cpu_seconds(self.engine.pid)
 
     def close(self) -> None:
         for kid in reversed(self.kids):

@@ -30,10 +30,8 @@ import argparse
 import array
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -42,6 +40,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.procs import child_env, child_setup, cpu_seconds, free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "protocol" / "default.toml"
@@ -134,56 +134,10 @@ def worker_main(argv: list[str] | None = None) -> int:
 # ========================================================================= processes
 
 
-def _child_setup(cpus: set[int]) -> Any:
-    def setup() -> None:  # runs in the child between fork and exec
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # 1,000+ sockets
-        if cpus:
-            with contextlib.suppress(OSError):
-                os.sched_setaffinity(0, cpus)
-
-    return setup
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("EXCHANGE_CONFIG", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process, all threads."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def tail(path: Path, n: int = 20) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     return ""
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def bench_config(path: Path, clients: int) -> Path:
@@ -235,9 +189,9 @@ class Setup:
     def _spawn(self, argv: list[str], name: str, cpus: set[int]) -> subprocess.Popen:
         with open(self.tmp / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(  # noqa: PLW1509 - no threads in this process yet
-                [sys.executable, "-m", *argv], cwd=REPO, env=_env(), stdin=subprocess.DEVNULL,
+                [sys.executable, "-m", *argv], cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_child_setup({c for c in cpus if c >= 0}),
+                preexec_fn=child_setup(cpus, many_files=True),
             )  # fmt: skip
         self.procs.append(proc)
         return proc
@@ -277,8 +231,8 @@ class Setup:
                     "--clients", str(share), "--out", str(out)]  # fmt: skip
             with open(self.tmp / f"worker-{i}.log", "wb") as log:  # noqa: ASYNC230
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=REPO, env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=log, preexec_fn=_child_setup(cpus),  # noqa: PLW1509
+                    *argv, cwd=REPO, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                    stderr=log, preexec_fn=child_setup(cpus, many_files=True),  # noqa: PLW1509
                 )  # fmt: skip
             self.workers.append(proc)
         ready = 0
@@ -314,9 +268,9 @@ class Setup:
 
     def cpu(self) -> dict[str, float]:
         return {
-            "bridge": proc_cpu(self.bridge.pid),
-            "engine": proc_cpu(self.engine.pid),
-            "clients": sum(proc_cpu(w.pid) for w in self.workers),
+            "bridge": cpu_seconds(self.bridge.pid),
+            "engine": cpu_seconds(self.engine.pid),
+            "clients": sum(cpu_seconds(w.pid) for w in self.workers),
         }
 
     def close(self) -> None:

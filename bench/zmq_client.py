@@ -30,6 +30,7 @@ from typing import Any
 
 import uvloop
 
+from bench.procs import cpu_seconds
 from bench.workload import ZmqMix, funding
 from engine.client import EngineClient
 from protocol import config
@@ -54,16 +55,6 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
         "max_us": s[-1] / 1000.0,
         "mean_us": sum(s) / n / 1000.0,
     }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads), 0.0 if unreadable."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 class Usage:
