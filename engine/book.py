@@ -28,7 +28,6 @@ from protocol.config import MarketSpec
 
 BUY = 1
 SELL = 2
-RECENT_TRADES = 200_000  # per market
 
 
 class Order(msgspec.Struct, gc=False, array_like=True):
@@ -96,7 +95,7 @@ class Book:
         "ask",
     )
 
-    def __init__(self, spec: MarketSpec) -> None:
+    def __init__(self, spec: MarketSpec, recent_kept: int = 200_000) -> None:
         self.spec = spec
         self.symbol = spec.symbol
         self.bids: SortedList = SortedList()  # negated prices
@@ -111,7 +110,7 @@ class Book:
         self.dirty_asks: set[int] = set()
         self.trades: list = []
         # the newest (trade, maker account, taker account), for the recorder (not the state)
-        self.recent: deque = deque(maxlen=RECENT_TRADES)
+        self.recent: deque = deque(maxlen=recent_kept)
         self.trade_seq = 0
         self.depth_seq = 0
         self.bbo_seq = 0

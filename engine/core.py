@@ -70,8 +70,6 @@ MAKER, TAKER = 1, 2
 C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6
 PPM = 1_000_000
 MAX_CLIENT_ID = 64
-CLOSED_KEPT = 200_000  # closed orders remembered for status queries (not part of the state)
-FILLS_KEPT = 1_000  # recent fills remembered per account (not part of the state)
 
 # The hot path uses plain ints; these keep them honest against the protocol's enums.
 assert (NEWEST, OLDEST, BOTH) == (StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH)
@@ -97,7 +95,7 @@ class Engine(EngineViews):
         self.ledger = Ledger(exchange.assets, self.fee_account)
         self.books: dict[str, Book] = {}
         for symbol, spec in exchange.markets.items():
-            book = Book(spec)
+            book = Book(spec, exchange.engine.recent_trades_kept)
             book.base_a = 2 * self.ledger.index[spec.base]
             book.quote_a = 2 * self.ledger.index[spec.quote]
             self.books[symbol] = book
@@ -107,6 +105,8 @@ class Engine(EngineViews):
         # the newest closed orders, for status queries (not state), oldest first
         self.closed: dict[int, Order] = {}
         self.closed_ids: deque[int] = deque()
+        self.closed_kept = exchange.engine.closed_orders_kept
+        self.fills_kept = exchange.engine.fills_kept
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
         self.seq = 0
         self.next_order_id = 1
@@ -365,7 +365,7 @@ class Engine(EngineViews):
         fills = self.fills
         t_fills = fills.get(t.account)
         if t_fills is None:
-            t_fills = fills[t.account] = deque(maxlen=FILLS_KEPT)
+            t_fills = fills[t.account] = deque(maxlen=self.fills_kept)
         budget = t.quote_qty
         taker_buys = t.side == BUY
         if taker_buys:
@@ -459,7 +459,7 @@ class Engine(EngineViews):
                 reports.append(r_t)
                 f = fills.get(m.account)
                 if f is None:
-                    f = fills[m.account] = deque(maxlen=FILLS_KEPT)
+                    f = fills[m.account] = deque(maxlen=self.fills_kept)
                 f.append(r_m)
                 t_fills.append(r_t)
             if not level.count:
@@ -556,7 +556,7 @@ class Engine(EngineViews):
         self.closed[oid] = o
         fifo = self.closed_ids
         fifo.append(oid)
-        if len(fifo) > CLOSED_KEPT:
+        if len(fifo) > self.closed_kept:
             self.closed.pop(fifo.popleft(), None)
 
     def _unindex(self, o: Order) -> None:
@@ -567,12 +567,12 @@ class Engine(EngineViews):
             del self.cids[(o.account, o.client_id)]
 
     def _remember(self, o: Order) -> None:
-        """Keep a closed order for status queries: the newest CLOSED_KEPT, the oldest forgotten
-        one at a time (no pause to free a whole generation)."""
+        """Keep a closed order for status queries: the newest ``closed_kept``, the oldest
+        forgotten one at a time (no pause to free a whole generation)."""
         self.closed[o.id] = o
         fifo = self.closed_ids
         fifo.append(o.id)
-        if len(fifo) > CLOSED_KEPT:
+        if len(fifo) > self.closed_kept:
             self.closed.pop(fifo.popleft(), None)
 
     # fmt: off
@@ -636,7 +636,7 @@ class Engine(EngineViews):
         self.closed[oid] = o
         fifo = self.closed_ids
         fifo.append(oid)
-        if len(fifo) > CLOSED_KEPT:
+        if len(fifo) > self.closed_kept:
             self.closed.pop(fifo.popleft(), None)
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:

@@ -53,6 +53,10 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     fee_account: int = 0
     pub_hwm: int = 100_000
     router_hwm: int = 100_000
+    # bounded memories (not part of the state; each costs memory touched per command, see README)
+    closed_orders_kept: int = 200_000  # newest closed orders answered by status queries
+    fills_kept: int = 1_000  # newest fills per account answered by fills queries
+    recent_trades_kept: int = 200_000  # per market, for the recorder's exactly-once pull
     # CURVE key directory (engine/curve.py): "" = off, loopback only; set = both ports encrypted
     # and open only to the client keys in DIR/clients (required for a non-loopback address)
     curve_keys: str = ""
@@ -270,6 +274,9 @@ class Exchange:
             raise ConfigError(f"engine.fsync: must be 'none' or 'batch', was {cfg.engine.fsync!r}")
         if cfg.engine.batch_max < 1:
             raise ConfigError("engine.batch_max: must be at least 1")
+        for name in ("closed_orders_kept", "fills_kept", "recent_trades_kept"):
+            if getattr(cfg.engine, name) < 1:
+                raise ConfigError(f"engine.{name}: must be at least 1")
 
     def amount_to_units(self, asset: str, text: object) -> int:
         return to_steps(text, self.asset_steps[asset], f"{asset} amount")

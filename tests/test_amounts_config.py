@@ -308,6 +308,9 @@ def test_config_with_bad_engine_settings_fails() -> None:
         loads(GOOD + '\n[engine]\ncolour = "red"\n')
     with pytest.raises(ConfigError, match="batch_max"):
         loads(GOOD + "\n[engine]\nbatch_max = 0\n")
+    for name in ("closed_orders_kept", "fills_kept", "recent_trades_kept"):
+        with pytest.raises(ConfigError, match=f"engine.{name}: must be at least 1"):
+            loads(GOOD + f"\n[engine]\n{name} = 0\n")
 
 
 def test_config_that_is_not_toml_fails() -> None:

@@ -1365,14 +1365,11 @@ max_price = "10"
         Engine(other).restore(engine.state())
 
 
-def test_closed_orders_are_forgotten_oldest_first_one_at_a_time(
-    engine: Engine, send, fund, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Status of a closed order is answered for the newest CLOSED_KEPT closed orders; older ones
-    are forgotten one by one (no whole generation freed at once, which stalled the engine)."""
-    import engine.core as core
-
-    monkeypatch.setattr(core, "CLOSED_KEPT", 5)
+def test_closed_orders_are_forgotten_oldest_first_one_at_a_time(engine: Engine, send, fund) -> None:
+    """Status of a closed order is answered for the newest ``closed_orders_kept`` closed orders;
+    older ones are forgotten one by one (no whole generation freed at once: that stalled the
+    engine)."""
+    engine.closed_kept = 5  # [engine] closed_orders_kept
     fund(1, USD="100000")
     ids = []
     for i in range(8):
@@ -1389,3 +1386,21 @@ def test_closed_orders_are_forgotten_oldest_first_one_at_a_time(
         else:
             assert by_id.order.status == by_cid.order.status == OrderStatus.CANCELED
             assert by_cid.order.order_id == oid
+
+
+def test_bounded_memories_follow_the_config() -> None:
+    """[engine] fills_kept and recent_trades_kept bound the fills a fills query returns and the
+    trades a recorder can pull; the oldest go first."""
+    text = DEFAULT_CONFIG.read_text().replace("fills_kept = 1000", "fills_kept = 3")
+    text = text.replace("recent_trades_kept = 200000", "recent_trades_kept = 4")
+    e = Engine(loads(text), epoch=1)
+    for acct, asset, amount in ((1, "USD", "100000"), (2, "BTC", "10")):
+        e.apply(Deposit(1, acct, asset, units(asset, amount)), 1, b"gw")
+    for i in range(6):
+        e.apply(limit(2, SELL, "30000.00", "0.0100"), 2 + i, b"gw")
+        e.apply(limit(1, BUY, "30000.00", "0.0100"), 2 + i, b"gw")
+    book = e.books[BTCUSD]
+    assert book.next_trade_id == 7  # six trades printed
+    assert [t.trade_id for t, _, _ in book.recent] == [3, 4, 5, 6]
+    assert [r.trade_id for r in e.fills[1]] == [4, 5, 6]
+    assert [r.trade_id for r in e.fills[2]] == [4, 5, 6]
