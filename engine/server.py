@@ -25,7 +25,6 @@ import gc
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -340,20 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", help="ROUTER endpoint (overrides the config)")
     parser.add_argument("--market-data", help="PUB endpoint (overrides the config)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     try:
         exchange = config.load(args.config)
     except config.ConfigError as e:
         log.error("bad config: %s", e)
         return 2
-    if args.commands:
-        exchange.engine.commands = args.commands
-    if args.market_data:
-        exchange.engine.market_data = args.market_data
+    config.use_engine(exchange, args.commands, args.market_data)
     server = EngineServer(exchange, Path(args.data_dir) if args.data_dir else None)
     try:
         server.recover()

@@ -21,10 +21,7 @@ async def run(args: argparse.Namespace) -> int:
     ex = config.load(args.config)
     if args.port is not None:
         ex.bridge.port = args.port
-    if args.commands:
-        ex.engine.commands = args.commands
-    if args.market_data:
-        ex.engine.market_data = args.market_data
+    config.use_engine(ex, args.commands, args.market_data)
     recorder = None if args.no_recorder else f"http://{ex.recorder.host}:{ex.recorder.port}"
     bridge = Bridge(ex, recorder)
     runner = web.AppRunner(bridge.app(), access_log=None)
@@ -66,11 +63,7 @@ def main() -> int:
         help="serve kline history from the bridge's own candles only",
     )
     args = p.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     return uvloop.run(run(args))
 
 

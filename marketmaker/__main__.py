@@ -80,11 +80,7 @@ def main() -> int:
     p.add_argument("--port", type=int)
     p.add_argument("--interval", type=float, default=0.5)
     args = p.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     return uvloop.run(run(args))
 
 

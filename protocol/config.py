@@ -11,7 +11,9 @@ Scales (rule 1 of DESIGN.md):
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import msgspec
@@ -283,6 +285,23 @@ class Exchange:
 
     def units_text(self, asset: str, units: int) -> str:
         return from_steps(units, self.asset_steps[asset])
+
+
+def use_engine(ex: Exchange, commands: str | None, market_data: str | None = None) -> None:
+    """Point ``ex`` at another engine (a process's --commands / --market-data flags)."""
+    if commands:
+        ex.engine.commands = commands
+    if market_data:
+        ex.engine.market_data = market_data
+
+
+def log_to_stderr() -> None:
+    """How every process logs: INFO and up, one line per record on stderr."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Exchange:

@@ -179,11 +179,7 @@ def main() -> int:
     k.add_argument("--limit", type=int, default=100)
     sub.add_parser("sql").add_argument("query")
     args = p.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     ex = config.load(args.config)
     if args.clickhouse:
         ex.recorder.clickhouse = args.clickhouse

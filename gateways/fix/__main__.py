@@ -83,10 +83,7 @@ async def run(args: argparse.Namespace) -> int:
     for name in ("port", "data_dir", "identity"):
         if getattr(args, name) is not None:
             setattr(fx, name, getattr(args, name))
-    if args.commands:
-        ex.engine.commands = args.commands
-    if args.market_data:
-        ex.engine.market_data = args.market_data
+    config.use_engine(ex, args.commands, args.market_data)
     accounts = args.accounts or ex.accounts.path
     try:
         tls = server_context(fx.tls_cert, fx.tls_key)
@@ -140,11 +137,7 @@ def main() -> int:
     p.add_argument("--commands")
     p.add_argument("--market-data")
     args = p.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     return uvloop.run(run(args))
 
 

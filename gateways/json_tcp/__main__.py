@@ -22,8 +22,7 @@ async def run(args: argparse.Namespace) -> int:
     ex = config.load(args.config)
     if args.port is not None:
         ex.json_gateway.port = args.port
-    if args.commands:
-        ex.engine.commands = args.commands
+    config.use_engine(ex, args.commands)
     if args.accounts:
         ex.accounts.path = args.accounts
     if args.identity:
@@ -75,11 +74,7 @@ def main() -> int:
     parser.add_argument("--accounts", help="account store path")
     parser.add_argument("--identity", help="routing id towards the engine")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    config.log_to_stderr()
     return uvloop.run(run(args))
 
 
