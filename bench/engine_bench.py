@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ import msgspec
 
 from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
-from bench.procs import cpu_seconds, free_ports
+from bench.procs import cpu_seconds, free_ports, percentiles
 from bench.workload import funding, mixed
 from engine.core import Engine
 from protocol import config
@@ -127,26 +127,6 @@ class LoadMeter:
         own = (own1 - own0) + sum(live1[p] - live0.get(p, 0.0) for p in live1)
         wall = (t1 - t0) / ncpu
         return max(0.0, ((b1 - b0) - own) / wall)
-
-
-def percentiles(samples: Sequence[int]) -> dict[str, float]:
-    """Nearest-rank p50/p99/p99.9/max of nanosecond samples, in microseconds."""
-    if not samples:
-        return {"n": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0}
-    s = sorted(samples)
-    n = len(s)
-
-    def at(q: float) -> float:
-        return s[min(n - 1, int(q * n))] / 1000.0
-
-    return {
-        "n": n,
-        "p50_us": at(0.50),
-        "p99_us": at(0.99),
-        "p999_us": at(0.999),
-        "max_us": s[-1] / 1000.0,
-        "mean_us": sum(s) / n / 1000.0,
-    }
 
 
 def fmt_pct(p: dict[str, float]) -> str:

@@ -60,8 +60,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.engine_bench import free_ports, machine_info, percentiles, say
-from bench.procs import Child, cpu_seconds, machine_busy
+from bench.engine_bench import machine_info, say
+from bench.procs import Child, cpu_seconds, free_ports, machine_busy, percentiles
 from gateways.accounts import AccountStore, Permission
 
 REPO = Path(__file__).resolve().parent.parent

@@ -41,8 +41,8 @@ from typing import Any
 
 import uvloop
 
-from bench.engine_bench import LoadMeter, free_ports, machine_info, percentiles, say
-from bench.procs import Child, cpu_seconds
+from bench.engine_bench import LoadMeter, machine_info, say
+from bench.procs import Child, cpu_seconds, free_ports, percentiles
 from gateways.accounts import AccountStore, Permission
 from gateways.json_tcp.client import JsonClient, JsonError
 

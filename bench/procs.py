@@ -1,4 +1,4 @@
-"""Child processes and CPU accounting shared by the benchmarks.
+"""Child processes, CPU accounting and latency percentiles shared by the benchmarks.
 
 - ``Child``: a ``python -m`` child of the benchmark with its output in a log file, pinned to
   its cores, dying with the benchmark (PR_SET_PDEATHSIG), stopped with SIGTERM then SIGKILL;
@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -136,3 +136,23 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def percentiles(samples: Sequence[int]) -> dict[str, float]:
+    """Nearest-rank p50/p99/p99.9/max (and mean) of nanosecond samples, in microseconds."""
+    if not samples:
+        return {"n": 0, "p50_us": 0.0, "p99_us": 0.0, "p999_us": 0.0, "max_us": 0.0}
+    s = sorted(samples)
+    n = len(s)
+
+    def at(q: float) -> float:
+        return s[min(n - 1, int(q * n))] / 1000.0
+
+    return {
+        "n": n,
+        "p50_us": at(0.50),
+        "p99_us": at(0.99),
+        "p999_us": at(0.999),
+        "max_us": s[-1] / 1000.0,
+        "mean_us": sum(s) / n / 1000.0,
+    }

@@ -39,7 +39,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.engine_bench import Children, LoadMeter, free_ports, machine_info
+from bench.engine_bench import Children, LoadMeter, machine_info
+from bench.procs import free_ports
 from protocol import config
 from protocol.messages import Trade
 

@@ -30,31 +30,11 @@ from typing import Any
 
 import uvloop
 
-from bench.procs import cpu_seconds
+from bench.procs import cpu_seconds, percentiles
 from bench.workload import ZmqMix, funding
 from engine.client import EngineClient
 from protocol import config
 from protocol.messages import Executions, Rejected
-
-
-def percentiles(samples_ns: list[int]) -> dict[str, float]:
-    """p50/p99/p99.9/max in microseconds (nearest-rank)."""
-    if not samples_ns:
-        return {"n": 0}
-    s = sorted(samples_ns)
-    n = len(s)
-
-    def at(q: float) -> float:
-        return s[min(n - 1, int(q * n))] / 1000.0
-
-    return {
-        "n": n,
-        "p50_us": at(0.50),
-        "p99_us": at(0.99),
-        "p999_us": at(0.999),
-        "max_us": s[-1] / 1000.0,
-        "mean_us": sum(s) / n / 1000.0,
-    }
 
 
 class Usage:
