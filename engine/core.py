@@ -545,7 +545,7 @@ class Engine(EngineViews):
 
     def _close(self, o: Order) -> None:
         """A resting order is done: unlock what it still holds, drop it from the indexes and
-        remember it for status queries (flat on purpose: it runs for every filled maker)."""
+        remember it for status queries (it runs for every filled maker and every cancel)."""
         if o.locked:
             self._release(o)
         oid = o.id
@@ -553,11 +553,7 @@ class Engine(EngineViews):
         del self.by_account[o.account][oid]
         if o.client_id:
             del self.cids[(o.account, o.client_id)]
-        self.closed[oid] = o
-        fifo = self.closed_ids
-        fifo.append(oid)
-        if len(fifo) > self.closed_kept:
-            self.closed.pop(fifo.popleft(), None)
+        self._remember(o)
 
     def _unindex(self, o: Order) -> None:
         oid = o.id
@@ -622,22 +618,7 @@ class Engine(EngineViews):
         self.dirty.add(book)
         o.status = S_CXL
         o.updated = ts
-        oid, acct, locked = o.id, o.account, o.locked
-        if locked:
-            col = book.quote_a if o.side == BUY else book.base_a
-            row = self.ledger.accounts[acct]
-            row[col + 1] -= locked
-            row[col] += locked
-            o.locked = 0
-        del self.orders[oid]
-        del self.by_account[acct][oid]
-        if o.client_id:
-            del self.cids[(acct, o.client_id)]
-        self.closed[oid] = o
-        fifo = self.closed_ids
-        fifo.append(oid)
-        if len(fifo) > self.closed_kept:
-            self.closed.pop(fifo.popleft(), None)
+        self._close(o)
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
