@@ -30,9 +30,9 @@ from engine.client import EngineClient, EngineTimeout
 from feed.subscriber import Feed
 from gateways.accounts import Permission
 from gateways.fix.acceptor import Fields, Login, build_message, first
-from gateways.ratelimit import TokenBucket
+from gateways.ratelimit import AccountLimits
 from protocol import messages as M
-from protocol.amounts import AmountError
+from protocol.amounts import AmountError, positive_field
 from protocol.config import Exchange, MarketSpec
 from protocol.enums import CancelReason, RejectCode
 
@@ -146,7 +146,7 @@ class FixGateway:
         self.top: dict[str, tuple[int, int, int, int]] = {}  # last top of book sent, per market
         self.levels: dict[str, dict[tuple[str, int], int]] = {}  # (entry type, price) -> qty
         self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0, "rate_limited": 0}
-        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}  # account -> (orders, all)
+        self.limits = AccountLimits(self.cfg)
         self.senders: dict[str, Sender] = {}
         self.front: Any = None  # the front door, to cut a session that does not read
 
@@ -343,15 +343,7 @@ class FixGateway:
     def check_rate(self, account: int, trading: bool) -> None:
         """Per-account token buckets, shared by all the account's sessions (as in the JSON
         gateway): every message takes a request token, trading messages an order token too."""
-        now = time.monotonic()
-        buckets = self.limits.get(account)
-        if buckets is None:
-            c = self.cfg
-            buckets = self.limits[account] = (
-                TokenBucket(c.orders_per_second, c.order_burst, now),
-                TokenBucket(c.requests_per_second, c.request_burst, now),
-            )
-        wait = buckets[1].take(now) or (buckets[0].take(now) if trading else 0.0)
+        wait = self.limits.take(account, trading, time.monotonic())
         if wait:
             self.counts["rate_limited"] += 1
             raise FixReject(f"rate limited; retry after {wait:.3f}s")
@@ -367,15 +359,10 @@ class FixGateway:
 
     @staticmethod
     def amount(convert: Any, text: str | None, what: str) -> int:
-        if text is None:
-            return 0
         try:
-            value = convert(text)
+            return positive_field(convert, text, what)
         except AmountError as e:
             raise FixReject(f"{what}: {e}", "13" if what != "Price" else "99") from None
-        if value <= 0:
-            raise FixReject(f"{what} must be positive, was {text}", "13")
-        return int(value)
 
     def engine_cid(self, s: Session, clordid: str | None) -> str:
         if not clordid:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from protocol import json_api as J
 from protocol import messages as M
-from protocol.amounts import AmountError
-from protocol.config import MAX_INT, Exchange, MarketSpec
+from protocol.amounts import AmountError, positive_field
+from protocol.config import Exchange, MarketSpec
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, OrderType, RejectCode
 from protocol.enums import TimeInForce as Tif
 from protocol.json_api import market_view  # noqa: F401 - part of this module's API
@@ -41,17 +41,10 @@ def market(ex: Exchange, symbol: str) -> MarketSpec:
 
 
 def _amount(convert, text: str | None, code: int, what: str) -> int:  # noqa: ANN001
-    if text is None:
-        return 0
     try:
-        value = convert(text)
+        return positive_field(convert, text, what)
     except AmountError as e:
         raise EdgeReject(code, str(e)) from None
-    if value <= 0:
-        raise EdgeReject(code, f"{what} must be positive, was {text}")
-    if value > MAX_INT:
-        raise EdgeReject(code, f"{what} is too large: {text}")
-    return value
 
 
 def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:

@@ -34,9 +34,10 @@ import msgspec
 from engine.client import WRITES, EngineClient, EngineTimeout, EngineUnavailable
 from gateways.accounts import AccountStore, ApiKey, Permission, b64, check_proof
 from gateways.json_tcp import convert
-from gateways.ratelimit import TokenBucket
+from gateways.ratelimit import AccountLimits, TokenBucket
 from protocol import json_api as J
 from protocol import messages as M
+from protocol import salvage
 from protocol.config import Exchange
 from protocol.enums import RejectCode
 
@@ -75,7 +76,7 @@ class Gateway:
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
         self.by_account: dict[int, set[Session]] = {}
-        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self.limits = AccountLimits(self.cfg)
         self.doubts: dict[int, tuple[Session, J.Id]] = {}  # engine req -> who was told 4003
         self.pepper = secrets.token_bytes(32)  # fake salts for unknown keys
         self.engine = EngineClient.for_exchange(
@@ -120,17 +121,6 @@ class Gateway:
         for s in list(self.sessions):
             s.close_with(RejectCode.SHUTTING_DOWN, "gateway shutting down")
         await self.engine.close()
-
-    def buckets(self, account: int) -> tuple[TokenBucket, TokenBucket]:
-        b = self.limits.get(account)
-        if b is None:
-            now = time.monotonic()
-            c = self.cfg
-            b = self.limits[account] = (
-                TokenBucket(c.orders_per_second, c.order_burst, now),
-                TokenBucket(c.requests_per_second, c.request_burst, now),
-            )
-        return b
 
     def on_event(self, msg: Any) -> None:
         """Unsolicited engine messages: execution reports go to every session of the account."""
@@ -298,12 +288,12 @@ class Session(asyncio.Protocol):
         try:
             req = gw.decoder.decode(line)
         except msgspec.ValidationError as e:
-            code, reason = _explain(e)
-            self.error(_id_of(line), code, reason)
+            code, reason = _explain(line, e)
+            self.error(salvage.json_id(line), code, reason)
             return
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-            self.error(_id_of(line), RejectCode.MALFORMED, f"not valid JSON: {reason}")
+            self.error(salvage.json_id(line), RejectCode.MALFORMED, f"not valid JSON: {reason}")
             return
         if isinstance(req, LOCAL_OPS):  # the rest count against the account
             self.local_request(req)
@@ -365,11 +355,9 @@ class Session(asyncio.Protocol):
 
     def within_limits(self, req: Any) -> bool:
         assert self.key is not None
-        orders, requests = self.gw.buckets(self.key.account_id)
-        now = time.monotonic()
-        wait = requests.take(now)
-        if not wait and isinstance(req, J.ORDER_OPS):
-            wait = orders.take(now)
+        wait = self.gw.limits.take(
+            self.key.account_id, isinstance(req, J.ORDER_OPS), time.monotonic()
+        )
         if not wait:
             return True
         self.over_limit(req.id, wait)
@@ -479,29 +467,21 @@ def _unb64(text: str) -> bytes:
         raise ValueError(str(e)) from None
 
 
-def _id_of(line: bytes) -> J.Id | None:
-    """The request id of a line that failed validation, if it has a usable one. Invalid UTF-8
-    elsewhere in the line does not hide it: the bytes are decoded leniently for this."""
-    try:
-        obj = msgspec.json.decode(line.decode("utf-8", "replace"))
-    except (msgspec.DecodeError, RecursionError, ValueError):
-        return None
-    if isinstance(obj, dict):
-        rid = obj.get("id")
-        if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
-            return rid
-    return None
+AMOUNT_FIELDS = ("price", "qty", "quote_qty", "amount")
+OPS = salvage.tags_of(J.Request)
 
 
-def _explain(e: msgspec.ValidationError) -> tuple[int, str]:
+def _explain(line: bytes, e: msgspec.ValidationError) -> tuple[int, str]:
+    """The reject for a line that is JSON but not a valid request, named by looking at the
+    line itself (msgspec's message is passed on, never parsed)."""
     text = str(e)
-    if "`$.op`" in text or "missing required field `op`" in text:
-        return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
-    if text.startswith("Expected `object`"):
+    is_object, op = salvage.json_op(salvage.json_object(line))
+    if not is_object:
         return RejectCode.MALFORMED, f"each line must be a JSON object: {text}"
-    if "got `float`" in text or "got `int`" in text:
-        if any(f"`$.{f}`" in text for f in ("price", "qty", "quote_qty", "amount")):
-            return RejectCode.INVALID_FIELD, (
-                f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
-            )
+    if op not in OPS:
+        return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
+    if salvage.numbers_in(salvage.json_object(line), AMOUNT_FIELDS):
+        return RejectCode.INVALID_FIELD, (
+            f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
+        )
     return RejectCode.INVALID_FIELD, text
