@@ -1,6 +1,6 @@
 """The exchange's configuration: assets, markets and endpoints, from TOML, typed by msgspec.
 
-Scales (rule 1 of DESIGN.md):
+Scales (docs/design.md rule 1):
 - an asset has ``decimals``; balances are integers of its minor unit (BTC 8 -> satoshi);
 - a market has a price ``tick`` (quote per one whole base) and a ``lot`` (base quantity);
   orders carry prices as whole ticks and quantities as whole lots;

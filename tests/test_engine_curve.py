@@ -1,4 +1,4 @@
-"""ZeroMQ CURVE on the engine's two ports (DESIGN rule 5), with the real engine process.
+"""ZeroMQ CURVE on the engine's two ports (docs/design.md rule 5), with the real engine process.
 
 With ``[engine] curve_keys`` set, only clients whose public key is in ``DIR/clients`` get in,
 on the command port and on the market-data port; everyone else (no keys, a key that was never

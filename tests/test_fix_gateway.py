@@ -966,7 +966,7 @@ def test_garbled_messages_in_a_session_are_ignored_and_it_stays_up(fix: FixStack
 def test_a_client_that_does_not_read_does_not_stall_other_sessions(
     own_fix_stack: Callable[..., FixStack],
 ) -> None:
-    """DESIGN rule 7: a slow reader is dropped or held back, never allowed to stall others.
+    """docs/design.md rule 7: a slow reader is dropped or held back, never allowed to stall others.
 
     The hog pipelines FLOOD resting orders and never reads a report. The victim's round trips
     must keep being answered until the flood is through or the gateway holds the hog back
