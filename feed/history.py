@@ -222,7 +222,8 @@ class History:
             self._apply(tape, trades, live=False)
         tape.ticker.expire(now)
         tape.candles.forget_through(covered)  # older candles may lack trades
-        tape.last_id = max(tape.last_id, recorded_last)
+        # trades up to the engine's last id at the sync that neither source has are gone
+        tape.last_id = max(tape.last_id, recorded_last, tape.engine_last_id)
         tape.seeded = True
         view = tape.ticker.view(now)
         log.info(

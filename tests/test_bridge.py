@@ -38,8 +38,11 @@ from tests.fixtures_feed import (
     market_fixture,  # noqa: F401
     metrics,
     own_feed_stack_fixture,  # noqa: F401
+    stop_all,
+    write_feed_config,
 )
-from tests.procs import eventually_async
+from tests.fixtures_recorder import RecorderProc, recorder_procs_fixture  # noqa: F401
+from tests.procs import EngineProc, eventually_async
 
 INTERVAL_SECS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 NS = 1_000_000_000
@@ -832,3 +835,160 @@ def test_the_mask_check_follows_frame_headers_however_the_bytes_are_cut() -> Non
         assert (guard.head, guard.skip) == (b"", 0)  # exactly at a frame boundary
         bad = client_frame(b"{}", masked=False)
         assert not guard.all_masked(client_frame(b"ok") + bad)
+
+
+# --------------------------------------------- history across restarts (engine + recorder)
+
+
+async def make_trades(desk: Desk, market: str, n: int, base: int) -> list[ExecReport]:
+    """``n`` trades at varying prices and sizes, alternately bought and sold by the taker."""
+    fills: list[ExecReport] = []
+    for i in range(n):
+        price, size = base + (i * 37) % 500, 3 + i % 5
+        side = SELL if i % 2 else BUY
+        await desk.rest(market, BUY if side == SELL else SELL, price, size)
+        fills += await desk.take(market, side, price, size)
+    assert len(fills) == n
+    return fills
+
+
+def clickhouse_ticker(rec: RecorderProc, market: str) -> dict[str, Any]:
+    """The 24h ticker as ClickHouse computes it, in the bridge's decimal text."""
+    (row,) = rec.sql(
+        "SELECT count(), sum(qty_lots), sum(quote_units), argMin(price_ticks, trade_id), "
+        "max(price_ticks), min(price_ticks), argMax(price_ticks, trade_id) FROM trades "
+        f"WHERE market = '{market}' AND ts > now64(9) - INTERVAL 1 DAY"  # noqa: S608
+    )
+    n, volume, quote_units, open_, high, low, last = (int(v) for v in row)
+    return {
+        "trades": n,
+        "volume": qty(volume),
+        "quote_volume": quote(quote_units),
+        "open": px(open_),
+        "high": px(high),
+        "low": px(low),
+        "last": px(last),
+    }
+
+
+def clickhouse_trades(rec: RecorderProc, market: str) -> list[dict[str, Any]]:
+    rows = rec.sql(
+        "SELECT trade_id, price_ticks, qty_lots, CAST(taker_side, 'Int8'), "
+        f"toUnixTimestamp64Nano(ts) FROM trades WHERE market = '{market}' "  # noqa: S608
+        "ORDER BY trade_id"
+    )
+    side = {BUY: "buy", SELL: "sell"}
+    return [
+        {"id": int(i), "price": px(int(p)), "qty": qty(int(q)), "side": side[int(s)], "ts": int(t)}
+        for i, p, q, s, t in rows
+    ]
+
+
+async def ticker_of(http: aiohttp.ClientSession, bridge: BridgeProc, market: str) -> dict:
+    return await api(http, bridge, f"/api/ticker?market={market}")
+
+
+@async_test
+async def test_a_restarted_bridge_resumes_ticker_trades_and_candles_from_clickhouse(
+    tmp_path: Any, recorder_procs: Any
+) -> None:
+    market = "BTC-USD"
+    engine = EngineProc(tmp_path / "engine", config=write_feed_config(tmp_path / "e.toml", 0))
+    bridge: BridgeProc | None = None
+    try:
+        await engine.astart()
+        rec = recorder_procs(engine)
+        await asyncio.to_thread(rec.start)
+        bridge = BridgeProc(
+            tmp_path / "bridge", config=rec.config, engine=engine, recorder=rec.url("")
+        )
+        await bridge.astart()
+        async with desk_on(engine) as desk:
+            fills = await make_trades(desk, market, 40, 5_000_000)
+        await eventually_async(lambda: rec.count() == 40, 60, 0.1, "ClickHouse has every trade")
+        # The engine's recent-trade memory is not in its snapshot: after this restart only
+        # ClickHouse knows the 40 trades, so a bridge that seeds from the engine alone fails.
+        await engine.astop()
+        await engine.astart()
+        bridge.stop()
+        await bridge.astart()
+        async with aiohttp.ClientSession() as http:
+            truth = clickhouse_ticker(rec, market)
+            assert truth["trades"] == 40
+            ticker = await ticker_of(http, bridge, market)
+            assert {k: ticker[k] for k in truth} == truth
+            assert await api(http, bridge, f"/api/trades?market={market}&limit=1000") == (
+                clickhouse_trades(rec, market)
+            )
+            assert [t["id"] for t in clickhouse_trades(rec, market)] == [f.trade_id for f in fills]
+            ws = await WsClient.connect(http, bridge)
+            streams = [f"kline_1m@{market}", f"kline_1d@{market}"]
+            await ws.subscribe(*streams, f"trades@{market}")
+            await ws.until(lambda: all(ws.by_stream[s] for s in streams), what="candles")
+            for stream, iv in zip(streams, ("1m", "1d"), strict=True):
+                status, rows = rec.get(f"/klines?market={market}&interval={iv}")
+                assert status == 200, rows
+                want = rows[-1]
+                got = ws.by_stream[stream][0]
+                assert (got["open_time"], got["trades"]) == (want["open_time"], want["trades"])
+                assert (got["open"], got["close"], got["volume"]) == (
+                    px(want["open"]),
+                    px(want["close"]),
+                    qty(want["volume"]),
+                )
+            # Live trades after the restart continue the seeded figures, each counted once.
+            async with desk_on(engine) as desk:
+                await make_trades(desk, market, 7, 5_100_000)
+            await eventually_async(lambda: rec.count() == 47, 60, 0.1, "ClickHouse has 47")
+
+            async def ticker_at_47() -> bool:
+                return (await ticker_of(http, bridge, market))["trades"] == 47
+
+            await eventually_async(ticker_at_47, 30, 0.05, "the ticker at 47 trades")
+            truth = clickhouse_ticker(rec, market)
+            ticker = await ticker_of(http, bridge, market)
+            assert {k: ticker[k] for k in truth} == truth
+            await ws.until(lambda: len(ws.trades(market)) == 7, what="7 live trades")
+            assert [t["id"] for t in ws.trades(market)] == list(range(41, 48))
+            await ws.close()
+        assert f"{market}: seeded from the recorder and the engine: 40 trades" in bridge.log()
+        assert "partial" not in bridge.log()
+    finally:
+        stop_all(bridge, engine)
+
+
+@async_test
+async def test_without_a_recorder_the_bridge_seeds_from_the_engine_and_says_when_partial(
+    own_feed_stack: Any,
+) -> None:
+    stack = await own_feed_stack(pool=1)
+    market = POOL[0]
+    async with aiohttp.ClientSession() as http:
+        async with desk_on(stack.engine) as desk:
+            fills = await make_trades(desk, market, 12, 4_000_000)
+        stack.bridge.stop()
+        await stack.bridge.astart()
+        ticker = await ticker_of(http, stack.bridge, market)
+        assert {k: ticker[k] for k in ticker_reference(fills)} == ticker_reference(fills)
+        trades = await api(http, stack.bridge, f"/api/trades?market={market}")
+        assert trades == [trade_text(f) for f in fills]
+        assert f"{market}: seeded from the engine only: 12 trades in the last 24h (complete)" in (
+            stack.bridge.log()
+        )
+        # An engine restart empties its memory; with no recorder the bridge cannot know the
+        # day's trades, and says so instead of showing a quiet zero as the truth.
+        await stack.engine.astop()
+        await stack.engine.astart()
+        stack.bridge.stop()
+        await stack.bridge.astart()
+        assert f"{market}: the 24h figures are partial: no recorder" in stack.bridge.log()
+        async with desk_on(stack.engine) as desk:
+            (fill,) = await make_trades(desk, market, 1, 4_100_000)
+        assert fill.trade_id == 13
+
+        async def one_trade() -> bool:
+            return (await ticker_of(http, stack.bridge, market))["trades"] == 1
+
+        await eventually_async(one_trade, 30, 0.05, "the new trade in the ticker")
+        assert (await api(http, stack.bridge, f"/api/trades?market={market}")) == [trade_text(fill)]
+        assert "older than the engine's memory" not in stack.bridge.log()
