@@ -35,6 +35,7 @@ from feed.frames import StrictWebSocket, ws_frame
 from feed.history import History
 from feed.subscriber import Feed
 from protocol import market_api as A
+from protocol import salvage
 from protocol.config import Exchange, MarketSpec
 from protocol.json_api import market_view
 from protocol.messages import Depth, Trade
@@ -253,7 +254,7 @@ class Bridge:
         try:
             req = decode_client(REQUEST, text)
         except msgspec.ValidationError as e:
-            return self.reply(c, _id_of(text), error=(1007, str(e)))
+            return self.reply(c, salvage.json_id(text), error=(1007, str(e)))
         except msgspec.DecodeError as e:
             return self.reply(c, None, error=(1001, f"not valid JSON: {e}"))
         if req.op == "list":
@@ -524,12 +525,7 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
-class _IdOnly(msgspec.Struct):
-    id: msgspec.Raw = msgspec.Raw(b"null")  # echoed as sent: never re-encoded, however deep
-
-
 REQUEST = msgspec.json.Decoder(A.WsRequest)
-ID_ONLY = msgspec.json.Decoder(_IdOnly)
 
 
 def decode_client(decoder: msgspec.json.Decoder, text: str | bytes) -> Any:
@@ -540,11 +536,3 @@ def decode_client(decoder: msgspec.json.Decoder, text: str | bytes) -> Any:
         return decoder.decode(text)
     except RecursionError:
         raise msgspec.DecodeError("JSON nested too deeply") from None
-
-
-def _id_of(text: str) -> msgspec.Raw | None:
-    """The request's ``id`` for an error reply, when the frame is a JSON object that has one."""
-    try:
-        return decode_client(ID_ONLY, text).id
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None

@@ -349,7 +349,7 @@ BAD_FRAMES = [
     ('{"op":5,"id":13}', 1007, ["op"], 13),
     ('{"op":"subscribe_all","streams":[],"id":14}', 1007, ["op"], 14),
     ('{"streams":["trades@F00-USD"],"id":15}', 1007, ["op"], 15),
-    ('{"op":"list","id":{"a":1}}', 1007, ["id"], {"a": 1}),
+    ('{"op":"list","id":{"a":1}}', 1007, ["id"], None),  # not an id: not echoed (salvage)
     ('{"op":"list","id":16,"extra":true}', 1007, ["extra"], 16),
     ("[1, 2, 3]", 1007, ["object"], None),
     ("null", 1007, ["object"], None),
