@@ -382,3 +382,46 @@ def test_sigstop_of_the_real_engine_never_turns_into_not_done(engine_proc: Engin
             await client.close()
 
     run(main())
+
+
+def test_replies_lost_with_a_frame_the_real_engine_refuses_whole_are_learned(
+    engine_proc: EngineProc,
+) -> None:
+    """One loop turn's commands leave in one frame; past 1 MiB the engine refuses the frame
+    whole (one Rejected with no request id). Every reply in it is lost, just as when the engine
+    drops a frame of replies at a full ROUTER queue: the order is learned to be not executed,
+    the read fails as lost (nothing changed), the deposits are in doubt and unknowable."""
+
+    async def main() -> None:
+        resolved: list = []
+        client = EngineClient(
+            engine_proc.commands,
+            b"big-frame",
+            timeout=60.0,
+            heartbeat=0.05,
+            on_resolved=lambda cmd, outcome: resolved.append((cmd, outcome)),
+        )
+        await client.start(wait=20.0)
+        try:
+            await client.request(Deposit(0, 9, "USD", 10**15))
+            filler = [Deposit(0, 9, "USD", 1, "r" * 1000) for _ in range(1100)]  # ~1.1 MB
+            futs = [client.send(c) for c in filler]
+            placed = client.send(order(acct=9, cid="in-the-big-frame"))
+            read = client.send(OpenOrdersRequest(0, 9))
+            reply = await placed
+            assert isinstance(reply, Rejected) and reply.code == RejectCode.NOT_EXECUTED, reply
+            with pytest.raises(EngineUnavailable, match="lost"):
+                await read
+            for fut in futs:
+                with pytest.raises(EngineTimeout, match="in doubt"):
+                    await fut
+            assert len(resolved) == len(filler) and all(o is None for _, o in resolved)
+            balances = await client.request(BalancesRequest(0, 9))
+            usd = next(b for b in balances.balances if b.asset == "USD")
+            assert usd.available == 10**15  # truly none of the deposits happened
+            truth = await client.request(OpenOrdersRequest(0, 9))
+            assert truth.orders == []
+        finally:
+            await client.close()
+
+    run(main())
