@@ -145,12 +145,14 @@ class MarketMaker:
             try:
                 self.observe(sym, await recorded_trades(self.recorder, sym, HISTORY))
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as e:
-                loop = asyncio.get_running_loop()
-                since = self.waiting_since.setdefault(sym, loop.time())
-                if loop.time() - since < self.p.recorder_patience:
-                    log.info("%s: traded, but the recorder is not answering yet (%r)", sym, e)
+                now = asyncio.get_running_loop().time()
+                why = f"{e.__class__.__name__}: {e}"[:200]
+                if sym not in self.waiting_since:
+                    self.waiting_since[sym] = now
+                    log.info("%s: traded; waiting for the recorder's last price (%s)", sym, why)
+                if now - self.waiting_since[sym] < self.p.recorder_patience:
                     return None
-                log.warning("%s: no trade price from the engine or the recorder: %r", sym, e)
+                log.warning("%s: no trade price from the engine or the recorder: %s", sym, why)
         last = self.history[sym][-1] if self.history[sym] else None
         bid = snap.bids[0][0] if snap.bids else None
         ask = snap.asks[0][0] if snap.asks else None
