@@ -116,6 +116,43 @@ def test_health_probes_say_why_a_part_is_not_up() -> None:
         assert reason is not None and str(port) in reason
 
 
+def _scripted(answers: list[str | None], calls: list[str], name: str) -> health.Probe:
+    """A probe that gives ``answers`` in turn (the last one from then on)."""
+
+    async def probe() -> str | None:
+        calls.append(name)
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    return probe
+
+
+def test_wait_healthy_needs_every_part_healthy_in_one_round() -> None:
+    calls: list[str] = []
+    reports: list[dict[str, str]] = []
+    probes = {
+        "quick": _scripted([None, "crashed", None], calls, "quick"),  # up, down, up again
+        "slow": _scripted(["starting", "starting", None], calls, "slow"),
+    }
+
+    async def body() -> bool:
+        return await health.wait_healthy(probes, asyncio.Event(), reports.append, 0, 0)
+
+    assert asyncio.run(body()) is True
+    # round 1: quick up, slow not; round 2: only slow (not up); round 3: slow up;
+    # confirming round: quick is down again; then it is waited for until a full round passes
+    assert calls == ["quick", "slow", "slow", "slow", "quick", "slow", "quick", "quick", "slow"]
+    assert {"slow": "starting"} in reports and {"quick": "crashed"} in reports
+
+
+def test_wait_healthy_gives_up_when_stopping() -> None:
+    async def body() -> bool:
+        stopping = asyncio.Event()
+        stopping.set()
+        return await health.wait_healthy({"never": _scripted(["no"], [], "n")}, stopping, print)
+
+    assert asyncio.run(body()) is False
+
+
 # ------------------------------------------------------------------- the real stack
 
 
