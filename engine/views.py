@@ -181,7 +181,7 @@ class EngineViews:
         oldest = recent[0][0].trade_id if recent else 0
         limit = max(1, min(c.limit, 100_000))
         start = max(0, c.from_id - oldest) if recent else 0
-        rows = list(itertools.islice(recent, start, start + limit))
+        rows = _window(recent, start, limit)
         self.outbox[origin].append(
             TradesReply(c.req, c.market, [r[0] for r in rows], oldest, [(r[1], r[2]) for r in rows])
         )
@@ -316,3 +316,16 @@ def _state(o: Order) -> OrderState:
         o.created,
         o.updated,
     )
+
+
+def _window(recent: deque, start: int, limit: int) -> list:
+    """``recent[start:start + limit]``, reached from whichever end is nearer (a deque cannot
+    jump to an index: a request for the newest trades must not walk 200,000 old ones)."""
+    n = len(recent)
+    if start >= n:
+        return []
+    if n - start > start:
+        return list(itertools.islice(recent, start, start + limit))
+    tail = list(itertools.islice(reversed(recent), n - start))
+    tail.reverse()
+    return tail[:limit]

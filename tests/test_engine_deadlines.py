@@ -32,6 +32,8 @@ from protocol.messages import (
     QuoteRequest,
     Rejected,
     Replace,
+    TradesReply,
+    TradesRequest,
     Withdraw,
 )
 
@@ -234,3 +236,18 @@ def test_mass_cancel_past_deadline_keeps_orders(exchange: Exchange) -> None:
     assert isinstance(open_, OpenOrders) and [o.client_order_id for o in open_.orders] == ["keep"]
     ok = apply(engine, MassCancel(0, 1, "", deadline=T0 + 5), T0 + 3)[-1]  # after the report
     assert isinstance(ok, MassCancelReply) and ok.count == 1
+
+
+def test_recent_trades_from_any_id_are_the_same_window(exchange: Exchange) -> None:
+    engine = funded(exchange)
+    for _ in range(30):
+        apply(engine, order(2, SELL, 5_000_000, 10), T0)
+        apply(engine, NewOrder(0, 1, M, BUY, LIMIT, 0, 5_000_000, 10), T0)
+    ids = [t[0].trade_id for t in engine.books[M].recent]
+    assert len(ids) == 30
+    for from_id in (ids[0], ids[3], ids[14], ids[15], ids[28], ids[-1], ids[-1] + 1):
+        for limit in (1, 5, 100):
+            (reply,) = apply(engine, TradesRequest(0, M, from_id, limit), T0)
+            assert isinstance(reply, TradesReply)
+            want = [i for i in ids if i >= from_id][:limit]
+            assert [t.trade_id for t in reply.trades] == want, (from_id, limit)
