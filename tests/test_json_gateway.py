@@ -1265,3 +1265,33 @@ async def test_requests_before_logon_are_rate_limited_too(stack: Stack, limited)
     codes = [error_of(m)[0] for m in lines if not m.get("ok")]
     assert codes[:6] == [1005] * 6 and 4002 in codes, codes  # request_burst = 6
     assert error_of(lines[-1]) == (4002, "flooding past the rate limit: disconnected")
+
+
+@async_test
+async def test_the_client_keeps_at_most_max_events_unread_events_the_newest() -> None:
+    """A program that never reads ``events`` (the market maker) must not grow without bound."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"".join(b'{"event": "execution", "data": {"n": %d}}\n' % i
+                              for i in range(50)))  # fmt: skip
+        writer.write(b'{"id": 1, "ok": true, "result": "done"}\n')
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+        await writer.wait_closed()
+        served.set()
+
+    served = asyncio.Event()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    client = JsonClient(reader, writer, max_events=10)
+    try:
+        assert await client.request("ping") == "done"  # every event line was read before it
+        assert client.events.qsize() == 10 and client.events_dropped == 40
+        assert [client.events.get_nowait()["data"]["n"] for _ in range(10)] == list(range(40, 50))
+    finally:
+        await client.close()
+        await asyncio.wait_for(served.wait(), REPLY_TIMEOUT)
+        server.close()
+        await server.wait_closed()
