@@ -83,7 +83,7 @@ assert (C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT) == tuple(CancelReaso
 R = RejectCode
 
 
-class Reject(Exception):  # noqa: N818 - control flow inside a handler, never escapes apply()
+class Reject(Exception):
     def __init__(self, code: int, reason: str) -> None:
         self.code = code
         self.reason = reason
@@ -481,7 +481,7 @@ class Engine(EngineViews):
         return stopped
     # fmt: on
 
-    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:  # noqa: ANN001
+    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:
         """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
         if t.stp == NEWEST:
             return C_STP
@@ -809,7 +809,7 @@ class Engine(EngineViews):
         return seq
 
 
-def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
+def _check_qty(spec, qty: int) -> None:
     if qty < spec.min_qty:
         raise Reject(
             R.QUANTITY_BELOW_MIN,
@@ -822,15 +822,15 @@ def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
         )
 
 
-def _ticks(spec, ticks: int) -> str:  # noqa: ANN001
+def _ticks(spec, ticks: int) -> str:
     return spec.price_text(ticks) if isinstance(ticks, int) else repr(ticks)
 
 
-def _lots(spec, lots: int) -> str:  # noqa: ANN001
+def _lots(spec, lots: int) -> str:
     return spec.qty_text(lots) if isinstance(lots, int) else repr(lots)
 
 
-def _no_funds(row: list[int] | None, col: int, need: int, spec, in_quote: bool) -> Reject:  # noqa: ANN001
+def _no_funds(row: list[int] | None, col: int, need: int, spec, in_quote: bool) -> Reject:
     have = row[col] if row else 0
     text, asset = (spec.quote_text, spec.quote) if in_quote else (spec.base_text, spec.base)
     return Reject(R.INSUFFICIENT_FUNDS, f"needs {text(need)} {asset}, {text(have)} available")

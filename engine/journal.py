@@ -91,7 +91,7 @@ class Journal:
         if self.file is not None:
             self.file.close()
         self.path = self.directory / segment_name(first_seq)
-        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
+        self.file = open(self.path, "ab", buffering=0)
 
     def write(self, first_seq: int, ts: int, entries: list[tuple[bytes, object]]) -> None:
         """Write one batch; returns once the OS has it (and the disk, if fsync is on)."""

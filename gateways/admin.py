@@ -54,7 +54,7 @@ async def balances(ex: config.Exchange, account: int) -> str:
     )
 
 
-def run(args: argparse.Namespace) -> str:  # noqa: C901 - one branch per subcommand
+def run(args: argparse.Namespace) -> str:
     ex = config.load(args.config)
     store = AccountStore(args.accounts or ex.accounts.path)
     try:

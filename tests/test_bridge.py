@@ -857,7 +857,7 @@ def clickhouse_ticker(rec: RecorderProc, market: str) -> dict[str, Any]:
     (row,) = rec.sql(
         "SELECT count(), sum(qty_lots), sum(quote_units), argMin(price_ticks, trade_id), "
         "max(price_ticks), min(price_ticks), argMax(price_ticks, trade_id) FROM trades "
-        f"WHERE market = '{market}' AND ts > now64(9) - INTERVAL 1 DAY"  # noqa: S608
+        f"WHERE market = '{market}' AND ts > now64(9) - INTERVAL 1 DAY"
     )
     n, volume, quote_units, open_, high, low, last = (int(v) for v in row)
     return {
@@ -874,7 +874,7 @@ def clickhouse_ticker(rec: RecorderProc, market: str) -> dict[str, Any]:
 def clickhouse_trades(rec: RecorderProc, market: str) -> list[dict[str, Any]]:
     rows = rec.sql(
         "SELECT trade_id, price_ticks, qty_lots, CAST(taker_side, 'Int8'), "
-        f"toUnixTimestamp64Nano(ts) FROM trades WHERE market = '{market}' "  # noqa: S608
+        f"toUnixTimestamp64Nano(ts) FROM trades WHERE market = '{market}' "
         "ORDER BY trade_id"
     )
     side = {BUY: "buy", SELL: "sell"}

@@ -46,7 +46,7 @@ def keys(tmp_path: Path) -> Path:
     return d
 
 
-def curve_engine(engine_procs, tmp_path: Path, keys: Path, **kw) -> EngineProc:  # noqa: ANN001
+def curve_engine(engine_procs, tmp_path: Path, keys: Path, **kw) -> EngineProc:
     cfg = write_config(tmp_path / "curve.toml", curve_keys=str(keys))
     return engine_procs(config=cfg, ready_keys=curve.client_keys(keys, "tests"), **kw)
 

@@ -175,7 +175,7 @@ def _pid_of(pid: int, module: str) -> int | None:
 
 
 def _http_ok(port: int) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
         return r.status == 200
 
 

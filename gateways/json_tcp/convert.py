@@ -26,7 +26,7 @@ LIQ_NAMES = {int(x): x.name.lower() for x in Liquidity}
 TYPE_NAMES = {int(t): t.name.lower() for t in OrderType}
 
 
-class EdgeReject(Exception):  # noqa: N818 - an expected outcome carried to the reply
+class EdgeReject(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -40,7 +40,7 @@ def market(ex: Exchange, symbol: str) -> MarketSpec:
     return spec
 
 
-def _amount(convert, text: str | None, code: int, what: str) -> int:  # noqa: ANN001
+def _amount(convert, text: str | None, code: int, what: str) -> int:
     try:
         return positive_field(convert, text, what)
     except AmountError as e:
@@ -239,7 +239,7 @@ def fill_view(ex: Exchange, r: M.ExecReport) -> J.Fill:
     )
 
 
-def result(ex: Exchange, msg: object) -> object:  # noqa: C901 - a dispatch table
+def result(ex: Exchange, msg: object) -> object:
     """The JSON ``result`` for an engine reply (Rejected is handled by the caller)."""
     match msg:
         case M.Executions():
