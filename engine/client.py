@@ -50,6 +50,7 @@ import heapq
 import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
@@ -138,7 +139,7 @@ class EngineClient:
         self.last_seq = 0
         self.stats = {"in_doubt": 0, "resolved": 0, "lost_replies": 0, "unresolved": 0}
         self._ids = itertools.count(1)
-        self._cid_prefix = "~" + _base36(time.time_ns() // 1_000_000) + "-"
+        self._cid_prefix = f"~{time.time_ns() // 1_000_000:x}-"
         self._pending: dict[int, _Pending] = {}  # by req, in send order
         self._flushed = 0  # the last request id handed to ZeroMQ
         self._buf: list[Any] = []
@@ -149,7 +150,11 @@ class EngineClient:
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(list[Reply])
         self._became_available: asyncio.Event | None = None
-        self._timers: list[tuple[float, int]] = []  # (loop time, req): heap of timeouts
+        # When requests time out, as (loop time, req): in send order for the default timeout
+        # (a deque, O(1) at both ends), a heap for other timeouts, and when doubts end.
+        self._due: deque[tuple[float, int]] = deque()
+        self._due_custom: list[tuple[float, int]] = []
+        self._due_doubt: deque[tuple[float, int]] = deque()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
 
@@ -232,15 +237,17 @@ class EngineClient:
         t = self.timeout if timeout is None else timeout
         req = next(self._ids)
         cmd.req = req
-        at = loop.time() + t
+        at = loop.time() + t + GRACE
         kind = type(cmd)
         if kind in WRITES:
             cmd.deadline = time.time_ns() + int(t * 1e9)
-            at += GRACE
             if kind is NewOrder and not cmd.client_order_id:
-                cmd.client_order_id = self._cid_prefix + _base36(req)  # findable if lost
+                cmd.client_order_id = f"{self._cid_prefix}{req:x}"  # findable if lost
         self._pending[req] = _Pending(cmd, fut, t)
-        heapq.heappush(self._timers, (at, req))
+        if timeout is None or timeout == self.timeout:
+            self._due.append((at, req))
+        else:
+            heapq.heappush(self._due_custom, (at, req))
         if self._timer is None or at < self._timer_at:
             self._arm(at)
         self._buf.append(cmd)
@@ -306,32 +313,42 @@ class EngineClient:
         assert self._loop is not None
         self._timer = None
         now = self._loop.time()
-        timers, pending = self._timers, self._pending
-        while timers and timers[0][0] <= now:
-            _, req = heapq.heappop(timers)
-            p = pending.get(req)
-            if p is None:
-                continue
-            if p.doubt:  # nobody answered for doubt_ttl: give up, say so
-                del pending[req]
-                self.stats["unresolved"] += 1
-                log.warning("request %d: outcome unknown after %ss", req, self.doubt_ttl)
-                self.on_resolved(p.cmd, None)
-            elif type(p.cmd) in WRITES and not p.fut.cancelled():
-                p.doubt = True
-                self.stats["in_doubt"] += 1
-                p.fut.set_exception(
-                    EngineTimeout(f"no reply to request {req} in {p.timeout}s: in doubt")
-                )
-                heapq.heappush(timers, (now + self.doubt_ttl, req))
-            else:
-                del pending[req]
-                if not p.fut.done():
-                    p.fut.set_exception(EngineTimeout(f"no reply to request {req} in {p.timeout}s"))
-        if not pending:
-            self._timers = []  # every entry left belongs to an answered request
-        elif timers:
-            self._arm(max(timers[0][0], now + 0.01))  # coalesce wake-ups under load
+        due, custom, doubt = self._due, self._due_custom, self._due_doubt
+        while due and due[0][0] <= now:
+            self._timed_out(due.popleft()[1], now)
+        while custom and custom[0][0] <= now:
+            self._timed_out(heapq.heappop(custom)[1], now)
+        while doubt and doubt[0][0] <= now:
+            self._timed_out(doubt.popleft()[1], now)
+        if not self._pending:  # every entry left belongs to an answered request
+            due.clear()
+            custom.clear()
+            doubt.clear()
+            return
+        heads = [q[0][0] for q in (due, custom, doubt) if q]
+        if heads:
+            self._arm(max(min(heads), now + 0.01))  # coalesce wake-ups under load
+
+    def _timed_out(self, req: int, now: float) -> None:
+        p = self._pending.get(req)
+        if p is None:
+            return  # answered meanwhile
+        if p.doubt:  # nobody answered for doubt_ttl: give up, say so
+            del self._pending[req]
+            self.stats["unresolved"] += 1
+            log.warning("request %d: outcome unknown after %ss", req, self.doubt_ttl)
+            self.on_resolved(p.cmd, None)
+        elif type(p.cmd) in WRITES and not p.fut.cancelled():
+            p.doubt = True
+            self.stats["in_doubt"] += 1
+            p.fut.set_exception(
+                EngineTimeout(f"no reply to request {req} in {p.timeout}s: in doubt")
+            )
+            self._due_doubt.append((now + self.doubt_ttl, req))
+        else:
+            del self._pending[req]
+            if not p.fut.done():
+                p.fut.set_exception(EngineTimeout(f"no reply to request {req} in {p.timeout}s"))
 
     # ------------------------------------------------------------------- receiving
     def _drain(self) -> None:
@@ -483,13 +500,3 @@ def _interpret(p: _Pending, answer: Any) -> Any:
     if type(answer) is Rejected:
         return Rejected(cmd.req, answer.code, answer.reason, cmd.order_id, cmd.client_order_id)
     return answer
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-        if not n:
-            return out
