@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import itertools
 import re
+import socket
 import threading
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
@@ -307,6 +308,35 @@ def test_unknown_sender_comp_id_has_its_connection_closed(fix: FixStack) -> None
         assert not [m for m in got if m.get(35) == "A"], got
     finally:
         raw.close()
+
+
+def host_addresses() -> list[str]:
+    """This host's own IPv4 addresses other than loopback (from the kernel's local table)."""
+    text = Path("/proc/net/fib_trie").read_text()
+    found = re.findall(r"\|-- (\d+\.\d+\.\d+\.\d+)\n\s+/32 host LOCAL", text)
+    return sorted({a for a in found if not a.startswith("127.")})
+
+
+def test_the_acceptors_behind_the_front_door_are_not_reachable_off_loopback(
+    fix: FixStack,
+) -> None:
+    """The quickfix acceptors take plain FIX (Password(554) in clear): only the front door,
+    on loopback, may reach them. A connection to their ports on any other address of this
+    host is refused, while the front door's own hand-over on loopback works."""
+    ports = [int(p) for p in re.findall(r"acceptor generation on 127\.0\.0\.1:(\d+)",
+                                        fix.gateway.log())]  # fmt: skip
+    assert ports, fix.gateway.log()
+    addresses = host_addresses()
+    if not addresses:
+        pytest.skip("this host has no address but loopback")
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port), timeout=REPLY_TIMEOUT):
+            pass
+        for address in addresses:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, port), timeout=REPLY_TIMEOUT).close()
+    t = fix.trader()
+    assert fix.session(t).logged_on.is_set()
 
 
 # ------------------------------------------------------------------------------- orders
