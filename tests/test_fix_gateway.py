@@ -30,6 +30,7 @@ import pytest
 
 from gateways.accounts import Permission
 from gateways.fix.client import FixClient, FixMsg
+from gateways.fix.front import drop_empty_credentials
 from tests.fixtures_fix import (
     POLL_SECONDS,
     REPLY_TIMEOUT,
@@ -37,6 +38,7 @@ from tests.fixtures_fix import (
     FixStack,
     FixTrader,
     RawFix,
+    checksum,
     fix_fixture,  # noqa: F401
     fix_stack_fixture,  # noqa: F401
     frame,
@@ -293,6 +295,41 @@ def test_logon_without_username_or_password_is_refused(fix: FixStack, missing: s
     assert "Username(553)" in reason and "Password(554)" in reason, reason
 
 
+@pytest.mark.parametrize("empty", [553, 554])
+def test_logon_with_an_empty_username_or_password_gets_a_logout_with_the_reason(
+    fix: FixStack, empty: int
+) -> None:
+    """``554=`` (a tag without a value) fails quickfix's validation before the gateway sees
+    the Logon; it still gets a Logout saying why, then the connection closes."""
+    t = fix.trader()
+    raw = RawFix(fix.gateway.port, t.comps[0])
+    try:
+        creds = {553: t.key, 554: t.secret, empty: ""}
+        raw.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, creds[553]), (554, creds[554])])
+        got = raw.closed_by_peer()
+    finally:
+        raw.close()
+    assert not [m for m in got if m.get(35) == "A"], got
+    logouts = [m for m in got if m.get(35) == "5"]
+    assert logouts, got
+    text = logouts[0].get(58) or ""
+    assert "Username(553)" in text and "Password(554)" in text, logouts[0]
+
+
+def test_front_door_drops_empty_credentials_and_keeps_what_follows_the_logon() -> None:
+    logon = frame("A", "X", TARGET, 1, [(98, "0"), (108, "30"), (553, "k"), (554, "")])
+    after = frame("0", "X", TARGET, 2, [])
+    out = drop_empty_credentials(logon + after)
+    first_msg, rest = out[: -len(after)], out[-len(after) :]
+    assert rest == after
+    assert b"\x01554=" not in first_msg and b"\x01553=k\x01" in first_msg
+    length = int(re.search(rb"\x019=(\d+)\x01", first_msg).group(1))
+    body_start = first_msg.index(b"\x0135=") + 1
+    assert length == len(first_msg) - body_start - len(b"10=nnn\x01")
+    assert first_msg[-4:-1] == checksum(first_msg[:-7])
+    assert drop_empty_credentials(after) == after
+
+
 def test_logon_with_a_key_of_another_account_is_refused(fix: FixStack) -> None:
     mine, other = fix.trader(), fix.trader()
     c = fix.client(mine.comps[0], other.key, other.secret)
@@ -491,6 +528,31 @@ def test_cancel_by_order_id(fix: FixStack, market: str) -> None:
     cancel(c, "c2", "o1", market, "sell", order_id=str(int(oid) + 10_000_000))
     rej = c.expect(lambda m: m.get(35) == "9" and m.get(11) == "c2", REPLY_TIMEOUT)
     check(rej, {434: "1", 102: "1"})
+
+
+def test_cancel_by_order_id_alone_without_orig_clordid(fix: FixStack, market: str) -> None:
+    """docs/fix.md: OrderCancelRequest takes OrigClOrdID(41) or OrderID(37); the shipped data
+    dictionary makes 41 optional for F and G so quickfix lets a cancel by OrderID through."""
+    t = funded(fix, USD="1000")
+    c = fix.session(t)
+    oid = place(c, "o1", market, "buy", "0.0100", "50000.00").get(37)
+    c.send("F", [(11, "c1"), (37, oid), (55, market), (54, "1"), (60, c.now())])
+    check(er(c, "c1", "4"), {37: oid, 41: "o1", 39: "4", 151: "0"})
+    assert fix.balances(t)["USD"] == (D(1000), D(0))
+    c.send("F", [(11, "c2"), (55, market), (54, "1"), (60, c.now())])  # neither 41 nor 37
+    rej = c.expect(lambda m: m.get(35) == "9" and m.get(11) == "c2", REPLY_TIMEOUT)
+    assert "OrigClOrdID(41) or OrderID(37)" in (rej.get(58) or ""), rej
+    assert c.admin.empty(), c.admin.get_nowait()  # no session-level Reject
+
+
+def test_replace_by_order_id_alone_without_orig_clordid(fix: FixStack, market: str) -> None:
+    t = funded(fix)
+    c = fix.session(t)
+    oid = place(c, "o1", market, "sell", "0.0100", "50000.00").get(37)
+    c.send("G", [(11, "o2"), (37, oid), (55, market), (54, "2"), (60, c.now()), (40, "2"),
+                 (38, "0.0050"), (44, "50000.00")])  # fmt: skip
+    check(er(c, "o2", "5"), {37: oid, 39: "0", 38: "0.0050", 151: "0.0050"})
+    assert c.admin.empty(), c.admin.get_nowait()
 
 
 def test_replace_to_a_smaller_size_keeps_queue_priority(fix: FixStack, market: str) -> None:

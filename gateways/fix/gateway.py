@@ -490,8 +490,9 @@ class FixGateway:
         match msg:
             case M.Executions():
                 orig = first(f, 41) if kind in "FG" else None
-                for r in msg.reports:
-                    self.exec_report(comp, r, clordid, orig)
+                for r in msg.reports:  # a cancel by OrderID alone: 41 is the order's ClOrdID
+                    was = orig or (r.client_order_id.partition("|")[2] if kind == "F" else None)
+                    self.exec_report(comp, r, clordid, was)
             case M.OrderInfo():
                 self.status_report(comp, msg.order, clordid)
             case M.MassCancelReply():
