@@ -26,6 +26,8 @@ Matching rules:
   it was.
 - Client order ids are unique among an account's open orders.
 - Accounts only ever see their own orders: another account's order id is "unknown order".
+- A write command with a ``deadline`` (engine time, ns) that its batch timestamp has passed is
+  rejected (DEADLINE_PASSED) without effect: a gateway that gave up waiting and the engine agree.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Engine(EngineViews):
         # the newest closed orders, for status queries (not state), oldest first
         self.closed: dict[int, Order] = {}
         self.closed_ids: deque[int] = deque()
+        self.closed_cids: dict[tuple[int, str], Order] = {}  # the newest closed one per client id
         self.closed_kept = exchange.engine.closed_orders_kept
         self.fills_kept = exchange.engine.fills_kept
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
@@ -147,6 +150,14 @@ class Engine(EngineViews):
         self.outbox[origin].append(Rejected(req, code, reason, order_id, cid, seq))
         return seq
 
+    def _late(self, origin: bytes, req: int, seq: int, order_id: int = 0, cid: str = "") -> int:
+        """A write that reached the engine after its deadline: refused, nothing changed. Decided
+        on the batch timestamp, which is journaled, so a replay decides the same."""
+        return self._reject(
+            origin, req, R.DEADLINE_PASSED, "reached the engine after its deadline; not executed",
+            seq, order_id, cid,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------- new orders
     # The hot path. Calls are kept few and messages are built positionally (measured: keyword
     # construction of a 22-field struct costs several times more); formatting is off so each
@@ -154,6 +165,8 @@ class Engine(EngineViews):
     # fmt: off
     def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, 0, c.client_order_id)
         book = self.books.get(c.market)
         if book is None or c.type != LIMIT:
             return self._new_checked(c, book, seq, ts, origin)
@@ -492,7 +505,7 @@ class Engine(EngineViews):
         """
         tlq = book.spec.tick_lot_quote
         lots = cost = worst = 0
-        for level in book.levels(SELL if side == BUY else BUY):
+        for level in book.iter_levels(SELL if side == BUY else BUY):
             px = level.price
             if (side == BUY and px > limit) or (side == SELL and px < limit):
                 break
@@ -566,10 +579,16 @@ class Engine(EngineViews):
         """Keep a closed order for status queries: the newest ``closed_kept``, the oldest
         forgotten one at a time (no pause to free a whole generation)."""
         self.closed[o.id] = o
+        if o.client_id:
+            self.closed_cids[(o.account, o.client_id)] = o
         fifo = self.closed_ids
         fifo.append(o.id)
         if len(fifo) > self.closed_kept:
-            self.closed.pop(fifo.popleft(), None)
+            gone = self.closed.pop(fifo.popleft(), None)
+            if gone is not None and gone.client_id:
+                key = (gone.account, gone.client_id)
+                if self.closed_cids.get(key) is gone:
+                    del self.closed_cids[key]
 
     # fmt: off
     def _report(self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int,
@@ -593,6 +612,8 @@ class Engine(EngineViews):
     # fmt: off
     def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, c.order_id, c.client_order_id)
         acct = c.account
         if c.order_id:
             o = self.orders.get(c.order_id)
@@ -622,6 +643,8 @@ class Engine(EngineViews):
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         if c.market and c.market not in self.books:
             return self._reject(
                 origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}", seq
@@ -638,6 +661,8 @@ class Engine(EngineViews):
     # ---------------------------------------------------------------------- replaces
     def _on_replace(self, c: Replace, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, c.order_id, c.client_order_id)
         o = self._find(c.account, c.order_id, c.client_order_id)
         try:
             if o is None or (c.market and c.market != o.market):
@@ -752,6 +777,8 @@ class Engine(EngineViews):
 
     def _on_deposit(self, c: Deposit, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         try:
             asset = self._ledger_args(c)
             if self.ledger.totals[asset] + c.amount > MAX_INT:
@@ -767,6 +794,8 @@ class Engine(EngineViews):
 
     def _on_withdraw(self, c: Withdraw, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         try:
             asset = self._ledger_args(c)
             row = self.ledger.withdraw(c.account, asset, c.amount)

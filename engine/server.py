@@ -276,7 +276,7 @@ class EngineServer:
         self.engine.outbox[origin].append(Rejected(req, code, reason))
 
     def _pong(self, cmd: Ping) -> Pong:
-        return Pong(cmd.req, self.engine.seq, self.engine.epoch)
+        return Pong(cmd.req, self.engine.seq, self.engine.epoch, cmd.mark)
 
     def _send_replies(self) -> None:
         router = self.router

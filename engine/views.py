@@ -75,6 +75,7 @@ class EngineViews:
         by_account: dict[int, dict[int, Order]]
         closed: dict[int, Order]
         closed_ids: deque[int]
+        closed_cids: dict[tuple[int, str], Order]
         fills: dict[int, deque[ExecReport]]
         seq: int
         next_order_id: int
@@ -95,7 +96,7 @@ class EngineViews:
             o = self.closed.get(c.order_id)
             o = o if o is not None and o.account == c.account else None
         if o is None and c.client_order_id:
-            o = _closed_by_cid(self, c.account, c.client_order_id)
+            o = self.closed_cids.get((c.account, c.client_order_id))
         if o is None or (c.market and c.market != o.market):
             return self._reject(
                 origin,
@@ -187,7 +188,7 @@ class EngineViews:
         return 0
 
     def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
-        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))
+        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch, c.mark))
         return 0
 
     # -------------------------------------------------------------------- market data
@@ -285,6 +286,7 @@ class EngineViews:
         _ensure(resting == len(self.orders), "order index holds orders not in any book")
         _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
         _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
+        _ensure(all(self.closed.get(o.id) is o for o in self.closed_cids.values()), "closed cids")
         self.ledger.validate(locked)
 
 
@@ -314,10 +316,3 @@ def _state(o: Order) -> OrderState:
         o.created,
         o.updated,
     )
-
-
-def _closed_by_cid(engine: EngineViews, acct: int, cid: str) -> Order | None:
-    for o in reversed(engine.closed.values()):
-        if o.account == acct and o.client_id == cid:
-            return o
-    return None
