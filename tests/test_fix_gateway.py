@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import re
+import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -29,8 +31,20 @@ from pathlib import Path
 import pytest
 
 from gateways.accounts import Permission
+from gateways.fix.acceptor import Fields
 from gateways.fix.client import FixClient, FixMsg
 from gateways.fix.front import drop_empty_credentials
+from gateways.fix.gateway import Ctx, FixGateway
+from protocol.config import load as load_exchange
+from protocol.enums import OrderStatus
+from protocol.messages import (
+    Cancel,
+    NewOrder,
+    OpenOrdersRequest,
+    OrderInfo,
+    OrderState,
+    Replace,
+)
 from tests.fixtures_fix import (
     POLL_SECONDS,
     REPLY_TIMEOUT,
@@ -1173,3 +1187,141 @@ def test_fix_over_tls_trades_and_a_plain_tcp_logon_gets_nothing(
         assert plain.closed_by_peer() == []
     finally:
         plain.close()
+
+
+# ----------------------------------------------------------- in doubt (issue 10, item 1)
+
+
+def test_orders_and_cancels_sent_to_a_paused_engine_are_pending_then_get_the_truth(
+    own_fix_stack: Callable[..., FixStack],
+) -> None:
+    """SIGSTOP of the engine while a session sends orders, cancels and a replace: nothing that
+    may have reached the engine gets a reject. Each gets its Pending report (New A, Cancel 6,
+    Replace E), then, once the engine runs again, its real outcome, which matches the engine's
+    own open orders: New for an order that lives, Rejected with the reason for one the engine
+    refused (its deadline passed while it was stopped), Canceled or an OrderCancelReject with
+    the order's real OrdStatus for a cancel. Only what provably never left the gateway (the
+    engine already known away) is rejected at once, and that order does not exist."""
+    fix = own_fix_stack(engine_timeout=1.0)
+    market = fix.new_market()
+    t = funded(fix, USD="100000")
+    c = fix.session(t)
+    keep = [f"k{i}" for i in range(4)]
+    oids = {k: place(c, k, market, "buy", "1.0000", "1.00").get(37) for k in keep}
+    orders = [f"d{i}" for i in range(10)]
+    cancels = {f"x{i}": k for i, k in enumerate(keep[:3])}
+    os.kill(fix.engine.pid, signal.SIGSTOP)
+    try:
+        for cid in orders:
+            send_order(c, cid, market, "buy", "1.0000", "2.00")
+        for cid, k in cancels.items():
+            cancel(c, cid, k, market, "buy")
+        replace(c, "r1", keep[3], market, "buy", "1.0000", "3.00")
+        first_seen = {cid: c.expect(lambda m, cid=cid: m.get(11) == cid, REPLY_TIMEOUT * 3)
+                      for cid in [*orders, *cancels, "r1"]}  # fmt: skip
+    finally:
+        os.kill(fix.engine.pid, signal.SIGCONT)
+    pending = {cid for cid, m in first_seen.items() if m.get(150) in ("A", "6", "E")}
+    refused = set(first_seen) - pending  # only "engine unavailable": provably never sent
+    for cid in refused:
+        assert "engine unavailable" in (first_seen[cid].get(58) or ""), first_seen[cid]
+    assert pending & set(orders), first_seen
+    for cid in pending:
+        m = first_seen[cid]
+        want = {"d": "A", "x": "6", "r": "E"}[cid[0]]
+        check(m, {35: "8", 150: want, 39: want})
+        assert "in doubt" in (m.get(58) or ""), m
+    for cid in pending & {*cancels, "r1"}:  # the order's quantities as last reported
+        check(first_seen[cid], {151: "1.0000", 14: "0", 38: "1.0000", 44: "1.00"})
+
+    final = {
+        cid: c.expect(lambda m, cid=cid: m.get(11) == cid, REPLY_TIMEOUT * 3) for cid in pending
+    }
+    (open_orders,) = fix._engine_call([OpenOrdersRequest(0, t.account)])
+    live = {o.client_order_id.partition("|")[2]: o for o in open_orders.orders}
+    for cid in pending & set(orders):
+        m = final[cid]
+        if cid in live:
+            check(m, {35: "8", 150: "0", 39: "0", 37: str(live[cid].order_id)})
+        else:
+            check(m, {35: "8", 150: "8", 39: "8"})
+            assert "deadline" in (m.get(58) or "") or "not executed" in (m.get(58) or ""), m
+    for cid in refused & set(orders):
+        assert cid not in live
+    for cid, k in cancels.items():
+        if cid not in pending:
+            continue
+        m = final[cid]
+        if k in live:  # did not take effect: a reject with the order's real status
+            check(m, {35: "9", 41: k, 37: oids[k], 39: "0", 434: "1"})
+        else:
+            check(m, {35: "8", 150: "4", 39: "4", 41: k, 37: oids[k]})
+    if "r1" in pending:
+        m = final["r1"]
+        if "r1" in live:
+            check(m, {35: "8", 150: "5", 41: keep[3], 44: "3.00"})
+        else:
+            check(m, {35: "9", 41: keep[3], 39: "0", 434: "2"})
+            assert keep[3] in live
+    late = received_before_probe(c, market)  # nothing else came: no second answer
+    assert not [m for m in late if m.get(11) in pending and m.get(150) == "8"], late
+
+
+class RecordingGateway(FixGateway):
+    """The gateway's FIX mapping without sockets: what it would send is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(load_exchange())
+        self.sent: list[FixMsg] = []
+
+    def send(self, comp: str, msg_type: str, fields: Fields, groups: list | None = None) -> None:
+        self.sent.append(FixMsg([(35, msg_type), *fields]))
+
+    def doubt(self, req: int, kind: str, f: Fields) -> None:
+        self.inflight[req] = Ctx("ME", kind, f, 7)
+
+
+def order_state(status: int, cid: str = "ME|o1", cum: int = 0) -> OrderState:
+    return OrderState(42, cid, 7, "BTC-USD", 1, 1, 1, status, 5_000_000, 100, cum, 100 - cum,
+                      0, 0, False, 1, 2)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "cid", "want"),
+    [
+        ("D", OrderStatus.NEW, "ME|o1", {35: "8", 150: "0", 39: "0", 37: "42", 11: "o1"}),
+        ("D", OrderStatus.FILLED, "ME|o1", {35: "8", 150: "I", 39: "2", 37: "42"}),
+        ("F", OrderStatus.CANCELED, "ME|o1", {35: "8", 150: "4", 39: "4", 41: "o1", 11: "c1"}),
+        ("F", OrderStatus.FILLED, "ME|o1", {35: "9", 39: "2", 37: "42", 434: "1", 102: "0"}),
+        ("G", OrderStatus.NEW, "ME|c1", {35: "8", 150: "5", 39: "0", 41: "o1", 11: "c1"}),
+        ("G", OrderStatus.NEW, "ME|o1", {35: "9", 39: "0", 37: "42", 434: "2"}),
+    ],
+)
+def test_a_lost_reply_found_by_the_order_status_tells_whether_the_command_took_effect(
+    kind: str, status: int, cid: str, want: dict
+) -> None:
+    """The engine client resolves a write whose reply was lost with the order as it is now
+    (OrderInfo): the gateway turns it into the report the command would have had."""
+    gw = RecordingGateway()
+    cmd = {
+        "D": NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"),
+        "F": Cancel(9, 7, "BTC-USD", 0, "ME|o1"),
+        "G": Replace(9, 7, "BTC-USD", 0, "ME|o1", "ME|c1", 5_000_000, 100),
+    }[kind]
+    f = [(11, "o1" if kind == "D" else "c1"), (55, "BTC-USD"), (54, "1")]
+    gw.doubt(9, kind, f + ([(41, "o1")] if kind != "D" else []))
+    gw.on_resolved(cmd, OrderInfo(9, order_state(status, cid, 100 if status == 3 else 0)))
+    (msg,) = gw.sent
+    check(msg, want)
+    assert not gw.inflight
+
+
+def test_an_outcome_that_cannot_be_learned_is_said_so_and_never_a_reject() -> None:
+    gw = RecordingGateway()
+    gw.doubt(9, "D", [(11, "o1"), (55, "BTC-USD"), (54, "1"), (38, "0.0100")])
+    gw.on_resolved(NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"), None)
+    (msg,) = gw.sent
+    check(msg, {35: "8", 150: "I", 39: "A", 11: "o1", 151: "0.0100"})
+    assert "OrderStatusRequest" in (msg.get(58) or "")
+    gw.on_resolved(NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"), None)
+    assert len(gw.sent) == 1  # resolved once: the context is gone
