@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run   - install what is missing, then start the whole exchange with its defaults
-#   make test  - install everything, then run the full test suite
+#   make test  - install everything, lint (ruff, mypy), then run the full test suite
 # Both work on a fresh Debian/Ubuntu machine with Python 3.11, git, make and apt (as root, or
 # with the apt packages below already installed).
 
@@ -16,7 +16,7 @@ CHARTS := $(WEB)/node_modules/.package-lock.json
 run: $(STAMP) $(CHARTS)
 	$(PY) -m stack
 
-test: $(STAMP) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl
+test: $(STAMP) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl lint
 	$(PY) -m pytest tests
 
 install: $(STAMP) $(CHARTS)

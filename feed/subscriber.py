@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import zmq
@@ -101,7 +101,7 @@ class Feed:
         self.engine = EngineClient(
             commands_endpoint, ident, on_restart=self._on_restart, curve=curve
         )
-        self.ctx = zmq.Context.instance()
+        self.ctx: zmq.Context = zmq.Context.instance()
         self.sub: zmq.Socket | None = None
         self._decoder = msgspec.msgpack.Decoder(MarketData)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +140,7 @@ class Feed:
             t.cancel()
         if self.sub is not None:
             assert self._loop is not None
-            self._loop.remove_reader(self.sub.getsockopt(zmq.FD))
+            self._loop.remove_reader(self.sub.FD)
             self.sub.close(0)
             self.sub = None
         await self.engine.close()
@@ -151,7 +151,7 @@ class Feed:
     # ------------------------------------------------------------------- receiving
     def _drain(self) -> None:
         sub = self.sub
-        while sub is not None and sub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while sub is not None and cast(int, sub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 _topic, payload = sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -64,7 +64,7 @@ ORDERS_KEPT = 65_536  # open orders whose last report is remembered (quantities 
 OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 IN_DOUBT = "in doubt: the engine did not answer in time and may have executed this; "
 UNKNOWN = "outcome unknown (the engine did not answer); send OrderStatusRequest"
-ORD_REJ = {
+ORD_REJ: dict[int, str] = {
     RejectCode.UNKNOWN_MARKET: "1",
     RejectCode.DUPLICATE_CLIENT_ORDER_ID: "6",
     RejectCode.INSUFFICIENT_FUNDS: "3",

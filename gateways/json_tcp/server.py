@@ -189,7 +189,7 @@ class Session(asyncio.Protocol):
             return
         gw.sessions.add(self)
         gw.metrics.connections = len(gw.sessions)
-        transport.set_write_buffer_limits(high=256 * 1024)
+        self.transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
