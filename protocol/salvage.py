@@ -12,7 +12,6 @@ from typing import Any, get_args
 
 import msgspec
 
-MAX_ID_CHARS = 128
 MAX_U64 = 2**64
 
 
@@ -35,24 +34,24 @@ def json_object(data: bytes | str) -> Any:
 
 
 def json_id(data: bytes | str) -> int | str | None:
-    """The ``id`` of a JSON request object, if it is a usable one (an integer or a short string;
-    a bool is not an id), whatever else in the line is wrong."""
+    """The ``id`` of a JSON request object when it is an integer or a string (a bool is not an
+    id), whatever else in the line is wrong: echoed as sent, so the client can match it."""
     obj = json_object(data)
     if not isinstance(obj, dict):
         return None
     rid = obj.get("id")
-    if isinstance(rid, str) and len(rid) <= MAX_ID_CHARS:
-        return rid
-    if isinstance(rid, int) and not isinstance(rid, bool) and -MAX_U64 < rid < MAX_U64:
+    if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
         return rid
     return None
 
 
-def json_op(obj: Any, field: str = "op") -> tuple[bool, Any]:
-    """(is an object, its ``op``): what a JSON edge needs to name the problem of a bad line."""
+def json_op(obj: Any, field: str = "op") -> tuple[bool, str | None]:
+    """(is an object, its ``op`` when that is a string): what a JSON edge needs to name the
+    problem of a bad line."""
     if not isinstance(obj, dict):
         return False, None
-    return True, obj.get(field)
+    op = obj.get(field)
+    return True, op if isinstance(op, str) else None
 
 
 def numbers_in(obj: Any, fields: tuple[str, ...]) -> list[str]:
