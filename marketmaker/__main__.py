@@ -16,6 +16,7 @@ import uvloop
 from gateways.json_tcp.client import JsonClient, JsonError
 from marketmaker.bot import MarketMaker, Params
 from protocol import config
+from protocol.metrics import Exporter
 
 log = logging.getLogger("marketmaker")
 
@@ -34,6 +35,9 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    current: list[MarketMaker] = []  # the bot of the current gateway session, for /metrics
+    metrics = Exporter("marketmaker").add(lambda: _counters(current), what="MarketMaker")
+    metrics.serve(ex.metrics.marketmaker)
     pause = 0.5
     while not stop.is_set():
         try:
@@ -49,6 +53,7 @@ async def run(args: argparse.Namespace) -> int:
             continue
         pause = 0.5
         mm = MarketMaker(ex, maker, taker, Params(interval=args.interval))
+        current[:] = [mm]
         log.info("quoting %s via %s:%d", ", ".join(ex.markets), host, port)
         bot = asyncio.ensure_future(mm.run())
         closed = asyncio.ensure_future(maker.closed.wait())
@@ -66,7 +71,14 @@ async def run(args: argparse.Namespace) -> int:
         for c in (maker, taker):
             if c is not None:
                 await c.close()
+    metrics.close()
     return 0
+
+
+def _counters(current: list[MarketMaker]) -> dict[str, int]:
+    """The current session's counters (a new session starts them again: a counter reset)."""
+    mm = current[0] if current else None
+    return {name: getattr(mm, name, 0) for name in ("ticks", "errors", "trades_printed")}
 
 
 def main() -> int:

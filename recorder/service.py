@@ -39,6 +39,7 @@ from engine.client import EngineClient, EngineError
 from feed.subscriber import Feed
 from protocol import messages as M
 from protocol.config import Exchange
+from protocol.metrics import Exporter
 from recorder.store import Store
 
 log = logging.getLogger("recorder")
@@ -94,6 +95,10 @@ class Recorder:
         self.wake = asyncio.Event()
         self.stopping = False
         self.oldest_buffered = 0.0
+        self.exporter = Exporter("recorder")  # GET /metrics; the same counters as JSON: /stats
+        self.exporter.add(self.metrics, gauges=("buffered", "bbo_buffered"))
+        self.exporter.add(self.feed.stats, prefix="feed_")
+        self.exporter.add(lambda: {"engine_available": self.engine.available}, what="EngineClient")
 
     # ----------------------------------------------------------------- lifecycle
     def prepare(self) -> None:
@@ -335,6 +340,7 @@ class Recorder:
                 web.post("/sql", self.http_sql),
                 web.get("/health", self.http_health),
                 web.get("/metrics", self.http_metrics),
+                web.get("/stats", self.http_stats),
             ]
         )
         return app
@@ -375,6 +381,10 @@ class Recorder:
         )
 
     async def http_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.exporter.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def http_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=msgspec.json.encode(self.metrics), content_type="application/json")
 
 

@@ -439,7 +439,7 @@ async def _with_recorder(rec: Recorder, body: Callable[[str], Awaitable[Any]]) -
 
 async def _record_workload(rec: Recorder, engine: EngineProc, seeds: list[int]) -> dict:
     """Workloads through the engine while ``rec`` runs; returns the engine's trades and the
-    recorder's /metrics once every trade is written."""
+    recorder's /stats once every trade is written."""
     ex = rec.ex
 
     async def body(base: str) -> dict:
@@ -457,7 +457,7 @@ async def _record_workload(rec: Recorder, engine: EngineProc, seeds: list[int]) 
         await eventually_async(
             lambda: rec.metrics.buffered == 0 and stored() == n, WAIT, 0.05, f"{n} trades stored"
         )
-        async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/stats") as r:
             assert r.status == 200
             metrics = await r.json()
         return {"truth": truth, "metrics": metrics}
@@ -501,7 +501,7 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
 
             async def away() -> bool:
                 status, health = await get("/health")
-                _, metrics = await get("/metrics")
+                _, metrics = await get("/stats")
                 return (
                     status == 503
                     and health["ok"] is False
@@ -510,7 +510,7 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
                     and metrics["clickhouse_ok"] is False
                 )
 
-            await eventually_async(away, WAIT, 0.05, "the outage visible in /health, /metrics")
+            await eventually_async(away, WAIT, 0.05, "the outage visible in /health, /stats")
             store.down = False
             await run_workload(engine.commands, ex, 2000, seed=24, fund=False)
             truth = await engine_trades(engine.commands, ex)
@@ -518,11 +518,11 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
 
             async def caught_up() -> bool:
                 status, _ = await get("/health")
-                _, metrics = await get("/metrics")
+                _, metrics = await get("/stats")
                 return status == 200 and metrics["trades_written"] == n
 
             await eventually_async(caught_up, WAIT, 0.05, f"{n} trades written after it")
-            return {"truth": truth, "metrics": (await get("/metrics"))[1]}
+            return {"truth": truth, "metrics": (await get("/stats"))[1]}
 
     try:
         out = run_async(_with_recorder(Recorder(ex, store), body))
