@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -222,6 +223,13 @@ class _Server(WSGIServer):
         if ":" in addr[0]:
             self.address_family = socket.AF_INET6
         super().__init__(addr, handler, *args, **kw)
+
+    def server_bind(self) -> None:
+        """Bind without HTTPServer's ``getfqdn()``: no DNS lookup at start-up."""
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
+        self.setup_environ()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("metrics request from %s failed", client_address, exc_info=True)
