@@ -14,6 +14,7 @@ How nothing is lost or doubled:
   ``recent_trades_kept`` per market); none is dropped here. Best bid/offer rows are history that
   newer rows supersede: at most ``max_bbo_buffer`` wait (a failed insert puts its rows back);
   beyond it the oldest are dropped and counted in ``bbo_dropped`` (rule 7: bounded, counted).
+  A bbo retry after a lost acknowledgement may write rows twice: history, not money.
 - A gap older than the engine's memory (the recorder was down for more than its last 200,000
   trades of a market) cannot be filled from the engine and is counted in ``unrecoverable``
   and logged with its id range.
