@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import os
@@ -48,13 +47,12 @@ import msgspec
 
 from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
-from bench.procs import cpu_seconds, free_ports, percentiles
+from bench.procs import Child, Children, LoadMeter, free_ports, interrupt_on_sigterm, percentiles
 from bench.workload import funding, mixed
 from engine.core import Engine
 from protocol import config
 from protocol.messages import Cancel, NewOrder, Rejected
 
-REPO = Path(__file__).resolve().parent.parent
 ORIGIN = b"bench-gw"
 DRAIN_EVERY = 256  # commands per simulated batch: outbox cleared, market data drained
 
@@ -81,52 +79,6 @@ def pinned(cpu: int) -> Iterator[None]:
         yield
     finally:
         os.sched_setaffinity(0, before)
-
-
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far; steal counts as busy."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    user, nice, system, idle, iowait, irq, softirq, steal = v
-    busy = user + nice + system + irq + softirq + steal
-    tick = os.sysconf("SC_CLK_TCK")
-    return busy / tick, (busy + idle + iowait) / tick
-
-
-class LoadMeter:
-    """How much CPU *other* processes (and the hypervisor's steal) took during a phase.
-
-    Busy time of the whole machine minus this benchmark's own: this process, its waited-for
-    children (``os.times``) and the live children named in ``pids``.
-    """
-
-    def __init__(self) -> None:
-        self.pids: list[int] = []
-        self._start = self._sample()
-
-    def _sample(self) -> tuple[float, float, float, dict[int, float]]:
-        busy, total = _machine_busy()
-        t = os.times()
-        own = t.user + t.system + t.children_user + t.children_system
-        return busy, total, own, {pid: cpu_seconds(pid) for pid in self.pids}
-
-    def watch(self, pid: int) -> None:
-        self.pids.append(pid)
-        self._start[3][pid] = cpu_seconds(pid)
-
-    def foreign_cores(self) -> float:
-        """Average number of cores busy with work that is not ours, since the start."""
-        b0, t0, own0, live0 = self._start
-        b1, t1, own1, live1 = self._sample()
-        ncpu = os.cpu_count() or 1
-        if t1 <= t0:
-            return 0.0
-        own = (own1 - own0) + sum(live1[p] - live0.get(p, 0.0) for p in live1)
-        wall = (t1 - t0) / ncpu
-        return max(0.0, ((b1 - b0) - own) / wall)
 
 
 def fmt_pct(p: dict[str, float]) -> str:
@@ -436,68 +388,11 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- 2. through ZeroMQ
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class Children:
-    """Child processes that are always stopped: gently first (SIGINT), then SIGKILL."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen] = []
-
-    def spawn(self, argv: list[str], log: Path, stdout: int | None = None) -> subprocess.Popen:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout if stdout is not None else err,
-                stderr=err,
-                start_new_session=True,  # Ctrl-C reaches us; we stop them in order
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads here
-            )
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def stop(proc: subprocess.Popen, timeout: float = 10.0) -> int | None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            self.stop(proc, 5.0)
-        self.procs.clear()
-
-
-def _wait_for(proc: subprocess.Popen, log: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            raise RuntimeError(f"engine exited with {proc.returncode}:\n{_tail(log)}")
-        time.sleep(0.05)
-    raise RuntimeError(f"engine not ready after {timeout}s:\n{_tail(log)}")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+def children() -> Children:
+    """This benchmark's children: stopped gently first (SIGINT), then SIGKILL; they load the
+    config this process loads (``EXCHANGE_CONFIG`` kept); none is pinned from outside (each
+    pins itself with ``--cpu``)."""
+    return Children(stop_signal=signal.SIGINT, stop_timeout=10.0, inherit_config=True)
 
 
 def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
@@ -506,17 +401,15 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
         f"client process on cpu {args.client_cpu} (EngineClient, uvloop)"
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-    kids = Children()
+    kids = children()
     try:
         floor = transport_floor(args, kids, tmp)
-        engine, endpoint, engine_log = spawn_engine(args, kids, tmp / "engine")
+        engine, endpoint = spawn_engine(args, kids, tmp / "engine")
         meter = LoadMeter()
         meter.watch(engine.pid)
         client_log = tmp / "client.log"
         client = kids.spawn(
             [
-                sys.executable,
-                "-m",
                 "bench.zmq_client",
                 "--endpoint",
                 endpoint,
@@ -544,27 +437,26 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
         )
         budget = args.zmq_seconds * 1.3 + args.sat_seconds + args.sat_warmup + 90
         try:
-            out, _ = client.communicate(timeout=budget)
+            out, _ = client.proc.communicate(timeout=budget)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"client did not finish in {budget:.0f}s") from None
-        if client.returncode != 0 or not out.strip():
+        if client.proc.returncode != 0 or not out.strip():
             raise RuntimeError(
-                f"client failed ({client.returncode}):\n{_tail(client_log)}\n"
-                f"engine log:\n{_tail(engine_log)}"
+                f"client failed ({client.proc.returncode}):\n{client.tail()}\n"
+                f"engine log:\n{engine.tail()}"
             )
         res = json.loads(out.decode().strip().splitlines()[-1])
         res["floor"] = floor
         res["foreign_cores"] = meter.foreign_cores()
-        rc = kids.stop(engine)
-        res["engine_exit"] = rc
+        res["engine_exit"] = engine.stop()
         res["engine_log"] = [
             line.split(" INFO ", 1)[-1]
-            for line in engine_log.read_text(errors="replace").splitlines()
+            for line in engine.text().splitlines()
             if "pinned" in line or "stopped" in line or "snapshot" in line
         ]
         res["pipeline"] = pipeline_run(args, kids, tmp / "pipeline")
     finally:
-        kids.close()
+        kids.close(5.0)
         shutil.rmtree(tmp, ignore_errors=True)
     say(
         f"  (0) transport floor: bare pyzmq ROUTER echo (cpu {args.cpu}) and blocking DEALER "
@@ -611,44 +503,40 @@ def zmq_phase(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
-def spawn_engine(
-    args: argparse.Namespace, kids: Children, workdir: Path
-) -> tuple[subprocess.Popen, str, Path]:
-    """A fresh engine process on free loopback ports, pinned; (process, endpoint, log)."""
+def spawn_engine(args: argparse.Namespace, kids: Children, workdir: Path) -> tuple[Child, str]:
+    """A fresh engine process on free loopback ports, pinned; (process, endpoint)."""
     workdir.mkdir(parents=True, exist_ok=True)
     cmd_port, md_port = free_ports(2)
     endpoint = f"tcp://127.0.0.1:{cmd_port}"
-    log = workdir / "engine.log"
     engine = kids.spawn(
-        [sys.executable, "-m", "engine", "--data-dir", str(workdir / "data"),
+        ["engine", "--data-dir", str(workdir / "data"),
          "--commands", endpoint, "--market-data", f"tcp://127.0.0.1:{md_port}",
          "--cpu", str(args.cpu)],
-        log,
+        workdir / "engine.log",
     )  # fmt: skip
-    _wait_for(engine, log, "engine ready", 30.0)
-    return engine, endpoint, log
+    engine.wait_log("engine ready", timeout=30.0)
+    return engine, endpoint
 
 
 def pipeline_run(args: argparse.Namespace, kids: Children, workdir: Path) -> dict[str, Any]:
     """Sustained rate with the pipelined raw client (bench/zmq_pipeline.py) on a fresh engine."""
-    engine, endpoint, _ = spawn_engine(args, kids, workdir)
+    engine, endpoint = spawn_engine(args, kids, workdir)
     meter = LoadMeter()
     meter.watch(engine.pid)
-    log = workdir / "pipeline.log"
     client = kids.spawn(
-        [sys.executable, "-m", "bench.zmq_pipeline", "--endpoint", endpoint,
+        ["bench.zmq_pipeline", "--endpoint", endpoint,
          "--cpu", str(args.client_cpu), "--engine-pid", str(engine.pid),
          "--commands", str(args.pipeline_commands), "--window", str(args.window),
          "--chunk", str(args.chunk)],
-        log,
+        workdir / "pipeline.log",
         stdout=subprocess.PIPE,
     )  # fmt: skip
-    out, _ = client.communicate(timeout=300)
-    if client.returncode != 0 or not out.strip():
-        raise RuntimeError(f"pipeline client failed ({client.returncode}):\n{_tail(log)}")
+    out, _ = client.proc.communicate(timeout=300)
+    if client.proc.returncode != 0 or not out.strip():
+        raise RuntimeError(f"pipeline client failed ({client.proc.returncode}):\n{client.tail()}")
     res = json.loads(out.decode().strip().splitlines()[-1])
     res["foreign_cores"] = meter.foreign_cores()
-    kids.stop(engine)
+    engine.stop()
     return res
 
 
@@ -658,17 +546,15 @@ def transport_floor(args: argparse.Namespace, kids: Children, tmp: Path) -> dict
 
     (port,) = free_ports(1)
     endpoint = f"tcp://127.0.0.1:{port}"
-    log = tmp / "echo.log"
     echo = kids.spawn(
-        [sys.executable, "-m", "bench.zmq_echo", "--endpoint", endpoint, "--cpu", str(args.cpu)],
-        log,
+        ["bench.zmq_echo", "--endpoint", endpoint, "--cpu", str(args.cpu)], tmp / "echo.log"
     )
-    _wait_for(echo, log, "echo ready", 30.0)
+    echo.wait_log("echo ready", timeout=30.0)
     payload = msgspec.msgpack.encode([NewOrder(1, 1, "BTC-USD", 1, 1, 1, 100_000, 10)])
     count = max(2_000, int(args.rate * min(args.zmq_seconds, 5.0)))
     with pinned(args.client_cpu):
         samples = zmq_echo.measure(endpoint, payload, args.rate, count)
-    kids.stop(echo)
+    echo.stop()
     return percentiles(samples)
 
 
@@ -965,14 +851,10 @@ def _max_foreign(results: dict[str, Any]) -> float:
     return max(vals, default=0.0)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     _defaults(args)
     phases = {p.strip() for p in args.only.split(",") if p.strip()}
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt_on_sigterm()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     ex = config.load(args.config)
     say("# Engine benchmark")

@@ -48,7 +48,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -60,8 +59,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import procs
 from bench.engine_bench import machine_info, say
-from bench.procs import Child, cpu_seconds, free_ports, machine_busy, percentiles
+from bench.procs import cpu_seconds, free_ports, percentiles
 from gateways.accounts import AccountStore, Permission
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ class Exchange:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-fix-"))
-        self.kids: list[Child] = []
+        self.kids = procs.Children()
         cmd_port, md_port = free_ports(2)
         self.commands = f"tcp://127.0.0.1:{cmd_port}"
         self.market_data = f"tcp://127.0.0.1:{md_port}"
@@ -142,14 +142,12 @@ class Exchange:
         )  # fmt: skip
         self.engine.wait_log("engine ready")
         self._fund()
-        self.gateway: Child | None = None
+        self.gateway: procs.Child | None = None
         self.port = 0
         self.runs = 0
 
-    def _spawn(self, argv: list[str], name: str, cpu: int) -> Child:
-        child = Child(argv, self.tmp / f"{name}.log", cpu)
-        self.kids.append(child)
-        return child
+    def _spawn(self, argv: list[str], name: str, cpu: int) -> procs.Child:
+        return self.kids.spawn(argv, self.tmp / f"{name}.log", cpus=[cpu])
 
     def _fund(self) -> None:
         from engine.client import EngineClient
@@ -166,7 +164,7 @@ class Exchange:
 
         asyncio.run(go())
 
-    def start_gateway(self, probe: Path | None = None) -> Child:
+    def start_gateway(self, probe: Path | None = None) -> procs.Child:
         """(Re)start the gateway; with ``probe``, under this module's timing probe."""
         if self.gateway is not None:
             self.gateway.stop()
@@ -190,12 +188,11 @@ class Exchange:
         out["engine"] = cpu_seconds(self.engine.pid)
         t = os.times()
         out["client"] = t.user + t.system
-        out["machine"] = machine_busy()
+        out["machine"] = procs.machine_cpu()[0]
         return out
 
     def close(self) -> None:
-        for kid in reversed(self.kids):
-            kid.stop()
+        self.kids.close()
         self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -655,7 +652,7 @@ def py_spy_phase(ex: Exchange, args: argparse.Namespace, spy: str) -> dict[str, 
     gw = ex.start_gateway()
     out = ex.tmp / "py-spy.txt"
     seconds = max(2, int(args.seconds))
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [spy, "record", "--pid", str(gw.pid), "--duration", str(seconds), "--rate", "250",
          "--format", "raw", "--output", str(out), "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -817,22 +814,10 @@ def _defaults(args: argparse.Namespace) -> None:
             setattr(args, name, short if q else full)
 
 
-def _pin_self(args: argparse.Namespace) -> list[int]:
-    usable = os.sched_getaffinity(0)
-    rest = usable - {args.engine_cpu, args.gateway_cpu}
-    if rest:
-        os.sched_setaffinity(0, rest)
-    return sorted(rest or usable)
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     _defaults(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    client_cpus = _pin_self(args)
+    procs.interrupt_on_sigterm()
+    client_cpus = procs.pin_self_off({args.engine_cpu, args.gateway_cpu})
     shared = bool({args.engine_cpu, args.gateway_cpu} & set(client_cpus))
     say("# FIX gateway benchmark (python -m bench fix)")
     args.cpu, args.client_cpu = args.engine_cpu, client_cpus  # machine_info's wording

@@ -32,7 +32,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import tempfile
 import time
@@ -41,8 +40,9 @@ from typing import Any
 
 import uvloop
 
-from bench.engine_bench import LoadMeter, machine_info, say
-from bench.procs import Child, cpu_seconds, free_ports, percentiles
+from bench import procs
+from bench.engine_bench import machine_info, say
+from bench.procs import cpu_seconds, free_ports, percentiles
 from gateways.accounts import AccountStore, Permission
 from gateways.json_tcp.client import JsonClient, JsonError
 
@@ -88,7 +88,7 @@ class Exchange:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-json-"))
-        self.kids: list[Child] = []
+        self.kids = procs.Children()
         cmd_port, md_port, self.port = free_ports(3)
         self.commands = f"tcp://127.0.0.1:{cmd_port}"
         self.config = bench_config(self.tmp / "exchange.toml", **GATEWAY_LIMITS)
@@ -108,10 +108,8 @@ class Exchange:
         self.admin = self.store.issue_key(admin_id, Permission.ADMIN)
         self._accounts = 0
 
-    def _spawn(self, argv: list[str], name: str, cpu: int) -> Child:
-        child = Child(argv, self.tmp / f"{name}.log", cpu)
-        self.kids.append(child)
-        return child
+    def _spawn(self, argv: list[str], name: str, cpu: int) -> procs.Child:
+        return self.kids.spawn(argv, self.tmp / f"{name}.log", cpus=[cpu])
 
     async def wait_gateway(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -148,8 +146,7 @@ class Exchange:
         return cpu_seconds(self.gateway.pid), cpu_seconds(self.engine.pid)
 
     def close(self) -> None:
-        for kid in reversed(self.kids):
-            kid.stop()
+        self.kids.close()
         self.store.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -392,18 +389,9 @@ def _defaults(args: argparse.Namespace) -> None:
     args.clients = [int(x) for x in (args.clients or ("1,4" if q else "1,4,16")).split(",")]
 
 
-def _pin_self(args: argparse.Namespace) -> list[int]:
-    """Move this process off the engine's and the gateway's cores if there are others."""
-    usable = os.sched_getaffinity(0)
-    rest = usable - {args.engine_cpu, args.gateway_cpu}
-    if rest:
-        os.sched_setaffinity(0, rest)
-    return sorted(rest or usable)
-
-
 async def _main(args: argparse.Namespace, client_cpus: list[int], spin: bool) -> dict:
     ex = Exchange(args)
-    meter = LoadMeter()
+    meter = procs.LoadMeter()
     try:
         meter.watch(ex.engine.pid)
         meter.watch(ex.gateway.pid)
@@ -420,14 +408,10 @@ async def _main(args: argparse.Namespace, client_cpus: list[int], spin: bool) ->
         ex.close()
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     _defaults(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    client_cpus = _pin_self(args)
+    procs.interrupt_on_sigterm()
+    client_cpus = procs.pin_self_off({args.engine_cpu, args.gateway_cpu})
     own_core = not ({args.engine_cpu, args.gateway_cpu} & set(client_cpus))
     spin = args.pacing == "spin" or (args.pacing == "auto" and own_core)
     say("# JSON gateway benchmark (python -m bench json)")

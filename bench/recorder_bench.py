@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.engine_bench import Children, LoadMeter, machine_info
-from bench.procs import free_ports
+from bench.engine_bench import children, machine_info
+from bench.procs import Children, LoadMeter, free_ports, interrupt_on_sigterm
 from protocol import config
 from protocol.messages import Trade
 
@@ -251,10 +251,7 @@ class _Engine:
     def __init__(self, kids: Children, tmp: Path, **child: float) -> None:
         cmd, md = free_ports(2)
         self.commands, self.market_data = f"tcp://127.0.0.1:{cmd}", f"tcp://127.0.0.1:{md}"
-        self.log = tmp / "engine.log"
         argv = [
-            sys.executable,
-            "-m",
             "bench.recorder_bench",
             "engine-child",
             "--commands",
@@ -266,23 +263,19 @@ class _Engine:
         ]
         for key, value in child.items():
             argv += [f"--{key}", str(value)]
-        self.proc = kids.spawn(argv, self.log)
-        deadline = time.monotonic() + 30
-        while "engine ready" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"engine child did not start:\n{self.log.read_text()[-2000:]}")
-            time.sleep(0.05)
+        self.child = kids.spawn(argv, tmp / "engine.log")
+        self.child.wait_log("engine ready", timeout=30.0)
 
     def go(self) -> None:
         """Start making trades (live)."""
-        self.proc.send_signal(signal.SIGUSR1)
+        self.child.proc.send_signal(signal.SIGUSR1)
 
     def done(self) -> dict[str, Any]:
         """What the live generator reported when it had made every trade."""
-        for line in self.log.read_text(errors="replace").splitlines():
+        for line in self.child.text().splitlines():
             if line.startswith("DONE "):
                 return json.loads(line[5:])
-        raise RuntimeError(f"the engine child made no report:\n{self.log.read_text()[-2000:]}")
+        raise RuntimeError(f"the engine child made no report:\n{self.child.text()[-2000:]}")
 
 
 def _timed_parts(ex: config.Exchange, url: str) -> tuple[Any, Any]:
@@ -355,7 +348,7 @@ def catchup_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, An
     rates = []
     for run in range(args.catchup_runs):
         with scratch("bench-rec-catchup-") as tmp:
-            kids = Children()
+            kids = children()
             try:
                 eng = _Engine(kids, tmp, prefill=per_market)
                 ex.engine.commands, ex.engine.market_data = eng.commands, eng.market_data
@@ -365,7 +358,7 @@ def catchup_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, An
                 finally:
                     store.close()
             finally:
-                kids.close()
+                kids.close(5.0)
         dt = store.last_commit - rec.first_pull
         rates.append(total / dt)
         say(
@@ -385,14 +378,14 @@ def live_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
     for rate in args.rates:
         total = int(rate * args.live_seconds)
         with scratch("bench-rec-live-") as tmp:
-            kids = Children()
+            kids = children()
             try:
                 eng = _Engine(kids, tmp, rate=rate, seconds=args.live_seconds)
                 ex.engine.commands, ex.engine.market_data = eng.commands, eng.market_data
                 rec, store = _timed_parts(ex, f"chdb://{tmp / 'ch'}")
                 budget = args.live_seconds + 60
                 meter = LoadMeter()
-                meter.watch(eng.proc.pid)
+                meter.watch(eng.child.pid)
                 try:
                     asyncio.run(_follow(rec, store, total, eng.go, budget))
                     made = eng.done()
@@ -404,7 +397,7 @@ def live_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
                 finally:
                     store.close()
             finally:
-                kids.close()
+                kids.close(5.0)
         lags = store.lags_ms
         res = {
             "rate": rate,
@@ -564,14 +557,10 @@ def _defaults(args: argparse.Namespace) -> None:
             setattr(args, name, short if args.quick else full)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     _defaults(args)
     phases = [p.strip() for p in args.only.split(",") if p.strip()]
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    interrupt_on_sigterm()
     logging.basicConfig(level=logging.WARNING, format="  [log] %(name)s: %(message)s")
     ex = config.load(args.config)
     say("# Recorder benchmark (embedded chDB)")

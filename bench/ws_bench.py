@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procs import child_env, child_setup, cpu_seconds, free_ports
+from bench import procs
+from bench.procs import cpu_seconds, free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "protocol" / "default.toml"
@@ -134,12 +134,6 @@ def worker_main(argv: list[str] | None = None) -> int:
 # ========================================================================= processes
 
 
-def tail(path: Path, n: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    return ""
-
-
 def bench_config(path: Path, clients: int) -> Path:
     """The shipped config: more websocket connections allowed, no snapshot pause."""
     replace = {
@@ -167,7 +161,7 @@ class Setup:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-ws-"))
-        self.procs: list[subprocess.Popen] = []
+        self.kids = procs.Children(many_files=True)
         self.workers: list[asyncio.subprocess.Process] = []
         cmd_port, md_port, self.port = free_ports(3)
         self.commands = f"tcp://127.0.0.1:{cmd_port}"
@@ -178,7 +172,7 @@ class Setup:
              "--commands", self.commands, "--market-data", self.market_data,
              "--cpu", str(args.engine_cpu)], "engine", {args.engine_cpu},
         )  # fmt: skip
-        self._wait_log(self.tmp / "engine.log", self.engine, "engine ready")
+        self.engine.wait_log("engine ready")
         self.bridge = self._spawn(
             ["feed", "--config", str(self.config), "--port", str(self.port),
              "--commands", self.commands, "--market-data", self.market_data],
@@ -186,38 +180,20 @@ class Setup:
         )  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}"
 
-    def _spawn(self, argv: list[str], name: str, cpus: set[int]) -> subprocess.Popen:
-        with open(self.tmp / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(  # noqa: PLW1509 - no threads in this process yet
-                [sys.executable, "-m", *argv], cwd=REPO, env=child_env(), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=child_setup(cpus, many_files=True),
-            )  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    @staticmethod
-    def _wait_log(log: Path, proc: subprocess.Popen, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in log.read_text(errors="replace"):
-                return
-            if proc.poll() is not None:
-                raise RuntimeError(f"{log.stem} exited:\n{tail(log)}")
-            time.sleep(0.05)
-        raise RuntimeError(f"{log.stem} not ready in {timeout}s:\n{tail(log)}")
+    def _spawn(self, argv: list[str], name: str, cpus: set[int]) -> procs.Child:
+        return self.kids.spawn(argv, self.tmp / f"{name}.log", cpus=cpus)
 
     async def wait_bridge(self, http: Any, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.bridge.poll() is not None:
-                raise RuntimeError(f"bridge exited:\n{tail(self.tmp / 'bridge.log')}")
+            if self.bridge.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited:\n{self.bridge.tail()}")
             with contextlib.suppress(OSError, Exception):
                 async with http.get(f"{self.url}/health") as r:
                     if r.status == 200:
                         return
             await asyncio.sleep(0.1)
-        raise RuntimeError(f"bridge not healthy in {timeout}s:\n{tail(self.tmp / 'bridge.log')}")
+        raise RuntimeError(f"bridge not healthy in {timeout}s:\n{self.bridge.tail()}")
 
     async def start_workers(self) -> int:
         """Spawn the client processes; returns how many clients subscribed."""
@@ -231,8 +207,8 @@ class Setup:
                     "--clients", str(share), "--out", str(out)]  # fmt: skip
             with open(self.tmp / f"worker-{i}.log", "wb") as log:  # noqa: ASYNC230
                 proc = await asyncio.create_subprocess_exec(
-                    *argv, cwd=REPO, env=child_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=log, preexec_fn=child_setup(cpus, many_files=True),  # noqa: PLW1509
+                    *argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                    **procs.popen_options(cpus, many_files=True, own_session=False),
                 )  # fmt: skip
             self.workers.append(proc)
         ready = 0
@@ -240,7 +216,9 @@ class Setup:
             assert proc.stdout is not None
             line = await asyncio.wait_for(proc.stdout.readline(), 300)
             if not line:
-                raise RuntimeError(f"client worker {i} died:\n{tail(self.tmp / f'worker-{i}.log')}")
+                raise RuntimeError(
+                    f"client worker {i} died:\n{procs.tail(self.tmp / f'worker-{i}.log')}"
+                )
             got = json.loads(line)
             ready += got["ready"]
         return ready
@@ -278,14 +256,7 @@ class Setup:
             if w.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     w.kill()
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        self.kids.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -384,9 +355,7 @@ async def settle(http: Any, url: str, quiet: float = 0.5, timeout: float = 60.0)
 
 async def measured_run(setup: Setup, http: Any, driver: Driver, rate: float,
                        seconds: float) -> dict[str, Any]:  # fmt: skip
-    from bench.engine_bench import LoadMeter
-
-    meter = LoadMeter()
+    meter = procs.LoadMeter()
     for pid in setup.pids():
         meter.watch(pid)
     m0, c0, t0 = await bridge_metrics(http, setup.url), setup.cpu(), time.perf_counter()
@@ -547,15 +516,11 @@ def _defaults(args: argparse.Namespace) -> None:
         args.client_cpus = ",".join(map(str, rest))
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
     import uvloop
 
     _defaults(args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    procs.interrupt_on_sigterm()
     driver_cpus = {int(c) for c in args.client_cpus.split(",") if c.strip()}
     if driver_cpus & os.sched_getaffinity(0):
         os.sched_setaffinity(0, driver_cpus & os.sched_getaffinity(0))  # off the bridge's core

@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 import msgspec
 from sortedcontainers import SortedList
@@ -188,6 +189,14 @@ class Book:
         prices = list(self.asks.islice(0, depth) if depth else self.asks)
         return [self.ask_levels[p] for p in prices]
 
+    def iter_levels(self, side: int) -> Iterator[Level]:
+        """Levels best first, lazily: a walk that stops early touches only what it reads."""
+        if side == BUY:
+            bid_levels = self.bid_levels
+            return (bid_levels[-p] for p in self.bids)
+        ask_levels = self.ask_levels
+        return (ask_levels[p] for p in self.asks)
+
     def level_total(self, side: int, price: int) -> int:
         level = (self.bid_levels if side == BUY else self.ask_levels).get(price)
         return level.total if level else 0
@@ -196,7 +205,7 @@ class Book:
         """Every live order, bids then asks, each side best price first and FIFO within."""
         out: list[Order] = []
         for side in (BUY, SELL):
-            for level in self.levels(side):
+            for level in self.iter_levels(side):
                 out.extend(level.live())
         return out
 

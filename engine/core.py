@@ -26,6 +26,8 @@ Matching rules:
   it was.
 - Client order ids are unique among an account's open orders.
 - Accounts only ever see their own orders: another account's order id is "unknown order".
+- A write command with a ``deadline`` (engine time, ns) that its batch timestamp has passed is
+  rejected (DEADLINE_PASSED) without effect: a gateway that gave up waiting and the engine agree.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ assert (C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT) == tuple(CancelReaso
 R = RejectCode
 
 
-class Reject(Exception):  # noqa: N818 - control flow inside a handler, never escapes apply()
+class Reject(Exception):
     def __init__(self, code: int, reason: str) -> None:
         self.code = code
         self.reason = reason
@@ -106,6 +108,7 @@ class Engine(EngineViews):
         # the newest closed orders, for status queries (not state), oldest first
         self.closed: dict[int, Order] = {}
         self.closed_ids: deque[int] = deque()
+        self.closed_cids: dict[tuple[int, str], Order] = {}  # the newest closed one per client id
         self.closed_kept = exchange.engine.closed_orders_kept
         self.fills_kept = exchange.engine.fills_kept
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
@@ -149,6 +152,14 @@ class Engine(EngineViews):
         self.outbox[origin].append(Rejected(req, code, reason, order_id, cid, seq))
         return seq
 
+    def _late(self, origin: bytes, req: int, seq: int, order_id: int = 0, cid: str = "") -> int:
+        """A write that reached the engine after its deadline: refused, nothing changed. Decided
+        on the batch timestamp, which is journaled, so a replay decides the same."""
+        return self._reject(
+            origin, req, R.DEADLINE_PASSED, "reached the engine after its deadline; not executed",
+            seq, order_id, cid,
+        )  # fmt: skip
+
     # ------------------------------------------------------------------- new orders
     # The hot path. Calls are kept few and messages are built positionally (measured: keyword
     # construction of a 22-field struct costs several times more); formatting is off so each
@@ -156,6 +167,8 @@ class Engine(EngineViews):
     # fmt: off
     def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, 0, c.client_order_id)
         book = self.books.get(c.market)
         if book is None or c.type != LIMIT:
             return self._new_checked(c, book, seq, ts, origin)
@@ -470,7 +483,7 @@ class Engine(EngineViews):
         return stopped
     # fmt: on
 
-    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:  # noqa: ANN001
+    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:
         """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
         if t.stp == NEWEST:
             return C_STP
@@ -494,7 +507,7 @@ class Engine(EngineViews):
         """
         tlq = book.spec.tick_lot_quote
         lots = cost = worst = 0
-        for level in book.levels(SELL if side == BUY else BUY):
+        for level in book.iter_levels(SELL if side == BUY else BUY):
             px = level.price
             if (side == BUY and px > limit) or (side == SELL and px < limit):
                 break
@@ -568,10 +581,16 @@ class Engine(EngineViews):
         """Keep a closed order for status queries: the newest ``closed_kept``, the oldest
         forgotten one at a time (no pause to free a whole generation)."""
         self.closed[o.id] = o
+        if o.client_id:
+            self.closed_cids[(o.account, o.client_id)] = o
         fifo = self.closed_ids
         fifo.append(o.id)
         if len(fifo) > self.closed_kept:
-            self.closed.pop(fifo.popleft(), None)
+            gone = self.closed.pop(fifo.popleft(), None)
+            if gone is not None and gone.client_id:
+                key = (gone.account, gone.client_id)
+                if self.closed_cids.get(key) is gone:
+                    del self.closed_cids[key]
 
     # fmt: off
     def _report(self, o: Order, req: int, exec_type: int, status: int, seq: int, ts: int,
@@ -595,6 +614,8 @@ class Engine(EngineViews):
     # fmt: off
     def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, c.order_id, c.client_order_id)
         acct = c.account
         if c.order_id:
             o = self.orders.get(c.order_id)
@@ -624,6 +645,8 @@ class Engine(EngineViews):
 
     def _on_mass_cancel(self, c: MassCancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         if c.market and c.market not in self.books:
             return self._reject(
                 origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}", seq
@@ -640,6 +663,8 @@ class Engine(EngineViews):
     # ---------------------------------------------------------------------- replaces
     def _on_replace(self, c: Replace, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq, c.order_id, c.client_order_id)
         o = self._find(c.account, c.order_id, c.client_order_id)
         try:
             if o is None or (c.market and c.market != o.market):
@@ -754,6 +779,8 @@ class Engine(EngineViews):
 
     def _on_deposit(self, c: Deposit, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         try:
             asset = self._ledger_args(c)
             if self.ledger.totals[asset] + c.amount > MAX_INT:
@@ -769,6 +796,8 @@ class Engine(EngineViews):
 
     def _on_withdraw(self, c: Withdraw, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, c.req, seq)
         try:
             asset = self._ledger_args(c)
             row = self.ledger.withdraw(c.account, asset, c.amount)
@@ -782,7 +811,7 @@ class Engine(EngineViews):
         return seq
 
 
-def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
+def _check_qty(spec, qty: int) -> None:
     if qty < spec.min_qty:
         raise Reject(
             R.QUANTITY_BELOW_MIN,
@@ -795,15 +824,15 @@ def _check_qty(spec, qty: int) -> None:  # noqa: ANN001
         )
 
 
-def _ticks(spec, ticks: int) -> str:  # noqa: ANN001
+def _ticks(spec, ticks: int) -> str:
     return spec.price_text(ticks) if isinstance(ticks, int) else repr(ticks)
 
 
-def _lots(spec, lots: int) -> str:  # noqa: ANN001
+def _lots(spec, lots: int) -> str:
     return spec.qty_text(lots) if isinstance(lots, int) else repr(lots)
 
 
-def _no_funds(row: list[int] | None, col: int, need: int, spec, in_quote: bool) -> Reject:  # noqa: ANN001
+def _no_funds(row: list[int] | None, col: int, need: int, spec, in_quote: bool) -> Reject:
     have = row[col] if row else 0
     text, asset = (spec.quote_text, spec.quote) if in_quote else (spec.base_text, spec.base)
     return Reject(R.INSUFFICIENT_FUNDS, f"needs {text(need)} {asset}, {text(have)} available")

@@ -1,4 +1,4 @@
-"""ZeroMQ CURVE on the engine's two ports (DESIGN rule 5): encryption and client keys.
+"""ZeroMQ CURVE on the engine's two ports (docs/design.md rule 5): encryption and client keys.
 
 Off by default: the engine binds loopback only and refuses any other address. With
 ``[engine] curve_keys = "DIR"`` both ports (commands and market data) become CURVE servers

@@ -85,14 +85,13 @@ class Journal:
         self.fsync = fsync
         self.file: io.FileIO | None = None
         self.path = directory / segment_name(first_seq)
-        self.bytes_written = 0
         self.open(first_seq)
 
     def open(self, first_seq: int) -> None:
         if self.file is not None:
             self.file.close()
         self.path = self.directory / segment_name(first_seq)
-        self.file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - lives as long as we do
+        self.file = open(self.path, "ab", buffering=0)
 
     def write(self, first_seq: int, ts: int, entries: list[tuple[bytes, object]]) -> None:
         """Write one batch; returns once the OS has it (and the disk, if fsync is on)."""
@@ -101,7 +100,6 @@ class Journal:
         self.file.write(record)
         if self.fsync:
             os.fsync(self.file.fileno())
-        self.bytes_written += len(record)
 
     def close(self) -> None:
         if self.file is not None:
@@ -159,7 +157,6 @@ class Recovery:
     snapshot_seq: int = 0
     replayed: int = 0
     truncated_bytes: int = 0
-    segments: int = 0
 
 
 def recover(directory: Path, engine: Engine) -> Recovery:
@@ -180,7 +177,6 @@ def recover(directory: Path, engine: Engine) -> Recovery:
         last = i == len(segments) - 1
         if not last and _seq_of(segments[i + 1]) <= engine.seq + 1:
             continue  # wholly covered by the snapshot
-        result.segments += 1
         result.replayed += _replay_segment(seg, engine, last, result)
     engine.discard_output()
     return result

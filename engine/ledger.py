@@ -5,7 +5,7 @@ Each account is one flat list ``[avail_0, locked_0, avail_1, locked_1, ...]`` in
 indexing. The engine core moves funds directly on these rows; this module owns the rows, the
 per-asset totals (deposits minus withdrawals) and the invariant checks.
 
-Invariant (rule 3 of DESIGN.md): for every asset, the sum over all accounts of available +
+Invariant (docs/design.md rule 3): for every asset, the sum over all accounts of available +
 locked equals deposits minus withdrawals; no balance is ever negative; and each account's
 locked amount equals what its open orders hold locked.
 """

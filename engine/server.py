@@ -36,7 +36,7 @@ import zmq
 
 from engine import curve, journal
 from engine.core import Engine
-from protocol import config
+from protocol import config, salvage
 from protocol.enums import RejectCode
 from protocol.messages import Command, Ping, Pong, Rejected
 from protocol.metrics import Exporter
@@ -45,6 +45,7 @@ log = logging.getLogger("engine")
 
 MAX_FRAME = 1 << 20  # bytes; larger frames are rejected (zmq drops peers beyond 16 MiB)
 MAX_COMMANDS_PER_FRAME = 10_000
+COMMAND_TAGS = salvage.tags_of(Command)
 
 
 class Metrics(msgspec.Struct):
@@ -267,9 +268,11 @@ class EngineServer:
             try:
                 good.append(self.one_decoder.decode(raw))
             except (msgspec.DecodeError, msgspec.ValidationError) as e:
-                unknown = str(e).startswith("Invalid value") and str(e).endswith("`$[0]`")
+                item = salvage.msgpack_item(raw)
+                tag = salvage.msgpack_tag(item)
+                unknown = tag is not None and tag not in COMMAND_TAGS
                 code = RejectCode.UNKNOWN_MESSAGE if unknown else RejectCode.MALFORMED
-                self._reject_frame(origin, code, f"bad command: {e}", _req_of(raw))
+                self._reject_frame(origin, code, f"bad command: {e}", salvage.msgpack_req(item))
         return good
 
     def _reject_frame(self, origin: bytes, code: int, reason: str, req: int = 0) -> None:
@@ -277,7 +280,7 @@ class EngineServer:
         self.engine.outbox[origin].append(Rejected(req, code, reason))
 
     def _pong(self, cmd: Ping) -> Pong:
-        return Pong(cmd.req, self.engine.seq, self.engine.epoch)
+        return Pong(cmd.req, self.engine.seq, self.engine.epoch, cmd.mark)
 
     def _send_replies(self) -> None:
         router = self.router
@@ -304,17 +307,6 @@ class EngineServer:
         for topic, msg in self.engine.market_data(ts):
             pub.send_multipart([topic, encode(msg)], zmq.NOBLOCK)
             self.metrics.md_out += 1
-
-
-def _req_of(raw: msgspec.Raw) -> int:
-    """Best effort: the request id of an undecodable command, so its reply can be matched."""
-    try:
-        item = msgspec.msgpack.decode(raw)
-    except msgspec.DecodeError:
-        return 0
-    if isinstance(item, list) and len(item) > 1 and isinstance(item[1], int):
-        return item[1] if 0 <= item[1] < 2**64 else 0
-    return 0
 
 
 def loopback(endpoint: str) -> bool:

@@ -78,6 +78,7 @@ class EngineViews:
         by_account: dict[int, dict[int, Order]]
         closed: dict[int, Order]
         closed_ids: deque[int]
+        closed_cids: dict[tuple[int, str], Order]
         fills: dict[int, deque[ExecReport]]
         seq: int
         next_order_id: int
@@ -98,7 +99,7 @@ class EngineViews:
             o = self.closed.get(c.order_id)
             o = o if o is not None and o.account == c.account else None
         if o is None and c.client_order_id:
-            o = _closed_by_cid(self, c.account, c.client_order_id)
+            o = self.closed_cids.get((c.account, c.client_order_id))
         if o is None or (c.market and c.market != o.market):
             return self._reject(
                 origin,
@@ -183,7 +184,7 @@ class EngineViews:
         oldest = recent[0][0].trade_id if recent else 0
         limit = max(1, min(c.limit, 100_000))
         start = max(0, c.from_id - oldest) if recent else 0
-        rows = list(itertools.islice(recent, start, start + limit))
+        rows = _window(recent, start, limit)
         self.outbox[origin].append(
             TradesReply(c.req, c.market, [r[0] for r in rows], oldest, [(r[1], r[2]) for r in rows])
         )
@@ -205,7 +206,7 @@ class EngineViews:
         return 0
 
     def _on_ping(self, c: Ping, ts: int, origin: bytes) -> int:
-        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch))
+        self.outbox[origin].append(Pong(c.req, self.seq, self.epoch, c.mark))
         return 0
 
     # -------------------------------------------------------------------- market data
@@ -303,6 +304,7 @@ class EngineViews:
         _ensure(resting == len(self.orders), "order index holds orders not in any book")
         _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
         _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
+        _ensure(all(self.closed.get(o.id) is o for o in self.closed_cids.values()), "closed cids")
         self.ledger.validate(locked)
 
 
@@ -334,8 +336,14 @@ def _state(o: Order) -> OrderState:
     )
 
 
-def _closed_by_cid(engine: EngineViews, acct: int, cid: str) -> Order | None:
-    for o in reversed(engine.closed.values()):
-        if o.account == acct and o.client_id == cid:
-            return o
-    return None
+def _window(recent: deque, start: int, limit: int) -> list:
+    """``recent[start:start + limit]``, reached from whichever end is nearer (a deque cannot
+    jump to an index: a request for the newest trades must not walk 200,000 old ones)."""
+    n = len(recent)
+    if start >= n:
+        return []
+    if n - start > start:
+        return list(itertools.islice(recent, start, start + limit))
+    tail = list(itertools.islice(reversed(recent), n - start))
+    tail.reverse()
+    return tail[:limit]

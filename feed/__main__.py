@@ -22,7 +22,9 @@ async def run(args: argparse.Namespace) -> int:
     if args.port is not None:
         ex.bridge.port = args.port
     config.use_engine(ex, args.commands, args.market_data)
-    recorder = None if args.no_recorder else f"http://{ex.recorder.host}:{ex.recorder.port}"
+    recorder = args.recorder or f"http://{ex.recorder.host}:{ex.recorder.port}"
+    if args.no_recorder:
+        recorder = None
     bridge = Bridge(ex, recorder)
     runner = web.AppRunner(bridge.app(), access_log=None)
     await runner.setup()
@@ -47,6 +49,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: %d websocket clients", len(bridge.clients))
+    await bridge.history.close()
     await bridge.feed.close()
     if bridge.http is not None:
         await bridge.http.close()
@@ -61,9 +64,14 @@ def main() -> int:
     p.add_argument("--commands", help="engine ROUTER endpoint (for book snapshots)")
     p.add_argument("--market-data", help="engine PUB endpoint")
     p.add_argument(
+        "--recorder",
+        help="the recorder's query API, http://HOST:PORT (default: from [recorder] in the config)",
+    )
+    p.add_argument(
         "--no-recorder",
         action="store_true",
-        help="serve kline history from the bridge's own candles only",
+        help="seed the 24h ticker and candles from the engine only, and serve kline history "
+        "from the bridge's own candles",
     )
     args = p.parse_args()
     config.log_to_stderr()

@@ -1,7 +1,8 @@
 """The websocket bridge: engine market data -> browsers and HTTP clients, plus the dashboard.
 
 One process (aiohttp on uvloop). It keeps a local book per market with the feed library, and
-recent trades, candles and 24h tickers, then serves:
+recent trades, candles and 24h tickers (feed/history.py: seeded at start from the recorder's
+ClickHouse and the engine, then continued live by trade id), then serves:
 
 - websocket ``/ws``: streams ``trades@M``, ``depth@M`` (a snapshot on subscribe, then diffs
   carrying the engine's depth sequence numbers), ``ticker@M``, ``kline_<iv>@M``
@@ -24,14 +25,18 @@ import struct
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
 
 from feed.book import TickerView
-from feed.candles import Candle, CandleBook
+from feed.candles import Candle
+from feed.frames import StrictWebSocket, ws_frame
+from feed.history import History
 from feed.subscriber import Feed
 from protocol import market_api as A
+from protocol import salvage
 from protocol.config import Exchange, MarketSpec
 from protocol.json_api import market_view
 from protocol.messages import Depth, Trade
@@ -43,6 +48,7 @@ WEB = Path(__file__).with_name("web")
 CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
 SIDE = {1: "buy", 2: "sell"}
 TICKER_PAUSE = 0.25  # seconds between ticker pushes per market
+MAX_MESSAGE = 64 * 1024  # bytes of one client message; a bigger one: close 1009
 
 
 class Metrics(msgspec.Struct):
@@ -69,18 +75,6 @@ class Client:
         self.limit = limit  # bytes of unsent data before the client counts as too slow
 
 
-def ws_frame(payload: bytes, opcode: int = 0x1) -> bytes:
-    """One unmasked, final websocket frame (RFC 6455 5.2), built once per message."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((0x80 | opcode, n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
-
-
 class Bridge:
     def __init__(self, ex: Exchange, recorder_url: str | None = None) -> None:
         self.ex = ex
@@ -88,15 +82,22 @@ class Bridge:
         self.metrics = Metrics()
         self.clients: set[Client] = set()
         self.subs: dict[str, set[Client]] = {}
-        self.candles = {m: CandleBook(m, s.tick_lot_quote) for m, s in ex.markets.items()}
-        self.trades: dict[str, deque[Trade]] = {
-            m: deque(maxlen=self.cfg.recent_trades) for m in ex.markets
-        }
-        self.recorder_url = recorder_url  # kline history from ClickHouse via the recorder
+        self.recorder_url = recorder_url  # history from ClickHouse via the recorder
         self.http: ClientSession | None = None
         self.feed = Feed.for_exchange(
-            ex, name="bridge", on_trades=self.on_trades, on_depth=self.on_depth
+            ex, name="bridge", on_trades=self.on_trades, on_depth=self.on_depth, tickers=False
         )
+        self.history = History(
+            ex,
+            self.feed.engine,
+            self.recorder_get if recorder_url else None,
+            self.cfg.recent_trades,
+            self.on_history,
+        )
+        tapes = self.history.tapes.items()
+        self.candles = {m: t.candles for m, t in tapes}
+        self.trades: dict[str, deque[Trade]] = {m: t.recent for m, t in tapes}
+        self.tickers = {m: t.ticker for m, t in tapes}
         self.enc = msgspec.json.Encoder()
         self.last_ticker: dict[str, float] = {}
         self.ticker_due: set[str] = set()
@@ -146,12 +147,24 @@ class Bridge:
 
     # ------------------------------------------------------------------ feed events
     def on_trades(self, market: str, trades: list[Trade]) -> None:
-        spec = self.ex.markets[market]
         self.metrics.md_messages += 1
         self.metrics.lag_ms = (time.time_ns() - trades[-1].ts) / 1e6
-        self.trades[market].extend(trades)
-        changed = {iv: c for t in trades for iv, c in self.candles[market].add(t)}
-        self.publish(f"trades@{market}", [trade_view(spec, t) for t in trades])
+        self.history.live(market, trades)  # it calls on_history with what is new
+
+    def on_history(
+        self, market: str, trades: list[Trade], changed: dict[str, Candle], live: bool
+    ) -> None:
+        """New trades applied (``live``), or the market seeded: subscribers see its ticker
+        and current candles at once."""
+        spec = self.ex.markets[market]
+        if live:
+            self.publish(f"trades@{market}", [trade_view(spec, t) for t in trades])
+        else:
+            changed = {}
+            for iv in A.INTERVALS:
+                rows = self.candles[market].history(iv, limit=1)
+                if rows:
+                    changed[iv] = rows[-1]
         for iv, c in changed.items():
             self.publish(f"kline_{iv}@{market}", kline_view(spec, iv, c))
         self.push_ticker(market)
@@ -176,6 +189,7 @@ class Bridge:
         self.metrics.md_messages += 1
         if d is None:  # (re)synced: everyone starts again from a snapshot
             self.publish(f"depth@{market}", self.depth_snapshot(market))
+            self.history.resynced(market, self.feed.books[market].last_trade_id)
             return
         self.metrics.lag_ms = (time.time_ns() - d.ts) / 1e6 if d.ts else self.metrics.lag_ms
         spec = self.ex.markets[market]
@@ -206,11 +220,11 @@ class Bridge:
         )
 
     def ticker(self, market: str) -> A.TickerData:
-        return ticker_view(self.ex.markets[market], self.feed.tickers[market].view(time.time_ns()))
+        return ticker_view(self.ex.markets[market], self.tickers[market].view(time.time_ns()))
 
     # ------------------------------------------------------------------- websocket
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+        ws = StrictWebSocket(heartbeat=30, max_msg_size=MAX_MESSAGE)
         if len(self.clients) >= self.cfg.max_connections:
             self.metrics.refused += 1
             raise web.HTTPServiceUnavailable(text="too many websocket connections")
@@ -221,6 +235,8 @@ class Bridge:
         self.metrics.connections_total += 1
         try:
             async for msg in ws:
+                if msg.type == WSMsgType.ERROR:  # a protocol error: aiohttp sent the close
+                    break
                 if msg.type != WSMsgType.TEXT:
                     self.reply(c, None, error=(1001, "send JSON text frames"))
                     continue
@@ -241,9 +257,9 @@ class Bridge:
 
     def on_request(self, c: Client, text: str) -> None:
         try:
-            req = msgspec.json.decode(text, type=A.WsRequest)
+            req = decode_client(REQUEST, text)
         except msgspec.ValidationError as e:
-            return self.reply(c, _id_of(text), error=(1007, str(e)))
+            return self.reply(c, salvage.json_id(text), error=(1007, str(e)))
         except msgspec.DecodeError as e:
             return self.reply(c, None, error=(1001, f"not valid JSON: {e}"))
         if req.op == "list":
@@ -360,8 +376,6 @@ class Bridge:
         None when the recorder is not running, and the bridge's own candles answer."""
         if not self.recorder_url:
             return None
-        if self.http is None:
-            self.http = ClientSession(timeout=ClientTimeout(total=3))
         params = {
             "market": spec.symbol,
             "interval": interval,
@@ -369,23 +383,41 @@ class Bridge:
             "end": end,
             "limit": limit,
         }
+        status, body = await self.recorder_get("/klines", params)
+        if status != 200:
+            return None
         try:
-            async with self.http.get(f"{self.recorder_url}/klines", params=params) as r:
-                if r.status != 200:
-                    return None
-                rows = await r.json()
-        except (ClientError, TimeoutError):
+            rows = msgspec.json.decode(body, type=list[Candle])
+        except (msgspec.DecodeError, msgspec.ValidationError):
             return None
         live = self.candles[spec.symbol].history(interval, limit=1)
-        out = [kline_view(spec, interval, Candle(**c), closed=True) for c in rows]
+        out = [kline_view(spec, interval, c, closed=True) for c in rows]
         if live and out and out[-1].open_time == live[-1].open_time:
             out[-1] = kline_view(spec, interval, live[-1])  # the candle in progress, as seen live
         return out
 
+    async def recorder_get(self, path: str, params: dict) -> tuple[int, bytes]:
+        """GET the recorder's query API: (status, body); status 0 if it cannot be reached."""
+        assert self.recorder_url
+        if self.http is None:
+            self.http = ClientSession(timeout=ClientTimeout(total=10))
+        try:
+            async with self.http.get(f"{self.recorder_url}{path}", params=params) as r:
+                return r.status, await r.read()
+        except (ClientError, TimeoutError) as e:
+            return 0, str(e).encode()
+
     async def health(self, request: web.Request) -> web.Response:
-        ok = self.feed.engine.available and self.feed.synced()
+        """Healthy: the engine answers, every book is synced, every market's trade history
+        seeded (a seed without a reachable recorder ends after RECORDER_WAIT seconds)."""
+        engine, synced, seeded = (
+            self.feed.engine.available,
+            self.feed.synced(),
+            self.history.seeded(),
+        )
+        ok = engine and synced and seeded
         return self.json(
-            {"ok": ok, "engine": self.feed.engine.available, "synced": self.feed.synced()},
+            {"ok": ok, "engine": engine, "synced": synced, "seeded": seeded},
             status=200 if ok else 503,
         )
 
@@ -503,9 +535,14 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
-def _id_of(text: str) -> object:
+REQUEST = msgspec.json.Decoder(A.WsRequest)
+
+
+def decode_client(decoder: msgspec.json.Decoder, text: str | bytes) -> Any:
+    """Every decode of what a client sent goes through here. msgspec signals input nested
+    deeper than the interpreter's recursion limit (``[[[[...`` 40 KB long fits in one frame)
+    with RecursionError; that is a bad request like any other, so it becomes a DecodeError."""
     try:
-        obj = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        return None
-    return obj.get("id") if isinstance(obj, dict) else None
+        return decoder.decode(text)
+    except RecursionError:
+        raise msgspec.DecodeError("JSON nested too deeply") from None

@@ -66,3 +66,10 @@ class CandleBook:
         series = self.candles[interval]
         rows = [c for t, c in sorted(series.items()) if t >= start and (end is None or t < end)]
         return rows[-limit:]
+
+    def forget_through(self, ts_ns: int) -> None:
+        """Drop the candles that start at or before ``ts_ns``: after a seed that holds every
+        trade since ``ts_ns`` only, those may lack trades."""
+        for series in self.candles.values():
+            for start in [s for s in series if s * 1_000_000_000 <= ts_ns]:
+                del series[start]

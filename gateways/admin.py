@@ -107,7 +107,28 @@ def audit_text(ex: config.Exchange, reply: AuditReply) -> tuple[str, bool]:
     return "\n".join(lines), ok
 
 
-def run(args: argparse.Namespace) -> str:  # noqa: C901 - one branch per subcommand
+def listing(store: AccountStore) -> str:
+    lines = []
+    for aid, name in store.accounts():
+        keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})" for k, p, r in store.keys(aid))
+        lines.append(f"{aid:5} {name:20} {keys}")
+    for comp, aid, cod in store.fix_sessions():
+        lines.append(f"FIX {comp} -> account {aid}{' (cancel on disconnect)' if cod else ''}")
+    return "\n".join(lines) or "no accounts"
+
+
+def ledger_view(ex: config.Exchange, cmd: str) -> str:
+    """``fees`` or ``audit`` (Mismatch, with the table, when conservation does not hold)."""
+    reply = asyncio.run(audit_reply(ex))
+    if cmd == "fees":
+        return fees_text(ex, reply)
+    text, ok = audit_text(ex, reply)
+    if not ok:
+        raise Mismatch(text)
+    return text
+
+
+def run(args: argparse.Namespace) -> str:
     ex = config.load(args.config)
     store = AccountStore(args.accounts or ex.accounts.path)
     try:
@@ -121,15 +142,7 @@ def run(args: argparse.Namespace) -> str:  # noqa: C901 - one branch per subcomm
                 store.revoke_key(args.key)
                 return f"revoked {args.key}"
             case "list":
-                lines = []
-                for aid, name in store.accounts():
-                    keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})"
-                                     for k, p, r in store.keys(aid))  # fmt: skip
-                    lines.append(f"{aid:5} {name:20} {keys}")
-                for comp, aid, cod in store.fix_sessions():
-                    lines.append(f"FIX {comp} -> account {aid}"
-                                 f"{' (cancel on disconnect)' if cod else ''}")  # fmt: skip
-                return "\n".join(lines) or "no accounts"
+                return listing(store)
             case "add-fix-session":
                 store.add_fix_session(args.sender_comp_id, args.account, args.cancel_on_disconnect)
                 return f"FIX session {args.sender_comp_id} -> {args.account}"
@@ -139,13 +152,8 @@ def run(args: argparse.Namespace) -> str:  # noqa: C901 - one branch per subcomm
                                           args.cmd == "deposit"))  # fmt: skip
             case "balances":
                 return asyncio.run(balances(ex, store.account_id(args.account)))
-            case "fees":
-                return fees_text(ex, asyncio.run(audit_reply(ex)))
-            case "audit":
-                text, ok = audit_text(ex, asyncio.run(audit_reply(ex)))
-                if not ok:
-                    raise Mismatch(text)
-                return text
+            case "fees" | "audit":
+                return ledger_view(ex, args.cmd)
         raise AccountError(f"unknown command {args.cmd}")
     finally:
         store.close()

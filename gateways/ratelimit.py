@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TokenBucket:
     """``rate`` tokens per second, holding at most ``burst``. Time is passed in, not read."""
@@ -23,3 +25,26 @@ class TokenBucket:
             return 0.0
         self.tokens = tokens
         return (n - tokens) / self.rate if self.rate > 0 else float("inf")
+
+
+class AccountLimits:
+    """Per-account limits shared by all of an account's sessions on one gateway: every request
+    takes a request token, and an order-entry request an order token too.
+
+    ``cfg`` is a gateway's config section (``orders_per_second``, ``order_burst``,
+    ``requests_per_second``, ``request_burst``)."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.buckets: dict[int, tuple[TokenBucket, TokenBucket]] = {}  # account -> (orders, all)
+
+    def take(self, account: int, trading: bool, now: float) -> float:
+        """0.0 if allowed, else the seconds to wait before retrying."""
+        b = self.buckets.get(account)
+        if b is None:
+            c = self.cfg
+            b = self.buckets[account] = (
+                TokenBucket(c.orders_per_second, c.order_burst, now),
+                TokenBucket(c.requests_per_second, c.request_burst, now),
+            )
+        return b[1].take(now) or (b[0].take(now) if trading else 0.0)

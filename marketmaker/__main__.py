@@ -1,4 +1,9 @@
-"""``python -m marketmaker --credentials FILE``: run the market maker against the JSON gateway."""
+"""``python -m marketmaker --credentials FILE``: run the market maker against the JSON gateway.
+
+It also reads the engine's market data (a ``feed`` subscriber, trades only) and asks the
+engine for book snapshots and recent trades, and the recorder for older ones, so that it
+resumes from the market's price.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ from pathlib import Path
 
 import uvloop
 
+from feed.subscriber import Feed
 from gateways.json_tcp.client import JsonClient, JsonError
 from marketmaker.bot import MarketMaker, Params
 from protocol import config
+from protocol.messages import Trade
 from protocol.metrics import Exporter
 
 log = logging.getLogger("marketmaker")
+CURVE_NAME = "marketmaker"  # the key pair it connects to the engine with, when CURVE is on
 
 
 async def session(host: str, port: int, creds: dict) -> JsonClient:
@@ -29,14 +37,27 @@ async def session(host: str, port: int, creds: dict) -> JsonClient:
 
 async def run(args: argparse.Namespace) -> int:
     ex = config.load(args.config)
+    config.use_engine(ex, args.commands, args.market_data)
     creds = json.loads(Path(args.credentials).read_text())  # noqa: ASYNC240 - once, at start
     host, port = ex.json_gateway.host, args.port or ex.json_gateway.port
+    rec = ex.recorder
+    recorder = f"http://{rec.host}:{rec.port}" if args.recorder is None else args.recorder
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    current: list[MarketMaker] = []  # the bot of the current gateway session, for /metrics
+    current: list[MarketMaker] = []
+
+    def on_trades(market: str, trades: list[Trade]) -> None:
+        for mm in current:
+            mm.observe(market, trades)
+
+    feed = Feed.for_exchange(
+        ex, name=CURVE_NAME, kinds=("trades",), tickers=False, on_trades=on_trades
+    )
+    await feed.start(wait=None)  # the engine may still be starting: the maker waits for it
     metrics = Exporter("marketmaker").add(lambda: _counters(current), what="MarketMaker")
+    metrics.add(feed.stats, prefix="feed_")
     metrics.serve(ex.metrics.marketmaker)
     pause = 0.5
     while not stop.is_set():
@@ -52,7 +73,9 @@ async def run(args: argparse.Namespace) -> int:
             pause = min(10.0, pause * 2)
             continue
         pause = 0.5
-        mm = MarketMaker(ex, maker, taker, Params(interval=args.interval))
+        mm = MarketMaker(
+            ex, maker, taker, Params(interval=args.interval), engine=feed.engine, recorder=recorder
+        )
         current[:] = [mm]
         log.info("quoting %s via %s:%d", ", ".join(ex.markets), host, port)
         bot = asyncio.ensure_future(mm.run())
@@ -67,10 +90,16 @@ async def run(args: argparse.Namespace) -> int:
         if stop.is_set():
             with contextlib.suppress(Exception):
                 await maker.request("cancel_all", timeout=3)
-            log.info("cancelled quotes; %d ticks, %d trades printed", mm.ticks, mm.trades_printed)
+            log.info(
+                "cancelled quotes; %d ticks, %d orders sent, %d trades printed",
+                mm.ticks,
+                mm.orders_sent,
+                mm.trades_printed,
+            )
         for c in (maker, taker):
             if c is not None:
                 await c.close()
+    await feed.close()
     metrics.close()
     return 0
 
@@ -89,7 +118,14 @@ def main() -> int:
         required=True,
         help='JSON file: {"mm": {"api_key", "secret"}, "noise": {...}}',
     )
-    p.add_argument("--port", type=int)
+    p.add_argument("--port", type=int, help="the JSON gateway's port (default: the config's)")
+    p.add_argument("--commands", help="the engine's command endpoint (default: the config's)")
+    p.add_argument("--market-data", help="the engine's market-data endpoint")
+    p.add_argument(
+        "--recorder",
+        help="the recorder's query API, for the last price of a market the engine has forgotten"
+        ' after a restart (default: the config\'s [recorder]; "" = none)',
+    )
     p.add_argument("--interval", type=float, default=0.5)
     args = p.parse_args()
     config.log_to_stderr()

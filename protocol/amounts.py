@@ -8,6 +8,7 @@ are refused outright, because ``int(x * 10**n)`` on a float is how exchanges los
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _DECIMAL = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")  # ASCII digits only
 MAX_DIGITS = 38
@@ -82,3 +83,20 @@ def units_step(decimals: int) -> Step:
 def ratio_ppm(text: object, what: str = "rate") -> int:
     """A fee rate such as '0.001' as integer parts per million (1000)."""
     return to_steps(text, Step("0.000001"), what)
+
+
+MAX_INT = 2**63 - 1  # every amount on the wire is a signed 64-bit integer
+
+
+def positive_field(convert: Callable[[str], int], text: str | None, what: str) -> int:
+    """A request's optional positive amount field, converted exactly by ``convert`` (e.g. a
+    market's ``price_to_ticks``): 0 when absent; AmountError when off the tick/lot, not
+    positive or past 64 bits. The one decimal-field parser of every edge."""
+    if text is None:
+        return 0
+    value = convert(text)
+    if value <= 0:
+        raise AmountError(f"{what} must be positive, was {text}")
+    if value > MAX_INT:
+        raise AmountError(f"{what} is too large: {text}")
+    return value

@@ -1,6 +1,6 @@
 """The exchange's configuration: assets, markets and endpoints, from TOML, typed by msgspec.
 
-Scales (rule 1 of DESIGN.md):
+Scales (docs/design.md rule 1):
 - an asset has ``decimals``; balances are integers of its minor unit (BTC 8 -> satoshi);
 - a market has a price ``tick`` (quote per one whole base) and a ``lot`` (base quantity);
   orders carry prices as whole ticks and quantities as whole lots;
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import msgspec
 
-from protocol.amounts import AmountError, Step, format_decimal, from_steps, ratio_ppm, to_steps
+from protocol.amounts import MAX_INT, AmountError, Step, from_steps, ratio_ppm, to_steps, units_step
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.toml")
-MAX_INT = 2**63 - 1
 
 
 class ConfigError(ValueError):
@@ -184,8 +183,8 @@ class MarketSpec:
         self.quote_decimals = assets[cfg.quote].decimals
         self.tick = _step(cfg.tick, f"{where}.tick")
         self.lot = _step(cfg.lot, f"{where}.lot")
-        self.base_step = Step(format_decimal(1, self.base_decimals))
-        self.quote_step = Step(format_decimal(1, self.quote_decimals))
+        self.base_step = units_step(self.base_decimals)
+        self.quote_step = units_step(self.quote_decimals)
         self.lot_units = _whole(
             self.lot.mantissa,
             self.base_decimals - self.lot.places,
@@ -206,7 +205,6 @@ class MarketSpec:
             raise ConfigError(f"{where}: max_price x max_qty overflows 64-bit quote amounts")
         self.maker_ppm = _rate(cfg.maker_fee, f"{where}.maker_fee")
         self.taker_ppm = _rate(cfg.taker_fee, f"{where}.taker_fee")
-        self.index = 0
 
     @staticmethod
     def _conf_steps(text: str, step: Step, where: str) -> int:
@@ -280,12 +278,10 @@ class Exchange:
         self.recorder = cfg.recorder
         self.metrics = cfg.metrics
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
-        self.asset_steps = {name: Step(format_decimal(1, d)) for name, d in self.assets.items()}
+        self.asset_steps = {name: units_step(d) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}
-        for i, (symbol, mcfg) in enumerate(cfg.markets.items()):
-            spec = MarketSpec(symbol, mcfg, cfg.assets)
-            spec.index = i
-            self.markets[symbol] = spec
+        for symbol, mcfg in cfg.markets.items():
+            self.markets[symbol] = MarketSpec(symbol, mcfg, cfg.assets)
         if cfg.engine.fsync not in ("none", "batch"):
             raise ConfigError(f"engine.fsync: must be 'none' or 'batch', was {cfg.engine.fsync!r}")
         _check_bounds(cfg)

@@ -114,3 +114,5 @@ class RejectCode(IntEnum):
     TIMEOUT = 4003
     SHUTTING_DOWN = 4004
     INTERNAL = 4005
+    DEADLINE_PASSED = 4006  # the command reached the engine after its deadline: not executed
+    NOT_EXECUTED = 4007  # a lost reply, resolved: the engine has no record of the command

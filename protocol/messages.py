@@ -40,6 +40,7 @@ class NewOrder(_Msg, tag=1):
     client_order_id: str = ""
     post_only: bool = False
     stp: int = 0  # StpMode
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class Cancel(_Msg, tag=2):
@@ -49,6 +50,7 @@ class Cancel(_Msg, tag=2):
     order_id: int = 0
     client_order_id: str = ""
     reason: int = 1  # CancelReason: USER, or DISCONNECT for cancel-on-disconnect
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class Replace(_Msg, tag=3):
@@ -62,6 +64,7 @@ class Replace(_Msg, tag=3):
     new_client_order_id: str = ""
     price: int = 0
     qty: int = 0
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class MassCancel(_Msg, tag=4):
@@ -69,6 +72,7 @@ class MassCancel(_Msg, tag=4):
     account: int
     market: str = ""  # "" = every market
     reason: int = 1  # CancelReason: USER or DISCONNECT
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class OrderStatusRequest(_Msg, tag=5):
@@ -107,6 +111,7 @@ class Deposit(_Msg, tag=9):
     asset: str
     amount: int
     ref: str = ""
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class Withdraw(_Msg, tag=10):
@@ -115,6 +120,7 @@ class Withdraw(_Msg, tag=10):
     asset: str
     amount: int
     ref: str = ""
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
 
 
 class SnapshotRequest(_Msg, tag=11):
@@ -125,6 +131,7 @@ class SnapshotRequest(_Msg, tag=11):
 
 class Ping(_Msg, tag=12):
     req: int
+    mark: int = 0  # echoed in the Pong: the client's last request id sent before this Ping
 
 
 class FillsRequest(_Msg, tag=13):
@@ -312,6 +319,7 @@ class Pong(_Msg, tag=110):
     req: int
     seq: int  # last global sequence number
     epoch: int
+    mark: int = 0  # the Ping's mark: every request up to it has been processed (or never came)
 
 
 class FillsReply(_Msg, tag=111):

@@ -19,9 +19,9 @@ How nothing is lost or doubled:
   trades of a market) cannot be filled from the engine and is counted in ``unrecoverable``
   and logged with its id range.
 
-Query path: chDB lives inside this process, so the recorder answers kline queries (for the
-bridge and the CLI) and read-only SQL over HTTP; with a ClickHouse server, the same code runs
-and anyone may also query the server directly.
+Query path: chDB lives inside this process, so the recorder answers kline and trade queries
+(for the bridge and the CLI) and read-only SQL over HTTP; with a ClickHouse server, the same
+code runs and anyone may also query the server directly.
 """
 
 from __future__ import annotations
@@ -338,6 +338,7 @@ class Recorder:
         app.add_routes(
             [
                 web.get("/klines", self.http_klines),
+                web.get("/trades", self.http_trades),
                 web.post("/sql", self.http_sql),
                 web.get("/health", self.http_health),
                 web.get("/metrics", self.http_metrics),
@@ -360,6 +361,26 @@ class Recorder:
         except ValueError as e:  # QueryError is a ValueError too
             return _error(str(e))
         return web.json_response([vars(c) for c in candles])
+
+    async def http_trades(self, request: web.Request) -> web.Response:
+        """``/trades?market=M&since=NS&after_id=N&limit=L``: ``{"last_id", "trades"}`` (see
+        ``Store.trades_after``); the bridge seeds its 24h ticker and candles with it."""
+        q = request.query
+        market = q.get("market", "")
+        if market not in self.ex.markets:
+            return _error(f"unknown market {market!r}; markets: {list(self.ex.markets)}")
+        try:
+            since, after = int(q.get("since", 0)), int(q.get("after_id", 0))
+            limit = int(q.get("limit", 10_000))
+            last, rows = await asyncio.get_running_loop().run_in_executor(
+                None, self.store.trades_after, market, since, after, limit
+            )
+        except ValueError as e:  # QueryError is a ValueError too
+            return _error(str(e))
+        return web.Response(
+            body=msgspec.json.encode({"last_id": last, "trades": rows}),
+            content_type="application/json",
+        )
 
     async def http_sql(self, request: web.Request) -> web.Response:
         query = await request.text()

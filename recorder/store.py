@@ -261,6 +261,29 @@ class Store:
         ).result_rows
         return [Candle(*(int(v) for v in r)) for r in reversed(rows)]
 
+    def trades_after(
+        self, market: str, since_ns: int, after_id: int, limit: int
+    ) -> tuple[int, list[list[int]]]:
+        """(the market's last trade id, its trades with ``ts > since_ns`` and ``trade_id >
+        after_id``, oldest first, at most ``limit``), each row in ``Trade``'s array order:
+        trade_id, price, qty, taker_side, ts, seq. For the bridge's 24h seed."""
+        if not 1 <= limit <= 100_000:
+            raise QueryError(f"limit must be 1..100000, was {limit}")
+        params = {"market": market, "since": since_ns, "after": after_id, "limit": limit}
+        last = self.client.query(
+            "SELECT max(trade_id) FROM trades WHERE market = {market:String}", parameters=params
+        ).result_rows
+        rows = self.client.query(
+            """SELECT trade_id, price_ticks, qty_lots, CAST(taker_side, 'Int8'),
+                      toUnixTimestamp64Nano(ts), seq
+               FROM trades
+               WHERE market = {market:String} AND ts > fromUnixTimestamp64Nano({since:Int64})
+                     AND trade_id > {after:UInt64}
+               ORDER BY trade_id LIMIT {limit:UInt32}""",
+            parameters=params,
+        ).result_rows
+        return int(last[0][0]) if last else 0, [[int(v) for v in r] for r in rows]
+
     def sql(self, query: str, limit: int = 10_000) -> tuple[list[str], list[list]]:
         """A read-only query for analysts (the embedded database lives in this process).
 

@@ -1,19 +1,19 @@
 """Start the whole exchange with its embedded defaults: ``python -m stack`` (``make run``).
 
 Each part runs as its own supervised child process (the same command an operator would run
-by hand), its log lines prefixed with its name. A child that dies is restarted with backoff;
-Ctrl-C or SIGTERM stops them all in reverse order and waits for each to exit cleanly.
+by hand), its log lines prefixed with its name. "Exchange is up" and the addresses are
+printed once every part answers its health check (``stack/health.py``). A child that dies is
+restarted with backoff (``stack/supervisor.py``); Ctrl-C or SIGTERM stops them all in reverse
+order and waits for each to exit cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
@@ -21,67 +21,11 @@ import uvloop
 from engine import curve
 from engine.client import EngineUnavailable
 from protocol import config
+from stack import health
 from stack.demo import ensure_demo
+from stack.supervisor import Child, start, stop, supervise
 
 log = logging.getLogger("stack")
-
-
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    proc: asyncio.subprocess.Process | None = None
-    restarts: int = 0
-    tasks: list[asyncio.Task] = field(default_factory=list)
-
-
-async def _pump(name: str, stream: asyncio.StreamReader) -> None:
-    while line := await stream.readline():
-        sys.stderr.write(f"[{name}] {line.decode(errors='replace')}")
-
-
-async def start(child: Child) -> None:
-    child.proc = await asyncio.create_subprocess_exec(
-        *child.argv,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,  # Ctrl-C reaches only us; we stop the parts in order
-    )
-    assert child.proc.stdout is not None
-    child.tasks = [asyncio.ensure_future(_pump(child.name, child.proc.stdout))]
-
-
-async def stop(child: Child, grace: float = 15.0) -> None:
-    proc = child.proc
-    if proc is None or proc.returncode is not None:
-        return
-    proc.terminate()
-    try:
-        await asyncio.wait_for(proc.wait(), grace)
-    except TimeoutError:
-        log.warning("%s did not stop in %.0fs: killing it", child.name, grace)
-        proc.kill()
-        await proc.wait()
-    for t in child.tasks:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(t, 2)
-
-
-async def supervise(child: Child, stopping: asyncio.Event) -> None:
-    """Restart ``child`` whenever it exits on its own, with a growing pause."""
-    while not stopping.is_set():
-        assert child.proc is not None
-        code = await child.proc.wait()
-        if stopping.is_set():
-            return
-        child.restarts += 1
-        pause = min(30.0, 0.5 * 2 ** min(child.restarts, 6))
-        log.error(
-            "%s exited with %s; restart #%d in %.1fs", child.name, code, child.restarts, pause
-        )
-        await asyncio.sleep(pause)
-        if not stopping.is_set():
-            await start(child)
 
 
 def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
@@ -121,6 +65,7 @@ def curve_clients(ex: config.Exchange) -> list[str]:
         "bridge",
         "stack-demo",
         "admin-cli",
+        "marketmaker",
     ]
 
 
@@ -175,6 +120,33 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
     return "\n".join(lines)
 
 
+def _reachable(host: str) -> str:
+    """Where to connect to reach a part listening on ``host`` (a wildcard: loopback)."""
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)  # noqa: S104
+
+
+def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health.Probe]:
+    """Each part's health check (stack/health.py), by the name of its child."""
+    j, fx, rec, br = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge
+    jhost = _reachable(j.host)
+    return {
+        "engine": engine.ping,
+        "json-gateway": (
+            (lambda: health.tcp(jhost, j.port))
+            if j.tls_cert
+            else (lambda: health.json_ping(jhost, j.port))
+        ),
+        "recorder": lambda: health.http_health(_reachable(rec.host), rec.port),
+        "ws-bridge": lambda: health.http_health(_reachable(br.host), br.port),
+        "fix-gateway": lambda: health.tcp(_reachable(fx.host), fx.port),
+        "marketmaker": engine.two_sided,
+    }
+
+
+def _waiting(reasons: dict[str, str]) -> None:
+    log.info("waiting for %s", "; ".join(f"{name}: {why}" for name, why in reasons.items()))
+
+
 async def run(args: argparse.Namespace) -> int:
     ex = config.load(args.config)
     loop = asyncio.get_running_loop()
@@ -185,9 +157,12 @@ async def run(args: argparse.Namespace) -> int:
         made = curve.generate(Path(ex.engine.curve_keys), curve_clients(ex))
         log.info("CURVE on: keys in %s (%d new files)", ex.engine.curve_keys, len(made))
     kids = children(args, ex)
+    began = loop.time()
     for child in kids:
         await start(child)
+    watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
     ex.accounts.path = str(Path(args.data_dir) / "accounts.db")
+    engine = health.EngineProbes(ex, "stack-demo")
     try:
         creds, creds_path = await ensure_demo(ex, Path(args.data_dir))
     except EngineUnavailable as e:
@@ -197,8 +172,16 @@ async def run(args: argparse.Namespace) -> int:
         mm = market_maker(args, creds_path)
         await start(mm)
         kids.append(mm)
-        print(banner(ex, creds, creds_path, args.data_dir), flush=True)
-    watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
+        watchers.append(asyncio.ensure_future(supervise(mm, stopping)))
+        checks = probes(ex, engine)
+        if await health.wait_healthy({c.name: checks[c.name] for c in kids}, stopping, _waiting):
+            log.info(
+                "all %d parts answer their health checks, %.1fs after start",
+                len(kids),
+                loop.time() - began,
+            )
+            print(banner(ex, creds, creds_path, args.data_dir), flush=True)
+    await engine.close()
     await stopping.wait()
     log.info("stopping all parts")
     for child in reversed(kids):

@@ -4,8 +4,10 @@ pool of markets, a websocket client that files what arrives by stream, and tradi
 - ``write_feed_config(path, bridge={"send_queue": 64})``: the shipped config with keys replaced
   per section (every key must exist there, so a renamed key fails loudly) plus a pool of
   BTC-USD clones (``F00-USD`` ...), so tests sharing one engine never share a market.
-- ``BridgeProc``: ``python -m feed`` on a free port against a running ``EngineProc``; started
-  once ``/health`` answers 200 (engine reachable, every book synced).
+- ``BridgeProc``: ``python -m feed`` on a free port against a running ``EngineProc``, with the
+  recorder at ``recorder`` (a URL) or none (``--no-recorder``, the default, so that no test
+  talks to a recorder another process left on the shipped port); started once ``/health``
+  answers 200 (engine reachable, every book synced, trade history seeded).
 - ``FeedStack``: an engine and one bridge, with ``new_market()`` handing out pool markets.
 - ``WsClient``: a real ``aiohttp`` websocket client. ``request()`` sends one op and returns its
   reply; stream data is filed under ``by_stream[stream]``; ``until(pred)`` reads until a
@@ -86,11 +88,18 @@ class BridgeProc(Proc):
     """``python -m feed`` (the websocket bridge) on a free loopback port."""
 
     def __init__(
-        self, workdir: Path, *, config: Path, engine: EngineProc, name: str = "bridge"
+        self,
+        workdir: Path,
+        *,
+        config: Path,
+        engine: EngineProc,
+        name: str = "bridge",
+        recorder: str | None = None,
     ) -> None:
         super().__init__("feed", workdir, name)
         self.config = Path(config)
         self.engine = engine
+        self.recorder = recorder
         self.port = 0
 
     def args(self) -> list[str]:
@@ -103,6 +112,7 @@ class BridgeProc(Proc):
             self.engine.commands,
             "--market-data",
             self.engine.market_data,
+            *(["--recorder", self.recorder] if self.recorder else ["--no-recorder"]),
         ]
 
     def url(self, path: str = "/") -> str:

@@ -21,11 +21,12 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from bench.procs import launch
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "protocol" / "default.toml"
@@ -127,18 +128,14 @@ class Proc:
         self.runs += 1
         self.returncode = None
         self.log_path = self.workdir / f"{self.name}-{self.runs}.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("EXCHANGE_CONFIG", None)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-        with open(self.log_path, "wb") as log:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", self.module, *self.args()],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        # The benchmarks' launcher, without what they do between fork and exec: pytest runs
+        # threads (event loops, ZeroMQ, to_thread), where a preexec_fn may deadlock, and
+        # PR_SET_PDEATHSIG fires when the *thread* that started the child ends (some tests
+        # start processes from a worker thread). The child stays in the test's session, so a
+        # Ctrl-C reaches it too; teardown kills whatever is left.
+        self.popen = launch(
+            [self.module, *self.args()], self.log_path, die_with_parent=False, own_session=False
+        )
 
     @property
     def pid(self) -> int:

@@ -318,7 +318,7 @@ def test_config_that_is_not_toml_fails() -> None:
         loads("[assets\n")
 
 
-def test_load_names_the_file_when_it_is_bad(tmp_path) -> None:  # noqa: ANN001
+def test_load_names_the_file_when_it_is_bad(tmp_path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(GOOD.replace("decimals = 8", 'decimals = "eight"'))
     with pytest.raises(ConfigError) as err:
@@ -329,7 +329,7 @@ def test_load_names_the_file_when_it_is_bad(tmp_path) -> None:  # noqa: ANN001
         load(tmp_path / "missing.toml")
 
 
-def test_load_reads_the_config_named_by_the_environment(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_load_reads_the_config_named_by_the_environment(tmp_path, monkeypatch) -> None:
     path = tmp_path / "custom.toml"
     path.write_text(GOOD)
     monkeypatch.setenv("EXCHANGE_CONFIG", str(path))

@@ -10,14 +10,18 @@ take a market of their own; tests that stop processes or need other limits get a
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import socket
+import struct
 from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import pytest
 
+from feed.frames import MaskedFramesOnly
 from protocol.messages import BookSnapshot, ExecReport
 from tests.fixtures_feed import (
     BUY,
@@ -34,8 +38,11 @@ from tests.fixtures_feed import (
     market_fixture,  # noqa: F401
     metrics,
     own_feed_stack_fixture,  # noqa: F401
+    stop_all,
+    write_feed_config,
 )
-from tests.procs import eventually_async
+from tests.fixtures_recorder import RecorderProc, recorder_procs_fixture  # noqa: F401
+from tests.procs import EngineProc, eventually_async
 
 INTERVAL_SECS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14400, "1d": 86400}
 NS = 1_000_000_000
@@ -342,7 +349,7 @@ BAD_FRAMES = [
     ('{"op":5,"id":13}', 1007, ["op"], 13),
     ('{"op":"subscribe_all","streams":[],"id":14}', 1007, ["op"], 14),
     ('{"streams":["trades@F00-USD"],"id":15}', 1007, ["op"], 15),
-    ('{"op":"list","id":{"a":1}}', 1007, ["id"], {"a": 1}),
+    ('{"op":"list","id":{"a":1}}', 1007, ["id"], None),  # not an id: not echoed (salvage)
     ('{"op":"list","id":16,"extra":true}', 1007, ["extra"], 16),
     ("[1, 2, 3]", 1007, ["object"], None),
     ("null", 1007, ["object"], None),
@@ -514,7 +521,10 @@ async def test_http_bad_parameters_get_400_with_a_reason(
 async def test_health_and_metrics_describe_a_working_bridge(feed_stack: FeedStack) -> None:
     async with aiohttp.ClientSession() as http:
         status, body = await http_json(http, feed_stack.bridge.url("/health"))
-        assert (status, body) == (200, {"ok": True, "engine": True, "synced": True})
+        assert (status, body) == (
+            200,
+            {"ok": True, "engine": True, "synced": True, "seeded": True},
+        )
         m = await metrics(http, feed_stack.bridge)
         assert {"connections", "dropped_slow", "messages_out", "bad_requests"} <= set(m["bridge"])
         assert {"depth_gaps", "resyncs", "trade_gaps"} <= set(m["feed"])
@@ -646,7 +656,7 @@ async def test_engine_restart_is_reported_by_health_and_depth_restarts_from_a_sn
         await engine.astart()
         assert engine.epoch != before.epoch
         up = await eventually_async(lambda: health(200), 20, what="health 200 again")
-        assert up == {"ok": True, "engine": True, "synced": True}
+        assert up == {"ok": True, "engine": True, "synced": True, "seeded": True}
         await ws.until(
             lambda: last_of(ws, stream).get("epoch") == engine.epoch, what="a new-epoch snapshot"
         )
@@ -686,3 +696,299 @@ async def test_two_bridges_can_serve_from_one_engine(own_feed_stack: Any) -> Non
     finally:
         second.cleanup()
         print(second.logs())
+
+
+# ------------------------------------------------- hostile frames (raw sockets, RFC 6455)
+
+DEEP = "[" * 20_000 + "]" * 20_000  # 40 KB: deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        DEEP,
+        '{"op":"list","id":7,"x":' + DEEP + "}",
+        '{"op":"subscribe","streams":' + DEEP + ',"id":8}',
+        '{"op":"list","id":' + DEEP + "}",
+        '{"op":' + DEEP + "}",
+    ],
+    ids=["array", "unknown-field", "streams", "id", "op"],
+)
+@async_test
+async def test_deeply_nested_json_gets_an_error_reply_and_the_session_stays(
+    feed_stack: FeedStack, frame: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ws = await WsClient.connect(http, feed_stack.bridge)
+        reply = await ws.send_raw(frame)
+        assert reply["id"] is None, reply
+        assert reply["error"]["code"] in (1001, 1007), reply
+        assert await ws.request("list") == {"id": 1, "result": []}
+        await ws.close()
+    assert "RecursionError" not in feed_stack.bridge.log()
+
+
+async def raw_ws(bridge: BridgeProc) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A websocket opened by hand (RFC 6455 4.1): nothing between the test and the bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 20)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def client_frame(payload: bytes, opcode: int = 0x1, masked: bool = True) -> bytes:
+    """One final frame as a client builds it (RFC 6455 5.2), masked unless told not to."""
+    n, first, bit = len(payload), 0x80 | opcode, 0x80 if masked else 0
+    if n < 126:
+        head = bytes((first, bit | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", first, bit | 126, n)
+    else:
+        head = struct.pack("!BBQ", first, bit | 127, n)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(opcode, payload) of the next server frame; server frames are never masked."""
+    first, second = await asyncio.wait_for(reader.readexactly(2), 20)
+    assert not second & 0x80, "a server frame must not be masked"
+    n = second & 0x7F
+    if n == 126:
+        (n,) = struct.unpack("!H", await reader.readexactly(2))
+    elif n == 127:
+        (n,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(n)
+
+
+async def expect_close(reader: asyncio.StreamReader, code: int, words: str) -> None:
+    opcode, body = await read_frame(reader)
+    while opcode != 0x8:  # replies sent before the close may come first
+        opcode, body = await read_frame(reader)
+    assert struct.unpack("!H", body[:2])[0] == code, body
+    assert words in body[2:].decode(), body
+    assert await asyncio.wait_for(reader.read(), 20) == b"", "the connection must be closed"
+
+
+@async_test
+async def test_masked_frames_of_every_length_form_are_served_even_cut_into_pieces(
+    feed_stack: FeedStack,
+) -> None:
+    reader, writer = await raw_ws(feed_stack.bridge)
+    for rid in (1, "x" * 300, "y" * 60_000):  # 7-bit, 16-bit and (60 KB) 16-bit lengths
+        body = json.dumps({"op": "list", "id": rid}).encode()
+        frame = client_frame(body)
+        for i in range(0, len(frame), 7):  # cut through the header, the mask and the payload
+            writer.write(frame[i : i + 7])
+            await writer.drain()
+        opcode, reply = await read_frame(reader)
+        assert (opcode, json.loads(reply)) == (0x1, {"id": rid, "result": []})
+    writer.write(client_frame(b"", opcode=0x9))  # a masked ping gets a pong
+    assert await read_frame(reader) == (0xA, b"")
+    writer.close()
+
+
+@pytest.mark.parametrize("after", [b"", b'{"op":"list","id":1}'], ids=["first", "after-one"])
+@async_test
+async def test_an_unmasked_client_frame_gets_close_1002_and_the_connection_ends(
+    feed_stack: FeedStack, after: bytes
+) -> None:
+    """RFC 6455 5.1: a server MUST close the connection upon an unmasked client frame."""
+    reader, writer = await raw_ws(feed_stack.bridge)
+    if after:
+        writer.write(client_frame(after))
+        assert await read_frame(reader) == (0x1, b'{"id":1,"result":[]}')
+    writer.write(client_frame(b'{"op":"list","id":2}', masked=False))
+    await expect_close(reader, 1002, "masked")
+    writer.close()
+    async with aiohttp.ClientSession() as http:  # the bridge serves on
+        ws = await WsClient.connect(http, feed_stack.bridge)
+        assert await ws.request("list") == {"id": 1, "result": []}
+        await ws.close()
+
+
+@async_test
+async def test_a_message_over_64_kib_gets_close_1009(feed_stack: FeedStack) -> None:
+    """The size is judged from the frame header (aiohttp), so only the header is sent: bytes
+    left unread by a closing server would make its kernel reset the connection."""
+    reader, writer = await raw_ws(feed_stack.bridge)
+    writer.write(client_frame(b"z" * 70_000)[:14])  # 2 + 8 length bytes + the mask key
+    await expect_close(reader, 1009, "")
+    writer.close()
+
+
+def test_the_mask_check_follows_frame_headers_however_the_bytes_are_cut() -> None:
+    frames = [client_frame(b"a" * n) for n in (0, 1, 125, 126, 300, 65_535, 65_536)]
+    stream = b"".join(frames)
+    for cut in (1, 2, 3, 5, 13, 4096):
+        guard = MaskedFramesOnly(None, None)
+        assert all(guard.all_masked(stream[i : i + cut]) for i in range(0, len(stream), cut))
+        assert (guard.head, guard.skip) == (b"", 0)  # exactly at a frame boundary
+        bad = client_frame(b"{}", masked=False)
+        assert not guard.all_masked(client_frame(b"ok") + bad)
+
+
+# --------------------------------------------- history across restarts (engine + recorder)
+
+
+async def make_trades(desk: Desk, market: str, n: int, base: int) -> list[ExecReport]:
+    """``n`` trades at varying prices and sizes, alternately bought and sold by the taker."""
+    fills: list[ExecReport] = []
+    for i in range(n):
+        price, size = base + (i * 37) % 500, 3 + i % 5
+        side = SELL if i % 2 else BUY
+        await desk.rest(market, BUY if side == SELL else SELL, price, size)
+        fills += await desk.take(market, side, price, size)
+    assert len(fills) == n
+    return fills
+
+
+def clickhouse_ticker(rec: RecorderProc, market: str) -> dict[str, Any]:
+    """The 24h ticker as ClickHouse computes it, in the bridge's decimal text."""
+    (row,) = rec.sql(
+        "SELECT count(), sum(qty_lots), sum(quote_units), argMin(price_ticks, trade_id), "
+        "max(price_ticks), min(price_ticks), argMax(price_ticks, trade_id) FROM trades "
+        f"WHERE market = '{market}' AND ts > now64(9) - INTERVAL 1 DAY"
+    )
+    n, volume, quote_units, open_, high, low, last = (int(v) for v in row)
+    return {
+        "trades": n,
+        "volume": qty(volume),
+        "quote_volume": quote(quote_units),
+        "open": px(open_),
+        "high": px(high),
+        "low": px(low),
+        "last": px(last),
+    }
+
+
+def clickhouse_trades(rec: RecorderProc, market: str) -> list[dict[str, Any]]:
+    rows = rec.sql(
+        "SELECT trade_id, price_ticks, qty_lots, CAST(taker_side, 'Int8'), "
+        f"toUnixTimestamp64Nano(ts) FROM trades WHERE market = '{market}' "
+        "ORDER BY trade_id"
+    )
+    side = {BUY: "buy", SELL: "sell"}
+    return [
+        {"id": int(i), "price": px(int(p)), "qty": qty(int(q)), "side": side[int(s)], "ts": int(t)}
+        for i, p, q, s, t in rows
+    ]
+
+
+async def ticker_of(http: aiohttp.ClientSession, bridge: BridgeProc, market: str) -> dict:
+    return await api(http, bridge, f"/api/ticker?market={market}")
+
+
+@async_test
+async def test_a_restarted_bridge_resumes_ticker_trades_and_candles_from_clickhouse(
+    tmp_path: Any, recorder_procs: Any
+) -> None:
+    market = "BTC-USD"
+    engine = EngineProc(tmp_path / "engine", config=write_feed_config(tmp_path / "e.toml", 0))
+    bridge: BridgeProc | None = None
+    try:
+        await engine.astart()
+        rec = recorder_procs(engine)
+        await asyncio.to_thread(rec.start)
+        bridge = BridgeProc(
+            tmp_path / "bridge", config=rec.config, engine=engine, recorder=rec.url("")
+        )
+        await bridge.astart()
+        async with desk_on(engine) as desk:
+            fills = await make_trades(desk, market, 40, 5_000_000)
+        await eventually_async(lambda: rec.count() == 40, 60, 0.1, "ClickHouse has every trade")
+        # The engine's recent-trade memory is not in its snapshot: after this restart only
+        # ClickHouse knows the 40 trades, so a bridge that seeds from the engine alone fails.
+        await engine.astop()
+        await engine.astart()
+        bridge.stop()
+        await bridge.astart()
+        async with aiohttp.ClientSession() as http:
+            truth = clickhouse_ticker(rec, market)
+            assert truth["trades"] == 40
+            ticker = await ticker_of(http, bridge, market)
+            assert {k: ticker[k] for k in truth} == truth
+            assert await api(http, bridge, f"/api/trades?market={market}&limit=1000") == (
+                clickhouse_trades(rec, market)
+            )
+            assert [t["id"] for t in clickhouse_trades(rec, market)] == [f.trade_id for f in fills]
+            ws = await WsClient.connect(http, bridge)
+            streams = [f"kline_1m@{market}", f"kline_1d@{market}"]
+            await ws.subscribe(*streams, f"trades@{market}")
+            await ws.until(lambda: all(ws.by_stream[s] for s in streams), what="candles")
+            for stream, iv in zip(streams, ("1m", "1d"), strict=True):
+                status, rows = rec.get(f"/klines?market={market}&interval={iv}")
+                assert status == 200, rows
+                want = rows[-1]
+                got = ws.by_stream[stream][0]
+                assert (got["open_time"], got["trades"]) == (want["open_time"], want["trades"])
+                assert (got["open"], got["close"], got["volume"]) == (
+                    px(want["open"]),
+                    px(want["close"]),
+                    qty(want["volume"]),
+                )
+            # Live trades after the restart continue the seeded figures, each counted once.
+            async with desk_on(engine) as desk:
+                await make_trades(desk, market, 7, 5_100_000)
+            await eventually_async(lambda: rec.count() == 47, 60, 0.1, "ClickHouse has 47")
+
+            async def ticker_at_47() -> bool:
+                return (await ticker_of(http, bridge, market))["trades"] == 47
+
+            await eventually_async(ticker_at_47, 30, 0.05, "the ticker at 47 trades")
+            truth = clickhouse_ticker(rec, market)
+            ticker = await ticker_of(http, bridge, market)
+            assert {k: ticker[k] for k in truth} == truth
+            await ws.until(lambda: len(ws.trades(market)) == 7, what="7 live trades")
+            assert [t["id"] for t in ws.trades(market)] == list(range(41, 48))
+            await ws.close()
+        assert f"{market}: seeded from the recorder and the engine: 40 trades" in bridge.log()
+        assert "partial" not in bridge.log()
+    finally:
+        stop_all(bridge, engine)
+
+
+@async_test
+async def test_without_a_recorder_the_bridge_seeds_from_the_engine_and_says_when_partial(
+    own_feed_stack: Any,
+) -> None:
+    stack = await own_feed_stack(pool=1)
+    market = POOL[0]
+    async with aiohttp.ClientSession() as http:
+        async with desk_on(stack.engine) as desk:
+            fills = await make_trades(desk, market, 12, 4_000_000)
+        stack.bridge.stop()
+        await stack.bridge.astart()
+        ticker = await ticker_of(http, stack.bridge, market)
+        assert {k: ticker[k] for k in ticker_reference(fills)} == ticker_reference(fills)
+        trades = await api(http, stack.bridge, f"/api/trades?market={market}")
+        assert trades == [trade_text(f) for f in fills]
+        assert f"{market}: seeded from the engine only: 12 trades in the last 24h (complete)" in (
+            stack.bridge.log()
+        )
+        # An engine restart empties its memory; with no recorder the bridge cannot know the
+        # day's trades, and says so instead of showing a quiet zero as the truth.
+        await stack.engine.astop()
+        await stack.engine.astart()
+        stack.bridge.stop()
+        await stack.bridge.astart()
+        assert f"{market}: the 24h figures are partial: no recorder" in stack.bridge.log()
+        async with desk_on(stack.engine) as desk:
+            (fill,) = await make_trades(desk, market, 1, 4_100_000)
+        assert fill.trade_id == 13
+
+        async def one_trade() -> bool:
+            return (await ticker_of(http, stack.bridge, market))["trades"] == 1
+
+        await eventually_async(one_trade, 30, 0.05, "the new trade in the ticker")
+        assert (await api(http, stack.bridge, f"/api/trades?market={market}")) == [trade_text(fill)]
+        assert "older than the engine's memory" not in stack.bridge.log()

@@ -112,6 +112,12 @@ class Exchange:
             str(mm_creds),
             "--port",
             str(self.gateway.port),
+            "--commands",
+            self.engine.commands,
+            "--market-data",
+            self.engine.market_data,
+            "--recorder",
+            "",
             "--interval",
             "0.25",
         ]

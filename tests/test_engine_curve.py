@@ -1,4 +1,4 @@
-"""ZeroMQ CURVE on the engine's two ports (DESIGN rule 5), with the real engine process.
+"""ZeroMQ CURVE on the engine's two ports (docs/design.md rule 5), with the real engine process.
 
 With ``[engine] curve_keys`` set, only clients whose public key is in ``DIR/clients`` get in,
 on the command port and on the market-data port; everyone else (no keys, a key that was never
@@ -46,7 +46,7 @@ def keys(tmp_path: Path) -> Path:
     return d
 
 
-def curve_engine(engine_procs, tmp_path: Path, keys: Path, **kw) -> EngineProc:  # noqa: ANN001
+def curve_engine(engine_procs, tmp_path: Path, keys: Path, **kw) -> EngineProc:
     cfg = write_config(tmp_path / "curve.toml", curve_keys=str(keys))
     return engine_procs(config=cfg, ready_keys=curve.client_keys(keys, "tests"), **kw)
 

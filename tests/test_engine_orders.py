@@ -140,26 +140,26 @@ def order_id(msgs: list) -> int:
     return execs(msgs)[0].order_id
 
 
-def balance(send, acct: int, asset: str) -> tuple[int, int]:  # noqa: ANN001
+def balance(send, acct: int, asset: str) -> tuple[int, int]:
     (reply,) = send(BalancesRequest(1, acct), b"reader")
     assert isinstance(reply, Balances)
     (b,) = [b for b in reply.balances if b.asset == asset]
     return b.available, b.locked
 
 
-def open_ids(send, acct: int, market: str = "") -> set[int]:  # noqa: ANN001
+def open_ids(send, acct: int, market: str = "") -> set[int]:
     (reply,) = send(OpenOrdersRequest(1, acct, market), b"reader")
     assert isinstance(reply, OpenOrders)
     return {o.order_id for o in reply.orders}
 
 
-def snapshot(send, market: str = BTCUSD, depth: int = 0) -> BookSnapshot:  # noqa: ANN001
+def snapshot(send, market: str = BTCUSD, depth: int = 0) -> BookSnapshot:
     (reply,) = send(SnapshotRequest(1, market, depth), b"reader")
     assert isinstance(reply, BookSnapshot)
     return reply
 
 
-def status(send, acct: int, oid: int = 0, cid: str = "", market: str = BTCUSD):  # noqa: ANN001, ANN201
+def status(send, acct: int, oid: int = 0, cid: str = "", market: str = BTCUSD):
     (reply,) = send(OrderStatusRequest(1, acct, market, oid, cid), b"reader")
     return reply
 
@@ -174,7 +174,7 @@ def observable(engine: Engine) -> bytes:
 
 
 @pytest.fixture(autouse=True)
-def _validate_after_each_test(engine: Engine):  # noqa: ANN202
+def _validate_after_each_test(engine: Engine):
     yield
     engine.validate()
 
@@ -578,7 +578,7 @@ def test_cancel_naming_no_order_rejects(engine, send, fund) -> None:
 # ------------------------------------------------------------------------ cancel-replace
 
 
-def _two_sellers_at_100(send, fund) -> tuple[int, int]:  # noqa: ANN001
+def _two_sellers_at_100(send, fund) -> tuple[int, int]:
     fund(1, BTC="1")
     fund(3, BTC="1")
     fund(2, USD="1000")
@@ -724,7 +724,7 @@ def test_replace_of_post_only_to_a_crossing_price_rejects(engine, send, fund) ->
 # -------------------------------------------------------------------------- mass cancel
 
 
-def _orders_in_two_markets(send, fund) -> dict[str, set[int]]:  # noqa: ANN001
+def _orders_in_two_markets(send, fund) -> dict[str, set[int]]:
     fund(1, BTC="1", ETH="10", USD="1000")
     fund(3, BTC="1")
     ids = {
@@ -775,7 +775,7 @@ def test_mass_cancel_with_nothing_open_cancels_nothing(engine, send) -> None:
 # ---------------------------------------------------------------- self-trade prevention
 
 
-def _own_and_other_ask(send, fund) -> tuple[int, int]:  # noqa: ANN001
+def _own_and_other_ask(send, fund) -> tuple[int, int]:
     fund(1, BTC="1", USD="1000")
     fund(2, BTC="1")
     own = order_id(send(limit(1, SELL, "100", "0.1")))
@@ -857,7 +857,7 @@ def test_duplicate_client_order_id_among_open_orders_rejects(engine, send, fund)
 # ---------------------------------------------------------------------------- rejects
 
 
-def _new(**fields) -> NewOrder:  # noqa: ANN003
+def _new(**fields) -> NewOrder:
     base = {
         "req": 1,
         "account": 1,
@@ -1093,13 +1093,13 @@ def test_balances_list_every_asset_with_available_and_locked(engine, send, fund)
     assert {b.asset for b in nobody.balances} == set(RAW["assets"])
 
 
-def _asks_100_and_105(send, fund) -> None:  # noqa: ANN001
+def _asks_100_and_105(send, fund) -> None:
     fund(1, BTC="1")
     send(limit(1, SELL, "100", "0.1"))
     send(limit(1, SELL, "105", "0.2"))
 
 
-def quote(send, market: str = BTCUSD, side: int = BUY, **kw) -> QuoteReply:  # noqa: ANN001
+def quote(send, market: str = BTCUSD, side: int = BUY, **kw) -> QuoteReply:
     (reply,) = send(QuoteRequest(1, market, side, **kw), b"reader")
     assert isinstance(reply, QuoteReply), reply
     return reply

@@ -359,7 +359,7 @@ def unordered(outbox: dict | list) -> list:
     return sorted((bytes(o), sorted(msgspec.msgpack.encode(m) for m in box)) for o, box in items)
 
 
-def engine_reply(engine: Engine, cmd: object, kind: type):  # noqa: ANN201
+def engine_reply(engine: Engine, cmd: object, kind: type):
     engine.apply(cmd, 0, b"reader")
     reply = engine.outbox.pop(b"reader")[-1]
     assert isinstance(reply, kind), reply

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import re
+import signal
+import socket
 import threading
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
@@ -28,7 +31,20 @@ from pathlib import Path
 import pytest
 
 from gateways.accounts import Permission
+from gateways.fix.acceptor import Fields
 from gateways.fix.client import FixClient, FixMsg
+from gateways.fix.front import drop_empty_credentials
+from gateways.fix.gateway import Ctx, FixGateway
+from protocol.config import load as load_exchange
+from protocol.enums import OrderStatus
+from protocol.messages import (
+    Cancel,
+    NewOrder,
+    OpenOrdersRequest,
+    OrderInfo,
+    OrderState,
+    Replace,
+)
 from tests.fixtures_fix import (
     POLL_SECONDS,
     REPLY_TIMEOUT,
@@ -36,6 +52,7 @@ from tests.fixtures_fix import (
     FixStack,
     FixTrader,
     RawFix,
+    checksum,
     fix_fixture,  # noqa: F401
     fix_stack_fixture,  # noqa: F401
     frame,
@@ -292,6 +309,41 @@ def test_logon_without_username_or_password_is_refused(fix: FixStack, missing: s
     assert "Username(553)" in reason and "Password(554)" in reason, reason
 
 
+@pytest.mark.parametrize("empty", [553, 554])
+def test_logon_with_an_empty_username_or_password_gets_a_logout_with_the_reason(
+    fix: FixStack, empty: int
+) -> None:
+    """``554=`` (a tag without a value) fails quickfix's validation before the gateway sees
+    the Logon; it still gets a Logout saying why, then the connection closes."""
+    t = fix.trader()
+    raw = RawFix(fix.gateway.port, t.comps[0])
+    try:
+        creds = {553: t.key, 554: t.secret, empty: ""}
+        raw.send("A", [(98, "0"), (108, "30"), (141, "Y"), (553, creds[553]), (554, creds[554])])
+        got = raw.closed_by_peer()
+    finally:
+        raw.close()
+    assert not [m for m in got if m.get(35) == "A"], got
+    logouts = [m for m in got if m.get(35) == "5"]
+    assert logouts, got
+    text = logouts[0].get(58) or ""
+    assert "Username(553)" in text and "Password(554)" in text, logouts[0]
+
+
+def test_front_door_drops_empty_credentials_and_keeps_what_follows_the_logon() -> None:
+    logon = frame("A", "X", TARGET, 1, [(98, "0"), (108, "30"), (553, "k"), (554, "")])
+    after = frame("0", "X", TARGET, 2, [])
+    out = drop_empty_credentials(logon + after)
+    first_msg, rest = out[: -len(after)], out[-len(after) :]
+    assert rest == after
+    assert b"\x01554=" not in first_msg and b"\x01553=k\x01" in first_msg
+    length = int(re.search(rb"\x019=(\d+)\x01", first_msg).group(1))
+    body_start = first_msg.index(b"\x0135=") + 1
+    assert length == len(first_msg) - body_start - len(b"10=nnn\x01")
+    assert first_msg[-4:-1] == checksum(first_msg[:-7])
+    assert drop_empty_credentials(after) == after
+
+
 def test_logon_with_a_key_of_another_account_is_refused(fix: FixStack) -> None:
     mine, other = fix.trader(), fix.trader()
     c = fix.client(mine.comps[0], other.key, other.secret)
@@ -307,6 +359,35 @@ def test_unknown_sender_comp_id_has_its_connection_closed(fix: FixStack) -> None
         assert not [m for m in got if m.get(35) == "A"], got
     finally:
         raw.close()
+
+
+def host_addresses() -> list[str]:
+    """This host's own IPv4 addresses other than loopback (from the kernel's local table)."""
+    text = Path("/proc/net/fib_trie").read_text()
+    found = re.findall(r"\|-- (\d+\.\d+\.\d+\.\d+)\n\s+/32 host LOCAL", text)
+    return sorted({a for a in found if not a.startswith("127.")})
+
+
+def test_the_acceptors_behind_the_front_door_are_not_reachable_off_loopback(
+    fix: FixStack,
+) -> None:
+    """The quickfix acceptors take plain FIX (Password(554) in clear): only the front door,
+    on loopback, may reach them. A connection to their ports on any other address of this
+    host is refused, while the front door's own hand-over on loopback works."""
+    ports = [int(p) for p in re.findall(r"acceptor generation on 127\.0\.0\.1:(\d+)",
+                                        fix.gateway.log())]  # fmt: skip
+    assert ports, fix.gateway.log()
+    addresses = host_addresses()
+    if not addresses:
+        pytest.skip("this host has no address but loopback")
+    for port in ports:
+        with socket.create_connection(("127.0.0.1", port), timeout=REPLY_TIMEOUT):
+            pass
+        for address in addresses:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection((address, port), timeout=REPLY_TIMEOUT).close()
+    t = fix.trader()
+    assert fix.session(t).logged_on.is_set()
 
 
 # ------------------------------------------------------------------------------- orders
@@ -461,6 +542,31 @@ def test_cancel_by_order_id(fix: FixStack, market: str) -> None:
     cancel(c, "c2", "o1", market, "sell", order_id=str(int(oid) + 10_000_000))
     rej = c.expect(lambda m: m.get(35) == "9" and m.get(11) == "c2", REPLY_TIMEOUT)
     check(rej, {434: "1", 102: "1"})
+
+
+def test_cancel_by_order_id_alone_without_orig_clordid(fix: FixStack, market: str) -> None:
+    """docs/fix.md: OrderCancelRequest takes OrigClOrdID(41) or OrderID(37); the shipped data
+    dictionary makes 41 optional for F and G so quickfix lets a cancel by OrderID through."""
+    t = funded(fix, USD="1000")
+    c = fix.session(t)
+    oid = place(c, "o1", market, "buy", "0.0100", "50000.00").get(37)
+    c.send("F", [(11, "c1"), (37, oid), (55, market), (54, "1"), (60, c.now())])
+    check(er(c, "c1", "4"), {37: oid, 41: "o1", 39: "4", 151: "0"})
+    assert fix.balances(t)["USD"] == (D(1000), D(0))
+    c.send("F", [(11, "c2"), (55, market), (54, "1"), (60, c.now())])  # neither 41 nor 37
+    rej = c.expect(lambda m: m.get(35) == "9" and m.get(11) == "c2", REPLY_TIMEOUT)
+    assert "OrigClOrdID(41) or OrderID(37)" in (rej.get(58) or ""), rej
+    assert c.admin.empty(), c.admin.get_nowait()  # no session-level Reject
+
+
+def test_replace_by_order_id_alone_without_orig_clordid(fix: FixStack, market: str) -> None:
+    t = funded(fix)
+    c = fix.session(t)
+    oid = place(c, "o1", market, "sell", "0.0100", "50000.00").get(37)
+    c.send("G", [(11, "o2"), (37, oid), (55, market), (54, "2"), (60, c.now()), (40, "2"),
+                 (38, "0.0050"), (44, "50000.00")])  # fmt: skip
+    check(er(c, "o2", "5"), {37: oid, 39: "0", 38: "0.0050", 151: "0.0050"})
+    assert c.admin.empty(), c.admin.get_nowait()
 
 
 def test_replace_to_a_smaller_size_keeps_queue_priority(fix: FixStack, market: str) -> None:
@@ -966,7 +1072,7 @@ def test_garbled_messages_in_a_session_are_ignored_and_it_stays_up(fix: FixStack
 def test_a_client_that_does_not_read_does_not_stall_other_sessions(
     own_fix_stack: Callable[..., FixStack],
 ) -> None:
-    """DESIGN rule 7: a slow reader is dropped or held back, never allowed to stall others.
+    """docs/design.md rule 7: a slow reader is dropped or held back, never allowed to stall others.
 
     The hog pipelines FLOOD resting orders and never reads a report. The victim's round trips
     must keep being answered until the flood is through or the gateway holds the hog back
@@ -1081,3 +1187,141 @@ def test_fix_over_tls_trades_and_a_plain_tcp_logon_gets_nothing(
         assert plain.closed_by_peer() == []
     finally:
         plain.close()
+
+
+# ----------------------------------------------------------- in doubt (issue 10, item 1)
+
+
+def test_orders_and_cancels_sent_to_a_paused_engine_are_pending_then_get_the_truth(
+    own_fix_stack: Callable[..., FixStack],
+) -> None:
+    """SIGSTOP of the engine while a session sends orders, cancels and a replace: nothing that
+    may have reached the engine gets a reject. Each gets its Pending report (New A, Cancel 6,
+    Replace E), then, once the engine runs again, its real outcome, which matches the engine's
+    own open orders: New for an order that lives, Rejected with the reason for one the engine
+    refused (its deadline passed while it was stopped), Canceled or an OrderCancelReject with
+    the order's real OrdStatus for a cancel. Only what provably never left the gateway (the
+    engine already known away) is rejected at once, and that order does not exist."""
+    fix = own_fix_stack(engine_timeout=1.0)
+    market = fix.new_market()
+    t = funded(fix, USD="100000")
+    c = fix.session(t)
+    keep = [f"k{i}" for i in range(4)]
+    oids = {k: place(c, k, market, "buy", "1.0000", "1.00").get(37) for k in keep}
+    orders = [f"d{i}" for i in range(10)]
+    cancels = {f"x{i}": k for i, k in enumerate(keep[:3])}
+    os.kill(fix.engine.pid, signal.SIGSTOP)
+    try:
+        for cid in orders:
+            send_order(c, cid, market, "buy", "1.0000", "2.00")
+        for cid, k in cancels.items():
+            cancel(c, cid, k, market, "buy")
+        replace(c, "r1", keep[3], market, "buy", "1.0000", "3.00")
+        first_seen = {cid: c.expect(lambda m, cid=cid: m.get(11) == cid, REPLY_TIMEOUT * 3)
+                      for cid in [*orders, *cancels, "r1"]}  # fmt: skip
+    finally:
+        os.kill(fix.engine.pid, signal.SIGCONT)
+    pending = {cid for cid, m in first_seen.items() if m.get(150) in ("A", "6", "E")}
+    refused = set(first_seen) - pending  # only "engine unavailable": provably never sent
+    for cid in refused:
+        assert "engine unavailable" in (first_seen[cid].get(58) or ""), first_seen[cid]
+    assert pending & set(orders), first_seen
+    for cid in pending:
+        m = first_seen[cid]
+        want = {"d": "A", "x": "6", "r": "E"}[cid[0]]
+        check(m, {35: "8", 150: want, 39: want})
+        assert "in doubt" in (m.get(58) or ""), m
+    for cid in pending & {*cancels, "r1"}:  # the order's quantities as last reported
+        check(first_seen[cid], {151: "1.0000", 14: "0", 38: "1.0000", 44: "1.00"})
+
+    final = {
+        cid: c.expect(lambda m, cid=cid: m.get(11) == cid, REPLY_TIMEOUT * 3) for cid in pending
+    }
+    (open_orders,) = fix._engine_call([OpenOrdersRequest(0, t.account)])
+    live = {o.client_order_id.partition("|")[2]: o for o in open_orders.orders}
+    for cid in pending & set(orders):
+        m = final[cid]
+        if cid in live:
+            check(m, {35: "8", 150: "0", 39: "0", 37: str(live[cid].order_id)})
+        else:
+            check(m, {35: "8", 150: "8", 39: "8"})
+            assert "deadline" in (m.get(58) or "") or "not executed" in (m.get(58) or ""), m
+    for cid in refused & set(orders):
+        assert cid not in live
+    for cid, k in cancels.items():
+        if cid not in pending:
+            continue
+        m = final[cid]
+        if k in live:  # did not take effect: a reject with the order's real status
+            check(m, {35: "9", 41: k, 37: oids[k], 39: "0", 434: "1"})
+        else:
+            check(m, {35: "8", 150: "4", 39: "4", 41: k, 37: oids[k]})
+    if "r1" in pending:
+        m = final["r1"]
+        if "r1" in live:
+            check(m, {35: "8", 150: "5", 41: keep[3], 44: "3.00"})
+        else:
+            check(m, {35: "9", 41: keep[3], 39: "0", 434: "2"})
+            assert keep[3] in live
+    late = received_before_probe(c, market)  # nothing else came: no second answer
+    assert not [m for m in late if m.get(11) in pending and m.get(150) == "8"], late
+
+
+class RecordingGateway(FixGateway):
+    """The gateway's FIX mapping without sockets: what it would send is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(load_exchange())
+        self.sent: list[FixMsg] = []
+
+    def send(self, comp: str, msg_type: str, fields: Fields, groups: list | None = None) -> None:
+        self.sent.append(FixMsg([(35, msg_type), *fields]))
+
+    def doubt(self, req: int, kind: str, f: Fields) -> None:
+        self.inflight[req] = Ctx("ME", kind, f, 7)
+
+
+def order_state(status: int, cid: str = "ME|o1", cum: int = 0) -> OrderState:
+    return OrderState(42, cid, 7, "BTC-USD", 1, 1, 1, status, 5_000_000, 100, cum, 100 - cum,
+                      0, 0, False, 1, 2)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "cid", "want"),
+    [
+        ("D", OrderStatus.NEW, "ME|o1", {35: "8", 150: "0", 39: "0", 37: "42", 11: "o1"}),
+        ("D", OrderStatus.FILLED, "ME|o1", {35: "8", 150: "I", 39: "2", 37: "42"}),
+        ("F", OrderStatus.CANCELED, "ME|o1", {35: "8", 150: "4", 39: "4", 41: "o1", 11: "c1"}),
+        ("F", OrderStatus.FILLED, "ME|o1", {35: "9", 39: "2", 37: "42", 434: "1", 102: "0"}),
+        ("G", OrderStatus.NEW, "ME|c1", {35: "8", 150: "5", 39: "0", 41: "o1", 11: "c1"}),
+        ("G", OrderStatus.NEW, "ME|o1", {35: "9", 39: "0", 37: "42", 434: "2"}),
+    ],
+)
+def test_a_lost_reply_found_by_the_order_status_tells_whether_the_command_took_effect(
+    kind: str, status: int, cid: str, want: dict
+) -> None:
+    """The engine client resolves a write whose reply was lost with the order as it is now
+    (OrderInfo): the gateway turns it into the report the command would have had."""
+    gw = RecordingGateway()
+    cmd = {
+        "D": NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"),
+        "F": Cancel(9, 7, "BTC-USD", 0, "ME|o1"),
+        "G": Replace(9, 7, "BTC-USD", 0, "ME|o1", "ME|c1", 5_000_000, 100),
+    }[kind]
+    f = [(11, "o1" if kind == "D" else "c1"), (55, "BTC-USD"), (54, "1")]
+    gw.doubt(9, kind, f + ([(41, "o1")] if kind != "D" else []))
+    gw.on_resolved(cmd, OrderInfo(9, order_state(status, cid, 100 if status == 3 else 0)))
+    (msg,) = gw.sent
+    check(msg, want)
+    assert not gw.inflight
+
+
+def test_an_outcome_that_cannot_be_learned_is_said_so_and_never_a_reject() -> None:
+    gw = RecordingGateway()
+    gw.doubt(9, "D", [(11, "o1"), (55, "BTC-USD"), (54, "1"), (38, "0.0100")])
+    gw.on_resolved(NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"), None)
+    (msg,) = gw.sent
+    check(msg, {35: "8", 150: "I", 39: "A", 11: "o1", 151: "0.0100"})
+    assert "OrderStatusRequest" in (msg.get(58) or "")
+    gw.on_resolved(NewOrder(9, 7, "BTC-USD", 1, 1, 1, 5_000_000, 100, 0, "ME|o1"), None)
+    assert len(gw.sent) == 1  # resolved once: the context is gone

@@ -31,6 +31,7 @@ from pathlib import Path
 import quickfix as fix
 
 from gateways.accounts import AccountStore, Permission, check_secret
+from gateways.fix import loopback
 
 log = logging.getLogger("gateways.fix")
 
@@ -184,7 +185,14 @@ class Generation:
         self.acceptor = fix.ThreadedSocketAcceptor(app, fix.FileStoreFactory(settings), settings)
 
     def start(self) -> None:
+        """Start the acceptor, then move its listener to loopback (quickfix binds every
+        acceptor to all addresses: gateways/fix/loopback.py); ``port`` is then the new one."""
         self.acceptor.start()
+        try:
+            self.port = loopback.confine(self.port)
+        except BaseException:
+            self.acceptor.stop()
+            raise
         log.info("acceptor generation on 127.0.0.1:%d for %s", self.port, ", ".join(self.comp_ids))
 
     def stop(self) -> None:

@@ -5,6 +5,11 @@ It reads the first message (the Logon), takes SenderCompID (49), opens a loopbac
 to that generation's acceptor, replays the bytes read so far and then copies both ways. An
 connection whose first message is not a Logon of a known CompID is closed. Nothing is parsed
 after the Logon.
+
+One thing of the Logon is rewritten: an empty Username(553) or Password(554) (``554=``) is
+left out. quickfix's validation refuses a tag without a value before the gateway sees the
+Logon, and refuses it silently (no Logout, no reason, the connection left open); without the
+tag, the gateway's logon check answers with a Logout that says what is missing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,22 @@ LOGON_LIMIT = 8192  # bytes; a first message longer than this is not a Logon
 SENDER = re.compile(rb"\x0149=([^\x01]*)\x01")
 END = re.compile(rb"\x0110=\d{3}\x01")
 LOGON = re.compile(rb"\x0135=A\x01")
+HEAD = re.compile(rb"(8=[^\x01]*)\x019=\d+\x01")
+EMPTY_CREDENTIAL = re.compile(rb"(?<=\x01)(?:553|554)=\x01")
+
+
+def drop_empty_credentials(buf: bytes) -> bytes:
+    """``buf`` with its first message's empty 553/554 fields left out (BodyLength and CheckSum
+    recomputed); anything after the first message is kept as it is."""
+    head, end = HEAD.match(buf), END.search(buf)
+    if head is None or end is None:
+        return buf
+    body = buf[head.end() : end.start() + 1]  # up to the SOH before 10=
+    fixed = EMPTY_CREDENTIAL.sub(b"", body)
+    if fixed == body:
+        return buf
+    msg = head.group(1) + b"\x019=%d\x01" % len(fixed) + fixed
+    return msg + b"10=%03d\x01" % (sum(msg) % 256) + buf[end.end() :]
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,7 +105,7 @@ class FrontDoor:
             return
         self.connections += 1
         self.by_comp.setdefault(comp, set()).add((writer, up_writer))
-        up_writer.write(buf)
+        up_writer.write(drop_empty_credentials(buf))
         try:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:

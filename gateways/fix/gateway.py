@@ -10,6 +10,14 @@ Prices and quantities are read as the strings on the wire (never quickfix's doub
 converted exactly with the market's tick and lot; anything off the tick/lot is rejected.
 Market data (MarketDataRequest V -> W snapshot + X incremental) comes from the engine's PUB
 feed through the feed library: MarketDepth 1 is top of book, any other depth the full book.
+
+In doubt (docs/fix.md): a D, F, G or q the engine did not answer in time may still have
+executed, so it never gets a reject. It gets a Pending report (ExecType A Pending New, 6
+Pending Cancel, E Pending Replace; for q an OrderMassCancelReport saying so), and the truth
+follows when the engine client learns it (``on_resolved``): the real reports, a reject that is
+now provably true, or a status report saying the outcome is unknown. The context each reply
+needs (session, kind, the request's identifying fields) is kept by engine request id from
+submit until the final answer; the engine client bounds how long a request stays open.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import partial
@@ -26,15 +35,15 @@ from typing import Any
 
 import quickfix as fix
 
-from engine.client import EngineClient, EngineTimeout
+from engine.client import WRITES, EngineClient, EngineTimeout
 from feed.subscriber import Feed
 from gateways.accounts import Permission
 from gateways.fix.acceptor import Fields, Login, build_message, first
-from gateways.ratelimit import TokenBucket
+from gateways.ratelimit import AccountLimits
 from protocol import messages as M
-from protocol.amounts import AmountError
+from protocol.amounts import AmountError, positive_field
 from protocol.config import Exchange, MarketSpec
-from protocol.enums import CancelReason, RejectCode
+from protocol.enums import CancelReason, OrderStatus, RejectCode
 
 log = logging.getLogger("gateways.fix")
 
@@ -49,6 +58,12 @@ REASON_TEXT = {
     6: "cancel on disconnect",
 }
 TIF = {"1": 1, "3": 2, "4": 3}  # GTC, IOC, FOK
+PENDING = {"D": "A", "F": "6", "G": "E"}  # the ExecType (= OrdStatus) of an in-doubt report
+KEPT_TAGS = frozenset((11, 37, 38, 40, 41, 44, 54, 55, 152, 530))  # what the late replies need
+ORDERS_KEPT = 65_536  # open orders whose last report is remembered (quantities of Pending)
+OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+IN_DOUBT = "in doubt: the engine did not answer in time and may have executed this; "
+UNKNOWN = "outcome unknown (the engine did not answer); send OrderStatusRequest"
 ORD_REJ = {
     RejectCode.UNKNOWN_MARKET: "1",
     RejectCode.DUPLICATE_CLIENT_ORDER_ID: "6",
@@ -65,6 +80,16 @@ class FixReject(Exception):  # noqa: N818 - an expected outcome turned into a FI
         super().__init__(text)
         self.text = text
         self.ord_rej = ord_rej
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What a late answer to one engine request needs (kept by its request id)."""
+
+    comp: str
+    kind: str  # D F G q, or X: a cancel of the gateway's own (cancel on disconnect)
+    f: Fields  # the request's fields that replies echo (KEPT_TAGS)
+    account: int
 
 
 @dataclass
@@ -134,6 +159,7 @@ class FixGateway:
             self.cfg.identity,
             timeout=self.cfg.engine_timeout,
             on_event=self.on_event,
+            on_resolved=self.on_resolved,
         )
         self.feed = Feed.for_exchange(
             ex,
@@ -145,8 +171,19 @@ class FixGateway:
         self.sessions: dict[str, Session] = {}  # logged-on sessions by SenderCompID
         self.top: dict[str, tuple[int, int, int, int]] = {}  # last top of book sent, per market
         self.levels: dict[str, dict[tuple[str, int], int]] = {}  # (entry type, price) -> qty
-        self.counts = {"orders": 0, "rejects": 0, "reports": 0, "md": 0, "rate_limited": 0}
-        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}  # account -> (orders, all)
+        self.counts = {
+            "orders": 0,
+            "rejects": 0,
+            "reports": 0,
+            "md": 0,
+            "rate_limited": 0,
+            "in_doubt": 0,
+            "resolved": 0,
+        }
+        self.inflight: dict[int, Ctx] = {}  # engine req -> context, until its final answer
+        self.orders: OrderedDict[int, M.ExecReport] = OrderedDict()  # open: last report, by id
+        self.order_of: dict[str, int] = {}  # engine client order id -> order id (of self.orders)
+        self.limits = AccountLimits(self.cfg)
         self.senders: dict[str, Sender] = {}
         self.front: Any = None  # the front door, to cut a session that does not read
 
@@ -205,7 +242,22 @@ class FixGateway:
         if r.reason_code:
             f.append((58, REASON_TEXT.get(r.reason_code, "cancelled")))
         self.counts["reports"] += 1
+        self.remember(r)
         self.send(comp, "8", f)
+
+    def remember(self, r: M.ExecReport) -> None:
+        """The last report of each open order (bounded), for the quantities of a Pending."""
+        old = self.orders.pop(r.order_id, None)
+        if old is not None and self.order_of.get(old.client_order_id) == r.order_id:
+            del self.order_of[old.client_order_id]
+        if r.status not in OPEN:
+            return
+        self.orders[r.order_id] = r
+        self.order_of[r.client_order_id] = r.order_id
+        if len(self.orders) > ORDERS_KEPT:
+            _, gone = self.orders.popitem(last=False)
+            if self.order_of.get(gone.client_order_id) == gone.order_id:
+                del self.order_of[gone.client_order_id]
 
     def reject_order(self, comp: str, f: Fields, text: str, ord_rej: str = "99") -> None:
         self.counts["rejects"] += 1
@@ -296,18 +348,11 @@ class FixGateway:
             log.error("cancel on disconnect for %s failed: %s", s.comp, e)
             return
         mine = [o for o in reply.orders if o.client_order_id.startswith(s.comp + "|")]
-        cancels = [
-            M.Cancel(0, s.login.account, o.market, o.order_id, "", CancelReason.DISCONNECT)
-            for o in mine
-        ]
-        replies = await asyncio.gather(
-            *(self.engine.request(c) for c in cancels), return_exceptions=True
-        )
-        for r in replies:  # stored by quickfix, resent when the session is back
-            if isinstance(r, M.Executions):
-                for rep in r.reports:
-                    self.exec_report(s.comp, rep, rep.client_order_id.partition("|")[2])
-        log.info("cancel on disconnect: %d orders of %s", len(cancels), s.comp)
+        for o in mine:  # reports are stored by quickfix, resent when the session is back
+            cancel = M.Cancel(0, s.login.account, o.market, o.order_id, "", CancelReason.DISCONNECT)
+            clordid = o.client_order_id.partition("|")[2]
+            self.submit(s, [(11, clordid), (41, clordid)], cancel, "X")
+        log.info("cancel on disconnect: %d orders of %s", len(mine), s.comp)
 
     # ------------------------------------------------------------ application msgs
     def on_app(self, sid: fix.SessionID, f: Fields) -> None:
@@ -343,15 +388,7 @@ class FixGateway:
     def check_rate(self, account: int, trading: bool) -> None:
         """Per-account token buckets, shared by all the account's sessions (as in the JSON
         gateway): every message takes a request token, trading messages an order token too."""
-        now = time.monotonic()
-        buckets = self.limits.get(account)
-        if buckets is None:
-            c = self.cfg
-            buckets = self.limits[account] = (
-                TokenBucket(c.orders_per_second, c.order_burst, now),
-                TokenBucket(c.requests_per_second, c.request_burst, now),
-            )
-        wait = buckets[1].take(now) or (buckets[0].take(now) if trading else 0.0)
+        wait = self.limits.take(account, trading, time.monotonic())
         if wait:
             self.counts["rate_limited"] += 1
             raise FixReject(f"rate limited; retry after {wait:.3f}s")
@@ -367,15 +404,10 @@ class FixGateway:
 
     @staticmethod
     def amount(convert: Any, text: str | None, what: str) -> int:
-        if text is None:
-            return 0
         try:
-            value = convert(text)
+            return positive_field(convert, text, what)
         except AmountError as e:
             raise FixReject(f"{what}: {e}", "13" if what != "Price" else "99") from None
-        if value <= 0:
-            raise FixReject(f"{what} must be positive, was {text}", "13")
-        return int(value)
 
     def engine_cid(self, s: Session, clordid: str | None) -> str:
         if not clordid:
@@ -462,19 +494,39 @@ class FixGateway:
         self.submit(s, f, M.MassCancel(0, s.login.account, market), "q")
 
     def submit(self, s: Session, f: Fields, cmd: Any, kind: str) -> None:
-        self.engine.send(cmd).add_done_callback(partial(self.on_reply, s.comp, f, kind))
+        fut = self.engine.send(cmd)
+        if type(cmd) in WRITES and not fut.done():
+            kept = [(t, v) for t, v in f if t in KEPT_TAGS]
+            self.inflight[cmd.req] = Ctx(s.comp, kind, kept, s.login.account)
+        fut.add_done_callback(partial(self.on_reply, s.comp, f, kind, cmd))
 
     # -------------------------------------------------------------------- replies
-    def on_reply(self, comp: str, f: Fields, kind: str, fut: asyncio.Future) -> None:
+    def on_reply(self, comp: str, f: Fields, kind: str, cmd: Any, fut: asyncio.Future) -> None:
         exc = None if fut.cancelled() else fut.exception()
+        if isinstance(exc, EngineTimeout) and cmd.req in self.inflight:
+            return self.pending(self.inflight[cmd.req], cmd)  # in doubt: the truth follows
+        ctx = self.inflight.pop(cmd.req, None)
         if fut.cancelled() or exc is not None:
+            if kind == "X":
+                return log.warning("cancel on disconnect of %s not sent: %s", comp, exc)
             text = (
-                "engine did not answer in time; send OrderStatusRequest before retrying"
-                if isinstance(exc, EngineTimeout)
-                else "engine unavailable, try again"
+                "engine did not answer in time; nothing changed, try again"
+                if isinstance(exc, EngineTimeout)  # a read: nothing to be in doubt about
+                else f"engine unavailable ({exc}); nothing was done, try again"
             )
             return self.reply_error(comp, f, kind, text, "0")
         msg = fut.result()
+        if ctx is not None and type(msg) is M.OrderInfo:  # a lost reply, looked up in time
+            return self.settle(ctx, cmd, msg)
+        self.answer(comp, f, kind, msg)
+
+    def answer(self, comp: str, f: Fields, kind: str, msg: Any) -> None:
+        """The engine's reply to a request, as FIX."""
+        if kind == "X":  # the gateway's own cancel: only what happened is reported
+            if type(msg) is M.Executions:
+                for r in msg.reports:
+                    self.exec_report(comp, r, first(f, 11) or "")
+            return
         if type(msg) is M.Rejected:
             return self.reply_error(
                 comp,
@@ -490,8 +542,9 @@ class FixGateway:
         match msg:
             case M.Executions():
                 orig = first(f, 41) if kind in "FG" else None
-                for r in msg.reports:
-                    self.exec_report(comp, r, clordid, orig)
+                for r in msg.reports:  # a cancel by OrderID alone: 41 is the order's ClOrdID
+                    was = orig or (r.client_order_id.partition("|")[2] if kind == "F" else None)
+                    self.exec_report(comp, r, clordid, was)
             case M.OrderInfo():
                 self.status_report(comp, msg.order, clordid)
             case M.MassCancelReply():
@@ -523,6 +576,8 @@ class FixGateway:
         elif kind in "FG":
             reason = "1" if code == RejectCode.UNKNOWN_ORDER else "2" if code else "2"
             self.cancel_reject(comp, f, text, "1" if kind == "F" else "2", reason, order_id, status)
+        elif kind == "H" and not code and not order_id:  # the query itself failed
+            self.business_reject(comp, f, text, "4")  # 4: application not available
         elif kind == "H":
             self.send(
                 comp,
@@ -554,14 +609,24 @@ class FixGateway:
                 ],
             )
 
-    def status_report(self, comp: str, o: M.OrderState, clordid: str) -> None:
+    def status_report(
+        self,
+        comp: str,
+        o: M.OrderState,
+        clordid: str,
+        exec_type: str = "I",
+        orig: str | None = None,
+        text: str = "",
+    ) -> None:
+        """An ExecutionReport of the order as it is (ExecType I unless told otherwise); with
+        ``orig``, the answer to a cancel/replace, named by that request's ClOrdID."""
         spec = self.ex.markets[o.market]
         f = order_fields(
             spec,
             o.order_id,
-            o.client_order_id.split("|", 1)[-1] or clordid,
+            clordid if orig else o.client_order_id.split("|", 1)[-1] or clordid,
             f"st-{o.order_id}-{o.updated_ts}",
-            "I",
+            exec_type,
             o.status,
             o.side,
             o.price,
@@ -571,7 +636,132 @@ class FixGateway:
             o.cum_quote,
             o.updated_ts,
         )
+        if orig:
+            f.append((41, orig))
+        if text:
+            f.append((58, text[:200]))
         self.send(comp, "8", f)
+
+    # ------------------------------------------------------------------- in doubt
+    def pending(self, ctx: Ctx, cmd: Any) -> None:
+        """A write timed out: it may have executed. Say so; never reject it."""
+        self.counts["in_doubt"] += 1
+        f = ctx.f
+        text = IN_DOUBT + "its outcome follows"
+        if ctx.kind == "D":
+            self.pending_new(ctx, text)
+        elif ctx.kind in "FG":
+            self.pending_change(ctx, cmd, PENDING[ctx.kind], text)
+        elif ctx.kind == "q":
+            self.send(
+                ctx.comp,
+                "r",
+                [(11, first(f, 11) or "?"), (37, "NONE"), (530, first(f, 530) or "7"),
+                 (531, first(f, 530) or "7"), (58, text)],
+            )  # fmt: skip
+
+    def pending_new(self, ctx: Ctx, text: str, exec_type: str = "A") -> None:
+        """An order whose acceptance is in doubt: Pending New, nothing filled as far as known."""
+        f = ctx.f
+        out = [
+            (37, "NONE"),
+            (11, first(f, 11) or "?"),
+            (17, f"pend-{first(f, 11)}-{time.time_ns()}"),
+            (150, exec_type),
+            (39, "A"),
+            (55, first(f, 55) or "?"),
+            (54, first(f, 54) or "1"),
+            (151, first(f, 38) or "0"),
+            (14, "0"),
+            (6, "0"),
+            (58, text[:200]),
+            (60, utc(time.time_ns())),
+        ]
+        out += [(t, v) for t, v in f if t in (38, 40, 44, 152)]
+        self.counts["reports"] += 1
+        self.send(ctx.comp, "8", out)
+
+    def pending_change(
+        self, ctx: Ctx, cmd: Any, status: str, text: str, exec_type: str = ""
+    ) -> None:
+        """A cancel or replace in doubt: Pending Cancel (6) / Pending Replace (E) with the order's
+        quantities as last reported. An order the gateway has not reported since it started
+        gets none (its quantities are not known here); the outcome follows all the same."""
+        order_id = cmd.order_id or self.order_of.get(cmd.client_order_id, 0)
+        r = self.orders.get(order_id)
+        if r is None:
+            return
+        spec = self.ex.markets[r.market]
+        out = order_fields(
+            spec, r.order_id, first(ctx.f, 11) or "?", f"pend-{r.order_id}-{cmd.req}",
+            exec_type or status, r.status, r.side, r.price, r.qty, r.leaves_qty, r.cum_qty,
+            r.cum_quote, time.time_ns(),
+        )  # fmt: skip
+        out = [(39, status) if t == 39 else (t, v) for t, v in out]
+        out += [(41, r.client_order_id.partition("|")[2]), (58, text[:200])]
+        self.counts["reports"] += 1
+        self.send(ctx.comp, "8", out)
+
+    def on_resolved(self, cmd: Any, outcome: Any) -> None:
+        """The engine client learned the truth about a write that was in doubt."""
+        ctx = self.inflight.pop(cmd.req, None)
+        if ctx is None:
+            return
+        self.counts["resolved"] += 1
+        if outcome is None:
+            return self.unknown(ctx, cmd)
+        if type(outcome) is M.OrderInfo:
+            return self.settle(ctx, cmd, outcome)
+        if ctx.kind in "FG" and type(outcome) is M.Rejected and not outcome.status:
+            return self.refused_change(ctx, cmd, outcome)
+        self.answer(ctx.comp, ctx.f, ctx.kind, outcome)
+
+    def unknown(self, ctx: Ctx, cmd: Any) -> None:
+        if ctx.kind == "D":
+            self.pending_new(ctx, UNKNOWN, "I")
+        elif ctx.kind in "FG":
+            self.pending_change(ctx, cmd, PENDING[ctx.kind], UNKNOWN, "I")
+        elif ctx.kind == "q":
+            f = ctx.f
+            self.send(
+                ctx.comp,
+                "r",
+                [(11, first(f, 11) or "?"), (37, "NONE"), (530, first(f, 530) or "7"),
+                 (531, first(f, 530) or "7"),
+                 (58, "outcome unknown (the engine did not answer); check your open orders")],
+            )  # fmt: skip
+
+    def settle(self, ctx: Ctx, cmd: Any, info: M.OrderInfo) -> None:
+        """A lost reply, answered by the order as it is now: did the command take effect?"""
+        o, f, comp = info.order, ctx.f, ctx.comp
+        clordid = first(f, 11) or ""
+        if ctx.kind == "D":  # it exists: New, or whatever became of it since
+            return self.status_report(comp, o, clordid, "0" if o.status == OrderStatus.NEW else "I")
+        orig = o.client_order_id.partition("|")[2]
+        if ctx.kind in "FX" and o.status == OrderStatus.CANCELED:
+            return self.status_report(comp, o, clordid, "4", orig)
+        if ctx.kind == "G" and o.client_order_id == cmd.new_client_order_id:
+            return self.status_report(comp, o, clordid, "5", first(f, 41) or None)
+        if ctx.kind in "FG":
+            self.cancel_reject(
+                comp, f, "did not take effect: the order is as it was", "1" if ctx.kind == "F"
+                else "2", "0", o.order_id, o.status,
+            )  # fmt: skip
+
+    def refused_change(self, ctx: Ctx, cmd: Any, rej: M.Rejected) -> None:
+        """A cancel/replace provably not executed (deadline passed, or lost and unknown): its
+        OrderCancelReject carries the order's OrdStatus, so look the order up first."""
+        query = M.OrderStatusRequest(0, ctx.account, cmd.market, cmd.order_id, cmd.client_order_id)
+
+        def done(fut: asyncio.Future) -> None:
+            ok = not fut.cancelled() and fut.exception() is None
+            o = fut.result().order if ok and type(fut.result()) is M.OrderInfo else None
+            self.cancel_reject(
+                ctx.comp, ctx.f, rej.reason, "1" if ctx.kind == "F" else "2", "2",
+                o.order_id if o else rej.order_id, o.status if o else 0,
+            )  # fmt: skip
+
+        self.engine.send(query).add_done_callback(done)
 
     def on_event(self, msg: Any) -> None:
         """Unsolicited reports (fills of resting orders, system cancels): to the owning session,

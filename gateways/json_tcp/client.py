@@ -28,10 +28,14 @@ class JsonError(Exception):
 
 
 class JsonClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_events: int = 100_000
+    ) -> None:
         self.reader = reader
         self.writer = writer
-        self.events: asyncio.Queue[dict] = asyncio.Queue()
+        # Events nobody reads must not grow without bound: past max_events the oldest go.
+        self.events: asyncio.Queue[dict] = asyncio.Queue(max_events)
+        self.events_dropped = 0
         self.unmatched: list[dict] = []  # error lines without an id (e.g. line too long)
         self._ids = itertools.count(1)
         self._pending: dict[Any, asyncio.Future] = {}
@@ -73,6 +77,9 @@ class JsonClient:
             while line := await self.reader.readline():
                 msg = msgspec.json.decode(line)
                 if "event" in msg:
+                    if self.events.full():
+                        self.events.get_nowait()
+                        self.events_dropped += 1
                     self.events.put_nowait(msg)
                     continue
                 fut = self._pending.pop(msg.get("id"), None)

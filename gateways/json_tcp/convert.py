@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from protocol import json_api as J
 from protocol import messages as M
-from protocol.amounts import AmountError
-from protocol.config import MAX_INT, Exchange, MarketSpec
+from protocol.amounts import AmountError, positive_field
+from protocol.config import Exchange, MarketSpec
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, OrderType, RejectCode
 from protocol.enums import TimeInForce as Tif
 from protocol.json_api import market_view  # noqa: F401 - part of this module's API
@@ -26,7 +26,7 @@ LIQ_NAMES = {int(x): x.name.lower() for x in Liquidity}
 TYPE_NAMES = {int(t): t.name.lower() for t in OrderType}
 
 
-class EdgeReject(Exception):  # noqa: N818 - an expected outcome carried to the reply
+class EdgeReject(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
         self.code = code
@@ -40,18 +40,11 @@ def market(ex: Exchange, symbol: str) -> MarketSpec:
     return spec
 
 
-def _amount(convert, text: str | None, code: int, what: str) -> int:  # noqa: ANN001
-    if text is None:
-        return 0
+def _amount(convert, text: str | None, code: int, what: str) -> int:
     try:
-        value = convert(text)
+        return positive_field(convert, text, what)
     except AmountError as e:
         raise EdgeReject(code, str(e)) from None
-    if value <= 0:
-        raise EdgeReject(code, f"{what} must be positive, was {text}")
-    if value > MAX_INT:
-        raise EdgeReject(code, f"{what} is too large: {text}")
-    return value
 
 
 def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:
@@ -246,7 +239,7 @@ def fill_view(ex: Exchange, r: M.ExecReport) -> J.Fill:
     )
 
 
-def result(ex: Exchange, msg: object) -> object:  # noqa: C901 - a dispatch table
+def result(ex: Exchange, msg: object) -> object:
     """The JSON ``result`` for an engine reply (Rejected is handled by the caller)."""
     match msg:
         case M.Executions():

@@ -3,13 +3,16 @@
 One asyncio protocol object per connection (uvloop), one EngineClient for the whole process.
 A session logs on with a challenge (see gateways.accounts), then sends requests; each gets
 exactly one reply with its ``id``. Fills of resting orders and system cancels reach every
-session of the owning account as ``{"event": "execution", ...}``.
+session of the owning account as ``{"event": "execution", ...}``. A write the engine did not
+answer in time is in doubt (4003), never "not done"; the engine client learns its outcome and
+the session gets it as ``{"event": "resolved", "data": <the reply it would have had>}``.
 
 Bounds (config ``[json_gateway]``): a request line longer than ``max_line`` is rejected and
-skipped; per-account token buckets answer "rate limited" with a retry-after; a connection with
-more than ``max_in_flight`` unanswered requests, or that keeps sending far past its rate limit,
-or whose unread replies exceed ``max_write_buffer`` is cut with a final error line. None of this
-touches other sessions.
+skipped; per-account token buckets answer "rate limited" with a retry-after; a connection is
+cut with a final error line when it has more than ``max_in_flight`` unanswered requests, when
+its rate-limited requests outrun a tenth of its request rate (a bucket of ``request_burst``
+strikes), or when its unread replies exceed ``max_write_buffer``. None of this touches other
+sessions.
 """
 
 from __future__ import annotations
@@ -28,18 +31,20 @@ from typing import Any
 
 import msgspec
 
-from engine.client import EngineClient, EngineTimeout
+from engine.client import WRITES, EngineClient, EngineTimeout, EngineUnavailable
 from gateways.accounts import AccountStore, ApiKey, Permission, b64, check_proof
 from gateways.json_tcp import convert
-from gateways.ratelimit import TokenBucket
+from gateways.ratelimit import AccountLimits, TokenBucket
 from protocol import json_api as J
 from protocol import messages as M
+from protocol import salvage
 from protocol.config import Exchange
 from protocol.enums import RejectCode
 
 log = logging.getLogger("gateways.json")
 
 MAX_LOGON_FAILURES = 5
+CLOSE_LINGER = 2.0  # seconds a closed session's input is still read and dropped
 LOCAL_OPS = (J.ChallengeReq, J.Logon, J.PingReq, J.GetMarkets, J.GetStats)
 READ_ONLY_OK = (J.GetOrder, J.GetOpenOrders, J.GetBalances, J.GetFills, J.GetQuote)
 
@@ -56,6 +61,8 @@ class Metrics(msgspec.Struct):
     cut_flood: int = 0
     cut_slow: int = 0
     cut_oversize: int = 0
+    in_doubt: int = 0
+    resolved: int = 0
 
 
 class Gateway:
@@ -69,13 +76,15 @@ class Gateway:
         self.metrics = Metrics()
         self.sessions: set[Session] = set()
         self.by_account: dict[int, set[Session]] = {}
-        self.limits: dict[int, tuple[TokenBucket, TokenBucket]] = {}
+        self.limits = AccountLimits(self.cfg)
+        self.doubts: dict[int, tuple[Session, J.Id]] = {}  # engine req -> who was told 4003
         self.pepper = secrets.token_bytes(32)  # fake salts for unknown keys
         self.engine = EngineClient.for_exchange(
             ex,
             self.cfg.identity,
             timeout=self.cfg.engine_timeout,
             on_event=self.on_event,
+            on_resolved=self.on_resolved,
         )
         self.encoder = msgspec.json.Encoder()
         self.decoder = msgspec.json.Decoder(J.Request)
@@ -113,17 +122,6 @@ class Gateway:
             s.close_with(RejectCode.SHUTTING_DOWN, "gateway shutting down")
         await self.engine.close()
 
-    def buckets(self, account: int) -> tuple[TokenBucket, TokenBucket]:
-        b = self.limits.get(account)
-        if b is None:
-            now = time.monotonic()
-            c = self.cfg
-            b = self.limits[account] = (
-                TokenBucket(c.orders_per_second, c.order_burst, now),
-                TokenBucket(c.requests_per_second, c.request_burst, now),
-            )
-        return b
-
     def on_event(self, msg: Any) -> None:
         """Unsolicited engine messages: execution reports go to every session of the account."""
         if type(msg) is M.ExecReport:
@@ -135,6 +133,27 @@ class Gateway:
                     self.metrics.events_out += 1
         elif type(msg) is M.Rejected:
             log.warning("engine rejected a frame of ours: %s", msg.reason)
+
+    def on_resolved(self, cmd: Any, outcome: Any) -> None:
+        """The truth about a command its session was told is in doubt (4003), as an event."""
+        who = self.doubts.pop(cmd.req, None)
+        if who is None:
+            return
+        session, req_id = who
+        self.metrics.resolved += 1
+        if outcome is None:
+            body: Any = J.Err(
+                req_id,
+                J.Error(
+                    RejectCode.TIMEOUT,
+                    "outcome unknown: check the order's status (op order / open_orders)",
+                ),
+            )
+        elif type(outcome) is M.Rejected:
+            body = J.Err(req_id, J.Error(outcome.code, outcome.reason))
+        else:
+            body = J.Ok(req_id, convert.result(self.ex, outcome))
+        session.send(J.Event("resolved", body))
 
     def fake_salt(self, api_key: str) -> bytes:
         return hmac.new(self.pepper, api_key.encode(), hashlib.sha256).digest()[:16]
@@ -151,11 +170,13 @@ class Session(asyncio.Protocol):
         self.nonce_key = ""
         self.in_flight = 0
         self.failures = 0
-        self.limited_streak = 0
         self.closed = False
         self.peer = "?"
         c = gw.cfg  # ops answered by the gateway itself count against the connection's bucket
-        self.conn_bucket = TokenBucket(c.requests_per_second, c.request_burst, time.monotonic())
+        now = time.monotonic()
+        self.conn_bucket = TokenBucket(c.requests_per_second, c.request_burst, now)
+        # Rate-limited requests draw on this; a connection that empties it is flooding.
+        self.strikes = TokenBucket(c.requests_per_second / 10, c.request_burst, now)
 
     # ----------------------------------------------------------------- connection
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -192,6 +213,8 @@ class Session(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         buf = self.buf
         buf += data
         max_line = self.gw.cfg.max_line
@@ -244,8 +267,16 @@ class Session(asyncio.Protocol):
     def close_with(self, code: int, reason: str, req_id: J.Id | None = None) -> None:
         self.error(req_id, code, reason)
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        t = self.transport
+        if t is None:
+            return
+        if t.can_write_eof():
+            # Half-close first: closing a socket with unread input sends a reset, which would
+            # destroy the final line in flight. What the client still sends is discarded.
+            t.write_eof()
+            asyncio.get_running_loop().call_later(CLOSE_LINGER, t.close)
+        else:
+            t.close()
 
     # ------------------------------------------------------------------- requests
     def handle(self, line: bytes) -> None:
@@ -257,12 +288,12 @@ class Session(asyncio.Protocol):
         try:
             req = gw.decoder.decode(line)
         except msgspec.ValidationError as e:
-            code, reason = _explain(e)
-            self.error(_id_of(line), code, reason)
+            code, reason = _explain(line, e)
+            self.error(salvage.json_id(line), code, reason)
             return
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-            self.error(None, RejectCode.MALFORMED, f"not valid JSON: {reason}")
+            self.error(salvage.json_id(line), RejectCode.MALFORMED, f"not valid JSON: {reason}")
             return
         if isinstance(req, LOCAL_OPS):  # the rest count against the account
             self.local_request(req)
@@ -275,7 +306,6 @@ class Session(asyncio.Protocol):
         wait = self.conn_bucket.take(time.monotonic())
         if wait:
             return self.over_limit(req.id, wait)
-        self.limited_streak = 0
         match req:
             case J.ChallengeReq():
                 self.challenge(req)
@@ -297,7 +327,10 @@ class Session(asyncio.Protocol):
 
     def engine_request(self, req: Any) -> None:
         key = self.key
-        if key is None:
+        if key is None:  # answered here, so limited like the gateway's own ops
+            wait = self.conn_bucket.take(time.monotonic())
+            if wait:
+                return self.over_limit(req.id, wait)
             return self.error(req.id, RejectCode.NOT_LOGGED_ON, "log on first (challenge, logon)")
         needed = _permission(req)
         if not key.permission.allows(needed):
@@ -318,47 +351,53 @@ class Session(asyncio.Protocol):
             return self.close_with(
                 RejectCode.RATE_LIMITED, f"more than {self.gw.cfg.max_in_flight} requests in flight"
             )
-        self.gw.engine.send(cmd).add_done_callback(partial(self.on_reply, req.id))
+        self.gw.engine.send(cmd).add_done_callback(partial(self.on_reply, req.id, cmd))
 
     def within_limits(self, req: Any) -> bool:
         assert self.key is not None
-        orders, requests = self.gw.buckets(self.key.account_id)
-        now = time.monotonic()
-        wait = requests.take(now)
-        if not wait and isinstance(req, J.ORDER_OPS):
-            wait = orders.take(now)
+        wait = self.gw.limits.take(
+            self.key.account_id, isinstance(req, J.ORDER_OPS), time.monotonic()
+        )
         if not wait:
-            self.limited_streak = 0
             return True
         self.over_limit(req.id, wait)
         return False
 
     def over_limit(self, req_id: J.Id | None, wait: float = 0.0) -> None:
         self.gw.metrics.rate_limited += 1
-        self.limited_streak += 1
-        if self.limited_streak > self.gw.cfg.request_burst:
+        if self.strikes.take(time.monotonic()):
             self.gw.metrics.cut_flood += 1
             self.close_with(RejectCode.RATE_LIMITED, "flooding past the rate limit: disconnected")
             return
         wait = wait or 1.0 / max(self.gw.cfg.requests_per_second, 1e-9)
         self.error(req_id, RejectCode.RATE_LIMITED, f"rate limited; retry after {wait:.3f}s")
 
-    def on_reply(self, req_id: J.Id, fut: asyncio.Future) -> None:
+    def on_reply(self, req_id: J.Id, cmd: Any, fut: asyncio.Future) -> None:
         self.in_flight -= 1
-        if fut.cancelled():
-            return self.error(req_id, RejectCode.ENGINE_UNAVAILABLE, "engine unavailable")
+        if fut.cancelled():  # only when the gateway itself shuts down
+            return self.error(req_id, RejectCode.SHUTTING_DOWN, "gateway shutting down")
         exc = fut.exception()
         if isinstance(exc, EngineTimeout):
+            if type(cmd) not in WRITES:
+                return self.error(
+                    req_id, RejectCode.TIMEOUT, "engine did not answer in time; nothing changed"
+                )
+            gw = self.gw
+            gw.metrics.in_doubt += 1
+            gw.doubts[cmd.req] = (self, req_id)
             return self.error(
                 req_id,
                 RejectCode.TIMEOUT,
-                "engine did not answer in time; check the order's status before retrying",
+                "in doubt: the engine did not answer in time and may have executed this; "
+                'its outcome follows as a "resolved" event with this id',
             )
-        if exc is not None:
+        if exc is not None and not isinstance(exc, EngineUnavailable):  # could not encode it
+            return self.error(req_id, RejectCode.INTERNAL, f"not sent to the engine: {exc}")
+        if exc is not None:  # it never left the gateway
             return self.error(
                 req_id,
                 RejectCode.ENGINE_UNAVAILABLE,
-                f"engine unavailable ({exc}); try again shortly",
+                f"engine unavailable ({exc}); nothing was done, try again shortly",
             )
         msg = fut.result()
         if type(msg) is M.Rejected:
@@ -428,28 +467,21 @@ def _unb64(text: str) -> bytes:
         raise ValueError(str(e)) from None
 
 
-def _id_of(line: bytes) -> J.Id | None:
-    """The request id of a line that failed validation, if it has a usable one."""
-    try:
-        obj = msgspec.json.decode(line)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError):
-        return None
-    if isinstance(obj, dict):
-        rid = obj.get("id")
-        if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
-            return rid
-    return None
+AMOUNT_FIELDS = ("price", "qty", "quote_qty", "amount")
+OPS = salvage.tags_of(J.Request)
 
 
-def _explain(e: msgspec.ValidationError) -> tuple[int, str]:
+def _explain(line: bytes, e: msgspec.ValidationError) -> tuple[int, str]:
+    """The reject for a line that is JSON but not a valid request, named by looking at the
+    line itself (msgspec's message is passed on, never parsed)."""
     text = str(e)
-    if "`$.op`" in text or "missing required field `op`" in text:
-        return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
-    if text.startswith("Expected `object`"):
+    is_object, op = salvage.json_op(salvage.json_object(line))
+    if not is_object:
         return RejectCode.MALFORMED, f"each line must be a JSON object: {text}"
-    if "got `float`" in text or "got `int`" in text:
-        if any(f"`$.{f}`" in text for f in ("price", "qty", "quote_qty", "amount")):
-            return RejectCode.INVALID_FIELD, (
-                f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
-            )
+    if op not in OPS:
+        return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
+    if salvage.numbers_in(salvage.json_object(line), AMOUNT_FIELDS):
+        return RejectCode.INVALID_FIELD, (
+            f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
+        )
     return RejectCode.INVALID_FIELD, text
