@@ -107,7 +107,8 @@ async def run(args: argparse.Namespace) -> int:
 def _counters(current: list[MarketMaker]) -> dict[str, int]:
     """The current session's counters (a new session starts them again: a counter reset)."""
     mm = current[0] if current else None
-    return {name: getattr(mm, name, 0) for name in ("ticks", "errors", "trades_printed")}
+    names = ("ticks", "errors", "orders_sent", "trades_printed")
+    return {name: getattr(mm, name, 0) for name in names}
 
 
 def main() -> int:

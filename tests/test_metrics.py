@@ -27,9 +27,9 @@ from engine.client import EngineClient
 from protocol.config import ConfigError, loads
 from protocol.messages import Deposit, Executions, LedgerReply, NewOrder
 from protocol.metrics import Exporter
-from tests.fixtures_feed import ArgsProc, BridgeProc, async_test
+from tests.fixtures_feed import ArgsProc, BridgeProc
 from tests.fixtures_fix import FixGatewayProc
-from tests.fixtures_gateway import Stack, write_exchange_config
+from tests.fixtures_gateway import Stack, async_test, write_exchange_config
 from tests.fixtures_recorder import RecorderProc
 from tests.procs import ProcError, eventually, eventually_async, free_port
 
@@ -224,7 +224,9 @@ async def test_every_process_serves_prometheus_metrics_that_move_with_traffic(
             "marketmaker",
             tmp_path / "mm",
             ["--config", str(config), "--credentials", str(creds),
-             "--port", str(stack.gateway.port), "--interval", "0.2"],
+             "--port", str(stack.gateway.port), "--interval", "0.2",
+             "--commands", engine.commands, "--market-data", engine.market_data,
+             "--recorder", rec.url("")],
             "marketmaker",
         )  # fmt: skip
         procs.append(maker)
@@ -247,7 +249,10 @@ async def test_every_process_serves_prometheus_metrics_that_move_with_traffic(
         n_commands = 4 + len(rest) + len(take)
 
         async def moved() -> dict[str, dict[str, float]]:
-            now = {k: await ascrape(u) for k, u in url.items()}
+            try:
+                now = {k: await ascrape(u) for k, u in url.items()}
+            except OSError as e:  # the market maker may still be starting
+                raise AssertionError(f"not every endpoint answers yet: {e}") from None
             e, b = now["engine"], before["engine"]
             assert (
                 e["exchange_engine_commands_total"]
@@ -265,6 +270,7 @@ async def test_every_process_serves_prometheus_metrics_that_move_with_traffic(
             f = "exchange_fix_gateway_feed_messages_total"
             assert now["fix"][f] > before["fix"][f]
             assert now["mm"]["exchange_marketmaker_ticks_total"] >= 2
+            assert now["mm"]["exchange_marketmaker_orders_sent_total"] > 0
             return now
 
         now = await eventually_async(moved, WAIT, 0.2, "every process's counters moved")
