@@ -16,7 +16,7 @@ message to each client.
    (the engine's ``time.time_ns()`` for the batch that printed it); all processes are on this
    machine and share that clock. Every client's every message is a sample.
 2. Throughput: increasing offered trade rates (``--steps``); per step, the websocket frames the
-   bridge sent per second (its own ``/metrics`` counter ``messages_out``), what the clients
+   bridge sent per second (its own ``/stats`` counter ``messages_out``), what the clients
    received, latency, drops, and the CPU each process used.
 
 On a 2-core machine the clients share a core with the engine (it is nearly idle here), so the
@@ -337,7 +337,7 @@ def latency_stats(tss: array.array, lat: array.array, lo: int, hi: int) -> dict[
 
 
 async def bridge_metrics(http: Any, url: str) -> dict[str, Any]:
-    async with http.get(f"{url}/metrics") as r:
+    async with http.get(f"{url}/stats") as r:
         return (await r.json())["bridge"]
 
 

@@ -41,6 +41,7 @@ from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
 from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, RejectCode, StpMode
 from protocol.messages import (
+    AuditRequest,
     BalancesRequest,
     Cancel,
     Deposit,
@@ -131,6 +132,7 @@ class Engine(EngineViews):
             Ping: self._on_ping,
             FillsRequest: self._on_fills,
             TradesRequest: self._on_trades,
+            AuditRequest: self._on_audit,
         }
 
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:

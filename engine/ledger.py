@@ -48,6 +48,12 @@ class Ledger:
         self.totals[asset] -= amount
         return r
 
+    def sums(self) -> tuple[list[int], list[int]]:
+        """Per asset, available and locked summed over every account now: O(accounts), for
+        the operator's audit (``validate`` checks the same sums against ``totals``)."""
+        columns = list(zip(*self.accounts.values(), strict=True))
+        return [sum(c) for c in columns[0::2]], [sum(c) for c in columns[1::2]]
+
     def validate(self, locked_by_orders: dict[tuple[int, int], int]) -> None:
         """Raise AssertionError if conservation or locking is broken.
 

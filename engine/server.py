@@ -39,6 +39,7 @@ from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
 from protocol.messages import Command, Ping, Pong, Rejected
+from protocol.metrics import Exporter
 
 log = logging.getLogger("engine")
 
@@ -362,8 +363,45 @@ def main(argv: list[str] | None = None) -> int:
     except curve.CurveKeyError as e:
         log.error("refusing to start: %s", e)
         return 2
+    metrics = exporter(server)
+    metrics.serve(exchange.metrics.engine)  # its thread starts before pinning: not on our core
     gc.collect()
     gc.freeze()  # the recovered state is long-lived: keep it out of every collection
     pin(args.cpu if args.cpu is not None else exchange.engine.cpu)
     uvloop.run(server.serve())
+    metrics.close()
     return 0
+
+
+def exporter(server: EngineServer) -> Exporter:
+    """The engine's Prometheus metrics: its counters, and gauges that cost a ``len()`` each,
+    all read only when scraped (the command path does not change)."""
+    engine = server.engine
+    books = list(engine.books.values())
+    state = {
+        "seq": lambda: engine.seq,
+        "open_orders": lambda: len(engine.orders),
+        "accounts": lambda: len(engine.ledger.accounts),
+    }
+    return (
+        Exporter("engine")
+        .add(server.metrics, gauges=("recovered",))
+        .add(lambda: {k: f() for k, f in state.items()}, gauges=state, what="Engine")
+        .labelled(
+            "book_levels",
+            "price levels in the book",
+            ["market", "side"],
+            lambda: [
+                ((b.symbol, s), len(lv))
+                for b in books
+                for s, lv in (("bid", b.bid_levels), ("ask", b.ask_levels))
+            ],
+        )
+        .labelled(
+            "trades",
+            "trades of the market since the exchange began (its last trade id)",
+            ["market"],
+            lambda: [((b.symbol,), b.next_trade_id - 1) for b in books],
+            counter=True,
+        )
+    )

@@ -15,6 +15,9 @@ from engine.book import BUY, SELL, Book, Order
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
 from protocol.messages import (
+    AssetAudit,
+    AuditReply,
+    AuditRequest,
     Balance,
     Balances,
     BalancesRequest,
@@ -184,6 +187,21 @@ class EngineViews:
         rows = _window(recent, start, limit)
         self.outbox[origin].append(
             TradesReply(c.req, c.market, [r[0] for r in rows], oldest, [(r[1], r[2]) for r in rows])
+        )
+        return 0
+
+    def _on_audit(self, c: AuditRequest, ts: int, origin: bytes) -> int:
+        """Rule 3 checked live: every account's balances summed now against the running
+        deposits-minus-withdrawals, and the fee account. O(accounts): an operator's command."""
+        ledger = self.ledger
+        available, locked = ledger.sums()
+        fees = ledger.accounts.get(self.fee_account) or [0] * (2 * len(ledger.assets))
+        assets = [
+            AssetAudit(a, available[i], locked[i], ledger.totals[i], fees[2 * i], fees[2 * i + 1])
+            for i, a in enumerate(ledger.assets)
+        ]
+        self.outbox[origin].append(
+            AuditReply(c.req, self.seq, self.fee_account, len(ledger.accounts), assets)
         )
         return 0
 

@@ -31,7 +31,10 @@ async def run(args: argparse.Namespace) -> int:
     site = web.TCPSite(runner, ex.bridge.host, ex.bridge.port, backlog=1024)
     await site.start()
     log.info(
-        "dashboard http://%s:%d/  websocket ws://%s:%d/ws  (engine %s, market data %s)",
+        "dashboard http://%s:%d/  websocket ws://%s:%d/ws  metrics http://%s:%d/metrics  "
+        "(engine %s, market data %s)",
+        ex.bridge.host,
+        ex.bridge.port,
         ex.bridge.host,
         ex.bridge.port,
         ex.bridge.host,

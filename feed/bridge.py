@@ -8,7 +8,8 @@ ClickHouse and the engine, then continued live by trade id), then serves:
   carrying the engine's depth sequence numbers), ``ticker@M``, ``kline_<iv>@M``
   (see protocol/market_api.py);
 - HTTP JSON: ``/api/markets``, ``/api/depth``, ``/api/trades``, ``/api/ticker``,
-  ``/api/klines``, ``/health``, ``/metrics``;
+  ``/api/klines``, ``/health``, ``/stats`` (counters as JSON); ``/metrics`` the same counters
+  for Prometheus (text exposition format);
 - the dashboard page at ``/``.
 
 Each message is encoded once and the same bytes go to every subscriber. Every connection has
@@ -39,6 +40,7 @@ from protocol import salvage
 from protocol.config import Exchange, MarketSpec
 from protocol.json_api import market_view
 from protocol.messages import Depth, Trade
+from protocol.metrics import Exporter
 
 log = logging.getLogger("feed.bridge")
 
@@ -99,6 +101,9 @@ class Bridge:
         self.enc = msgspec.json.Encoder()
         self.last_ticker: dict[str, float] = {}
         self.ticker_due: set[str] = set()
+        self.exporter = Exporter("bridge")  # GET /metrics; the same counters as JSON: /stats
+        self.exporter.add(self.metrics, gauges=("connections", "subscriptions"))
+        self.exporter.add(self.feed.stats, prefix="feed_")
 
     # --------------------------------------------------------------------- fan-out
     def publish(self, stream: str, data: object) -> None:
@@ -416,8 +421,12 @@ class Bridge:
             status=200 if ok else 503,
         )
 
-    async def metrics_handler(self, request: web.Request) -> web.Response:
+    async def stats(self, request: web.Request) -> web.Response:
         return self.json({"bridge": self.metrics, "feed": self.feed.stats})
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        body, content_type = self.exporter.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(WEB / "index.html")
@@ -444,6 +453,7 @@ class Bridge:
                 web.get("/api/ticker", self.api_ticker),
                 web.get("/api/klines", self.api_klines),
                 web.get("/health", self.health),
+                web.get("/stats", self.stats),
                 web.get("/metrics", self.metrics_handler),
                 web.get("/vendor/lightweight-charts.js", self.chart_js),
                 web.get("/favicon.ico", lambda r: web.Response(status=204)),

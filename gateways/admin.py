@@ -7,6 +7,8 @@ python -m gateways.admin deposit alice USD 10000.00              # through the e
 python -m gateways.admin withdraw alice BTC 0.5
 python -m gateways.admin balances alice
 python -m gateways.admin list
+python -m gateways.admin fees                                    # the fee account's balances
+python -m gateways.admin audit       # per asset: sum of balances vs deposits - withdrawals
 """
 
 from __future__ import annotations
@@ -19,7 +21,20 @@ from engine.client import EngineClient, EngineError
 from gateways.accounts import AccountError, AccountStore, Permission
 from protocol import config
 from protocol.amounts import AmountError
-from protocol.messages import Balances, BalancesRequest, Deposit, LedgerReply, Rejected, Withdraw
+from protocol.messages import (
+    AuditReply,
+    AuditRequest,
+    Balances,
+    BalancesRequest,
+    Deposit,
+    LedgerReply,
+    Rejected,
+    Withdraw,
+)
+
+
+class Mismatch(Exception):  # noqa: N818 - the audit's finding, printed with exit code 1
+    pass
 
 
 async def ledger(ex: config.Exchange, account: int, asset: str, amount: str, deposit: bool) -> str:
@@ -54,6 +69,65 @@ async def balances(ex: config.Exchange, account: int) -> str:
     )
 
 
+async def audit_reply(ex: config.Exchange) -> AuditReply:
+    reply = await engine_request(ex, AuditRequest(0))
+    if not isinstance(reply, AuditReply):
+        raise AccountError(f"the engine answered {reply!r} (an engine without the audit?)")
+    return reply
+
+
+def fees_text(ex: config.Exchange, reply: AuditReply) -> str:
+    lines = [f"fee account {reply.fee_account} (after seq {reply.seq})"]
+    lines += [
+        f"{a.asset:6} available {ex.units_text(a.asset, a.fee_available):>24}  "
+        f"locked {ex.units_text(a.asset, a.fee_locked):>24}"
+        for a in reply.assets
+    ]
+    return "\n".join(lines)
+
+
+def audit_text(ex: config.Exchange, reply: AuditReply) -> tuple[str, bool]:
+    """The conservation table (rule 3) and whether every asset holds."""
+    t = ex.units_text
+    lines = [
+        f"{reply.accounts} accounts, after seq {reply.seq}",
+        f"{'asset':6} {'available':>24} {'locked':>24} {'available+locked':>24} "
+        f"{'deposits-withdrawals':>24}  check",
+    ]
+    ok = True
+    for a in reply.assets:
+        total = a.available + a.locked
+        good = total == a.net_deposits
+        ok = ok and good
+        lines.append(
+            f"{a.asset:6} {t(a.asset, a.available):>24} {t(a.asset, a.locked):>24} "
+            f"{t(a.asset, total):>24} {t(a.asset, a.net_deposits):>24}  "
+            + ("OK" if good else f"MISMATCH by {t(a.asset, total - a.net_deposits)}")
+        )
+    return "\n".join(lines), ok
+
+
+def listing(store: AccountStore) -> str:
+    lines = []
+    for aid, name in store.accounts():
+        keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})" for k, p, r in store.keys(aid))
+        lines.append(f"{aid:5} {name:20} {keys}")
+    for comp, aid, cod in store.fix_sessions():
+        lines.append(f"FIX {comp} -> account {aid}{' (cancel on disconnect)' if cod else ''}")
+    return "\n".join(lines) or "no accounts"
+
+
+def ledger_view(ex: config.Exchange, cmd: str) -> str:
+    """``fees`` or ``audit`` (Mismatch, with the table, when conservation does not hold)."""
+    reply = asyncio.run(audit_reply(ex))
+    if cmd == "fees":
+        return fees_text(ex, reply)
+    text, ok = audit_text(ex, reply)
+    if not ok:
+        raise Mismatch(text)
+    return text
+
+
 def run(args: argparse.Namespace) -> str:
     ex = config.load(args.config)
     store = AccountStore(args.accounts or ex.accounts.path)
@@ -68,15 +142,7 @@ def run(args: argparse.Namespace) -> str:
                 store.revoke_key(args.key)
                 return f"revoked {args.key}"
             case "list":
-                lines = []
-                for aid, name in store.accounts():
-                    keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})"
-                                     for k, p, r in store.keys(aid))  # fmt: skip
-                    lines.append(f"{aid:5} {name:20} {keys}")
-                for comp, aid, cod in store.fix_sessions():
-                    lines.append(f"FIX {comp} -> account {aid}"
-                                 f"{' (cancel on disconnect)' if cod else ''}")  # fmt: skip
-                return "\n".join(lines) or "no accounts"
+                return listing(store)
             case "add-fix-session":
                 store.add_fix_session(args.sender_comp_id, args.account, args.cancel_on_disconnect)
                 return f"FIX session {args.sender_comp_id} -> {args.account}"
@@ -86,6 +152,8 @@ def run(args: argparse.Namespace) -> str:
                                           args.cmd == "deposit"))  # fmt: skip
             case "balances":
                 return asyncio.run(balances(ex, store.account_id(args.account)))
+            case "fees" | "audit":
+                return ledger_view(ex, args.cmd)
         raise AccountError(f"unknown command {args.cmd}")
     finally:
         store.close()
@@ -112,9 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         d.add_argument("asset")
         d.add_argument("amount")
     sub.add_parser("balances").add_argument("account")
+    sub.add_parser("fees", help="the fee account's balances")
+    sub.add_parser("audit", help="per asset: balances summed now vs deposits - withdrawals")
     args = p.parse_args(argv)
     try:
         print(run(args))
+    except Mismatch as e:
+        print(e)
+        return 1
     except (AccountError, AmountError, EngineError, config.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ from gateways.json_tcp.client import JsonClient, JsonError
 from marketmaker.bot import MarketMaker, Params
 from protocol import config
 from protocol.messages import Trade
+from protocol.metrics import Exporter
 
 log = logging.getLogger("marketmaker")
 CURVE_NAME = "marketmaker"  # the key pair it connects to the engine with, when CURVE is on
@@ -55,6 +56,9 @@ async def run(args: argparse.Namespace) -> int:
         ex, name=CURVE_NAME, kinds=("trades",), tickers=False, on_trades=on_trades
     )
     await feed.start(wait=None)  # the engine may still be starting: the maker waits for it
+    metrics = Exporter("marketmaker").add(lambda: _counters(current), what="MarketMaker")
+    metrics.add(feed.stats, prefix="feed_")
+    metrics.serve(ex.metrics.marketmaker)
     pause = 0.5
     while not stop.is_set():
         try:
@@ -96,7 +100,15 @@ async def run(args: argparse.Namespace) -> int:
             if c is not None:
                 await c.close()
     await feed.close()
+    metrics.close()
     return 0
+
+
+def _counters(current: list[MarketMaker]) -> dict[str, int]:
+    """The current session's counters (a new session starts them again: a counter reset)."""
+    mm = current[0] if current else None
+    names = ("ticks", "errors", "orders_sent", "trades_printed")
+    return {name: getattr(mm, name, 0) for name in names}
 
 
 def main() -> int:

@@ -110,7 +110,9 @@ class RecorderConfig(msgspec.Struct, forbid_unknown_fields=True):
     identity: str = "recorder"
     batch_rows: int = 50_000  # an insert is made when this many trades wait...
     batch_ms: int = 200  # ...or when the oldest has waited this long
-    max_buffer: int = 2_000_000  # rows held while ClickHouse is away; then pulling pauses
+    max_buffer: int = 2_000_000  # trade rows held while ClickHouse is away; then pulling pauses
+    # best bid/offer rows held while inserts fail; beyond it the oldest go (newer supersede them)
+    max_bbo_buffer: int = 100_000
     accounts_every: float = 30.0  # seconds between copies of new accounts into ClickHouse
 
 
@@ -123,6 +125,16 @@ class BridgeConfig(msgspec.Struct, forbid_unknown_fields=True):
     recent_trades: int = 1_000  # per market, for GET /api/trades
 
 
+class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Where each process serves Prometheus metrics (``host:port``, "" = off). The recorder and
+    the bridge answer ``/metrics`` on their own HTTP port instead."""
+
+    engine: str = "127.0.0.1:9101"
+    json_gateway: str = "127.0.0.1:9102"
+    fix_gateway: str = "127.0.0.1:9103"
+    marketmaker: str = "127.0.0.1:9104"
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     assets: dict[str, AssetConfig]
     markets: dict[str, MarketConfig]
@@ -132,6 +144,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
     fix_gateway: FixGatewayConfig = msgspec.field(default_factory=FixGatewayConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
 
 class MarketSpec:
@@ -263,6 +276,7 @@ class Exchange:
         self.bridge = cfg.bridge
         self.fix_gateway = cfg.fix_gateway
         self.recorder = cfg.recorder
+        self.metrics = cfg.metrics
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: units_step(d) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}
@@ -270,17 +284,28 @@ class Exchange:
             self.markets[symbol] = MarketSpec(symbol, mcfg, cfg.assets)
         if cfg.engine.fsync not in ("none", "batch"):
             raise ConfigError(f"engine.fsync: must be 'none' or 'batch', was {cfg.engine.fsync!r}")
-        if cfg.engine.batch_max < 1:
-            raise ConfigError("engine.batch_max: must be at least 1")
-        for name in ("closed_orders_kept", "fills_kept", "recent_trades_kept"):
-            if getattr(cfg.engine, name) < 1:
-                raise ConfigError(f"engine.{name}: must be at least 1")
+        _check_bounds(cfg)
 
     def amount_to_units(self, asset: str, text: object) -> int:
         return to_steps(text, self.asset_steps[asset], f"{asset} amount")
 
     def units_text(self, asset: str, units: int) -> str:
         return from_steps(units, self.asset_steps[asset])
+
+
+def _check_bounds(cfg: Config) -> None:
+    if cfg.engine.batch_max < 1:
+        raise ConfigError("engine.batch_max: must be at least 1")
+    for name in ("closed_orders_kept", "fills_kept", "recent_trades_kept"):
+        if getattr(cfg.engine, name) < 1:
+            raise ConfigError(f"engine.{name}: must be at least 1")
+    if cfg.recorder.max_bbo_buffer < 1:
+        raise ConfigError("recorder.max_bbo_buffer: must be at least 1")
+    for name in cfg.metrics.__struct_fields__:
+        address = getattr(cfg.metrics, name)
+        host, _, port = address.rpartition(":")
+        if address and not (host and port.isdigit() and int(port) < 65536):
+            raise ConfigError(f"metrics.{name}: must be host:port or empty, was {address!r}")
 
 
 def use_engine(ex: Exchange, commands: str | None, market_data: str | None = None) -> None:

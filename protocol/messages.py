@@ -153,6 +153,12 @@ class TradesRequest(_Msg, tag=14):
     limit: int = 10_000
 
 
+class AuditRequest(_Msg, tag=15):
+    """The ledger's conservation check and the fee account, computed now (operators)."""
+
+    req: int
+
+
 Command = (
     NewOrder
     | Cancel
@@ -168,6 +174,7 @@ Command = (
     | Ping
     | FillsRequest
     | TradesRequest
+    | AuditRequest
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
@@ -337,6 +344,27 @@ class TradesReply(_Msg, tag=112):
     accounts: list[tuple[int, int]] = []  # (maker, taker) per trade: for the trusted recorder
 
 
+class AssetAudit(msgspec.Struct, array_like=True, gc=False):
+    """One asset, in its minor units: sums over every account at the time of the query, and
+    the ledger's running total of deposits minus withdrawals. Rule 3: available + locked ==
+    net_deposits."""
+
+    asset: str
+    available: int
+    locked: int
+    net_deposits: int
+    fee_available: int  # the fee account's balance
+    fee_locked: int
+
+
+class AuditReply(_Msg, tag=113):
+    req: int
+    seq: int  # the state it describes: after this sequence number
+    fee_account: int
+    accounts: int  # accounts with a balance row
+    assets: list[AssetAudit]
+
+
 Reply = (
     ExecReport
     | Executions
@@ -351,6 +379,7 @@ Reply = (
     | Pong
     | FillsReply
     | TradesReply
+    | AuditReply
 )
 
 

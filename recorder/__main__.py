@@ -72,7 +72,7 @@ async def serve(args: argparse.Namespace, ex: config.Exchange) -> int:
     await runner.setup()
     await web.TCPSite(runner, ex.recorder.host, ex.recorder.port).start()
     log.info(
-        "recorder: ClickHouse %s; query API http://%s:%d/ (klines, sql)",
+        "recorder: ClickHouse %s; query API http://%s:%d/ (klines, sql; /metrics, /stats)",
         url,
         ex.recorder.host,
         ex.recorder.port,

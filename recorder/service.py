@@ -8,8 +8,13 @@ How nothing is lost or doubled:
 - At start (and after any failed insert) the last id per market is read back from ClickHouse,
   and only newer trades are inserted; each batch is one INSERT, atomic in MergeTree. A crash
   between insert and acknowledgement therefore re-reads, never re-inserts.
-- ClickHouse away: rows stay buffered (bounded by ``max_buffer``; beyond it pulling pauses,
-  and the engine keeps the trades), inserts retry with exponential backoff, then catch up.
+- ClickHouse away: rows stay buffered, inserts retry with exponential backoff, then catch up.
+  Trades never exceed ``max_buffer`` rows (the rows being inserted included): pulls ask for at
+  most what still fits and pause when it is full, and the engine keeps the rest (its last
+  ``recent_trades_kept`` per market); none is dropped here. Best bid/offer rows are history that
+  newer rows supersede: at most ``max_bbo_buffer`` wait (a failed insert puts its rows back);
+  beyond it the oldest are dropped and counted in ``bbo_dropped`` (rule 7: bounded, counted).
+  A bbo retry after a lost acknowledgement may write rows twice: history, not money.
 - A gap older than the engine's memory (the recorder was down for more than its last 200,000
   trades of a market) cannot be filled from the engine and is counted in ``unrecoverable``
   and logged with its id range.
@@ -25,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import msgspec
@@ -34,11 +40,13 @@ from engine.client import EngineClient, EngineError
 from feed.subscriber import Feed
 from protocol import messages as M
 from protocol.config import Exchange
+from protocol.metrics import Exporter
 from recorder.store import Store
 
 log = logging.getLogger("recorder")
 
 PULL_LIMIT = 100_000
+BBO_BATCH = 10_000  # best bid/offer rows that make an insert due
 
 
 class Metrics(msgspec.Struct):
@@ -47,6 +55,8 @@ class Metrics(msgspec.Struct):
     insert_failures: int = 0
     buffered: int = 0
     bbo_written: int = 0
+    bbo_buffered: int = 0
+    bbo_dropped: int = 0  # oldest rows dropped while inserts failed (max_bbo_buffer reached)
     unrecoverable: int = 0
     lag_ms_last: float = 0.0  # engine trade time -> row committed, of the newest batch
     clickhouse_ok: bool = False
@@ -81,10 +91,15 @@ class Recorder:
         self.written: dict[str, int] = {}  # last trade id in ClickHouse, per market
         self.pulled: dict[str, int] = {}  # last trade id buffered, per market
         self.rows: list[list] = [[] for _ in range(10)]  # column-oriented buffer
-        self.bbo_rows: list[list] = []
+        self.inserting = 0  # trade rows of the insert in progress (still counted as buffered)
+        self.bbo_rows: deque[list] = deque(maxlen=self.cfg.max_bbo_buffer)  # oldest go first
         self.wake = asyncio.Event()
         self.stopping = False
         self.oldest_buffered = 0.0
+        self.exporter = Exporter("recorder")  # GET /metrics; the same counters as JSON: /stats
+        self.exporter.add(self.metrics, gauges=("buffered", "bbo_buffered"))
+        self.exporter.add(self.feed.stats, prefix="feed_")
+        self.exporter.add(lambda: {"engine_available": self.engine.available}, what="EngineClient")
 
     # ----------------------------------------------------------------- lifecycle
     def prepare(self) -> None:
@@ -147,7 +162,11 @@ class Recorder:
             self.wake.set()
 
     def on_bbo(self, b: M.Bbo) -> None:
-        self.bbo_rows.append([b.market, b.ts, b.bid_price, b.bid_qty, b.ask_price, b.ask_qty])
+        rows = self.bbo_rows
+        if len(rows) == rows.maxlen:
+            self.metrics.bbo_dropped += 1  # the deque drops the oldest row to take this one
+        rows.append([b.market, b.ts, b.bid_price, b.bid_qty, b.ask_price, b.ask_qty])
+        self.metrics.bbo_buffered = len(rows)
 
     async def pull_loop(self) -> None:
         """Ask the engine for every trade after the last one buffered, whenever the feed says
@@ -157,8 +176,6 @@ class Recorder:
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()
             for market in self.ex.markets:
-                if self.buffered() >= self.cfg.max_buffer:
-                    break  # ClickHouse is behind: the engine keeps the trades meanwhile
                 try:
                     while await self.pull(market):
                         pass
@@ -166,9 +183,13 @@ class Recorder:
                     log.debug("pull %s: %s", market, e)
 
     async def pull(self, market: str) -> bool:
-        """One TradesRequest; True if there may be more."""
+        """One TradesRequest for at most what the buffer still holds; True if there may be
+        more. A full buffer pulls nothing: ClickHouse is behind, the engine keeps the trades."""
+        room = min(PULL_LIMIT, self.cfg.max_buffer - self.buffered())
+        if room <= 0:
+            return False
         after = self.pulled[market]
-        reply = await self.engine.request(M.TradesRequest(0, market, after + 1, PULL_LIMIT))
+        reply = await self.engine.request(M.TradesRequest(0, market, after + 1, room))
         if not isinstance(reply, M.TradesReply):
             return False
         if reply.trades and reply.trades[0].trade_id > after + 1:
@@ -181,7 +202,7 @@ class Recorder:
                 reply.trades[0].trade_id - 1,
             )
         self.buffer(market, reply.trades, reply.accounts)
-        return len(reply.trades) == PULL_LIMIT
+        return len(reply.trades) == room
 
     def buffer(self, market: str, trades: list[M.Trade], accounts: list[tuple[int, int]]) -> None:
         tlq = self.ex.markets[market].tick_lot_quote
@@ -215,7 +236,7 @@ class Recorder:
             self.metrics.buffered = self.buffered()
 
     def buffered(self) -> int:
-        return len(self.rows[0])
+        return len(self.rows[0]) + self.inserting
 
     # -------------------------------------------------------------------- output
     async def flush_loop(self) -> None:
@@ -228,7 +249,7 @@ class Recorder:
             if (
                 self.buffered() >= self.cfg.batch_rows
                 or due
-                or len(self.bbo_rows) > 10_000
+                or len(self.bbo_rows) >= min(BBO_BATCH, self.cfg.max_bbo_buffer)
                 or self.accounts_pending
             ):
                 if await self.flush():
@@ -239,8 +260,9 @@ class Recorder:
 
     async def flush(self, final: bool = False) -> bool:
         loop = asyncio.get_running_loop()
-        if self.buffered():
+        if self.rows[0]:
             rows, self.rows = self.rows, [[] for _ in range(10)]
+            self.inserting = len(rows[0])
             try:
                 await loop.run_in_executor(None, self.insert, rows)
             except Exception as e:  # noqa: BLE001 - any ClickHouse/network failure: retry later
@@ -249,13 +271,21 @@ class Recorder:
                 log.warning("insert of %d trades failed (%s); will retry", len(rows[0]), e)
                 self.rows = [old + new for old, new in zip(rows, self.rows, strict=True)]
                 return False
+            finally:
+                self.inserting = 0
+                self.metrics.buffered = self.buffered()
         if self.bbo_rows:
-            bbo, self.bbo_rows = self.bbo_rows, []
+            bbo = list(self.bbo_rows)
+            self.bbo_rows.clear()
             try:
                 await loop.run_in_executor(None, self.store.insert_bbo, bbo)
                 self.metrics.bbo_written += len(bbo)
-            except Exception as e:  # noqa: BLE001 - best-effort history
-                log.warning("bbo insert failed: %s", e)
+            except Exception as e:  # noqa: BLE001 - history: keep the newest rows, retry later
+                log.warning("bbo insert of %d rows failed (%s); will retry", len(bbo), e)
+                self.requeue_bbo(bbo)
+                return False
+            finally:
+                self.metrics.bbo_buffered = len(self.bbo_rows)
         if self.accounts_pending:
             accounts = self.accounts_pending
             try:
@@ -266,6 +296,17 @@ class Recorder:
             self.accounts_pending = self.accounts_pending[len(accounts) :]
             log.info("accounts: %d new or renamed, copied to ClickHouse", len(accounts))
         return True
+
+    def requeue_bbo(self, failed: list[list]) -> None:
+        """Put the rows of a failed insert back before those that came meanwhile, within the
+        bound: the oldest beyond ``max_bbo_buffer`` are dropped and counted."""
+        newer = list(self.bbo_rows)
+        keep = self.cfg.max_bbo_buffer - len(newer)
+        self.metrics.bbo_dropped += max(0, len(failed) - keep)
+        self.bbo_rows.clear()
+        if keep > 0:
+            self.bbo_rows.extend(failed[max(0, len(failed) - keep) :])
+        self.bbo_rows.extend(newer)
 
     def insert(self, rows: list[list]) -> None:
         """Insert what ClickHouse does not have yet (it is re-read after any failure)."""
@@ -289,7 +330,7 @@ class Recorder:
         self.metrics.buffered = self.buffered()
         if n:
             self.metrics.lag_ms_last = (time.time_ns() - max(rows[2])) / 1e6
-        self.oldest_buffered = time.monotonic() if self.buffered() else 0.0
+        self.oldest_buffered = time.monotonic() if self.rows[0] else 0.0
 
     # ---------------------------------------------------------------------- HTTP
     def app(self) -> web.Application:
@@ -301,6 +342,7 @@ class Recorder:
                 web.post("/sql", self.http_sql),
                 web.get("/health", self.http_health),
                 web.get("/metrics", self.http_metrics),
+                web.get("/stats", self.http_stats),
             ]
         )
         return app
@@ -361,6 +403,10 @@ class Recorder:
         )
 
     async def http_metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self.exporter.render(request.headers.get("Accept", ""))
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def http_stats(self, request: web.Request) -> web.Response:
         return web.Response(body=msgspec.json.encode(self.metrics), content_type="application/json")
 
 

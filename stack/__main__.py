@@ -75,6 +75,20 @@ def market_maker(args: argparse.Namespace, creds_path: Path) -> Child:
     return Child("marketmaker", argv)
 
 
+def metrics_lines(ex: config.Exchange) -> list[str]:
+    """Prometheus targets (GET /metrics): config [metrics]; the recorder and bridge: own port."""
+    m = ex.metrics
+    targets = [f"{name} {address}" for name, address in (
+        ("engine", m.engine), ("json-gateway", m.json_gateway), ("fix-gateway", m.fix_gateway),
+        ("marketmaker", m.marketmaker), ("recorder", f"{ex.recorder.host}:{ex.recorder.port}"),
+        ("ws-bridge", f"{ex.bridge.host}:{ex.bridge.port}"),
+    ) if address]  # fmt: skip
+    heads = ["  Prometheus targets (GET /metrics): "] + [" " * 37] * len(targets)
+    return [
+        heads[k] + "  ".join(targets[i : i + 3]) for k, i in enumerate(range(0, len(targets), 3))
+    ]
+
+
 def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_dir: str) -> str:
     e, j = ex.engine, ex.json_gateway
     lines = [
@@ -92,6 +106,7 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
         f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
         f"  ClickHouse (recorder, embedded):    chdb://{Path(data_dir, 'clickhouse')}   queries: "
         f"http://{ex.recorder.host}:{ex.recorder.port}/sql, python -m recorder klines|sql",
+        *metrics_lines(ex),
         f"  Markets: {', '.join(ex.markets)}",
         "  Demo accounts (a market maker is quoting on every market):",
     ]

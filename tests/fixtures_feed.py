@@ -387,7 +387,7 @@ async def http_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
 
 
 async def metrics(http: aiohttp.ClientSession, bridge: BridgeProc) -> dict:
-    status, body = await http_json(http, bridge.url("/metrics"))
+    status, body = await http_json(http, bridge.url("/stats"))
     assert status == 200, body
     return body
 

@@ -171,7 +171,7 @@ class RecorderProc(Proc):
         return body["rows"]
 
     def metrics(self) -> dict[str, Any]:
-        status, body = self.get("/metrics")
+        status, body = self.get("/stats")
         assert status == 200, body
         return body
 

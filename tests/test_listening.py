@@ -35,6 +35,7 @@ from tests.procs import DEFAULT_CONFIG, REPO, eventually, free_port, write_excha
 UP_TIMEOUT = 180.0  # generous: the recorder's chDB and six interpreters on a loaded 2-core box
 STOP_TIMEOUT = 60.0
 ENDPOINT = re.compile(r"^(?P<scheme>[a-z]+)://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+)$")
+ADDRESS = re.compile(r"^(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>\d+)$")  # [metrics] host:port
 TCP_LISTEN, UDP_UNCONNECTED = "0A", "07"
 
 
@@ -74,6 +75,8 @@ def free_port_config(path: Path, **extra: dict[str, Any]) -> Path:
         elif isinstance(value, str) and (m := ENDPOINT.match(value)):
             new = f"{m['scheme']}://{m['host']}:{fresh()}"
             sections.setdefault(section, {})[key] = new
+        elif isinstance(value, str) and (m := ADDRESS.match(value)):
+            sections.setdefault(section, {})[key] = f"{m['host']}:{fresh()}"
     return write_exchange_toml(path, **sections)
 
 
@@ -90,7 +93,7 @@ def asked_hosts(cfg: dict[str, Any]) -> set[str]:
             continue
         if key == "host" or key.endswith("_host"):
             hosts.add(_host(value))
-        elif m := ENDPOINT.match(value):
+        elif m := ENDPOINT.match(value) or ADDRESS.match(value):
             hosts.add(_host(m["host"]))
     return hosts
 
@@ -100,7 +103,7 @@ def configured_ports(cfg: dict[str, Any]) -> set[int]:
     for _section, key, value in _walk(cfg):
         if is_port_key(key) and isinstance(value, int) and value:
             ports.add(value)
-        elif isinstance(value, str) and (m := ENDPOINT.match(value)):
+        elif isinstance(value, str) and (m := ENDPOINT.match(value) or ADDRESS.match(value)):
             ports.add(int(m["port"]))
     return ports
 

@@ -439,7 +439,7 @@ async def _with_recorder(rec: Recorder, body: Callable[[str], Awaitable[Any]]) -
 
 async def _record_workload(rec: Recorder, engine: EngineProc, seeds: list[int]) -> dict:
     """Workloads through the engine while ``rec`` runs; returns the engine's trades and the
-    recorder's /metrics once every trade is written."""
+    recorder's /stats once every trade is written."""
     ex = rec.ex
 
     async def body(base: str) -> dict:
@@ -457,7 +457,7 @@ async def _record_workload(rec: Recorder, engine: EngineProc, seeds: list[int]) 
         await eventually_async(
             lambda: rec.metrics.buffered == 0 and stored() == n, WAIT, 0.05, f"{n} trades stored"
         )
-        async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
+        async with aiohttp.ClientSession() as session, session.get(f"{base}/stats") as r:
             assert r.status == 200
             metrics = await r.json()
         return {"truth": truth, "metrics": metrics}
@@ -501,7 +501,7 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
 
             async def away() -> bool:
                 status, health = await get("/health")
-                _, metrics = await get("/metrics")
+                _, metrics = await get("/stats")
                 return (
                     status == 503
                     and health["ok"] is False
@@ -510,7 +510,7 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
                     and metrics["clickhouse_ok"] is False
                 )
 
-            await eventually_async(away, WAIT, 0.05, "the outage visible in /health, /metrics")
+            await eventually_async(away, WAIT, 0.05, "the outage visible in /health, /stats")
             store.down = False
             await run_workload(engine.commands, ex, 2000, seed=24, fund=False)
             truth = await engine_trades(engine.commands, ex)
@@ -518,11 +518,11 @@ def test_clickhouse_away_shows_in_health_and_metrics_then_catches_up(
 
             async def caught_up() -> bool:
                 status, _ = await get("/health")
-                _, metrics = await get("/metrics")
+                _, metrics = await get("/stats")
                 return status == 200 and metrics["trades_written"] == n
 
             await eventually_async(caught_up, WAIT, 0.05, f"{n} trades written after it")
-            return {"truth": truth, "metrics": (await get("/metrics"))[1]}
+            return {"truth": truth, "metrics": (await get("/stats"))[1]}
 
     try:
         out = run_async(_with_recorder(Recorder(ex, store), body))
@@ -570,6 +570,111 @@ def test_lost_feed_notifications_do_not_lose_trades(
     assert rec.dropped >= rec.heard * 0.9
     assert out["metrics"]["unrecoverable"] == 0
     assert rows == expected_rows(ex, out["truth"])
+
+
+class WatchedRecorder(Recorder):
+    """A real Recorder that notes the most it ever held and every best bid/offer it heard."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.peak_trades = 0
+        self.peak_bbo = 0
+        self.bbo_heard: list[tuple] = []
+
+    def note(self) -> None:
+        self.peak_trades = max(self.peak_trades, self.buffered())
+        self.peak_bbo = max(self.peak_bbo, len(self.bbo_rows))
+
+    def buffer(self, *args: Any) -> None:
+        super().buffer(*args)
+        self.note()
+
+    def on_bbo(self, b: Any) -> None:
+        super().on_bbo(b)
+        self.bbo_heard.append((b.market, b.ts, b.bid_price, b.bid_qty, b.ask_price, b.ask_qty))
+        self.note()
+
+    async def flush(self, final: bool = False) -> bool:
+        try:
+            return await super().flush(final)
+        finally:
+            self.note()
+
+
+BBO_QUERY = (
+    "SELECT market, toUnixTimestamp64Nano(ts), bid_ticks, bid_lots, ask_ticks, ask_lots FROM bbo"
+)
+
+
+def test_failing_inserts_hold_bounded_buffers_drop_oldest_bbo_and_lose_no_trade(
+    engine_procs: Callable[..., EngineProc], tmp_path: Path
+) -> None:
+    """ClickHouse's tables vanish (renamed away: every insert and read-back fails for real)
+    while trades and best bid/offer changes keep coming. The trade buffer stops at max_buffer
+    (the engine keeps the rest), the bbo buffer at max_bbo_buffer, dropping its oldest rows and
+    counting them; when the tables come back every trade is there exactly once and the newest
+    bbo rows are too."""
+    engine = engine_procs().start()
+    bound, bbo_bound = 100, 40
+    ex = _exchange(engine, batch_ms=20, max_buffer=bound, max_bbo_buffer=bbo_bound)
+    store = Store(_chdb(tmp_path))
+    rec = WatchedRecorder(ex, store)
+
+    def command(sql: str) -> None:
+        store.client.command(sql)
+
+    async def body(base: str) -> dict:
+        loop = asyncio.get_running_loop()
+        await run_workload(engine.commands, ex, 500, seed=51)
+        await eventually_async(lambda: rec.metrics.buffered == 0, WAIT, 0.05, "first trades in")
+        await loop.run_in_executor(None, command, "RENAME TABLE trades TO away_t, bbo TO away_b")
+        for seed in (52, 53):
+            await run_workload(engine.commands, ex, 3000, seed=seed, fund=False)
+        truth_down = trade_count(await engine_trades(engine.commands, ex))
+
+        def away() -> bool:
+            m = rec.metrics
+            return m.insert_failures >= 3 and m.buffered >= bound and len(rec.bbo_rows) >= bbo_bound
+
+        await eventually_async(away, WAIT, 0.05, "both buffers full while inserts fail")
+        down = {
+            "heard": len(rec.bbo_heard),
+            "buffered": rec.metrics.buffered,
+            "bbo_buffered": len(rec.bbo_rows),
+            "written_before": rec.metrics.trades_written,
+            "truth": truth_down,
+        }
+        await loop.run_in_executor(None, command, "RENAME TABLE away_t TO trades, away_b TO bbo")
+        truth = await engine_trades(engine.commands, ex)
+        n = trade_count(truth)
+
+        def caught_up() -> bool:
+            m = rec.metrics
+            return m.trades_written == n and m.buffered == 0 and len(rec.bbo_rows) == 0
+
+        await eventually_async(caught_up, WAIT, 0.05, f"{n} trades written once it is back")
+        return {"truth": truth, "down": down}
+
+    try:
+        out = run_async(_with_recorder(rec, body))
+        rows = table_rows(store)
+        bbo = {tuple(int(v) if i else v for i, v in enumerate(r))
+               for r in store.client.query(BBO_QUERY).result_rows}  # fmt: skip
+    finally:
+        store.close()
+    down, m = out["down"], rec.metrics
+    # while it was down: both buffers at their bound, never past it; trades waited in the engine
+    assert down["buffered"] == bound and down["truth"] > down["written_before"] + bound
+    assert down["bbo_buffered"] == bbo_bound
+    assert rec.peak_trades == bound and rec.peak_bbo == bbo_bound
+    # trades: exactly once, none lost
+    assert m.unrecoverable == 0
+    assert rows == expected_rows(ex, out["truth"])
+    # bbo: every row heard was either written or counted as dropped; the newest are there
+    assert m.bbo_dropped > 0
+    assert len(rec.bbo_heard) == m.bbo_written + m.bbo_dropped
+    assert len(bbo) <= m.bbo_written and bbo <= set(rec.bbo_heard)
+    assert set(rec.bbo_heard[down["heard"] - bbo_bound : down["heard"]]) <= bbo
 
 
 # ==================================================================== a ClickHouse server URL

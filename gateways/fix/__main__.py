@@ -17,6 +17,7 @@ from gateways.fix.front import FrontDoor
 from gateways.fix.gateway import FixGateway
 from gateways.tls import TlsError, server_context
 from protocol import config
+from protocol.metrics import Exporter
 
 log = logging.getLogger("gateways.fix")
 
@@ -108,6 +109,14 @@ async def run(args: argparse.Namespace) -> int:
         ", ".join(gens.routes) or "none yet",
         ex.engine.commands,
     )
+    metrics = Exporter("fix_gateway").add(gw.counts, what="FixGateway.counts")
+    metrics.add(
+        lambda: {"sessions": len(gw.sessions), "engine_available": gw.engine.available},
+        gauges=("sessions",),
+        what="FixGateway",
+    )
+    metrics.add(gw.feed.stats, prefix="feed_")
+    metrics.serve(ex.metrics.fix_gateway)
     poller = asyncio.ensure_future(gens.poll())
     reporter = asyncio.ensure_future(report(gw))
     stop = asyncio.Event()
@@ -123,6 +132,7 @@ async def run(args: argparse.Namespace) -> int:
     await loop.run_in_executor(None, gens.stop)
     await gw.feed.close()
     await gw.engine.close()
+    metrics.close()
     log.info("FIX gateway stopped")
     return 0
 

@@ -14,6 +14,7 @@ from gateways.accounts import AccountStore
 from gateways.json_tcp.server import Gateway
 from gateways.tls import TlsError, server_context
 from protocol import config
+from protocol.metrics import Exporter
 
 log = logging.getLogger("gateways.json")
 
@@ -35,6 +36,9 @@ async def run(args: argparse.Namespace) -> int:
     store = AccountStore(ex.accounts.path)
     gw = Gateway(ex, store, tls)
     await gw.start()
+    metrics = Exporter("json_gateway").add(gw.metrics, gauges=("connections",))
+    metrics.add(lambda: {"engine_available": gw.engine.available}, what="EngineClient")
+    metrics.serve(ex.metrics.json_gateway)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -44,6 +48,7 @@ async def run(args: argparse.Namespace) -> int:
     ticker.cancel()
     log.info("stopping: closing %d sessions", len(gw.sessions))
     await gw.stop()
+    metrics.close()
     store.close()
     log.info("JSON gateway stopped")
     return 0
