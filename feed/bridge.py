@@ -407,6 +407,9 @@ class Bridge:
         except (ClientError, TimeoutError) as e:
             return 0, str(e).encode()
 
+    async def favicon(self, request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
     async def health(self, request: web.Request) -> web.Response:
         """Healthy: the engine answers, every book is synced, every market's trade history
         seeded (a seed without a reachable recorder ends after RECORDER_WAIT seconds)."""
@@ -456,7 +459,7 @@ class Bridge:
                 web.get("/stats", self.stats),
                 web.get("/metrics", self.metrics_handler),
                 web.get("/vendor/lightweight-charts.js", self.chart_js),
-                web.get("/favicon.ico", lambda r: web.Response(status=204)),
+                web.get("/favicon.ico", self.favicon),
                 web.static("/static", WEB / "static"),
             ]
         )

@@ -33,7 +33,7 @@ from protocol.messages import (
 )
 
 
-class Mismatch(Exception):  # noqa: N818 - the audit's finding, printed with exit code 1
+class Mismatch(Exception):
     pass
 
 

@@ -117,7 +117,7 @@ class _Collector(Collector):
 class _Quiet(WSGIRequestHandler):
     timeout = 5  # seconds; a scraper that stalls cannot hold the metrics thread longer
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -64,7 +65,7 @@ async def serve(args: argparse.Namespace, ex: config.Exchange) -> int:
             rec = Recorder(ex, Store(url), account_rows(path), partial(account_rows, path))
             rec.prepare()
             break
-        except Exception as e:  # noqa: BLE001 - ClickHouse not up yet: wait for it
+        except Exception as e:
             log.warning("ClickHouse %s not ready (%s); retrying in %.1fs", url, e, pause)
             await asyncio.sleep(pause)
             pause = min(10.0, pause * 2)
@@ -106,9 +107,9 @@ def _when(text: str | None, default: int) -> int:
         ) from None
 
 
-def _get(ex: config.Exchange, path: str, data: bytes | None = None) -> object:
+def _get(ex: config.Exchange, path: str, data: bytes | None = None) -> Any:
     url = f"http://{ex.recorder.host}:{ex.recorder.port}{path}"
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")  # noqa: S310
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET")
     try:
         with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - our own loopback API
             return json.loads(r.read())
@@ -139,7 +140,7 @@ def cli(args: argparse.Namespace, ex: config.Exchange) -> int:
                     "limit": args.limit,
                 }
             )
-            rows = _get(ex, f"/klines?{q}")  # type: ignore[assignment]
+            rows = _get(ex, f"/klines?{q}")
         spec = ex.markets[args.market]
         print(
             f"{'open time (UTC)':20} {'open':>14} {'high':>14} {'low':>14} {'close':>14} "
@@ -155,9 +156,9 @@ def cli(args: argparse.Namespace, ex: config.Exchange) -> int:
         return 0
     if direct:
         cols, data = Store(clickhouse_url(ex)).sql(args.query)
-        result = {"columns": cols, "rows": data}
+        result: dict[str, Any] = {"columns": cols, "rows": data}
     else:
-        result = _get(ex, "/sql", args.query.encode())  # type: ignore[assignment]
+        result = _get(ex, "/sql", args.query.encode())
     print("\t".join(result["columns"]))
     for row in result["rows"]:
         print("\t".join(str(v) for v in row))

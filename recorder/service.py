@@ -150,7 +150,7 @@ class Recorder:
             await asyncio.sleep(self.cfg.accounts_every)
             try:
                 rows = await loop.run_in_executor(None, self.account_source)
-            except Exception as e:  # noqa: BLE001 - account store unreadable: next round
+            except Exception as e:
                 log.warning("reading the account store failed: %s", e)
                 continue
             known = self.accounts_copied.union(self.accounts_pending)
@@ -265,7 +265,7 @@ class Recorder:
             self.inserting = len(rows[0])
             try:
                 await loop.run_in_executor(None, self.insert, rows)
-            except Exception as e:  # noqa: BLE001 - any ClickHouse/network failure: retry later
+            except Exception as e:
                 self.metrics.insert_failures += 1
                 self.metrics.clickhouse_ok = False
                 log.warning("insert of %d trades failed (%s); will retry", len(rows[0]), e)
@@ -280,7 +280,7 @@ class Recorder:
             try:
                 await loop.run_in_executor(None, self.store.insert_bbo, bbo)
                 self.metrics.bbo_written += len(bbo)
-            except Exception as e:  # noqa: BLE001 - history: keep the newest rows, retry later
+            except Exception as e:
                 log.warning("bbo insert of %d rows failed (%s); will retry", len(bbo), e)
                 self.requeue_bbo(bbo)
                 return False
@@ -290,7 +290,7 @@ class Recorder:
             accounts = self.accounts_pending
             try:
                 await loop.run_in_executor(None, self.copy_accounts, accounts)
-            except Exception as e:  # noqa: BLE001 - kept for the next flush
+            except Exception as e:
                 log.warning("accounts insert failed: %s", e)
                 return False
             self.accounts_pending = self.accounts_pending[len(accounts) :]
@@ -388,7 +388,7 @@ class Recorder:
             cols, rows = await asyncio.get_running_loop().run_in_executor(
                 None, self.store.sql, query
             )
-        except Exception as e:  # noqa: BLE001 - report the database's own message
+        except Exception as e:
             return _error(str(e).splitlines()[0][:500])
         return web.Response(
             body=msgspec.json.encode({"columns": cols, "rows": rows}),

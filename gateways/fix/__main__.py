@@ -56,7 +56,7 @@ class Generations:
             await asyncio.sleep(self.cfg.poll_seconds)
             try:
                 self.refresh()
-            except Exception:  # noqa: BLE001 - a bad row must not stop the gateway
+            except Exception:
                 log.exception("could not start new FIX sessions")
 
     def stop(self) -> None:

@@ -125,29 +125,29 @@ class FixApp(fix.Application):
         self.pending: dict[str, Login] = {}  # checked Logons, by CompID, until onLogon
 
     # quickfix's Application interface (names are quickfix's)
-    def onCreate(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onCreate(self, sessionID: fix.SessionID) -> None:
         log.info("FIX session %s ready", sessionID.toString())
 
-    def onLogon(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogon(self, sessionID: fix.SessionID) -> None:
         login = self.pending.pop(sessionID.getTargetCompID().getValue(), None)
         if login is not None:
             self.loop.call_soon_threadsafe(self.on_logon_cb, sessionID, login)
 
-    def onLogout(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogout(self, sessionID: fix.SessionID) -> None:
         self.loop.call_soon_threadsafe(self.on_logout_cb, sessionID)
 
-    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         return
 
-    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         return
 
-    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         if message.getHeader().getField(35) == "A":
             comp = sessionID.getTargetCompID().getValue()
             self.pending[comp] = self.check_logon(comp, parse(message.toString()))
 
-    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self.loop.call_soon_threadsafe(self.on_app, sessionID, parse(message.toString()))
 
     def check_logon(self, comp: str, fields: Fields) -> Login:

@@ -71,31 +71,31 @@ class _App(fix.Application):
         super().__init__()
         self.owner = owner
 
-    def onCreate(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onCreate(self, sessionID: fix.SessionID) -> None:
         self.owner.sid = sessionID
 
-    def onLogon(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogon(self, sessionID: fix.SessionID) -> None:
         self.owner.logged_on.set()
 
-    def onLogout(self, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def onLogout(self, sessionID: fix.SessionID) -> None:
         self.owner.logged_on.clear()
 
-    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         if message.getHeader().getField(35) == "A":
             if self.owner.api_key:
                 message.setField(553, self.owner.api_key)
             if self.owner.secret:
                 message.setField(554, self.owner.secret)
 
-    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromAdmin(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         msg = FixMsg(parse(message.toString()))
         if msg.get(35) in ("5", "3"):  # Logout (with the reason) and session-level Reject
             self.owner.admin.put(msg)
 
-    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def toApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         return
 
-    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:  # noqa: N802, N803
+    def fromApp(self, message: fix.Message, sessionID: fix.SessionID) -> None:
         self.owner.inbox.put(FixMsg(parse(message.toString())))
 
 

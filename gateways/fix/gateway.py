@@ -75,7 +75,7 @@ ORD_REJ: dict[int, str] = {
 }
 
 
-class FixReject(Exception):  # noqa: N818 - an expected outcome turned into a FIX reject
+class FixReject(Exception):
     def __init__(self, text: str, ord_rej: str = "99") -> None:
         super().__init__(text)
         self.text = text
@@ -344,7 +344,7 @@ class FixGateway:
         """Cancel-on-disconnect: only the orders this session placed (the account may have more)."""
         try:
             reply = await self.engine.request(M.OpenOrdersRequest(0, s.login.account))
-        except Exception as e:  # noqa: BLE001 - engine away: nothing can be cancelled now
+        except Exception as e:
             log.error("cancel on disconnect for %s failed: %s", s.comp, e)
             return
         mine = [o for o in reply.orders if o.client_order_id.startswith(s.comp + "|")]
