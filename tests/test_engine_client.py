@@ -333,20 +333,28 @@ def test_a_request_may_wait_less_than_the_clients_default_timeout() -> None:
 # --------------------------------------------------------------- the real engine process
 
 
+async def recording_client(
+    proc: EngineProc, identity: bytes, timeout: float
+) -> tuple[EngineClient, list]:
+    """A started client of the real engine whose on_resolved calls land in the list."""
+    resolved: list = []
+    client = EngineClient(
+        proc.commands,
+        identity,
+        timeout=timeout,
+        heartbeat=0.05,
+        on_resolved=lambda cmd, outcome: resolved.append((cmd, outcome)),
+    )
+    await client.start(wait=20.0)
+    return client, resolved
+
+
 def test_sigstop_of_the_real_engine_never_turns_into_not_done(engine_proc: EngineProc) -> None:
     """The drill that found the bug: orders sent to a stopped engine. Every one is in doubt,
     then resolved; what the client was told matches what the engine holds afterwards."""
 
     async def main() -> None:
-        resolved: list = []
-        client = EngineClient(
-            engine_proc.commands,
-            b"sigstop-test",
-            timeout=0.3,
-            heartbeat=0.05,
-            on_resolved=lambda cmd, outcome: resolved.append((cmd, outcome)),
-        )
-        await client.start(wait=20.0)
+        client, resolved = await recording_client(engine_proc, b"sigstop-test", timeout=0.3)
         try:
             await client.request(Deposit(0, 5, "USD", 10**14), timeout=20.0)
             os.kill(engine_proc.pid, signal.SIGSTOP)
@@ -393,15 +401,7 @@ def test_replies_lost_with_a_frame_the_real_engine_refuses_whole_are_learned(
     the read fails as lost (nothing changed), the deposits are in doubt and unknowable."""
 
     async def main() -> None:
-        resolved: list = []
-        client = EngineClient(
-            engine_proc.commands,
-            b"big-frame",
-            timeout=60.0,
-            heartbeat=0.05,
-            on_resolved=lambda cmd, outcome: resolved.append((cmd, outcome)),
-        )
-        await client.start(wait=20.0)
+        client, resolved = await recording_client(engine_proc, b"big-frame", timeout=60.0)
         try:
             await client.request(Deposit(0, 9, "USD", 10**15))
             filler = [Deposit(0, 9, "USD", 1, "r" * 1000) for _ in range(1100)]  # ~1.1 MB
