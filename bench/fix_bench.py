@@ -544,16 +544,16 @@ def probe_main(out: str, argv: list[str]) -> int:
             waits[WAIT].append(wall() - enqueued.popleft())
         timed_on_app(self, sid, fields)
 
-    def probe_send(self: Any, cmd: Any) -> Any:
-        fut = send(self, cmd)
+    def probe_send(self: Any, cmd: Any, timeout: float | None = None) -> Any:
+        fut = send(self, cmd, timeout)
         sent[id(fut)] = wall()
         return fut
 
-    def probe_on_reply(self: Any, comp: str, f: Any, kind: str, fut: Any) -> None:
-        start = sent.pop(id(fut), None)
+    def probe_on_reply(self: Any, *args: Any) -> None:  # (comp, f, kind, cmd, fut)
+        start = sent.pop(id(args[-1]), None)
         if start is not None:
             waits[RTT].append(wall() - start)
-        timed_on_reply(self, comp, f, kind, fut)
+        timed_on_reply(self, *args)
 
     FixApp.fromApp = probe_from_app  # type: ignore[method-assign]
     FixGateway.on_app = probe_on_app  # type: ignore[method-assign]
