@@ -96,7 +96,9 @@ class EngineTimeout(EngineError):
 
 
 class _Pending:
-    """One request without its final answer."""
+    """A request without its final answer that needs more than its future: one in doubt, or
+    one whose lost reply is being looked up. (The common case, a request simply waiting, is a
+    plain ``(cmd, future, timeout)`` tuple: measured, a slotted object costs ~280 ns a send.)"""
 
     __slots__ = ("cmd", "fut", "timeout", "doubt", "probing")
 
@@ -140,7 +142,7 @@ class EngineClient:
         self.stats = {"in_doubt": 0, "resolved": 0, "lost_replies": 0, "unresolved": 0}
         self._ids = itertools.count(1)
         self._cid_prefix = f"~{time.time_ns() // 1_000_000:x}-"
-        self._pending: dict[int, _Pending] = {}  # by req, in send order
+        self._pending: dict[int, Any] = {}  # by req, in send order: a tuple or a _Pending
         self._flushed = 0  # the last request id handed to ZeroMQ
         self._buf: list[Any] = []
         self._flush_scheduled = False
@@ -168,7 +170,7 @@ class EngineClient:
     @property
     def in_doubt(self) -> int:
         """Write commands told EngineTimeout whose truth is not known yet."""
-        return sum(1 for p in self._pending.values() if p.doubt)
+        return sum(1 for p in self._pending.values() if type(p) is _Pending and p.doubt)
 
     # ------------------------------------------------------------------- lifecycle
     async def start(self, wait: float | None = 5.0) -> None:
@@ -216,7 +218,8 @@ class EngineClient:
             self.sock.close(0)
             self.sock = None
         pending, self._pending = self._pending, {}
-        for p in pending.values():
+        for entry in pending.values():
+            p = entry if type(entry) is _Pending else _Pending(*entry)
             if p.fut.done():
                 continue
             if type(p.cmd) in WRITES and p.cmd.req <= self._flushed:
@@ -242,8 +245,8 @@ class EngineClient:
         if kind in WRITES:
             cmd.deadline = time.time_ns() + int(t * 1e9)
             if kind is NewOrder and not cmd.client_order_id:
-                cmd.client_order_id = f"{self._cid_prefix}{req:x}"  # findable if lost
-        self._pending[req] = _Pending(cmd, fut, t)
+                cmd.client_order_id = self._cid_prefix + hex(req)  # findable if lost
+        self._pending[req] = (cmd, fut, t)
         if timeout is None or timeout == self.timeout:
             self._due.append((at, req))
         else:
@@ -297,8 +300,9 @@ class EngineClient:
     def _fail(self, cmds: list[Any], err: Exception) -> None:
         for cmd in cmds:
             p = self._pending.pop(cmd.req, None)
-            if p is not None and not p.fut.done():
-                p.fut.set_exception(err)
+            fut = None if p is None else p.fut if type(p) is _Pending else p[1]
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
 
     # ---------------------------------------------------------------------- timeouts
     def _arm(self, at: float) -> None:
@@ -330,7 +334,7 @@ class EngineClient:
             self._arm(max(min(heads), now + 0.01))  # coalesce wake-ups under load
 
     def _timed_out(self, req: int, now: float) -> None:
-        p = self._pending.get(req)
+        p = self._entry(req)
         if p is None:
             return  # answered meanwhile
         if p.doubt:  # nobody answered for doubt_ttl: give up, say so
@@ -379,9 +383,20 @@ class EngineClient:
             self.on_event(msg)  # unsolicited: fills of resting orders, system cancels
             return
         p = self._pending.pop(req, None)
-        if p is not None:
+        if type(p) is tuple:  # the common case, kept cheap
+            fut = p[1]
+            if not fut.done():
+                fut.set_result(msg)
+        elif p is not None:
             self._settle(p, msg)
         # else: the late reply of a read that timed out: nothing to tell anyone
+
+    def _entry(self, req: int) -> _Pending | None:
+        """The request's entry as a _Pending (made from its tuple on first need)."""
+        p = self._pending.get(req)
+        if type(p) is tuple:
+            p = self._pending[req] = _Pending(*p)
+        return p
 
     def _settle(self, p: _Pending, outcome: Any) -> None:
         if p.doubt:
@@ -428,13 +443,15 @@ class EngineClient:
     def _lost_up_to(self, mark: int) -> None:
         """Every request up to ``mark`` was processed or dropped: those still waiting lost
         their reply. A read fails (nothing changed); a write is looked up."""
-        lost = []
-        for req, p in self._pending.items():
+        reqs = []
+        for req, entry in self._pending.items():
             if req > mark:
                 break  # insertion order is request order
-            if not p.probing:
-                lost.append(p)
-        for p in lost:
+            if type(entry) is tuple or not entry.probing:
+                reqs.append(req)
+        for req in reqs:
+            p = self._entry(req)
+            assert p is not None
             self.stats["lost_replies"] += 1
             cmd = p.cmd
             if type(cmd) not in WRITES:
