@@ -61,18 +61,18 @@ class Ledger:
         account's open orders in that asset.
         """
         n = len(self.assets)
-        sums = [0] * n
         for account, r in self.accounts.items():
             for i in range(n):
                 avail, locked = r[2 * i], r[2 * i + 1]
                 if avail < 0 or locked < 0:
                     raise AssertionError(f"account {account} {self.assets[i]}: negative balance")
-                sums[i] += avail + locked
                 want = locked_by_orders.get((account, i), 0)
                 if locked != want:
                     raise AssertionError(
                         f"account {account} {self.assets[i]}: locked {locked}, orders hold {want}"
                     )
+        available, locked_sums = self.sums()
+        sums = [a + b for a, b in zip(available, locked_sums, strict=True)]
         for i in range(n):
             if sums[i] != self.totals[i]:
                 raise AssertionError(

@@ -38,7 +38,7 @@ from engine import curve, journal
 from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
-from protocol.messages import Command, Ping, Pong, Rejected
+from protocol.messages import Command, Rejected
 from protocol.metrics import Exporter
 
 log = logging.getLogger("engine")
@@ -205,9 +205,6 @@ class EngineServer:
             origin, payload = frame
             for cmd in self._decode(origin, payload):
                 m.commands += 1
-                if type(cmd) is Ping:
-                    engine.outbox[origin].append(self._pong(cmd))
-                    continue
                 before = engine.seq
                 try:
                     handlers[type(cmd)](cmd, ts, origin)  # engine.apply, minus one call
@@ -278,9 +275,6 @@ class EngineServer:
     def _reject_frame(self, origin: bytes, code: int, reason: str, req: int = 0) -> None:
         self.metrics.rejected_frames += 1
         self.engine.outbox[origin].append(Rejected(req, code, reason))
-
-    def _pong(self, cmd: Ping) -> Pong:
-        return Pong(cmd.req, self.engine.seq, self.engine.epoch, cmd.mark)
 
     def _send_replies(self) -> None:
         router = self.router
