@@ -259,7 +259,7 @@ class Bridge:
         try:
             req = decode_client(REQUEST, text)
         except msgspec.ValidationError as e:
-            return self.reply(c, salvage.json_id(text), error=(1007, str(e)))
+            return self.reply(c, salvage.json_id(salvage.json_object(text)), error=(1007, str(e)))
         except msgspec.DecodeError as e:
             return self.reply(c, None, error=(1001, f"not valid JSON: {e}"))
         if req.op == "list":

@@ -33,25 +33,20 @@ def json_object(data: bytes | str) -> Any:
         return None
 
 
-def json_id(data: bytes | str) -> int | str | None:
-    """The ``id`` of a JSON request object when it is an integer or a string (a bool is not an
-    id), whatever else in the line is wrong: echoed as sent, so the client can match it."""
-    obj = json_object(data)
-    if not isinstance(obj, dict):
-        return None
-    rid = obj.get("id")
+def json_id(obj: Any) -> int | str | None:
+    """The ``id`` of a decoded JSON request (``json_object``) when it is an integer or a string
+    (a bool is not an id), whatever else in it is wrong: echoed as sent, so the client can
+    match it."""
+    rid = obj.get("id") if isinstance(obj, dict) else None
     if isinstance(rid, str) or (isinstance(rid, int) and not isinstance(rid, bool)):
         return rid
     return None
 
 
-def json_op(obj: Any, field: str = "op") -> tuple[bool, str | None]:
-    """(is an object, its ``op`` when that is a string): what a JSON edge needs to name the
-    problem of a bad line."""
-    if not isinstance(obj, dict):
-        return False, None
-    op = obj.get(field)
-    return True, op if isinstance(op, str) else None
+def json_op(obj: Any) -> str | None:
+    """The ``op`` of a decoded JSON request when it is a string."""
+    op = obj.get("op") if isinstance(obj, dict) else None
+    return op if isinstance(op, str) else None
 
 
 def numbers_in(obj: Any, fields: tuple[str, ...]) -> list[str]:

@@ -288,12 +288,14 @@ class Session(asyncio.Protocol):
         try:
             req = gw.decoder.decode(line)
         except msgspec.ValidationError as e:
-            code, reason = _explain(line, e)
-            self.error(salvage.json_id(line), code, reason)
+            obj = salvage.json_object(line)
+            code, reason = _explain(obj, e)
+            self.error(salvage.json_id(obj), code, reason)
             return
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
             reason = "nested too deeply" if isinstance(e, RecursionError) else str(e)
-            self.error(salvage.json_id(line), RejectCode.MALFORMED, f"not valid JSON: {reason}")
+            rid = salvage.json_id(salvage.json_object(line))  # e.g. bad UTF-8 in another field
+            self.error(rid, RejectCode.MALFORMED, f"not valid JSON: {reason}")
             return
         if isinstance(req, LOCAL_OPS):  # the rest count against the account
             self.local_request(req)
@@ -471,16 +473,16 @@ AMOUNT_FIELDS = ("price", "qty", "quote_qty", "amount")
 OPS = salvage.tags_of(J.Request)
 
 
-def _explain(line: bytes, e: msgspec.ValidationError) -> tuple[int, str]:
-    """The reject for a line that is JSON but not a valid request, named by looking at the
-    line itself (msgspec's message is passed on, never parsed)."""
+def _explain(obj: Any, e: msgspec.ValidationError) -> tuple[int, str]:
+    """The reject for a line that is JSON but not a valid request (``obj``: the line decoded
+    by salvage.json_object), named by looking at the line itself; msgspec's message is passed
+    on, never parsed."""
     text = str(e)
-    is_object, op = salvage.json_op(salvage.json_object(line))
-    if not is_object:
+    if not isinstance(obj, dict):
         return RejectCode.MALFORMED, f"each line must be a JSON object: {text}"
-    if op not in OPS:
+    if salvage.json_op(obj) not in OPS:
         return RejectCode.UNKNOWN_MESSAGE, f"unknown or missing op: {text}"
-    if salvage.numbers_in(salvage.json_object(line), AMOUNT_FIELDS):
+    if salvage.numbers_in(obj, AMOUNT_FIELDS):
         return RejectCode.INVALID_FIELD, (
             f'{text}: send prices and quantities as decimal strings, e.g. "50000.00"'
         )
