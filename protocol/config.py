@@ -65,6 +65,9 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "var/accounts.db"  # the SQLite account store every gateway shares
+    # The key file that seals API secrets (gateways/vault.py), kept apart from the database; the
+    # environment variable EXCHANGE_VAULT_KEY (base64) overrides it.
+    vault_key: str = "var/vault.key"
 
 
 class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -82,6 +85,29 @@ class JsonGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     engine_timeout: float = 5.0
     tls_cert: str = ""  # PEM certificate chain: "" = plain TCP; set = TLS 1.2+ only
     tls_key: str = ""  # PEM private key (may be in tls_cert)
+
+
+class HttpGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8070  # REST: /api/v1 (the seeds' routes), /api/v3 (Binance-compatible)
+    ws_port: int = 8071  # Binance-compatible websocket streams (/ws/<n>, /stream)
+    identity: str = "http-gw-1"  # routing id towards the engine
+    max_body: int = 65_536  # bytes of one request body; bigger: 413
+    max_header: int = 16_384  # bytes of request line + headers; bigger: 431
+    idle_timeout: float = 60.0  # seconds a keep-alive connection may sit idle
+    header_timeout: float = 10.0  # seconds to send a whole request once begun (slow clients)
+    max_pipeline: int = 256  # requests queued unanswered per connection; beyond it reading pauses
+    max_connections: int = 10_000
+    orders_per_second: float = 500.0  # per account (shared rule of every gateway)
+    order_burst: int = 1_000
+    requests_per_second: float = 1_000.0  # per account
+    request_burst: int = 2_000
+    address_per_second: float = 2_000.0  # per client address, signed or not
+    address_burst: int = 4_000
+    recv_window_max: int = 60_000  # ms; Binance's own ceiling for recvWindow
+    engine_timeout: float = 5.0
+    tls_cert: str = ""  # PEM certificate chain: "" = plain HTTP (loopback); set = HTTPS only
+    tls_key: str = ""  # its PEM private key
 
 
 class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
@@ -133,6 +159,7 @@ class MetricsConfig(msgspec.Struct, forbid_unknown_fields=True):
     json_gateway: str = "127.0.0.1:9102"
     fix_gateway: str = "127.0.0.1:9103"
     marketmaker: str = "127.0.0.1:9104"
+    http_gateway: str = "127.0.0.1:9105"
 
 
 class Config(msgspec.Struct, forbid_unknown_fields=True):
@@ -143,6 +170,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     json_gateway: JsonGatewayConfig = msgspec.field(default_factory=JsonGatewayConfig)
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
     fix_gateway: FixGatewayConfig = msgspec.field(default_factory=FixGatewayConfig)
+    http_gateway: HttpGatewayConfig = msgspec.field(default_factory=HttpGatewayConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
@@ -275,6 +303,7 @@ class Exchange:
         self.json_gateway = cfg.json_gateway
         self.bridge = cfg.bridge
         self.fix_gateway = cfg.fix_gateway
+        self.http_gateway = cfg.http_gateway
         self.recorder = cfg.recorder
         self.metrics = cfg.metrics
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
