@@ -20,6 +20,7 @@ import uvloop
 
 from engine import curve
 from engine.client import EngineUnavailable
+from gateways.vault import Vault, VaultError
 from protocol import config
 from stack import health
 from stack.demo import ensure_demo
@@ -28,13 +29,20 @@ from stack.supervisor import Child, start, stop, supervise
 log = logging.getLogger("stack")
 
 
+def account_files(data_dir: str | Path) -> tuple[Path, Path]:
+    """The stack's account store and the vault key file that seals its API secrets: side by
+    side in the data dir, passed to each part as ``--accounts`` (and ``--vault`` where a part
+    opens sealed secrets)."""
+    return Path(data_dir) / "accounts.db", Path(data_dir) / "vault.key"
+
+
 def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     """The parts that start before the demo accounts exist."""
     py = [sys.executable, "-m"]
     cfg = ["--config", args.config] if args.config else []
     data = Path(args.data_dir)
     pin = ["--cpu", str(args.cpu)] if args.cpu is not None else []
-    accounts = ["--accounts", str(data / "accounts.db")]
+    accounts = ["--accounts", str(account_files(data)[0])]
     return [
         Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
@@ -156,12 +164,18 @@ async def run(args: argparse.Namespace) -> int:
     if ex.engine.curve_keys:  # every part of the stack gets its key pair (existing ones are kept)
         made = curve.generate(Path(ex.engine.curve_keys), curve_clients(ex))
         log.info("CURVE on: keys in %s (%d new files)", ex.engine.curve_keys, len(made))
+    accounts, vault = account_files(args.data_dir)
+    ex.accounts.path, ex.accounts.vault_key = str(accounts), str(vault)
+    try:  # before any part that opens sealed secrets starts
+        log.info("API secrets sealed with vault key %s", Vault.create(vault).current)
+    except VaultError as e:
+        log.error("%s", e)
+        return 1
     kids = children(args, ex)
     began = loop.time()
     for child in kids:
         await start(child)
     watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
-    ex.accounts.path = str(Path(args.data_dir) / "accounts.db")
     engine = health.EngineProbes(ex, "stack-demo")
     try:
         creds, creds_path = await ensure_demo(ex, Path(args.data_dir))
