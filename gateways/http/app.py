@@ -46,6 +46,12 @@ class Metrics(msgspec.Struct):
     rate_limited: int = 0
 
 
+class Health(msgspec.Struct):
+    ok: bool
+    engine: bool
+    market_data: bool
+
+
 class Route(msgspec.Struct):
     """One route as the OpenAPI document shows it (gateways/http/openapi.py)."""
 
@@ -105,6 +111,8 @@ class Gateway:
         self.apis["v1"] = v1.register(self)
         self.apis["v3"] = binance.register(self)
         openapi.register(self)
+        self.add(Route("GET", "/health", "Healthy: the engine answers, the books are synced",
+                       "v1", response=Health), self.health)  # fmt: skip
         self.http = HttpServer(cfg, self.router, self.error_body)
 
     # ---------------------------------------------------------------- lifecycle
@@ -123,6 +131,12 @@ class Gateway:
     async def stop(self) -> None:
         await self.http.stop()
         await self.engine.close()
+
+    def health(self, req: Request) -> Response:
+        engine = self.engine.available
+        market = self.market is None or bool(self.market.healthy())
+        ok = engine and market
+        return Response(200 if ok else 503, JSON.encode(Health(ok, engine, market)))
 
     # ------------------------------------------------------------------- routes
     def add(self, route: Route, handler: Callable[[Request], Any]) -> None:
