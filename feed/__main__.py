@@ -42,17 +42,14 @@ async def run(args: argparse.Namespace) -> int:
         ex.engine.commands,
         ex.engine.market_data,
     )
-    await bridge.feed.start(wait=None)
+    await bridge.market.start(wait=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: %d websocket clients", len(bridge.clients))
-    await bridge.history.close()
-    await bridge.feed.close()
-    if bridge.http is not None:
-        await bridge.http.close()
+    await bridge.market.close()
     await runner.cleanup()
     return 0
 

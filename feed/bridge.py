@@ -1,8 +1,9 @@
 """The websocket bridge: engine market data -> browsers and HTTP clients, plus the dashboard.
 
-One process (aiohttp on uvloop). It keeps a local book per market with the feed library, and
+One process (aiohttp on uvloop). Its market data is a ``feed.market.MarketData`` (the one
+implementation the HTTP gateway shares): a local book per market with the feed library, and
 recent trades, candles and 24h tickers (feed/history.py: seeded at start from the recorder's
-ClickHouse and the engine, then continued live by trade id), then serves:
+ClickHouse and the engine, then continued live by trade id). The bridge serves:
 
 - websocket ``/ws``: streams ``trades@M``, ``depth@M`` (a snapshot on subscribe, then diffs
   carrying the engine's depth sequence numbers), ``ticker@M``, ``kline_<iv>@M``
@@ -12,29 +13,27 @@ ClickHouse and the engine, then continued live by trade id), then serves:
   for Prometheus (text exposition format);
 - the dashboard page at ``/``.
 
-Each message is encoded once and the same bytes go to every subscriber. Every connection has
-a bounded send queue: a browser that cannot keep up is disconnected and counted, never allowed
-to delay the others or to grow memory. Connections and subscriptions per connection are capped.
+Each message is encoded once and the same bytes go to every subscriber (feed/fanout.py, shared
+with the Binance-style streams). Every connection has a bounded send queue: a browser that
+cannot keep up is disconnected and counted, never allowed to delay the others or to grow
+memory. Connections and subscriptions per connection are capped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from aiohttp import ClientError, ClientSession, ClientTimeout, WSMsgType, web
+from aiohttp import WSMsgType, web
 
-from feed.book import TickerView
 from feed.candles import Candle
+from feed.fanout import Client, Fanout
 from feed.frames import StrictWebSocket, ws_frame
-from feed.history import History
-from feed.subscriber import Feed
+from feed.market import MarketData, kline_view, trade_view
 from protocol import market_api as A
 from protocol import salvage
 from protocol.config import Exchange, MarketSpec
@@ -46,7 +45,6 @@ log = logging.getLogger("feed.bridge")
 
 WEB = Path(__file__).with_name("web")
 CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
-SIDE = {1: "buy", 2: "sell"}
 TICKER_PAUSE = 0.25  # seconds between ticker pushes per market
 MAX_MESSAGE = 64 * 1024  # bytes of one client message; a bigger one: close 1009
 
@@ -63,41 +61,21 @@ class Metrics(msgspec.Struct):
     lag_ms: float = 0.0  # engine timestamp of the newest market data vs our clock
 
 
-class Client:
-    __slots__ = ("ws", "transport", "streams", "limit")
-
-    def __init__(
-        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, limit: int
-    ) -> None:
-        self.ws = ws
-        self.transport = transport
-        self.streams: set[str] = set()
-        self.limit = limit  # bytes of unsent data before the client counts as too slow
-
-
 class Bridge:
     def __init__(self, ex: Exchange, recorder_url: str | None = None) -> None:
         self.ex = ex
         self.cfg = ex.bridge
         self.metrics = Metrics()
-        self.clients: set[Client] = set()
-        self.subs: dict[str, set[Client]] = {}
-        self.recorder_url = recorder_url  # history from ClickHouse via the recorder
-        self.http: ClientSession | None = None
-        self.feed = Feed.for_exchange(
-            ex, name="bridge", on_trades=self.on_trades, on_depth=self.on_depth, tickers=False
+        self.fan = Fanout(self.metrics)
+        self.clients = self.fan.clients
+        self.subs = self.fan.subs
+        self.market = MarketData(ex, recorder_url, name="bridge")
+        self.market.add_listener(
+            on_trades=self.on_trades, on_depth=self.on_depth, on_history=self.on_history
         )
-        self.history = History(
-            ex,
-            self.feed.engine,
-            self.recorder_get if recorder_url else None,
-            self.cfg.recent_trades,
-            self.on_history,
-        )
-        tapes = self.history.tapes.items()
-        self.candles = {m: t.candles for m, t in tapes}
-        self.trades: dict[str, deque[Trade]] = {m: t.recent for m, t in tapes}
-        self.tickers = {m: t.ticker for m, t in tapes}
+        self.feed = self.market.feed
+        self.history = self.market.history
+        self.candles = self.market.candles
         self.enc = msgspec.json.Encoder()
         self.last_ticker: dict[str, float] = {}
         self.ticker_due: set[str] = set()
@@ -107,49 +85,18 @@ class Bridge:
 
     # --------------------------------------------------------------------- fan-out
     def publish(self, stream: str, data: object) -> None:
-        subs = self.subs.get(stream)
-        if not subs:
+        if not self.subs.get(stream):
             return
         frame = ws_frame(self.enc.encode(A.StreamMsg(stream, data)))  # type: ignore[arg-type]
-        for c in list(subs):
-            self.write(c, frame)
+        self.fan.publish(stream, frame)
 
     def push(self, c: Client, payload: bytes) -> None:
-        self.write(c, ws_frame(payload))
-
-    def write(self, c: Client, frame: bytes) -> None:
-        """Hand the frame to the client's transport; a client whose unsent data passes its
-        limit is dropped (close 1008 after what is already queued), never waited for."""
-        t = c.transport
-        if t is None or t.is_closing():
-            self.drop(c)
-            return
-        t.write(frame)
-        self.metrics.messages_out += 1
-        if t.get_write_buffer_size() > c.limit:
-            self.metrics.dropped_slow += 1
-            log.info(
-                "dropping a slow websocket client (%d bytes unsent)", t.get_write_buffer_size()
-            )
-            self.drop(c)
-            t.write(ws_frame(struct.pack("!H", 1008) + b"too slow: send queue full", 0x8))
-            t.close()  # flushes what is queued, then closes; bounded: nothing more is added
-            asyncio.get_running_loop().call_later(10, t.abort)
-
-    def drop(self, c: Client) -> None:
-        if c in self.clients:
-            self.clients.discard(c)
-            for s in c.streams:
-                self.subs.get(s, set()).discard(c)
-            self.metrics.subscriptions -= len(c.streams)
-            c.streams.clear()
-            self.metrics.connections = len(self.clients)
+        self.fan.push(c, payload)
 
     # ------------------------------------------------------------------ feed events
     def on_trades(self, market: str, trades: list[Trade]) -> None:
         self.metrics.md_messages += 1
         self.metrics.lag_ms = (time.time_ns() - trades[-1].ts) / 1e6
-        self.history.live(market, trades)  # it calls on_history with what is new
 
     def on_history(
         self, market: str, trades: list[Trade], changed: dict[str, Candle], live: bool
@@ -186,10 +133,10 @@ class Bridge:
         self.push_ticker(market)
 
     def on_depth(self, market: str, d: Depth | None) -> None:
+        """Called before the history hears of a resync (MarketData's order), as before."""
         self.metrics.md_messages += 1
         if d is None:  # (re)synced: everyone starts again from a snapshot
             self.publish(f"depth@{market}", self.depth_snapshot(market))
-            self.history.resynced(market, self.feed.books[market].last_trade_id)
             return
         self.metrics.lag_ms = (time.time_ns() - d.ts) / 1e6 if d.ts else self.metrics.lag_ms
         spec = self.ex.markets[market]
@@ -206,21 +153,10 @@ class Bridge:
         )
 
     def depth_snapshot(self, market: str, limit: int = 0) -> A.DepthView:
-        spec = self.ex.markets[market]
-        book = self.feed.books[market]
-        bids, asks = book.levels(limit)
-        return A.DepthView(
-            market,
-            book.epoch,
-            book.seq,
-            book.seq,
-            [(spec.price_text(p), spec.qty_text(q)) for p, q in bids],
-            [(spec.price_text(p), spec.qty_text(q)) for p, q in asks],
-            snapshot=True,
-        )
+        return self.market.depth_view(market, limit)
 
     def ticker(self, market: str) -> A.TickerData:
-        return ticker_view(self.ex.markets[market], self.tickers[market].view(time.time_ns()))
+        return self.market.ticker(market)
 
     # ------------------------------------------------------------------- websocket
     async def ws_handler(self, request: web.Request) -> web.WebSocketResponse:
@@ -230,8 +166,7 @@ class Bridge:
             raise web.HTTPServiceUnavailable(text="too many websocket connections")
         await ws.prepare(request)
         c = Client(ws, request.transport, self.cfg.send_queue * 1024)  # type: ignore[arg-type]
-        self.clients.add(c)
-        self.metrics.connections = len(self.clients)
+        self.fan.add(c)
         self.metrics.connections_total += 1
         try:
             async for msg in ws:
@@ -242,7 +177,7 @@ class Bridge:
                     continue
                 self.on_request(c, msg.data)
         finally:
-            self.drop(c)
+            self.fan.drop(c)
         return ws
 
     def reply(
@@ -278,10 +213,7 @@ class Bridge:
             )
         if req.op == "unsubscribe":
             for s in req.streams:
-                if s in c.streams:
-                    c.streams.discard(s)
-                    self.subs[s].discard(c)
-                    self.metrics.subscriptions -= 1
+                self.fan.unsubscribe(c, s)
             return self.reply(c, req.id, sorted(c.streams))
         self.subscribe(c, req)
 
@@ -294,9 +226,7 @@ class Bridge:
                 error=(1004, f"at most {self.cfg.max_subscriptions} streams per connection"),
             )
         for s in new:
-            c.streams.add(s)
-            self.subs.setdefault(s, set()).add(c)
-            self.metrics.subscriptions += 1
+            self.fan.subscribe(c, s)
         self.reply(c, req.id, sorted(c.streams))
         for s in new:
             self.initial(c, s)
@@ -345,8 +275,7 @@ class Bridge:
     async def api_trades(self, request: web.Request) -> web.Response:
         spec = self.market_of(request)
         limit = _int(request, "limit", 100, 1, self.cfg.recent_trades)
-        trades = list(self.trades[spec.symbol])[-limit:]
-        return self.json([trade_view(spec, t) for t in trades])
+        return self.json(self.market.trade_views(spec.symbol, limit))
 
     async def api_ticker(self, request: web.Request) -> web.Response:
         if "market" not in request.query:
@@ -363,49 +292,7 @@ class Bridge:
         if end <= start:
             raise _bad(f"end ({end}) must be after start ({start})")
         limit = _int(request, "limit", 500, 1, 5000)
-        stored = await self.recorded_klines(spec, interval, start, end, limit)
-        if stored is not None:
-            return self.json(stored)
-        rows = self.candles[spec.symbol].history(interval, start, end, limit)
-        return self.json([kline_view(spec, interval, c) for c in rows])
-
-    async def recorded_klines(
-        self, spec: MarketSpec, interval: str, start: int, end: int, limit: int
-    ) -> list[A.Kline] | None:
-        """Kline history from ClickHouse (through the recorder, which owns embedded chDB);
-        None when the recorder is not running, and the bridge's own candles answer."""
-        if not self.recorder_url:
-            return None
-        params = {
-            "market": spec.symbol,
-            "interval": interval,
-            "start": start,
-            "end": end,
-            "limit": limit,
-        }
-        status, body = await self.recorder_get("/klines", params)
-        if status != 200:
-            return None
-        try:
-            rows = msgspec.json.decode(body, type=list[Candle])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        live = self.candles[spec.symbol].history(interval, limit=1)
-        out = [kline_view(spec, interval, c, closed=True) for c in rows]
-        if live and out and out[-1].open_time == live[-1].open_time:
-            out[-1] = kline_view(spec, interval, live[-1])  # the candle in progress, as seen live
-        return out
-
-    async def recorder_get(self, path: str, params: dict) -> tuple[int, bytes]:
-        """GET the recorder's query API: (status, body); status 0 if it cannot be reached."""
-        assert self.recorder_url
-        if self.http is None:
-            self.http = ClientSession(timeout=ClientTimeout(total=10))
-        try:
-            async with self.http.get(f"{self.recorder_url}{path}", params=params) as r:
-                return r.status, await r.read()
-        except (ClientError, TimeoutError) as e:
-            return 0, str(e).encode()
+        return self.json(await self.market.klines(spec.symbol, interval, start, end, limit))
 
     async def favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -413,16 +300,8 @@ class Bridge:
     async def health(self, request: web.Request) -> web.Response:
         """Healthy: the engine answers, every book is synced, every market's trade history
         seeded (a seed without a reachable recorder ends after RECORDER_WAIT seconds)."""
-        engine, synced, seeded = (
-            self.feed.engine.available,
-            self.feed.synced(),
-            self.history.seeded(),
-        )
-        ok = engine and synced and seeded
-        return self.json(
-            {"ok": ok, "engine": engine, "synced": synced, "seeded": seeded},
-            status=200 if ok else 503,
-        )
+        h = self.market.health()
+        return self.json(h, status=200 if h.ok else 503)
 
     async def stats(self, request: web.Request) -> web.Response:
         return self.json({"bridge": self.metrics, "feed": self.feed.stats})
@@ -464,59 +343,6 @@ class Bridge:
             ]
         )
         return app
-
-
-# ---------------------------------------------------------------------------- views
-
-
-def trade_view(spec: MarketSpec, t: Trade) -> A.TradeView:
-    return A.TradeView(
-        t.trade_id,
-        spec.price_text(t.price),
-        spec.qty_text(t.qty),
-        SIDE.get(t.taker_side, "?"),
-        t.ts,
-    )
-
-
-def kline_view(spec: MarketSpec, interval: str, c: Candle, closed: bool | None = None) -> A.Kline:
-    if closed is None:
-        closed = c.open_time + A.INTERVALS[interval] <= time.time()
-    return A.Kline(
-        spec.symbol,
-        interval,
-        c.open_time,
-        spec.price_text(c.open),
-        spec.price_text(c.high),
-        spec.price_text(c.low),
-        spec.price_text(c.close),
-        spec.qty_text(c.volume),
-        spec.quote_text(c.quote_volume),
-        c.trades,
-        closed,
-    )
-
-
-def ticker_view(spec: MarketSpec, t: TickerView) -> A.TickerData:
-    def px(v: int) -> str | None:
-        return spec.price_text(v) if v else None
-
-    pct = None
-    if t.open:
-        pct = f"{t.change * 100 / t.open:.2f}"  # display only; prices stay exact strings
-    return A.TickerData(
-        spec.symbol,
-        px(t.open),
-        px(t.high),
-        px(t.low),
-        px(t.last),
-        spec.qty_text(t.volume),
-        spec.quote_text(t.quote_volume),
-        spec.price_text(t.change) if t.open else None,
-        pct,
-        t.trades,
-        time.time_ns(),
-    )
 
 
 def _bad(text: str) -> web.HTTPBadRequest:
