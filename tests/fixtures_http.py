@@ -59,7 +59,7 @@ def write_http_config(path: Path, **sections: dict[str, Any]) -> Path:
     for asset in POOL:
         extra += [
             f"\n[assets.{asset}]\ndecimals = 8\n",
-            f"[markets.{asset}-USD]\nbase = \"{asset}\"\nquote = \"USD\"\ntick = \"0.01\"\n"
+            f'[markets.{asset}-USD]\nbase = "{asset}"\nquote = "USD"\ntick = "0.01"\n'
             'lot = "0.0001"\nmin_qty = "0.0001"\nmax_qty = "1000"\nmax_price = "10000000"\n'
             'maker_fee = "0.001"\ntaker_fee = "0.002"\n',
         ]

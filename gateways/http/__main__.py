@@ -47,7 +47,7 @@ def market_data(ex: config.Exchange, recorder: str | None) -> tuple[Any, Any]:
     from feed.market import MarketData
     from gateways.http.streams import BinanceStreams
 
-    market = MarketData(ex, recorder_url=recorder, name="http-gateway")
+    market = MarketData(ex, recorder_url=recorder, name=ex.http_gateway.identity)
     return market, BinanceStreams(ex, market)
 
 
@@ -63,7 +63,8 @@ async def run(args: argparse.Namespace) -> int:
     store = AccountStore(ex.accounts.path)
     market, streams = market_data(ex, args.recorder)
     gw = Gateway(ex, store, vault, market)
-    await market.start()
+    gw.streams = streams
+    await market.start(wait=None)
     await gw.start(tls)
     await streams.start()
     metrics = Exporter("http_gateway").add(gw.http.metrics, gauges=("connections",))
@@ -79,7 +80,7 @@ async def run(args: argparse.Namespace) -> int:
     log.info("stopping: %d connections", len(gw.http.conns))
     await streams.stop()
     await gw.stop()
-    await market.stop()
+    await market.close()
     metrics.close()
     store.close()
     log.info("HTTP gateway stopped")

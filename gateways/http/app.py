@@ -95,6 +95,7 @@ class Gateway:
         self.cfg = cfg = ex.http_gateway
         self.store = store
         self.market = market  # feed/market.py MarketData: books, trades, tickers, klines
+        self.streams: Any = None  # gateways/http/streams.py BinanceStreams (its depth ids)
         self.symbols = SymbolMap(ex)
         self.metrics = Metrics()
         self.signer = Signer(store, vault, cfg.recv_window_max)
@@ -134,7 +135,7 @@ class Gateway:
 
     def health(self, req: Request) -> Response:
         engine = self.engine.available
-        market = self.market is None or bool(self.market.healthy())
+        market = self.market is None or self.market.health().ok
         ok = engine and market
         return Response(200 if ok else 503, JSON.encode(Health(ok, engine, market)))
 

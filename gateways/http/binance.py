@@ -589,12 +589,12 @@ class Binance(Api):
     def depth(self, p: dict) -> Response:
         spec = self.spec(p.get("symbol"))
         limit = _int_param(p, "limit", 100, 1, 5000)
-        return Gateway.json(self.gw.market.binance_depth(spec, limit))
+        return Gateway.json(self.gw.streams.depth_snapshot(spec, limit))
 
     def trades(self, p: dict, agg: bool) -> Response:
         spec = self.spec(p.get("symbol"))
         limit = _int_param(p, "limit", 500, 1, 1000)
-        rows = self.gw.market.recent_trades(spec.symbol)
+        rows = self.gw.market.trades[spec.symbol]
         from_id = _opt_int(p, "fromId")
         start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
         out = []
@@ -621,7 +621,7 @@ class Binance(Api):
         except BinanceReject as e:
             return self.fail(e)
         rows = await self.gw.market.klines(
-            spec,
+            spec.symbol,
             interval,
             0 if start is None else start // 1000,
             2**40 if end is None else end // 1000 + 1,
@@ -658,11 +658,12 @@ class Binance(Api):
     def one_ticker(self, spec: MarketSpec, kind: str) -> Any:
         md = self.gw.market
         sym = self.symbols.binance[spec.symbol]
-        (bp, bq), (ap, aq) = md.best(spec.symbol)
+        book = md.books[spec.symbol]
+        (bp, bq), (ap, aq) = book.best_bid(), book.best_ask()
         px, qty = spec.price_text, spec.qty_text
         if kind == "book":
             return BinanceBookTicker(sym, px(bp), qty(bq), px(ap), qty(aq))
-        t = md.ticker_view(spec.symbol)
+        t = md.ticker_raw(spec.symbol)
         if kind == "price":
             return BinancePriceTicker(sym, px(t.last))
         now = _ms()
@@ -670,7 +671,7 @@ class Binance(Api):
         avg = "0"
         if t.volume:
             avg = spec.price_text(t.quote_volume // (t.volume * spec.tick_lot_quote))
-        recent = md.recent_trades(spec.symbol)
+        recent = md.trades[spec.symbol]
         last_qty = qty(recent[-1].qty) if recent else "0"
         return BinanceTicker24(
             sym,

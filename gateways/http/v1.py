@@ -355,7 +355,7 @@ class V1(Api):
     async def _klines(self, q: KlinesQuery, spec: MarketSpec) -> Response:
         if q.end <= q.start:
             return self.error(400, R.INVALID_FIELD, f"end ({q.end}) must be after start")
-        rows = await self.gw.market.klines(spec, q.interval, q.start, q.end, q.limit)
+        rows = await self.gw.market.klines(spec.symbol, q.interval, q.start, q.end, q.limit)
         return Gateway.json(rows)
 
     def klines(self, req: Request) -> Any:
