@@ -216,7 +216,8 @@ def v1_headers(who: Trader, method: str, path: str, body: bytes, ts: int | None 
 
 
 async def v1(session: aiohttp.ClientSession, base: str, who: Trader | None, method: str,
-             path: str, body: Any = None, query: dict | None = None) -> tuple[int, Any]:  # fmt: skip
+             path: str, body: Any = None, query: dict | None = None,
+             ) -> tuple[int, Any]:  # fmt: skip
     """A /api/v1 request (signed when ``who`` is given): (status, decoded JSON)."""
     if query:
         path = f"{path}?{urlencode(query)}"
