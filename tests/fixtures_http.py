@@ -79,7 +79,7 @@ class HttpGatewayProc(Proc):
         self.identity = identity
         self.port = 0
         self.ws_port = 0
-        self.extra: list[str] = []
+        self.extra: list[str] = ["--no-recorder"]  # no recorder runs in these tests
 
     def args(self) -> list[str]:
         return [
