@@ -2,7 +2,8 @@
 
 ``HttpStack`` is an engine, a gateway on free loopback ports (REST and websocket streams), an
 account store with a vault, and helpers: ``trader()`` makes an account with a sealed API key,
-``fund()`` deposits through the engine, ``v1()`` / ``v3()`` send signed requests exactly as
+``fund()`` deposits through the engine, ``engine_request()`` asks it directly,
+``v1()`` / ``v3()`` send signed requests exactly as
 docs/rest.md describes them (written here from the document, not with the gateway's code), and
 ``ccxt()`` gives a ``ccxt.binance`` pointed at the gateway.
 
@@ -139,7 +140,6 @@ class HttpStack:
         self.vault = Vault.create(self.vault_path)
         self.engine = EngineProc(workdir / "engine", config=self.config)
         self.gateway: HttpGatewayProc | None = None
-        self.admin: EngineClient | None = None
         self._names = itertools.count(1)
         self._markets = iter(POOL)
 
@@ -170,24 +170,29 @@ class HttpStack:
         key, secret = self.store.issue_key(account, Permission(permission), vault=self.vault)
         return Trader(account, name, key, secret, permission)
 
+    async def engine_requests(self, *cmds: Any) -> list[Any]:
+        """The engine's own answers (a client of the test's own, opened and closed here)."""
+        client = EngineClient.for_exchange(self.ex, f"http-test-admin-{os.getpid()}")
+        await client.start(wait=REPLY_TIMEOUT)
+        try:
+            return [await client.request(c, timeout=REPLY_TIMEOUT) for c in cmds]
+        finally:
+            await client.close()
+
+    async def engine_request(self, cmd: Any) -> Any:
+        return (await self.engine_requests(cmd))[0]
+
     async def fund(self, who: Trader, **amounts: str) -> None:
-        if self.admin is None:
-            self.admin = EngineClient.for_exchange(self.ex, f"http-test-admin-{os.getpid()}")
-            await self.admin.start(wait=REPLY_TIMEOUT)
-        for asset, amount in amounts.items():
-            units = self.ex.amount_to_units(asset, amount)
-            reply = await self.admin.request(Deposit(0, who.account, asset, units))
+        cmds = [
+            Deposit(0, who.account, a, self.ex.amount_to_units(a, v)) for a, v in amounts.items()
+        ]
+        for reply in await self.engine_requests(*cmds):
             assert isinstance(reply, LedgerReply), reply
 
     async def funded(self, permission: str = "trade", **amounts: str) -> Trader:
         who = self.trader(permission)
         await self.fund(who, **amounts)
         return who
-
-    async def close_clients(self) -> None:
-        if self.admin is not None:
-            await self.admin.close()
-            self.admin = None
 
     def close(self) -> None:
         for p in (self.gateway, self.engine):
