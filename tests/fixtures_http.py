@@ -22,6 +22,7 @@ import hmac
 import itertools
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,6 +82,7 @@ class HttpGatewayProc(Proc):
         self.port = 0
         self.ws_port = 0
         self.extra: list[str] = ["--no-recorder"]  # no recorder runs in these tests
+        self.tls: ssl.SSLContext | None = None  # client context, for a gateway serving HTTPS
 
     def args(self) -> list[str]:
         return [
@@ -92,7 +94,7 @@ class HttpGatewayProc(Proc):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def astart(self, timeout: float = START_TIMEOUT) -> HttpGatewayProc:
         for attempt in range(BIND_RETRIES):
@@ -103,7 +105,10 @@ class HttpGatewayProc(Proc):
                 if not self.running:
                     return True
                 try:
-                    async with aiohttp.ClientSession() as s, s.get(f"{self.url}/health") as r:
+                    async with (
+                        aiohttp.ClientSession() as s,
+                        s.get(f"{self.url}/health", ssl=self.tls or True) as r,
+                    ):
                         return r.status == 200
                 except aiohttp.ClientError:
                     return False
@@ -143,7 +148,9 @@ class HttpStack:
         self._names = itertools.count(1)
         self._markets = iter(POOL)
 
-    async def astart(self) -> None:
+    async def astart(self, tls: ssl.SSLContext | None = None) -> None:
+        """Start the engine and the gateway (``tls``: the client context for a gateway whose
+        config serves HTTPS)."""
         await self.engine.astart()
         config.use_engine(self.ex, self.engine.commands, self.engine.market_data)
         self.gateway = HttpGatewayProc(
@@ -151,6 +158,7 @@ class HttpStack:
             accounts=self.workdir / "accounts.db", vault=self.vault_path,
             identity=f"http-test-{os.getpid()}",
         )  # fmt: skip
+        self.gateway.tls = tls
         await self.gateway.astart()
 
     @property
