@@ -61,6 +61,10 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
         Child(
             "fix-gateway", [*py, "gateways.fix", *cfg, *accounts, "--data-dir", str(data / "fix")]
         ),
+        Child(
+            "http-gateway",
+            [*py, "gateways.http", *cfg, *accounts, "--vault", str(account_files(data)[1])],
+        ),
     ]
 
 
@@ -69,6 +73,7 @@ def curve_clients(ex: config.Exchange) -> list[str]:
     return [
         ex.json_gateway.identity,
         ex.fix_gateway.identity,
+        ex.http_gateway.identity,
         ex.recorder.identity,
         "bridge",
         "stack-demo",
@@ -88,7 +93,8 @@ def metrics_lines(ex: config.Exchange) -> list[str]:
     m = ex.metrics
     targets = [f"{name} {address}" for name, address in (
         ("engine", m.engine), ("json-gateway", m.json_gateway), ("fix-gateway", m.fix_gateway),
-        ("marketmaker", m.marketmaker), ("recorder", f"{ex.recorder.host}:{ex.recorder.port}"),
+        ("http-gateway", m.http_gateway), ("marketmaker", m.marketmaker),
+        ("recorder", f"{ex.recorder.host}:{ex.recorder.port}"),
         ("ws-bridge", f"{ex.bridge.host}:{ex.bridge.port}"),
     ) if address]  # fmt: skip
     heads = ["  Prometheus targets (GET /metrics): "] + [" " * 37] * len(targets)
@@ -98,7 +104,7 @@ def metrics_lines(ex: config.Exchange) -> list[str]:
 
 
 def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_dir: str) -> str:
-    e, j = ex.engine, ex.json_gateway
+    e, j, h = ex.engine, ex.json_gateway, ex.http_gateway
     lines = [
         "",
         "=" * 78,
@@ -109,6 +115,10 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
         f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted"
         + (f"; CURVE, keys in {e.curve_keys})" if e.curve_keys else ")"),
         f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
+        f"  REST API (/api/v1, Binance /api/v3): http://{h.host}:{h.port}/api/v1/markets"
+        f"   (docs/rest.md; OpenAPI: /openapi.json)",
+        f"  Binance-style streams (ccxt.pro):   ws://{h.host}:{h.ws_port}/ws   "
+        "(docs/binance-streams.md)",
         f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
         f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
         f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
@@ -135,7 +145,7 @@ def _reachable(host: str) -> str:
 
 def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health.Probe]:
     """Each part's health check (stack/health.py), by the name of its child."""
-    j, fx, rec, br = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge
+    j, fx, rec, br, ht = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge, ex.http_gateway
     jhost = _reachable(j.host)
     return {
         "engine": engine.ping,
@@ -147,6 +157,11 @@ def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health
         "recorder": lambda: health.http_health(_reachable(rec.host), rec.port),
         "ws-bridge": lambda: health.http_health(_reachable(br.host), br.port),
         "fix-gateway": lambda: health.tcp(_reachable(fx.host), fx.port),
+        "http-gateway": (
+            (lambda: health.tcp(_reachable(ht.host), ht.port))
+            if ht.tls_cert
+            else (lambda: health.http_health(_reachable(ht.host), ht.port))
+        ),
         "marketmaker": engine.two_sided,
     }
 

@@ -2,7 +2,8 @@
 
 ``HttpStack`` is an engine, a gateway on free loopback ports (REST and websocket streams), an
 account store with a vault, and helpers: ``trader()`` makes an account with a sealed API key,
-``fund()`` deposits through the engine, ``v1()`` / ``v3()`` send signed requests exactly as
+``fund()`` deposits through the engine, ``engine_request()`` asks it directly,
+``v1()`` / ``v3()`` send signed requests exactly as
 docs/rest.md describes them (written here from the document, not with the gateway's code), and
 ``ccxt()`` gives a ``ccxt.binance`` pointed at the gateway.
 
@@ -21,6 +22,7 @@ import hmac
 import itertools
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,7 +81,8 @@ class HttpGatewayProc(Proc):
         self.identity = identity
         self.port = 0
         self.ws_port = 0
-        self.extra: list[str] = []
+        self.extra: list[str] = ["--no-recorder"]  # no recorder runs in these tests
+        self.tls: ssl.SSLContext | None = None  # client context, for a gateway serving HTTPS
 
     def args(self) -> list[str]:
         return [
@@ -91,7 +94,7 @@ class HttpGatewayProc(Proc):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def astart(self, timeout: float = START_TIMEOUT) -> HttpGatewayProc:
         for attempt in range(BIND_RETRIES):
@@ -102,7 +105,10 @@ class HttpGatewayProc(Proc):
                 if not self.running:
                     return True
                 try:
-                    async with aiohttp.ClientSession() as s, s.get(f"{self.url}/health") as r:
+                    async with (
+                        aiohttp.ClientSession() as s,
+                        s.get(f"{self.url}/health", ssl=self.tls or True) as r,
+                    ):
                         return r.status == 200
                 except aiohttp.ClientError:
                     return False
@@ -139,11 +145,12 @@ class HttpStack:
         self.vault = Vault.create(self.vault_path)
         self.engine = EngineProc(workdir / "engine", config=self.config)
         self.gateway: HttpGatewayProc | None = None
-        self.admin: EngineClient | None = None
         self._names = itertools.count(1)
         self._markets = iter(POOL)
 
-    async def astart(self) -> None:
+    async def astart(self, tls: ssl.SSLContext | None = None) -> None:
+        """Start the engine and the gateway (``tls``: the client context for a gateway whose
+        config serves HTTPS)."""
         await self.engine.astart()
         config.use_engine(self.ex, self.engine.commands, self.engine.market_data)
         self.gateway = HttpGatewayProc(
@@ -151,6 +158,7 @@ class HttpStack:
             accounts=self.workdir / "accounts.db", vault=self.vault_path,
             identity=f"http-test-{os.getpid()}",
         )  # fmt: skip
+        self.gateway.tls = tls
         await self.gateway.astart()
 
     @property
@@ -170,24 +178,29 @@ class HttpStack:
         key, secret = self.store.issue_key(account, Permission(permission), vault=self.vault)
         return Trader(account, name, key, secret, permission)
 
+    async def engine_requests(self, *cmds: Any) -> list[Any]:
+        """The engine's own answers (a client of the test's own, opened and closed here)."""
+        client = EngineClient.for_exchange(self.ex, f"http-test-admin-{os.getpid()}")
+        await client.start(wait=REPLY_TIMEOUT)
+        try:
+            return [await client.request(c, timeout=REPLY_TIMEOUT) for c in cmds]
+        finally:
+            await client.close()
+
+    async def engine_request(self, cmd: Any) -> Any:
+        return (await self.engine_requests(cmd))[0]
+
     async def fund(self, who: Trader, **amounts: str) -> None:
-        if self.admin is None:
-            self.admin = EngineClient.for_exchange(self.ex, f"http-test-admin-{os.getpid()}")
-            await self.admin.start(wait=REPLY_TIMEOUT)
-        for asset, amount in amounts.items():
-            units = self.ex.amount_to_units(asset, amount)
-            reply = await self.admin.request(Deposit(0, who.account, asset, units))
+        cmds = [
+            Deposit(0, who.account, a, self.ex.amount_to_units(a, v)) for a, v in amounts.items()
+        ]
+        for reply in await self.engine_requests(*cmds):
             assert isinstance(reply, LedgerReply), reply
 
     async def funded(self, permission: str = "trade", **amounts: str) -> Trader:
         who = self.trader(permission)
         await self.fund(who, **amounts)
         return who
-
-    async def close_clients(self) -> None:
-        if self.admin is not None:
-            await self.admin.close()
-            self.admin = None
 
     def close(self) -> None:
         for p in (self.gateway, self.engine):

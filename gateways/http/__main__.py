@@ -61,7 +61,8 @@ async def run(args: argparse.Namespace) -> int:
         log.error("refusing to start: %s", e)
         return 2
     store = AccountStore(ex.accounts.path)
-    market, streams = market_data(ex, args.recorder)
+    recorder = args.recorder or f"http://{ex.recorder.host}:{ex.recorder.port}"
+    market, streams = market_data(ex, None if args.no_recorder else recorder)
     gw = Gateway(ex, store, vault, market)
     gw.streams = streams
     await market.start(wait=None)
@@ -98,7 +99,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", help="account store path")
     p.add_argument("--vault", help="vault key file (gateways/vault.py)")
     p.add_argument("--identity", help="routing id towards the engine")
-    p.add_argument("--recorder", help="recorder query URL, for klines from ClickHouse")
+    p.add_argument(
+        "--recorder",
+        help="the recorder's query API, http://HOST:PORT (default: [recorder] in the config)",
+    )
+    p.add_argument(
+        "--no-recorder", action="store_true", help="no recorder: history and klines come only "
+        "from the engine's recent trades",
+    )  # fmt: skip
     return p
 
 

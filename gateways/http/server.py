@@ -244,7 +244,8 @@ class Connection(asyncio.Protocol):
         self.peer = "?"
         self.slots: deque[_Slot] = deque()
         self.closing = False
-        self.paused = False
+        self.paused = False  # reading paused: max_pipeline answers outstanding
+        self.write_blocked = False  # reading paused: the client does not read its answers
         # the request being parsed
         self.url = b""
         self.headers: dict[str, str] = {}
@@ -271,6 +272,7 @@ class Connection(asyncio.Protocol):
             return
         srv.conns.add(self)
         srv.metrics.connections = len(srv.conns)
+        t.set_write_buffer_limits(high=256 * 1024)  # type: ignore[attr-defined]
         self.arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -280,6 +282,18 @@ class Connection(asyncio.Protocol):
         for timer in (self.timer, self.idle_timer):
             if timer is not None:
                 timer.cancel()
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: read no more of its requests until it does
+        (what is already queued is bounded by max_pipeline answers)."""
+        self.write_blocked = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        if self.transport is not None and not self.closing and not self.paused:
+            self.transport.resume_reading()
 
     def shutdown(self) -> None:
         """Gateway stopping: answer nothing more, close once what is queued is written."""
@@ -472,7 +486,8 @@ class Connection(asyncio.Protocol):
                 return
         if self.paused and len(slots) < self.cfg.max_pipeline // 2:
             self.paused = False
-            t.resume_reading()
+            if not self.write_blocked:
+                t.resume_reading()
         if not slots:
             self.arm_idle()
 
