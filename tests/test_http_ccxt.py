@@ -51,8 +51,9 @@ FEED_TIMEOUT = 20.0  # the gateway's public data follows the engine over the fee
 MAKER, TAKER = Decimal("0.001"), Decimal("0.002")
 TICK, LOT = Decimal("0.01"), Decimal("0.0001")  # every Qnn-USD pool market
 BASE_PLACES, USD_PLACES = 8, 6
-_admin_ids = itertools.count(1)
+_engine_ids = itertools.count(1)
 _exchanges: list[Any] = []
+_engines: dict[HttpStack, EngineClient] = {}
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -60,7 +61,7 @@ _exchanges: list[Any] = []
 
 def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
     """Run an ``async def`` test in a fresh loop under TEST_TIMEOUT, with an engine client of
-    its own on every stack it uses (``stack.admin``); every ccxt exchange made with ``client``
+    its own on every stack it uses (``engine()``); every ccxt exchange made with ``client``
     and those engine clients are closed afterwards, pass or fail."""
 
     @functools.wraps(fn)
@@ -70,15 +71,16 @@ def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         async def body() -> Any:
             try:
                 for s in stacks:
-                    name = f"ccxt-test-{os.getpid()}-{next(_admin_ids)}"
-                    s.admin = EngineClient.for_exchange(s.ex, name)
-                    await s.admin.start(wait=REPLY_TIMEOUT)
+                    name = f"ccxt-test-{os.getpid()}-{next(_engine_ids)}"
+                    _engines[s] = EngineClient.for_exchange(s.ex, name)
+                    await _engines[s].start(wait=REPLY_TIMEOUT)
                 return await asyncio.wait_for(fn(*args, **kwargs), TEST_TIMEOUT)
             finally:
                 while _exchanges:
                     await _exchanges.pop().close()
                 for s in stacks:
-                    await s.close_clients()
+                    if s in _engines:
+                        await _engines.pop(s).close()
 
         return asyncio.run(body())
 
@@ -134,8 +136,7 @@ def fee(amount: Decimal, rate: Decimal, places: int) -> Decimal:
 
 
 async def engine(stack: HttpStack, cmd: Any) -> Any:
-    assert stack.admin is not None
-    reply = await stack.admin.request(cmd, REPLY_TIMEOUT)
+    reply = await _engines[stack].request(cmd, REPLY_TIMEOUT)
     assert not isinstance(reply, M.Rejected), reply
     return reply
 
