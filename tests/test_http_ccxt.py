@@ -400,6 +400,9 @@ async def test_limit_gtc_ioc_fok_and_post_only(http_stack: HttpStack) -> None:
     assert o.post_only and o.price == 10100 and o.leaves_qty == 10000
     got = await ax.fetch_order(po["id"], s)
     assert (got["postOnly"], got["type"], got["status"]) == (True, "limit", "open")
+    gone = await ax.cancel_order(po["id"], s)  # the cancel still says what kind of order it was
+    assert (gone["status"], gone["postOnly"], gone["info"]["type"]) == ("canceled", True,
+                                                                        "LIMIT_MAKER")  # fmt: skip
 
     bal = await balances(http_stack, b)  # 1000 - 40 - 60 USD; 0.4 + 0.6 base less taker fees
     assert bal["USD"] == (900_000000, 0)

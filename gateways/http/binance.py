@@ -825,12 +825,35 @@ class Binance(Api):
         cmd = M.OrderStatusRequest(0, key.account_id, spec.symbol, order_id, cid)
         return self.gw.call(self, cmd, lambda m: Gateway.json(self.state(spec, m.order)))
 
-    def cancel_order(self, key: ApiKey, p: dict) -> Deferred:
+    def cancel_order(self, key: ApiKey, p: dict) -> Any:
+        """The cancel goes out in one frame after a status query of the same order: the
+        engine answers both in order, and the query gives what a cancel report does not
+        carry (order type, time in force, post-only)."""
         spec, order_id, cid = self.ref(key, p)
-        cmd = M.Cancel(0, key.account_id, spec.symbol, order_id, cid)
-        return self.gw.call(self, cmd, lambda m: Gateway.json(self.cancelled(spec, m.reports[-1])))
+        acct = key.account_id
+        before = self.gw.engine.send(M.OrderStatusRequest(0, acct, spec.symbol, order_id, cid))
+        call = self.gw.call(self, M.Cancel(0, acct, spec.symbol, order_id, cid), _raw)
+        return self._cancel_one(spec, before, call)
 
-    def cancelled(self, spec: MarketSpec, r: M.ExecReport) -> BinanceOrder:
+    async def _cancel_one(self, spec: MarketSpec, before: Any, call: Deferred) -> Response:
+        out = await _settle(call)
+        try:
+            info = await before
+        except Exception:
+            info = None
+        if isinstance(out, Response):
+            return out
+        state = info.order if type(info) is M.OrderInfo else None
+        return Gateway.json(self.cancelled(spec, out.reports[-1], state))
+
+    def cancelled(
+        self, spec: MarketSpec, r: M.ExecReport, state: M.OrderState | None = None
+    ) -> BinanceOrder:
+        if state is not None:
+            tif = TIF_NAMES.get(state.tif, "GTC")
+            kind = _type_name(state.type, state.post_only)
+        else:  # only limit orders rest, so only they are cancelled
+            tif, kind = "GTC", "LIMIT" if r.price else "MARKET"
         return BinanceOrder(
             self.symbols.binance[spec.symbol],
             r.order_id,
@@ -841,8 +864,8 @@ class Binance(Api):
             spec.qty_text(r.cum_qty),
             spec.quote_text(r.cum_quote),
             _status(r.status, r.reason_code),
-            "GTC" if r.price else "IOC",
-            "LIMIT" if r.price else "MARKET",
+            tif,
+            kind,
             SIDE_NAMES[r.side],
             transactTime=r.ts // 1_000_000,
             origClientOrderId=r.client_order_id,
@@ -896,13 +919,13 @@ class Binance(Api):
         calls = [gw.call(self, M.Cancel(0, acct, spec.symbol, o.order_id), _raw)
                  for o in listing.orders]  # fmt: skip
         done = []
-        for call in calls:  # all sent in one frame; answered in order
+        for call, state in zip(calls, listing.orders, strict=True):  # one frame, in order
             out = await _settle(call)
             if isinstance(out, Response):
                 if out.status >= 500:  # in doubt or unavailable: say so, not a short list
                     return out
                 continue  # already gone (filled or cancelled meanwhile)
-            done.append(self.cancelled(spec, out.reports[-1]))
+            done.append(self.cancelled(spec, out.reports[-1], state))
         return Gateway.json(done)
 
     def my_trades(self, key: ApiKey, p: dict) -> Deferred:
