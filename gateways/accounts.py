@@ -1,6 +1,6 @@
 """Accounts, API keys and permissions, shared by every gateway (one SQLite file).
 
-Secrets are never stored. Each API key keeps SCRAM-SHA-256 style verifiers (RFC 5802/7677):
+Secrets are never stored in clear. Each API key keeps SCRAM-SHA-256 style verifiers (RFC 5802/7677):
 
     salted     = PBKDF2-HMAC-SHA256(secret, salt, iterations)
     client_key = HMAC-SHA256(salted, "Client Key")
@@ -12,6 +12,12 @@ the server recovers ``client_key`` and checks its SHA-256 against ``stored_key``
 never crosses the wire, and a stolen accounts file lets nobody log on. FIX, whose Logon has no
 server nonce, sends the secret itself in Password (554) inside its TLS/loopback session; it is
 checked against the same verifier.
+
+HMAC request signing (the HTTP gateway) needs the secret itself, so a key issued with a vault
+also keeps it sealed (``sealed_secret``, AES-256-GCM, ``gateways/vault.py``) under a key that
+lives in a separate file, never in this database: the database alone yields no secret.
+``signing_key`` opens it. Keys issued without a vault (all keys before sealing existed) have no
+sealed secret: they log on over JSON and FIX as before and are refused for HMAC signing.
 
 Account 0 is the engine's fee account and is never handed out.
 """
@@ -28,6 +34,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from gateways.vault import Vault, key_id
+
 ITERATIONS = 4096
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -43,7 +51,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     iterations INTEGER NOT NULL,
     stored_key BLOB NOT NULL,
     revoked INTEGER NOT NULL DEFAULT 0,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    sealed_secret BLOB
 );
 CREATE TABLE IF NOT EXISTS fix_sessions (
     sender_comp_id TEXT PRIMARY KEY,
@@ -117,6 +126,23 @@ class AccountStore:
         self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file made by an older version up to SCHEMA (columns are only ever added)."""
+        if "sealed_secret" in self._columns("api_keys"):
+            return
+        self.db.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
+        try:
+            if "sealed_secret" not in self._columns("api_keys"):
+                self.db.execute("ALTER TABLE api_keys ADD COLUMN sealed_secret BLOB")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         self.db.close()
@@ -148,37 +174,88 @@ class AccountStore:
 
     # ------------------------------------------------------------------------- keys
     def issue_key(
-        self, account: str | int, permission: Permission = Permission.TRADE
+        self,
+        account: str | int,
+        permission: Permission = Permission.TRADE,
+        vault: Vault | None = None,
     ) -> tuple[str, str]:
-        """Create an API key for ``account``; returns (key, secret). The secret is not kept."""
+        """Create an API key for ``account``; returns (key, secret). Only verifiers of the secret
+        are kept, and with ``vault`` the secret sealed too (it can then sign HTTP requests)."""
         account_id = self.account_id(str(account))
         key = "k_" + secrets.token_hex(8)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_bytes(16)
         stored = hashlib.sha256(client_key(secret, salt, ITERATIONS)).digest()
+        sealed = vault.seal(key, secret) if vault is not None else None
         self.db.execute(
             "INSERT INTO api_keys (key, account_id, permission, salt, iterations, stored_key,"
-            " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, account_id, Permission(permission).value, salt, ITERATIONS, stored, time.time()),
-        )
+            " created, sealed_secret) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key, account_id, Permission(permission).value, salt, ITERATIONS, stored,
+             time.time(), sealed),
+        )  # fmt: skip
         return key, secret
+
+    def seal_secret(self, key: str, secret: str, vault: Vault) -> None:
+        """Seal the secret of a key issued without a vault, given by someone who holds it (the
+        demo's credentials file); checked against the key's verifier first."""
+        found = self.lookup(key)
+        if found is None or not check_secret(found, secret):
+            raise AccountError(f"no live API key {key!r} with that secret")
+        self.db.execute(
+            "UPDATE api_keys SET sealed_secret = ? WHERE key = ?", (vault.seal(key, secret), key)
+        )
+
+    def signing_key(self, key: str, vault: Vault) -> tuple[ApiKey, bytes] | None:
+        """The live key and its secret (utf-8) for checking an HMAC signature; None if the key
+        is unknown, revoked or has no sealed secret (issued before sealing). A sealed secret that
+        does not open (another vault's key file, an altered row) raises VaultError."""
+        live = self._live(key)
+        if live is None or live[1] is None:
+            return None
+        return live[0], vault.open(key, live[1]).encode()
+
+    def reseal(self, vault: Vault) -> int:
+        """Re-encrypt every sealed secret (revoked keys' too) under the vault's current key, in
+        one transaction; returns how many. Secrets that do not open raise VaultError, and then
+        nothing changes."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self.db.execute(
+                "SELECT key, sealed_secret FROM api_keys WHERE sealed_secret IS NOT NULL"
+            ).fetchall()
+            for key, blob in rows:
+                sealed = vault.seal(key, vault.open(key, bytes(blob)))
+                self.db.execute(
+                    "UPDATE api_keys SET sealed_secret = ? WHERE key = ?", (sealed, key)
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return len(rows)
+
+    def sealing_key_ids(self) -> set[str]:
+        """The vault key ids the sealed secrets are under (what ``Vault.retire`` must keep)."""
+        rows = self.db.execute("SELECT sealed_secret FROM api_keys WHERE sealed_secret IS NOT NULL")
+        return {key_id(bytes(r[0])) for r in rows}
 
     def revoke_key(self, key: str) -> None:
         cur = self.db.execute("UPDATE api_keys SET revoked = 1 WHERE key = ?", (key,))
         if cur.rowcount != 1:
             raise AccountError(f"no API key {key!r}")
 
-    def lookup(self, key: str) -> ApiKey | None:
-        """A live (not revoked) key, read fresh from the file so revocations apply at once."""
+    def _live(self, key: str) -> tuple[ApiKey, bytes | None] | None:
+        """A live (not revoked) key and its sealed secret, read fresh from the file so
+        revocations apply at once."""
         row = self.db.execute(
-            "SELECT k.key, k.account_id, a.name, k.permission, k.salt, k.iterations, k.stored_key"
-            " FROM api_keys k JOIN accounts a ON a.id = k.account_id"
+            "SELECT k.key, k.account_id, a.name, k.permission, k.salt, k.iterations, k.stored_key,"
+            " k.sealed_secret FROM api_keys k JOIN accounts a ON a.id = k.account_id"
             " WHERE k.key = ? AND k.revoked = 0",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        return ApiKey(
+        found = ApiKey(
             row[0],
             int(row[1]),
             row[2],
@@ -187,13 +264,22 @@ class AccountStore:
             int(row[5]),
             bytes(row[6]),
         )
+        return found, None if row[7] is None else bytes(row[7])
 
-    def keys(self, account: str | int) -> list[tuple[str, str, bool]]:
+    def lookup(self, key: str) -> ApiKey | None:
+        """A live (not revoked) key, read fresh from the file so revocations apply at once."""
+        live = self._live(key)
+        return None if live is None else live[0]
+
+    def keys(self, account: str | int) -> list[tuple[str, str, bool, bool]]:
+        """(key, permission, revoked, sealed) of each of the account's keys."""
         account_id = self.account_id(str(account))
         rows = self.db.execute(
-            "SELECT key, permission, revoked FROM api_keys WHERE account_id = ?", (account_id,)
+            "SELECT key, permission, revoked, sealed_secret IS NOT NULL FROM api_keys"
+            " WHERE account_id = ?",
+            (account_id,),
         )
-        return [(r[0], r[1], bool(r[2])) for r in rows]
+        return [(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
 
     # ------------------------------------------------------------------ FIX sessions
     def add_fix_session(

@@ -3,6 +3,7 @@
 python -m gateways.admin create-account alice
 python -m gateways.admin issue-key alice --permission trade      # prints key and secret once
 python -m gateways.admin revoke-key k_0123456789abcdef
+python -m gateways.admin rotate-vault-key    # new sealing key, every secret resealed, old dropped
 python -m gateways.admin deposit alice USD 10000.00              # through the engine
 python -m gateways.admin withdraw alice BTC 0.5
 python -m gateways.admin balances alice
@@ -19,6 +20,7 @@ import sys
 
 from engine.client import EngineClient, EngineError
 from gateways.accounts import AccountError, AccountStore, Permission
+from gateways.vault import Vault, VaultError
 from protocol import config
 from protocol.amounts import AmountError
 from protocol.messages import (
@@ -110,11 +112,25 @@ def audit_text(ex: config.Exchange, reply: AuditReply) -> tuple[str, bool]:
 def listing(store: AccountStore) -> str:
     lines = []
     for aid, name in store.accounts():
-        keys = ", ".join(f"{k} ({p}{', revoked' if r else ''})" for k, p, r in store.keys(aid))
+        keys = ", ".join(
+            f"{k} ({p}{', revoked' if r else ''}{'' if s else ', unsealed: no HMAC'})"
+            for k, p, r, s in store.keys(aid)
+        )
         lines.append(f"{aid:5} {name:20} {keys}")
     for comp, aid, cod in store.fix_sessions():
         lines.append(f"FIX {comp} -> account {aid}{' (cancel on disconnect)' if cod else ''}")
     return "\n".join(lines) or "no accounts"
+
+
+def rotate_vault_key(store: AccountStore, vault: Vault) -> str:
+    """New current key, every sealed secret moved under it, then the keys left unused dropped
+    (a crash in between leaves the old key in the file, so every secret still opens)."""
+    old = vault.current
+    new = vault.rotate()
+    count = store.reseal(vault)
+    dropped = vault.retire(store.sealing_key_ids())
+    return (f"vault key {old} -> {new}: resealed {count} secrets, retired {len(dropped)} keys"
+            + (f" ({', '.join(dropped)})" if dropped else ""))  # fmt: skip
 
 
 def ledger_view(ex: config.Exchange, cmd: str) -> str:
@@ -136,8 +152,12 @@ def run(args: argparse.Namespace) -> str:
             case "create-account":
                 return f"account {store.create_account(args.name)} {args.name}"
             case "issue-key":
-                key, secret = store.issue_key(args.account, Permission(args.permission))
-                return f"api_key {key}\nsecret  {secret}\n(the secret is shown only now)"
+                vault = Vault.create(args.vault or ex.accounts.vault_key)
+                key, secret = store.issue_key(args.account, Permission(args.permission), vault)
+                return (f"api_key {key}\nsecret  {secret}\n(the secret is shown only now; "
+                        f"kept sealed under vault key {vault.current})")  # fmt: skip
+            case "rotate-vault-key":
+                return rotate_vault_key(store, Vault.load(args.vault or ex.accounts.vault_key))
             case "revoke-key":
                 store.revoke_key(args.key)
                 return f"revoked {args.key}"
@@ -163,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gateways.admin", description=__doc__)
     p.add_argument("--config")
     p.add_argument("--accounts", help="account store (default: from the config)")
+    p.add_argument("--vault", help="vault key file (default: from the config)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("create-account").add_argument("name")
     k = sub.add_parser("issue-key")
     k.add_argument("account")
     k.add_argument("--permission", default="trade", choices=[x.value for x in Permission])
     sub.add_parser("revoke-key").add_argument("key")
+    sub.add_parser("rotate-vault-key", help="seal every API secret under a new vault key")
     sub.add_parser("list")
     f = sub.add_parser("add-fix-session")
     f.add_argument("sender_comp_id")
@@ -188,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except Mismatch as e:
         print(e)
         return 1
-    except (AccountError, AmountError, EngineError, config.ConfigError) as e:
+    except (AccountError, AmountError, EngineError, config.ConfigError, VaultError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -66,7 +66,7 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "var/accounts.db"  # the SQLite account store every gateway shares
     # The key file that seals API secrets (gateways/vault.py), kept apart from the database; the
-    # environment variable EXCHANGE_VAULT_KEY (base64) overrides it.
+    # environment variable EXCHANGE_VAULT_KEY (base64 of the key file's content) overrides it.
     vault_key: str = "var/vault.key"
 
 

@@ -20,6 +20,7 @@ import uvloop
 
 from engine import curve
 from engine.client import EngineUnavailable
+from gateways.vault import Vault, VaultError
 from protocol import config
 from stack import health
 from stack.demo import ensure_demo
@@ -28,13 +29,20 @@ from stack.supervisor import Child, start, stop, supervise
 log = logging.getLogger("stack")
 
 
+def account_files(data_dir: str | Path) -> tuple[Path, Path]:
+    """The stack's account store and the vault key file that seals its API secrets: side by
+    side in the data dir, passed to each part as ``--accounts`` (and ``--vault`` where a part
+    opens sealed secrets)."""
+    return Path(data_dir) / "accounts.db", Path(data_dir) / "vault.key"
+
+
 def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     """The parts that start before the demo accounts exist."""
     py = [sys.executable, "-m"]
     cfg = ["--config", args.config] if args.config else []
     data = Path(args.data_dir)
     pin = ["--cpu", str(args.cpu)] if args.cpu is not None else []
-    accounts = ["--accounts", str(data / "accounts.db")]
+    accounts = ["--accounts", str(account_files(data)[0])]
     return [
         Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
@@ -53,6 +61,10 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
         Child(
             "fix-gateway", [*py, "gateways.fix", *cfg, *accounts, "--data-dir", str(data / "fix")]
         ),
+        Child(
+            "http-gateway",
+            [*py, "gateways.http", *cfg, *accounts, "--vault", str(account_files(data)[1])],
+        ),
     ]
 
 
@@ -61,6 +73,7 @@ def curve_clients(ex: config.Exchange) -> list[str]:
     return [
         ex.json_gateway.identity,
         ex.fix_gateway.identity,
+        ex.http_gateway.identity,
         ex.recorder.identity,
         "bridge",
         "stack-demo",
@@ -80,7 +93,8 @@ def metrics_lines(ex: config.Exchange) -> list[str]:
     m = ex.metrics
     targets = [f"{name} {address}" for name, address in (
         ("engine", m.engine), ("json-gateway", m.json_gateway), ("fix-gateway", m.fix_gateway),
-        ("marketmaker", m.marketmaker), ("recorder", f"{ex.recorder.host}:{ex.recorder.port}"),
+        ("http-gateway", m.http_gateway), ("marketmaker", m.marketmaker),
+        ("recorder", f"{ex.recorder.host}:{ex.recorder.port}"),
         ("ws-bridge", f"{ex.bridge.host}:{ex.bridge.port}"),
     ) if address]  # fmt: skip
     heads = ["  Prometheus targets (GET /metrics): "] + [" " * 37] * len(targets)
@@ -90,7 +104,7 @@ def metrics_lines(ex: config.Exchange) -> list[str]:
 
 
 def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_dir: str) -> str:
-    e, j = ex.engine, ex.json_gateway
+    e, j, h = ex.engine, ex.json_gateway, ex.http_gateway
     lines = [
         "",
         "=" * 78,
@@ -101,6 +115,10 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
         f"  Engine commands (ZeroMQ ROUTER):    {e.commands}   (internal, trusted"
         + (f"; CURVE, keys in {e.curve_keys})" if e.curve_keys else ")"),
         f"  Market data (ZeroMQ PUB, T./D./B.): {e.market_data}",
+        f"  REST API (/api/v1, Binance /api/v3): http://{h.host}:{h.port}/api/v1/markets"
+        f"   (docs/rest.md; OpenAPI: /openapi.json)",
+        f"  Binance-style streams (ccxt.pro):   ws://{h.host}:{h.ws_port}/ws   "
+        "(docs/binance-streams.md)",
         f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
         f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
         f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
@@ -127,7 +145,7 @@ def _reachable(host: str) -> str:
 
 def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health.Probe]:
     """Each part's health check (stack/health.py), by the name of its child."""
-    j, fx, rec, br = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge
+    j, fx, rec, br, ht = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge, ex.http_gateway
     jhost = _reachable(j.host)
     return {
         "engine": engine.ping,
@@ -139,6 +157,11 @@ def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health
         "recorder": lambda: health.http_health(_reachable(rec.host), rec.port),
         "ws-bridge": lambda: health.http_health(_reachable(br.host), br.port),
         "fix-gateway": lambda: health.tcp(_reachable(fx.host), fx.port),
+        "http-gateway": (
+            (lambda: health.tcp(_reachable(ht.host), ht.port))
+            if ht.tls_cert
+            else (lambda: health.http_health(_reachable(ht.host), ht.port))
+        ),
         "marketmaker": engine.two_sided,
     }
 
@@ -156,12 +179,18 @@ async def run(args: argparse.Namespace) -> int:
     if ex.engine.curve_keys:  # every part of the stack gets its key pair (existing ones are kept)
         made = curve.generate(Path(ex.engine.curve_keys), curve_clients(ex))
         log.info("CURVE on: keys in %s (%d new files)", ex.engine.curve_keys, len(made))
+    accounts, vault = account_files(args.data_dir)
+    ex.accounts.path, ex.accounts.vault_key = str(accounts), str(vault)
+    try:  # before any part that opens sealed secrets starts
+        log.info("API secrets sealed with vault key %s", Vault.create(vault).current)
+    except VaultError as e:
+        log.error("%s", e)
+        return 1
     kids = children(args, ex)
     began = loop.time()
     for child in kids:
         await start(child)
     watchers = [asyncio.ensure_future(supervise(c, stopping)) for c in kids]
-    ex.accounts.path = str(Path(args.data_dir) / "accounts.db")
     engine = health.EngineProbes(ex, "stack-demo")
     try:
         creds, creds_path = await ensure_demo(ex, Path(args.data_dir))

@@ -1,8 +1,10 @@
 """Demo accounts for the default stack: created once, funded whenever their balances are empty.
 
-Secrets cannot be read back from the account store (only verifiers are kept), so the stack
+Their keys are issued sealed (``<data dir>/vault.key``), so they sign HTTP requests as well as
+log on over JSON and FIX. The market maker and the banner need the secrets in hand, so the stack
 writes the demo credentials to ``<data dir>/demo-credentials.json`` (mode 0600) when it creates
-them, and reads them from there on later starts.
+them, and reads them from there on later starts; keys from a data dir made before sealing
+existed are sealed then, from that file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from engine.client import EngineClient
 from gateways.accounts import AccountError, AccountStore, Permission
+from gateways.vault import Vault
 from protocol.config import Exchange
 from protocol.messages import Balances, BalancesRequest, Deposit
 
@@ -26,17 +29,22 @@ FUNDS = {
 
 
 def _credentials(ex: Exchange, path: Path) -> dict[str, dict]:
-    if path.exists():
-        return json.loads(path.read_text())
+    vault = Vault.create(ex.accounts.vault_key)
     store = AccountStore(ex.accounts.path)
     try:
+        if path.exists():
+            creds = json.loads(path.read_text())
+            for c in creds.values():
+                if store.lookup(c["api_key"]) and not store.signing_key(c["api_key"], vault):
+                    store.seal_secret(c["api_key"], c["secret"], vault)
+            return creds
         creds = {}
         for name in FUNDS:
             try:
                 account = store.create_account(name)
             except AccountError:
                 account = store.account_id(name)
-            key, secret = store.issue_key(account, Permission.TRADE)
+            key, secret = store.issue_key(account, Permission.TRADE, vault)
             creds[name] = {"account": account, "api_key": key, "secret": secret}
             if name in FIX_COMP_IDS:
                 comp = FIX_COMP_IDS[name]

@@ -6,6 +6,7 @@ check, and a part killed with SIGKILL is restarted and answers again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from gateways.accounts import AccountStore
+from gateways.vault import Vault
 from stack import health
 from stack.supervisor import FIRST_PAUSE, HEALTHY_AFTER, MAX_PAUSE, Backoff, Child, start, supervise
 from tests.procs import REPO, eventually, free_port, write_exchange_toml
@@ -233,6 +236,7 @@ def test_stack_says_up_only_when_every_part_answers_and_restarts_a_killed_part(
     for name in ("json", "fix", "bridge", "recorder"):
         asyncio.run(_assert_listening(ports[name], name))
     assert _http_ok(ports["bridge"]) and _http_ok(ports["recorder"])
+    _assert_demo_keys_sign(out.parent / "var")
 
     gateway = _pid_of(proc.pid, "gateways.json_tcp")
     assert gateway is not None, _children(proc.pid)
@@ -254,6 +258,19 @@ def test_stack_says_up_only_when_every_part_answers_and_restarts_a_killed_part(
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0, err.read_text()[-5000:]
     assert "stopping all parts" in err.read_text()
+
+
+def _assert_demo_keys_sign(var: Path) -> None:
+    """The demo credentials the banner prints open for HMAC signing with the stack's vault."""
+    vault_file = var / "vault.key"
+    assert (vault_file.stat().st_mode & 0o777) == 0o600
+    store = AccountStore(var / "accounts.db")
+    try:
+        for c in json.loads((var / "demo-credentials.json").read_text()).values():
+            signing = store.signing_key(c["api_key"], Vault.load(vault_file))
+            assert signing is not None and signing[1] == c["secret"].encode(), c
+    finally:
+        store.close()
 
 
 async def _assert_listening(port: int, name: str) -> None:

@@ -1,0 +1,1202 @@
+"""``/api/v3``: the Binance spot REST API, the subset ccxt's ``binance`` class drives.
+
+Facts followed (docs/rest.md, "Binance compatibility"): symbols ``BTCUSD`` for ``BTC-USD``;
+parameters in the query string or a form body; decimal strings; times in ms; errors
+``{"code": -NNNN, "msg": ...}`` with the codes and messages ccxt maps to its exception classes
+(insufficient funds, unknown order, bad symbol, filter failures, post-only would take,
+authentication, timestamp outside the window). A write the engine did not answer in time is
+-1007 "execution status unknown" (ccxt: RequestTimeout), never a plain failure.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from gateways.accounts import ApiKey, Permission
+from gateways.http.app import JSON, Api, Gateway, Route, retry_after
+from gateways.http.auth import AuthError, binance_payload
+from gateways.http.server import Deferred, Request, Response
+from protocol import market_api as A
+from protocol import messages as M
+from protocol.amounts import AmountError, format_decimal
+from protocol.config import MarketSpec
+from protocol.enums import CancelReason, OrderStatus, OrderType, TimeInForce
+from protocol.enums import RejectCode as R
+
+V3 = "/api/v3"
+NUMBER = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
+STATUS = {
+    OrderStatus.NEW: "NEW",
+    OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILLED",
+    OrderStatus.FILLED: "FILLED",
+    OrderStatus.CANCELED: "CANCELED",
+    OrderStatus.EXPIRED: "EXPIRED",
+    OrderStatus.REJECTED: "REJECTED",
+}
+EXPIRING = {CancelReason.IOC_REMAINDER, CancelReason.FOK_UNFILLABLE, CancelReason.NO_FUNDS}
+SIDES = {"BUY": 1, "SELL": 2}
+SIDE_NAMES = {1: "BUY", 2: "SELL"}
+TIFS = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
+TIF_NAMES = {int(v): k for k, v in TIFS.items()}
+STPS = {"NONE": 0, "EXPIRE_TAKER": 1, "EXPIRE_MAKER": 2, "EXPIRE_BOTH": 3}
+STP_NAMES = {0: "EXPIRE_TAKER", 1: "EXPIRE_TAKER", 2: "EXPIRE_MAKER", 3: "EXPIRE_BOTH"}
+ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET"]
+KNOWN_TYPES = {"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"}
+INTERVAL_MS = {k: v * 1000 for k, v in A.INTERVALS.items()}
+
+# What an engine reject is on Binance: (HTTP status, code, message). ccxt matches some
+# messages exactly (InsufficientFunds, OrderImmediatelyFillable, MarketClosed).
+REJECTS: dict[int, tuple[int, int, str | None]] = {
+    R.INSUFFICIENT_FUNDS: (400, -2010, "Account has insufficient balance for requested action."),
+    R.POST_ONLY_WOULD_CROSS: (400, -2010, "Order would immediately match and take."),
+    R.DUPLICATE_CLIENT_ORDER_ID: (400, -2010, "Duplicate order sent."),
+    R.MARKET_HALTED: (400, -2010, "Market is closed."),
+    R.NO_LIQUIDITY: (400, -2010, None),
+    R.UNKNOWN_MARKET: (400, -1121, "Invalid symbol."),
+    R.INVALID_PRICE: (400, -1013, "Filter failure: PRICE_FILTER"),
+    R.INVALID_QUANTITY: (400, -1013, "Filter failure: LOT_SIZE"),
+    R.QUANTITY_BELOW_MIN: (400, -1013, "Filter failure: LOT_SIZE"),
+    R.QUANTITY_ABOVE_MAX: (400, -1013, "Filter failure: LOT_SIZE"),
+    R.INVALID_ORDER_TYPE: (400, -1116, "Invalid orderType."),
+    R.INVALID_TIME_IN_FORCE: (400, -1115, "Invalid timeInForce."),
+    R.INVALID_SIDE: (400, -1117, "Invalid side."),
+    R.INVALID_CLIENT_ORDER_ID: (400, -1100, None),
+    R.INVALID_FIELD: (400, -1102, None),
+    R.MALFORMED: (400, -1100, None),
+    R.RATE_LIMITED: (429, -1015, None),
+    R.ENGINE_UNAVAILABLE: (503, -1001, None),
+    R.DEADLINE_PASSED: (503, -1001, None),
+    R.NOT_EXECUTED: (503, -1001, None),
+    R.SHUTTING_DOWN: (503, -1001, None),
+}
+# Errors the HTTP layer itself raises, by status
+STATUS_CODES = {400: -1100, 404: -1016, 405: -1016, 408: -1000, 413: -1100, 431: -1100}
+
+
+class BinanceReject(Exception):
+    def __init__(self, code: int, msg: str, status: int = 400) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.status = status
+
+
+# ------------------------------------------------------------------ response types
+
+
+class BinanceError(msgspec.Struct):
+    code: int
+    msg: str
+
+
+class BinanceServerTime(msgspec.Struct):
+    serverTime: int
+
+
+class BinanceFilter(msgspec.Struct, omit_defaults=True):
+    filterType: str
+    minPrice: str | None = None
+    maxPrice: str | None = None
+    tickSize: str | None = None
+    minQty: str | None = None
+    maxQty: str | None = None
+    stepSize: str | None = None
+
+
+class BinanceSymbolInfo(msgspec.Struct):
+    symbol: str
+    status: str
+    baseAsset: str
+    baseAssetPrecision: int
+    quoteAsset: str
+    quotePrecision: int
+    quoteAssetPrecision: int
+    baseCommissionPrecision: int
+    quoteCommissionPrecision: int
+    orderTypes: list[str]
+    icebergAllowed: bool
+    ocoAllowed: bool
+    otoAllowed: bool
+    quoteOrderQtyMarketAllowed: bool
+    allowTrailingStop: bool
+    cancelReplaceAllowed: bool
+    isSpotTradingAllowed: bool
+    isMarginTradingAllowed: bool
+    filters: list[BinanceFilter]
+    permissions: list[str]
+    permissionSets: list[list[str]]
+    defaultSelfTradePreventionMode: str
+    allowedSelfTradePreventionModes: list[str]
+
+
+class BinanceRateLimit(msgspec.Struct):
+    rateLimitType: str
+    interval: str
+    intervalNum: int
+    limit: int
+
+
+class BinanceExchangeInfo(msgspec.Struct):
+    timezone: str
+    serverTime: int
+    rateLimits: list[BinanceRateLimit]
+    exchangeFilters: list[Any]
+    symbols: list[BinanceSymbolInfo]
+
+
+class BinanceDepth(msgspec.Struct):
+    lastUpdateId: int
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+
+
+class BinanceAggTrade(msgspec.Struct):
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's field name
+    T: int
+    m: bool
+    M: bool
+
+
+class BinancePublicTrade(msgspec.Struct):
+    id: int
+    price: str
+    qty: str
+    quoteQty: str
+    time: int
+    isBuyerMaker: bool
+    isBestMatch: bool
+
+
+class BinanceTicker24(msgspec.Struct):
+    symbol: str
+    priceChange: str
+    priceChangePercent: str
+    weightedAvgPrice: str
+    prevClosePrice: str
+    lastPrice: str
+    lastQty: str
+    bidPrice: str
+    bidQty: str
+    askPrice: str
+    askQty: str
+    openPrice: str
+    highPrice: str
+    lowPrice: str
+    volume: str
+    quoteVolume: str
+    openTime: int
+    closeTime: int
+    firstId: int
+    lastId: int
+    count: int
+
+
+class BinancePriceTicker(msgspec.Struct):
+    symbol: str
+    price: str
+
+
+class BinanceBookTicker(msgspec.Struct):
+    symbol: str
+    bidPrice: str
+    bidQty: str
+    askPrice: str
+    askQty: str
+
+
+class BinanceOrderFill(msgspec.Struct):
+    price: str
+    qty: str
+    commission: str
+    commissionAsset: str
+    tradeId: int
+
+
+class BinanceOrder(msgspec.Struct, omit_defaults=True):
+    """An order as Binance shows it (the create response with FULL, query, cancel)."""
+
+    symbol: str
+    orderId: int
+    orderListId: int
+    clientOrderId: str
+    price: str
+    origQty: str
+    executedQty: str
+    cummulativeQuoteQty: str
+    status: str
+    timeInForce: str
+    type: str
+    side: str
+    transactTime: int | None = None
+    time: int | None = None
+    updateTime: int | None = None
+    workingTime: int | None = None
+    isWorking: bool | None = None
+    stopPrice: str | None = None
+    icebergQty: str | None = None
+    origQuoteOrderQty: str | None = None
+    origClientOrderId: str | None = None
+    selfTradePreventionMode: str | None = None
+    fills: list[BinanceOrderFill] | None = None
+
+
+class BinanceAssetBalance(msgspec.Struct):
+    asset: str
+    free: str
+    locked: str
+
+
+class BinanceCommissionRates(msgspec.Struct):
+    maker: str
+    taker: str
+    buyer: str
+    seller: str
+
+
+class BinanceAccount(msgspec.Struct):
+    uid: int
+    makerCommission: int
+    takerCommission: int
+    buyerCommission: int
+    sellerCommission: int
+    commissionRates: BinanceCommissionRates
+    canTrade: bool
+    canWithdraw: bool
+    canDeposit: bool
+    brokered: bool
+    requireSelfTradePrevention: bool
+    preventSor: bool
+    updateTime: int
+    accountType: str
+    balances: list[BinanceAssetBalance]
+    permissions: list[str]
+
+
+class BinanceMyTrade(msgspec.Struct):
+    symbol: str
+    id: int
+    orderId: int
+    orderListId: int
+    price: str
+    qty: str
+    quoteQty: str
+    commission: str
+    commissionAsset: str
+    time: int
+    isBuyer: bool
+    isMaker: bool
+    isBestMatch: bool
+
+
+# ------------------------------------------------------------------ request types
+# Parameters as sent (strings); the types document them in the OpenAPI file.
+
+
+class BinanceSymbolQuery(msgspec.Struct):
+    symbol: str
+
+
+class BinanceDepthQuery(msgspec.Struct):
+    symbol: str
+    limit: int = 100
+
+
+class BinanceTradesQuery(msgspec.Struct):
+    symbol: str
+    limit: int = 500
+    fromId: int | None = None
+    startTime: int | None = None
+    endTime: int | None = None
+
+
+class BinanceKlinesQuery(msgspec.Struct):
+    symbol: str
+    interval: str
+    limit: int = 500
+    startTime: int | None = None
+    endTime: int | None = None
+
+
+class BinanceTickerQuery(msgspec.Struct):
+    symbol: str | None = None
+    symbols: str | None = None  # a JSON array, URL-encoded: ["BTCUSD","ETHUSD"]
+
+
+class BinanceSigned(msgspec.Struct):
+    timestamp: int
+    signature: str
+    recvWindow: int | None = None
+
+
+class BinanceNewOrderParams(BinanceSigned):
+    symbol: str = ""
+    side: str = ""
+    type: str = ""
+    timeInForce: str | None = None
+    quantity: str | None = None
+    quoteOrderQty: str | None = None
+    price: str | None = None
+    newClientOrderId: str | None = None
+    newOrderRespType: str | None = None  # ACK | RESULT | FULL (default FULL for every type)
+    selfTradePreventionMode: str | None = None
+
+
+class BinanceOrderRef(BinanceSigned):
+    symbol: str = ""
+    orderId: int | None = None
+    origClientOrderId: str | None = None
+
+
+class BinanceOpenOrdersParams(BinanceSigned):
+    symbol: str | None = None
+
+
+class BinanceMyTradesParams(BinanceSigned):
+    symbol: str = ""
+    orderId: int | None = None
+    fromId: int | None = None
+    startTime: int | None = None
+    endTime: int | None = None
+    limit: int = 500
+
+
+# ----------------------------------------------------------------------- the API
+
+
+class Binance(Api):
+    name = "v3"
+    error_type = BinanceError
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.ex = gw.ex
+        self.symbols = gw.symbols
+
+    # --------------------------------------------------------------- error shapes
+    def body(self, status: int, code: int, message: str) -> bytes:
+        if code >= 0:
+            code = STATUS_CODES.get(status, -1001 if status >= 500 else -1000)
+        return JSON.encode(BinanceError(code, message))
+
+    def fail(self, e: BinanceReject) -> Response:
+        return Response(e.status, JSON.encode(BinanceError(e.code, e.msg)))
+
+    def reject(self, msg: M.Rejected, cmd: Any) -> Response:
+        status, code, text = REJECTS.get(msg.code, (400, -2010, None))
+        if msg.code == R.UNKNOWN_ORDER:
+            code, text = (
+                (-2011, "Unknown order sent.")
+                if type(cmd) is M.Cancel
+                else (-2013, "Order does not exist.")
+            )
+        if code == -2010 and text is None:
+            text = msg.reason
+        return Response(status, JSON.encode(BinanceError(code, text or msg.reason)))
+
+    def in_doubt(self, cmd: Any) -> Response:
+        cid = getattr(cmd, "client_order_id", "")
+        ref = f" Look it up with GET /api/v3/order?origClientOrderId={cid}." if cid else ""
+        return Response(
+            503,
+            JSON.encode(
+                BinanceError(
+                    -1007,
+                    "Timeout waiting for response from backend server. Send status unknown;"
+                    " execution status unknown." + ref,
+                )
+            ),
+        )
+
+    def auth_error(self, e: AuthError) -> Response:
+        self.gw.metrics.auth_failures += 1
+        code, status = {
+            "missing": (-2014, 401),
+            "bad_key": (-2015, 401),
+            "permission": (-2015, 401),
+            "bad_signature": (-1022, 400),
+            "timestamp": (-1021, 400),
+            "window": (-1131, 400),
+            "replay": (-1022, 400),
+        }[e.kind]
+        msg = {
+            "missing": "API-key format invalid.",
+            "bad_key": "Invalid API-key, IP, or permissions for action.",
+            "permission": "Invalid API-key, IP, or permissions for action.",
+            "bad_signature": "Signature for this request is not valid.",
+        }.get(e.kind, e.message[:1].upper() + e.message[1:] + ".")
+        return Response(status, JSON.encode(BinanceError(code, msg)))
+
+    def limited(self, wait: float, orders: bool) -> Response:
+        cfg = self.gw.cfg
+        if orders:
+            code = -1015
+            msg = f"Too many new orders; current limit is {cfg.orders_per_second:g} per SECOND."
+        else:
+            code = -1003
+            msg = f"Too many requests; current limit is {cfg.requests_per_second:g} per SECOND."
+        return Response(
+            429, JSON.encode(BinanceError(code, msg)), [("Retry-After", retry_after(wait))]
+        )
+
+    # ------------------------------------------------------------------- parsing
+    def params(self, req: Request) -> dict[str, str]:
+        p = dict(parse_qsl(req.query_string, keep_blank_values=True))
+        if req.body:
+            ctype = req.headers.get("content-type", "")
+            if "json" in ctype:
+                raise BinanceReject(-1100, "Send parameters as a form body or query string.")
+            p.update(parse_qsl(req.body.decode("latin-1"), keep_blank_values=True))
+        return p
+
+    def spec(self, symbol: str | None) -> MarketSpec:
+        if not symbol:
+            raise BinanceReject(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
+        spec = self.symbols.spec(symbol) if symbol == symbol.upper() else None
+        if spec is None:
+            raise BinanceReject(-1121, "Invalid symbol.")
+        return spec
+
+    def sign(self, req: Request, permission: Permission, orders: bool) -> tuple[ApiKey, dict]:
+        """Authenticate a signed request: (key, parameters); AuthError / BinanceReject."""
+        params = self.params(req)
+        signature, payload = binance_payload(req.query_string, req.body)
+        key = self.gw.signer.verify(
+            req.headers.get("x-mbx-apikey", ""),
+            payload,
+            signature,
+            params.get("timestamp", ""),
+            params.get("recvWindow"),
+            once=orders,
+        )
+        if not key.permission.allows(permission):
+            raise AuthError("permission", "this API key may not do this")
+        return key, params
+
+    def guarded(self, permission: Permission, orders: bool, fn: Any) -> Any:
+        """A signed route: authentication, rate limits, Binance-shaped errors around ``fn``."""
+
+        def handler(req: Request) -> Response | Deferred:
+            try:
+                key, params = self.sign(req, permission, orders)
+            except AuthError as e:
+                limited = self.gw.admit(self, req, None, False)
+                return limited or self.auth_error(e)
+            except BinanceReject as e:
+                return self.fail(e)
+            limited = self.gw.admit(self, req, key, orders)
+            if limited is not None:
+                return limited
+            try:
+                return fn(key, params)  # type: ignore[no-any-return]
+            except BinanceReject as e:
+                return self.fail(e)
+
+        return handler
+
+    def public(self, fn: Any) -> Any:
+        def handler(req: Request) -> Any:
+            limited = self.gw.admit(self, req, None, False)
+            if limited is not None:
+                return limited
+            try:
+                return fn(self.params(req))
+            except BinanceReject as e:
+                return self.fail(e)
+
+        return handler
+
+    # -------------------------------------------------------------- public routes
+    def time(self, p: dict) -> Response:
+        return Gateway.json(BinanceServerTime(_ms()))
+
+    def ping(self, p: dict) -> Response:
+        return Response(200, b"{}")
+
+    def exchange_info(self, p: dict) -> Response:
+        wanted = _symbols_param(p)
+        specs = [self.spec(s) for s in wanted] if wanted else list(self.ex.markets.values())
+        cfg = self.gw.cfg
+        return Gateway.json(
+            BinanceExchangeInfo(
+                "UTC",
+                _ms(),
+                [
+                    BinanceRateLimit("REQUEST_WEIGHT", "SECOND", 1, int(cfg.requests_per_second)),
+                    BinanceRateLimit("ORDERS", "SECOND", 1, int(cfg.orders_per_second)),
+                ],
+                [],
+                [self.symbol_info(s) for s in specs],
+            )
+        )
+
+    def symbol_info(self, spec: MarketSpec) -> BinanceSymbolInfo:
+        return BinanceSymbolInfo(
+            self.symbols.binance[spec.symbol],
+            "TRADING",
+            spec.base,
+            spec.base_decimals,
+            spec.quote,
+            spec.quote_decimals,
+            spec.quote_decimals,
+            spec.base_decimals,
+            spec.quote_decimals,
+            ORDER_TYPES,
+            False,
+            False,
+            False,
+            True,
+            False,
+            False,
+            True,
+            False,
+            [
+                BinanceFilter(
+                    "PRICE_FILTER",
+                    minPrice=spec.tick.text,
+                    maxPrice=spec.price_text(spec.max_price),
+                    tickSize=spec.tick.text,
+                ),
+                BinanceFilter(
+                    "LOT_SIZE",
+                    minQty=spec.qty_text(spec.min_qty),
+                    maxQty=spec.qty_text(spec.max_qty),
+                    stepSize=spec.lot.text,
+                ),
+                BinanceFilter(
+                    "MARKET_LOT_SIZE",
+                    minQty=spec.qty_text(spec.min_qty),
+                    maxQty=spec.qty_text(spec.max_qty),
+                    stepSize=spec.lot.text,
+                ),
+            ],
+            [],
+            [["SPOT"]],
+            "EXPIRE_TAKER",
+            ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH"],
+        )
+
+    def depth(self, p: dict) -> Response:
+        spec = self.spec(p.get("symbol"))
+        limit = _int_param(p, "limit", 100, 1, 5000)
+        return Gateway.json(self.gw.streams.depth_snapshot(spec, limit))
+
+    def trades(self, p: dict, agg: bool) -> Response:
+        spec = self.spec(p.get("symbol"))
+        limit = _int_param(p, "limit", 500, 1, 1000)
+        rows = self.gw.market.trades[spec.symbol]
+        from_id = _opt_int(p, "fromId")
+        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        out = []
+        for t in rows:
+            ms = t.ts // 1_000_000
+            if from_id is not None and t.trade_id < from_id:
+                continue
+            if (start is not None and ms < start) or (end is not None and ms > end):
+                continue
+            out.append(t)
+        out = out[:limit] if from_id is not None or start is not None else out[-limit:]
+        if agg:
+            return Gateway.json([_agg(spec, t) for t in out])
+        return Gateway.json([_public_trade(spec, t) for t in out])
+
+    async def klines(self, p: dict) -> Response:
+        try:
+            spec = self.spec(p.get("symbol"))
+            interval = p.get("interval", "")
+            if interval not in A.INTERVALS:
+                raise BinanceReject(-1120, "Invalid interval.")
+            limit = _int_param(p, "limit", 500, 1, 1000)
+            start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        except BinanceReject as e:
+            return self.fail(e)
+        rows = await self.gw.market.klines(
+            spec.symbol,
+            interval,
+            0 if start is None else start // 1000,
+            2**40 if end is None else end // 1000 + 1,
+            limit,
+        )
+        step = INTERVAL_MS[interval]
+        return Gateway.json(
+            [
+                [
+                    k.open_time * 1000,
+                    k.open,
+                    k.high,
+                    k.low,
+                    k.close,
+                    k.volume,
+                    k.open_time * 1000 + step - 1,
+                    k.quote_volume,
+                    k.trades,
+                    "0",
+                    "0",
+                    "0",
+                ]
+                for k in rows
+            ]
+        )
+
+    def ticker(self, p: dict, kind: str) -> Response:
+        wanted = _symbols_param(p)
+        if p.get("symbol"):
+            return Gateway.json(self.one_ticker(self.spec(p["symbol"]), kind))
+        specs = [self.spec(s) for s in wanted] if wanted else list(self.ex.markets.values())
+        return Gateway.json([self.one_ticker(s, kind) for s in specs])
+
+    def one_ticker(self, spec: MarketSpec, kind: str) -> Any:
+        md = self.gw.market
+        sym = self.symbols.binance[spec.symbol]
+        book = md.books[spec.symbol]
+        (bp, bq), (ap, aq) = book.best_bid(), book.best_ask()
+        px, qty = spec.price_text, spec.qty_text
+        if kind == "book":
+            return BinanceBookTicker(sym, px(bp), qty(bq), px(ap), qty(aq))
+        t = md.ticker_raw(spec.symbol)
+        if kind == "price":
+            return BinancePriceTicker(sym, px(t.last))
+        now = _ms()
+        pct = "0.000" if not t.open else f"{t.change * 100 / t.open:.3f}"
+        avg = "0"
+        if t.volume:
+            avg = spec.price_text(t.quote_volume // (t.volume * spec.tick_lot_quote))
+        recent = md.trades[spec.symbol]
+        last_qty = qty(recent[-1].qty) if recent else "0"
+        return BinanceTicker24(
+            sym,
+            px(t.change) if t.open else "0",
+            pct,
+            avg,
+            px(t.open) if t.open else "0",
+            px(t.last) if t.last else "0",
+            last_qty,
+            px(bp),
+            qty(bq),
+            px(ap),
+            qty(aq),
+            px(t.open) if t.open else "0",
+            px(t.high) if t.high else "0",
+            px(t.low) if t.low else "0",
+            qty(t.volume),
+            spec.quote_text(t.quote_volume),
+            now - 86_400_000,
+            now,
+            t.first_trade_id if t.trades else -1,
+            t.last_trade_id if t.trades else -1,
+            t.trades,
+        )
+
+    # -------------------------------------------------------------- signed routes
+    def account(self, key: ApiKey, p: dict) -> Deferred:
+        def ok(msg: M.Balances) -> Response:
+            spec = next(iter(self.ex.markets.values()), None)
+            maker = spec.maker_ppm if spec else 0
+            taker = spec.taker_ppm if spec else 0
+            return Gateway.json(
+                BinanceAccount(
+                    key.account_id,
+                    maker // 100,
+                    taker // 100,
+                    0,
+                    0,
+                    BinanceCommissionRates(
+                        format_decimal(maker, 6), format_decimal(taker, 6), "0", "0"
+                    ),
+                    key.permission.allows(Permission.TRADE),
+                    False,
+                    False,
+                    False,
+                    False,
+                    False,
+                    _ms(),
+                    "SPOT",
+                    [
+                        BinanceAssetBalance(
+                            b.asset,
+                            self.ex.units_text(b.asset, b.available),
+                            self.ex.units_text(b.asset, b.locked),
+                        )
+                        for b in msg.balances
+                    ],
+                    ["SPOT"],
+                )
+            )
+
+        return self.gw.call(self, M.BalancesRequest(0, key.account_id), ok)
+
+    def new_order(self, key: ApiKey, p: dict) -> Deferred:
+        spec = self.spec(p.get("symbol"))
+        cmd, resp_type = self.order_command(key, spec, p)
+        self.gw.metrics.orders += 1
+
+        def ok(msg: M.Executions) -> Response:
+            return Gateway.json(self.created(spec, cmd, msg, resp_type))
+
+        return self.gw.call(self, cmd, ok)
+
+    def test_order(self, key: ApiKey, p: dict) -> Response:
+        self.order_command(key, self.spec(p.get("symbol")), p)
+        return Response(200, b"{}")
+
+    def order_command(self, key: ApiKey, spec: MarketSpec, p: dict) -> tuple[M.NewOrder, str]:
+        side = SIDES.get(p.get("side", ""))
+        if side is None:
+            raise BinanceReject(-1117, "Invalid side.")
+        kind, tif = _kind_and_tif(p)
+        price, qty, quote_qty = _order_amounts(spec, kind, side, p)
+        stp_text = p.get("selfTradePreventionMode") or "NONE"
+        if stp_text not in STPS:
+            raise BinanceReject(
+                -1130, "Invalid data sent for a parameter: selfTradePreventionMode."
+            )
+        resp_type = p.get("newOrderRespType") or "FULL"
+        if resp_type not in ("ACK", "RESULT", "FULL"):
+            raise BinanceReject(-1130, "Invalid data sent for a parameter: newOrderRespType.")
+        cid = p.get("newClientOrderId") or ""
+        if len(cid) > 36 or not _CID.match(cid):
+            raise BinanceReject(
+                -1100,
+                "Illegal characters found in parameter 'newClientOrderId'; "
+                "legal range is '^[a-zA-Z0-9-_]{1,36}$'.",
+            )
+        market = OrderType.MARKET if kind == "MARKET" else OrderType.LIMIT
+        cmd = M.NewOrder(
+            0, key.account_id, spec.symbol, side, market, tif, price, qty, quote_qty, cid,
+            kind == "LIMIT_MAKER", STPS[stp_text],
+        )  # fmt: skip
+        return cmd, resp_type
+
+    def created(
+        self, spec: MarketSpec, cmd: M.NewOrder, msg: M.Executions, kind: str
+    ) -> BinanceOrder:
+        last = msg.reports[-1]
+        ms = last.ts // 1_000_000
+        order = BinanceOrder(
+            self.symbols.binance[spec.symbol],
+            last.order_id,
+            -1,
+            last.client_order_id,
+            spec.price_text(cmd.price) if cmd.price else _zero(spec.tick.text),
+            spec.qty_text(last.qty) if last.qty else _zero(spec.lot.text),
+            spec.qty_text(last.cum_qty),
+            spec.quote_text(last.cum_quote),
+            _status(last.status, last.reason_code),
+            TIF_NAMES.get(cmd.tif, "GTC" if cmd.type == OrderType.LIMIT else "IOC"),
+            _type_name(cmd.type, cmd.post_only),
+            SIDE_NAMES[cmd.side],
+            transactTime=ms,
+            workingTime=ms,
+            origQuoteOrderQty=spec.quote_text(cmd.quote_qty),
+            selfTradePreventionMode=STP_NAMES[cmd.stp],
+        )
+        if kind == "ACK":
+            return BinanceOrder(
+                order.symbol, order.orderId, -1, order.clientOrderId, "", "", "", "", "", "", "",
+                "", transactTime=ms,
+            )  # fmt: skip
+        if kind == "FULL":
+            order.fills = [_fill(spec, r) for r in msg.reports if r.last_qty]
+        return order
+
+    def ref(self, key: ApiKey, p: dict) -> tuple[MarketSpec, int, str]:
+        spec = self.spec(p.get("symbol"))
+        order_id = _opt_int(p, "orderId") or 0
+        cid = p.get("origClientOrderId") or ""
+        if not order_id and not cid:
+            raise BinanceReject(
+                -1102,
+                "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
+            )
+        return spec, order_id, cid
+
+    def get_order(self, key: ApiKey, p: dict) -> Deferred:
+        spec, order_id, cid = self.ref(key, p)
+        cmd = M.OrderStatusRequest(0, key.account_id, spec.symbol, order_id, cid)
+        return self.gw.call(self, cmd, lambda m: Gateway.json(self.state(spec, m.order)))
+
+    def cancel_order(self, key: ApiKey, p: dict) -> Deferred:
+        spec, order_id, cid = self.ref(key, p)
+        cmd = M.Cancel(0, key.account_id, spec.symbol, order_id, cid)
+        return self.gw.call(self, cmd, lambda m: Gateway.json(self.cancelled(spec, m.reports[-1])))
+
+    def cancelled(self, spec: MarketSpec, r: M.ExecReport) -> BinanceOrder:
+        return BinanceOrder(
+            self.symbols.binance[spec.symbol],
+            r.order_id,
+            -1,
+            r.client_order_id,
+            spec.price_text(r.price) if r.price else _zero(spec.tick.text),
+            spec.qty_text(r.qty) if r.qty else _zero(spec.lot.text),
+            spec.qty_text(r.cum_qty),
+            spec.quote_text(r.cum_quote),
+            _status(r.status, r.reason_code),
+            "GTC" if r.price else "IOC",
+            "LIMIT" if r.price else "MARKET",
+            SIDE_NAMES[r.side],
+            transactTime=r.ts // 1_000_000,
+            origClientOrderId=r.client_order_id,
+        )
+
+    def state(self, spec: MarketSpec, o: M.OrderState) -> BinanceOrder:
+        return BinanceOrder(
+            self.symbols.binance[spec.symbol],
+            o.order_id,
+            -1,
+            o.client_order_id,
+            spec.price_text(o.price) if o.price else _zero(spec.tick.text),
+            spec.qty_text(o.qty) if o.qty else _zero(spec.lot.text),
+            spec.qty_text(o.cum_qty),
+            spec.quote_text(o.cum_quote),
+            _status(o.status, 0),
+            TIF_NAMES.get(o.tif, "GTC" if o.type == OrderType.LIMIT else "IOC"),
+            _type_name(o.type, o.post_only),
+            SIDE_NAMES[o.side],
+            time=o.created_ts // 1_000_000,
+            updateTime=o.updated_ts // 1_000_000,
+            workingTime=o.created_ts // 1_000_000,
+            isWorking=True,
+            stopPrice=_zero(spec.tick.text),
+            icebergQty=_zero(spec.lot.text),
+            origQuoteOrderQty=spec.quote_text(o.quote_qty),
+            selfTradePreventionMode="EXPIRE_TAKER",
+        )
+
+    def open_orders(self, key: ApiKey, p: dict) -> Deferred:
+        symbol = p.get("symbol")
+        spec = self.spec(symbol) if symbol else None
+        cmd = M.OpenOrdersRequest(0, key.account_id, spec.symbol if spec else "")
+
+        def ok(msg: M.OpenOrders) -> Response:
+            ex = self.ex
+            return Gateway.json([self.state(ex.markets[o.market], o) for o in msg.orders])
+
+        return self.gw.call(self, cmd, ok)
+
+    def cancel_open(self, key: ApiKey, p: dict) -> Any:
+        """DELETE /api/v3/openOrders: every open order of the symbol, cancelled one by one so
+        the answer lists exactly what was cancelled (an order that filled meanwhile is not)."""
+        return self._cancel_open(key, self.spec(p.get("symbol")))
+
+    async def _cancel_open(self, key: ApiKey, spec: MarketSpec) -> Response:
+        gw, acct = self.gw, key.account_id
+        listing = await _settle(gw.call(self, M.OpenOrdersRequest(0, acct, spec.symbol), _raw))
+        if isinstance(listing, Response):
+            return listing
+        calls = [gw.call(self, M.Cancel(0, acct, spec.symbol, o.order_id), _raw)
+                 for o in listing.orders]  # fmt: skip
+        done = []
+        for call in calls:  # all sent in one frame; answered in order
+            out = await _settle(call)
+            if isinstance(out, Response):
+                if out.status >= 500:  # in doubt or unavailable: say so, not a short list
+                    return out
+                continue  # already gone (filled or cancelled meanwhile)
+            done.append(self.cancelled(spec, out.reports[-1]))
+        return Gateway.json(done)
+
+    def my_trades(self, key: ApiKey, p: dict) -> Deferred:
+        spec = self.spec(p.get("symbol"))
+        limit = _int_param(p, "limit", 500, 1, 1000)
+        from_id, order_id = _opt_int(p, "fromId"), _opt_int(p, "orderId")
+        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        sym = self.symbols.binance[spec.symbol]
+
+        def ok(msg: M.FillsReply) -> Response:
+            rows = []
+            for r in msg.fills:
+                ms = r.ts // 1_000_000
+                if from_id is not None and r.trade_id < from_id:
+                    continue
+                if order_id is not None and r.order_id != order_id:
+                    continue
+                if (start is not None and ms < start) or (end is not None and ms > end):
+                    continue
+                rows.append(_my_trade(spec, sym, r))
+            rows = rows[:limit] if from_id is not None else rows[-limit:]
+            return Gateway.json(rows)
+
+        return self.gw.call(self, M.FillsRequest(0, key.account_id, spec.symbol, 1000), ok)
+
+    def unsupported(self, req: Request) -> Response:
+        return self.error(
+            404, -1016, f"This service is not available on this exchange: {req.method} {req.path}"
+        )
+
+
+# ------------------------------------------------------------------------ helpers
+
+_CID = re.compile(r"^[a-zA-Z0-9._\-~]*$")
+
+
+def _raw(msg: Any) -> Any:
+    return msg
+
+
+async def _settle(d: Deferred) -> Any:
+    """The reply of a deferred engine call, or the error Response it turned into."""
+    try:
+        await d.future
+    except Exception:  # noqa: S110 - the outcome function turns it into a Response
+        pass
+    return d.then(d.future)
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _zero(step_text: str) -> str:
+    """Zero written with a step's decimals, as Binance writes "0.00000000"."""
+    places = len(step_text.partition(".")[2])
+    return "0." + "0" * places if places else "0"
+
+
+def _status(status: int, reason: int) -> str:
+    if status == OrderStatus.CANCELED and reason in EXPIRING:
+        return "EXPIRED"
+    if status == OrderStatus.CANCELED and reason == CancelReason.SELF_TRADE:
+        return "EXPIRED_IN_MATCH"
+    return STATUS.get(status, "NEW")  # type: ignore[call-overload]
+
+
+def _type_name(kind: int, post_only: bool) -> str:
+    if kind == OrderType.MARKET:
+        return "MARKET"
+    return "LIMIT_MAKER" if post_only else "LIMIT"
+
+
+def _fill(spec: MarketSpec, r: M.ExecReport) -> BinanceOrderFill:
+    buyer = r.side == 1
+    return BinanceOrderFill(
+        spec.price_text(r.last_px),
+        spec.qty_text(r.last_qty),
+        spec.base_text(r.fee) if buyer else spec.quote_text(r.fee),
+        spec.base if buyer else spec.quote,
+        r.trade_id,
+    )
+
+
+def _my_trade(spec: MarketSpec, sym: str, r: M.ExecReport) -> BinanceMyTrade:
+    buyer = r.side == 1
+    return BinanceMyTrade(
+        sym,
+        r.trade_id,
+        r.order_id,
+        -1,
+        spec.price_text(r.last_px),
+        spec.qty_text(r.last_qty),
+        spec.quote_text(r.last_px * r.last_qty * spec.tick_lot_quote),
+        spec.base_text(r.fee) if buyer else spec.quote_text(r.fee),
+        spec.base if buyer else spec.quote,
+        r.ts // 1_000_000,
+        buyer,
+        r.liquidity == 1,
+        True,
+    )
+
+
+def _agg(spec: MarketSpec, t: M.Trade) -> BinanceAggTrade:
+    return BinanceAggTrade(
+        t.trade_id,
+        spec.price_text(t.price),
+        spec.qty_text(t.qty),
+        t.trade_id,
+        t.trade_id,
+        t.ts // 1_000_000,
+        t.taker_side == 2,
+        True,
+    )
+
+
+def _public_trade(spec: MarketSpec, t: M.Trade) -> BinancePublicTrade:
+    return BinancePublicTrade(
+        t.trade_id,
+        spec.price_text(t.price),
+        spec.qty_text(t.qty),
+        spec.quote_text(t.price * t.qty * spec.tick_lot_quote),
+        t.ts // 1_000_000,
+        t.taker_side == 2,
+        True,
+    )
+
+
+def _kind_and_tif(p: dict) -> tuple[str, int]:
+    kind = p.get("type", "")
+    if kind in KNOWN_TYPES:
+        raise BinanceReject(-1013, f"Order type {kind} is not supported by this exchange.")
+    if kind not in ORDER_TYPES:
+        raise BinanceReject(-1116, "Invalid orderType.")
+    for name in ("stopPrice", "trailingDelta", "icebergQty"):
+        if p.get(name):
+            raise BinanceReject(-1106, f"Parameter '{name}' sent when not required.")
+    tif = p.get("timeInForce")
+    if kind != "LIMIT":
+        if tif:
+            raise BinanceReject(-1106, "Parameter 'timeInForce' sent when not required.")
+        return kind, 0
+    if not tif:
+        raise BinanceReject(
+            -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
+        )
+    if tif not in TIFS:
+        raise BinanceReject(-1115, "Invalid timeInForce.")
+    return kind, int(TIFS[tif])
+
+
+def _order_amounts(spec: MarketSpec, kind: str, side: int, p: dict) -> tuple[int, int, int]:
+    """(price ticks, qty lots, quote units) of an order's parameters, within the filters."""
+    price = qty = quote_qty = 0
+    if kind != "MARKET":
+        price = _amount(spec.price_to_ticks, p.get("price"), "price", "PRICE_FILTER", True)
+        if price > spec.max_price:
+            raise BinanceReject(-1013, "Filter failure: PRICE_FILTER")
+        qty = _amount(spec.qty_to_lots, p.get("quantity"), "quantity", "LOT_SIZE", True)
+    elif p.get("price"):
+        raise BinanceReject(-1106, "Parameter 'price' sent when not required.")
+    elif p.get("quantity") and p.get("quoteOrderQty"):
+        raise BinanceReject(-1106, "Parameter 'quoteOrderQty' sent when not required.")
+    elif p.get("quoteOrderQty"):
+        if side != 1:
+            raise BinanceReject(-1013, "quoteOrderQty is supported for market buys only.")
+        quote_qty = _amount(
+            spec.quote_to_units, p.get("quoteOrderQty"), "quoteOrderQty", "NOTIONAL", True
+        )
+    else:
+        qty = _amount(spec.qty_to_lots, p.get("quantity"), "quantity", "LOT_SIZE", True)
+    if qty and not spec.min_qty <= qty <= spec.max_qty:
+        raise BinanceReject(-1013, "Filter failure: LOT_SIZE")
+    return price, qty, quote_qty
+
+
+def _amount(convert: Any, text: str | None, name: str, filt: str, required: bool) -> int:
+    if not text:
+        if required:
+            raise BinanceReject(
+                -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+            )
+        return 0
+    if not NUMBER.match(text):
+        raise BinanceReject(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; "
+            "legal range is '^([0-9]{1,20})(\\.[0-9]{1,20})?$'.",
+        )
+    try:
+        value = int(convert(text))
+    except AmountError:
+        raise BinanceReject(-1013, f"Filter failure: {filt}") from None
+    if value <= 0:
+        raise BinanceReject(-1013, f"Filter failure: {filt}")
+    return value
+
+
+def _opt_int(p: dict, name: str) -> int | None:
+    raw = p.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise BinanceReject(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,18}}$'.",
+        )
+    return int(raw)
+
+
+def _int_param(p: dict, name: str, default: int, lo: int, hi: int) -> int:
+    value = _opt_int(p, name)
+    if value is None:
+        return default
+    if not lo <= value <= hi:
+        raise BinanceReject(-1130, f"Invalid data sent for a parameter: {name} must be {lo}..{hi}.")
+    return value
+
+
+def _symbols_param(p: dict) -> list[str]:
+    raw = p.get("symbols")
+    if not raw:
+        return []
+    try:
+        out = msgspec.json.decode(raw, type=list[str])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise BinanceReject(-1100, "Illegal characters found in parameter 'symbols'.") from None
+    if not out or len(out) > 100:
+        raise BinanceReject(-1130, "Invalid data sent for a parameter: symbols.")
+    return out
+
+
+# ------------------------------------------------------------------------- routes
+
+
+def register(gw: Gateway) -> Binance:
+    b = Binance(gw)
+    read, trade = Permission.READ, Permission.TRADE
+    public = [  # method, path, summary, query type, response type, handler(params)
+        ("ping", "Test connectivity", None, dict, b.ping),
+        ("time", "Server time (ms)", None, BinanceServerTime, b.time),
+        ("exchangeInfo", "Markets, filters, order types", BinanceTickerQuery, BinanceExchangeInfo,
+         b.exchange_info),
+        ("depth", "Order book (lastUpdateId matches the depth stream)", BinanceDepthQuery,
+         BinanceDepth, b.depth),
+        ("trades", "Recent trades", BinanceTradesQuery, list[BinancePublicTrade],
+         lambda p: b.trades(p, False)),
+        ("aggTrades", "Recent trades (a = trade id)", BinanceTradesQuery, list[BinanceAggTrade],
+         lambda p: b.trades(p, True)),
+        ("klines", "Candles from ClickHouse (the recorder); the newest live", BinanceKlinesQuery,
+         list[list[Any]], b.klines),
+        ("ticker/24hr", "24h ticker: one symbol, some, or all", BinanceTickerQuery,
+         BinanceTicker24 | list[BinanceTicker24], lambda p: b.ticker(p, "24hr")),
+        ("ticker/price", "Last price: one symbol, some, or all", BinanceTickerQuery,
+         BinancePriceTicker | list[BinancePriceTicker], lambda p: b.ticker(p, "price")),
+        ("ticker/bookTicker", "Best bid and offer: one symbol, some, or all", BinanceTickerQuery,
+         BinanceBookTicker | list[BinanceBookTicker], lambda p: b.ticker(p, "book")),
+    ]  # fmt: skip
+    for path, summary, query, response, fn in public:
+        route = Route("GET", f"{V3}/{path}", summary, "v3", query=query, response=response)
+        gw.add(route, b.public(fn))
+    signed = [  # method, path, summary, permission, is an order write, params, response, fn
+        ("GET", "account", "Balances", read, False, BinanceSigned, BinanceAccount, b.account),
+        ("POST", "order", "Place an order (LIMIT, LIMIT_MAKER, MARKET)", trade, True,
+         BinanceNewOrderParams, BinanceOrder, b.new_order),
+        ("POST", "order/test", "Validate an order without placing it", trade, False,
+         BinanceNewOrderParams, dict, b.test_order),
+        ("GET", "order", "Query an order", read, False, BinanceOrderRef, BinanceOrder,
+         b.get_order),
+        ("DELETE", "order", "Cancel an order", trade, True, BinanceOrderRef, BinanceOrder,
+         b.cancel_order),
+        ("GET", "openOrders", "Open orders (one symbol or all)", read, False,
+         BinanceOpenOrdersParams, list[BinanceOrder], b.open_orders),
+        ("DELETE", "openOrders", "Cancel every open order of a symbol", trade, True,
+         BinanceOrderRef, list[BinanceOrder], b.cancel_open),
+        ("GET", "myTrades", "The account's fills (the newest 1000 the engine keeps)", read,
+         False, BinanceMyTradesParams, list[BinanceMyTrade], b.my_trades),
+    ]  # fmt: skip
+    for method, path, summary, perm, orders, params, response, handler in signed:
+        form = method == "POST"
+        route = Route(
+            method,
+            f"{V3}/{path}",
+            summary,
+            "v3",
+            auth=perm.value,
+            query=None if form else params,
+            body=params if form else None,
+            response=response,
+        )
+        gw.add(route, b.guarded(perm, orders, handler))
+    for prefix in ("/sapi", "/fapi", "/dapi", "/eapi", "/papi"):
+        for depth in range(1, 6):
+            path = prefix + "".join(f"/{{p{i}}}" for i in range(depth))
+            for method in ("GET", "POST", "PUT", "DELETE"):
+                gw.router.add(method, path, b.unsupported)
+    return b

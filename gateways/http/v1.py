@@ -1,0 +1,429 @@
+"""``/api/v1``: the seeds' REST routes, with the whole order surface of the engine.
+
+Bodies and answers are JSON with decimal strings for money (docs/rest.md). The order views,
+validation and conversions are the JSON gateway's (gateways/json_tcp/convert.py): one
+implementation of "what an order request means" for every edge. Errors are
+``{"error": {"code": <RejectCode>, "reason": ...}}`` with an HTTP status that fits (404 for an
+unknown order, whichever account it belongs to; 409 for a duplicate client order id; 429 with
+Retry-After; 503 for an engine away or a write in doubt, code 4003, which names the
+client order id to look the order up with).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from gateways.accounts import ApiKey, Permission
+from gateways.http.app import JSON, Api, Gateway, Route, retry_after
+from gateways.http.auth import AuthError
+from gateways.http.server import Request, Response
+from gateways.json_tcp import convert
+from protocol import json_api as J
+from protocol import market_api as A
+from protocol import messages as M
+from protocol.config import MarketSpec
+from protocol.enums import RejectCode as R
+
+PREFIX = "/api/v1"
+Side = Literal["buy", "sell"]
+Amount = Annotated[str, msgspec.Meta(max_length=64, examples=["50000.00"])]
+STATUS: dict[int, int] = {
+    R.UNKNOWN_ORDER: 404,
+    R.DUPLICATE_CLIENT_ORDER_ID: 409,
+    R.NOT_AUTHORIZED: 403,
+    R.NOT_LOGGED_ON: 401,
+    R.BAD_CREDENTIALS: 401,
+    R.TOO_LARGE: 413,
+    R.RATE_LIMITED: 429,
+    R.ENGINE_UNAVAILABLE: 503,
+    R.TIMEOUT: 503,
+    R.SHUTTING_DOWN: 503,
+    R.DEADLINE_PASSED: 503,
+    R.NOT_EXECUTED: 503,
+    R.INTERNAL: 500,
+}
+
+
+class V1Error(Exception):
+    def __init__(self, status: int, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.code, self.reason = status, code, reason
+
+
+# --------------------------------------------------------------------- request types
+
+
+class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
+    """A new order. ``kind`` is the seeds' name for the side; ``side`` is accepted too."""
+
+    market: str
+    kind: Side | None = None
+    side: Side | None = None
+    type: Literal["limit", "market"] = "limit"
+    price: Amount | None = None
+    quantity: Amount | None = None
+    quote_quantity: Amount | None = None  # market buys: the quote amount to spend
+    time_in_force: Literal["GTC", "IOC", "FOK"] | None = None
+    post_only: bool = False
+    client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] | None = None
+
+
+class QuoteBody(msgspec.Struct, forbid_unknown_fields=True):
+    """What a market order would fill now: ``quantity`` of base, or (buys) ``quote_quantity``."""
+
+    market: str
+    kind: Side | None = None
+    side: Side | None = None
+    quantity: Amount | None = None
+    quote_quantity: Amount | None = None
+
+
+class MarketQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str = ""
+
+
+class NeedMarket(msgspec.Struct, forbid_unknown_fields=True):
+    market: str
+
+
+class DepthQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 100
+
+
+class TradesQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class KlinesQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str
+    interval: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = "1m"
+    start: Annotated[int, msgspec.Meta(ge=0, le=2**40)] = 0  # seconds since the epoch
+    end: Annotated[int, msgspec.Meta(ge=0, le=2**40)] = 2**40
+    limit: Annotated[int, msgspec.Meta(ge=1, le=5000)] = 500
+
+
+class FillsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str = ""
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class OrderQuery(msgspec.Struct, forbid_unknown_fields=True):
+    market: str = ""
+    by: Literal["order_id", "client_order_id", ""] = ""  # how to read the path's {id}
+
+
+class Cancelled(msgspec.Struct):
+    cancelled: int
+
+
+class ErrorDetail(msgspec.Struct):
+    code: int
+    reason: str
+    client_order_id: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    error: ErrorDetail
+
+
+# --------------------------------------------------------------------------- the API
+
+
+class V1(Api):
+    name = "v1"
+    error_type = ErrorBody
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.ex = gw.ex
+
+    def body(self, status: int, code: int, message: str) -> bytes:
+        return JSON.encode(ErrorBody(ErrorDetail(code, message)))
+
+    def reject(self, msg: M.Rejected, cmd: Any) -> Response:
+        return self.error(STATUS.get(msg.code, 400), msg.code, msg.reason)
+
+    def in_doubt(self, cmd: Any) -> Response:
+        cid = getattr(cmd, "client_order_id", "") or None
+        where = f" GET {PREFIX}/order/{cid}?by=client_order_id tells its outcome." if cid else ""
+        text = "in doubt: the engine did not answer in time and may have executed this." + where
+        return Response(503, JSON.encode(ErrorBody(ErrorDetail(R.TIMEOUT, text, cid))))
+
+    def auth_error(self, e: AuthError) -> Response:
+        self.gw.metrics.auth_failures += 1
+        if e.kind == "permission":
+            return self.error(403, R.NOT_AUTHORIZED, e.message)
+        return self.error(401, R.BAD_CREDENTIALS, e.message)
+
+    def limited(self, wait: float, orders: bool) -> Response:
+        what = "orders" if orders else "requests"
+        return self.error(
+            429,
+            R.RATE_LIMITED,
+            f"rate limited ({what}); retry after {wait:.3f}s",
+            [("Retry-After", retry_after(wait))],
+        )
+
+    # ------------------------------------------------------------------- parsing
+    @staticmethod
+    def decode(data: bytes, kind: Any) -> Any:
+        if not data:
+            raise V1Error(400, R.MALFORMED, "a JSON body is required")
+        try:
+            return msgspec.json.decode(data, type=kind)
+        except msgspec.ValidationError as e:
+            hint = ""
+            if "Expected `str | null`, got `int`" in str(e) or "got `float`" in str(e):
+                hint = ': send prices and quantities as decimal strings, e.g. "50000.00"'
+            raise V1Error(400, R.INVALID_FIELD, f"{e}{hint}") from None
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as e:
+            raise V1Error(400, R.MALFORMED, f"not valid JSON: {e}") from None
+
+    @staticmethod
+    def query(req: Request, kind: Any) -> Any:
+        try:
+            return msgspec.convert(req.query, kind, strict=False)
+        except msgspec.ValidationError as e:
+            raise V1Error(400, R.INVALID_FIELD, f"query: {e}") from None
+
+    def spec(self, market: str) -> MarketSpec:
+        spec = self.ex.markets.get(market)
+        if spec is None:
+            raise V1Error(
+                404 if market else 400,
+                R.UNKNOWN_MARKET,
+                f"unknown market {market!r}; markets: {', '.join(self.ex.markets)}",
+            )
+        return spec
+
+    def authenticate(self, req: Request, permission: Permission, orders: bool) -> ApiKey:
+        h = req.headers
+        path = req.path + ("?" + req.query_string if req.query_string else "")
+        ts = h.get("x-api-timestamp", "")
+        payload = ts.encode() + req.method.encode() + path.encode("latin-1") + req.body
+        key = self.gw.signer.verify(
+            h.get("x-api-key", ""),
+            payload,
+            h.get("x-api-signature", ""),
+            ts,
+            h.get("x-api-recv-window"),
+            once=orders,
+        )
+        if not key.permission.allows(permission):
+            raise AuthError(
+                "permission", f"this API key is {key.permission.value}; {permission.value} needed"
+            )
+        return key
+
+    def guarded(self, permission: Permission, orders: bool, fn: Any) -> Any:
+        def handler(req: Request) -> Any:
+            try:
+                key = self.authenticate(req, permission, orders)
+            except AuthError as e:
+                return self.gw.admit(self, req, None, False) or self.auth_error(e)
+            limited = self.gw.admit(self, req, key, orders)
+            if limited is not None:
+                return limited
+            try:
+                return fn(key, req)
+            except V1Error as e:
+                return self.error(e.status, e.code, e.reason)
+            except convert.EdgeReject as e:
+                return self.error(STATUS.get(e.code, 400), e.code, e.reason)
+
+        return handler
+
+    def public(self, fn: Any) -> Any:
+        def handler(req: Request) -> Any:
+            limited = self.gw.admit(self, req, None, False)
+            if limited is not None:
+                return limited
+            try:
+                return fn(req)
+            except V1Error as e:
+                return self.error(e.status, e.code, e.reason)
+
+        return handler
+
+    def result(self, msg: Any) -> Response:
+        return Gateway.json(convert.result(self.ex, msg))
+
+    # -------------------------------------------------------------------- orders
+    def place(self, key: ApiKey, req: Request) -> Any:
+        b = self.decode(req.body, OrderBody)
+        side = _side(b.kind, b.side)
+        place = J.Place(
+            0, b.market, side, b.type, b.price, b.quantity, b.quote_quantity,
+            b.time_in_force, b.client_order_id, b.post_only, b.stp,
+        )  # fmt: skip
+        cmd = convert.place(self.ex, key.account_id, place)
+        self.gw.metrics.orders += 1
+        return self.gw.call(self, cmd, self.placed)
+
+    def placed(self, msg: M.Executions) -> Response:
+        reports = msg.reports
+        view = convert.report_view(self.ex, reports[-1])
+        fills = [convert.fill_view(self.ex, r) for r in reports if r.last_qty]
+        return Gateway.json(Placed(view, fills))
+
+    def order_ref(self, key: ApiKey, req: Request) -> tuple[str, int, str]:
+        q = self.query(req, OrderQuery)
+        if q.market:
+            self.spec(q.market)
+        ref = req.params["id"]
+        by = q.by or ("order_id" if ref.isdigit() else "client_order_id")
+        if by == "order_id":
+            if not ref.isdigit() or len(ref) > 19 or int(ref) >= 2**63:
+                raise V1Error(400, R.INVALID_FIELD, f"order id must be a number, was {ref!r}")
+            return q.market, int(ref), ""
+        return q.market, 0, ref
+
+    def get_order(self, key: ApiKey, req: Request) -> Any:
+        market, order_id, cid = self.order_ref(key, req)
+        cmd = M.OrderStatusRequest(0, key.account_id, market, order_id, cid)
+        return self.gw.call(self, cmd, self.result)
+
+    def cancel(self, key: ApiKey, req: Request) -> Any:
+        market, order_id, cid = self.order_ref(key, req)
+        cmd = M.Cancel(0, key.account_id, market, order_id, cid)
+        return self.gw.call(self, cmd, self.result)
+
+    def quote(self, key: ApiKey, req: Request) -> Any:
+        b = self.decode(req.body, QuoteBody)
+        q = J.GetQuote(0, b.market, _side(b.kind, b.side), b.quantity, b.quote_quantity)
+        if bool(b.quantity) == bool(b.quote_quantity):
+            raise V1Error(400, R.INVALID_FIELD, "give quantity, or quote_quantity (buys)")
+        return self.gw.call(self, convert.quote(self.ex, key.account_id, q), self.result)
+
+    def open_orders(self, key: ApiKey, req: Request) -> Any:
+        q = self.query(req, MarketQuery)
+        if q.market:
+            self.spec(q.market)
+        return self.gw.call(self, M.OpenOrdersRequest(0, key.account_id, q.market), self.result)
+
+    def cancel_all(self, key: ApiKey, req: Request) -> Any:
+        q = self.query(req, MarketQuery)
+        if q.market:
+            self.spec(q.market)
+        cmd = M.MassCancel(0, key.account_id, q.market)
+        return self.gw.call(self, cmd, lambda m: Gateway.json(Cancelled(m.count)))
+
+    def balances(self, key: ApiKey, req: Request) -> Any:
+        return self.gw.call(self, M.BalancesRequest(0, key.account_id), self.result)
+
+    def fills(self, key: ApiKey, req: Request) -> Any:
+        q = self.query(req, FillsQuery)
+        if q.market:
+            self.spec(q.market)
+        cmd = M.FillsRequest(0, key.account_id, q.market, q.limit)
+        return self.gw.call(self, cmd, self.result)
+
+    # --------------------------------------------------------------- market data
+    def markets(self, req: Request) -> Response:
+        return Gateway.json([convert.market_view(m) for m in self.ex.markets.values()])
+
+    def _market(self, req: Request, kind: Any) -> tuple[Any, MarketSpec]:
+        if "symbol" in req.params:  # the seeds' /orderbook/{symbol} spellings
+            q = self.query(req, kind) if req.query_string else None
+            market = req.params["symbol"]
+            q = msgspec.structs.replace(q, market=market) if q else kind(market=market)
+            return q, self.spec(market)
+        q = self.query(req, kind)
+        return q, self.spec(q.market)
+
+    def depth(self, req: Request) -> Response:
+        q, spec = self._market(req, DepthQuery)
+        return Gateway.json(self.gw.market.depth_view(spec.symbol, q.limit))
+
+    def trades(self, req: Request) -> Response:
+        q, spec = self._market(req, TradesQuery)
+        return Gateway.json(self.gw.market.trade_views(spec.symbol, q.limit))
+
+    def tickers(self, req: Request) -> Response:
+        if "symbol" in req.params:
+            return Gateway.json(self.gw.market.ticker(self.spec(req.params["symbol"]).symbol))
+        q = self.query(req, MarketQuery)
+        if q.market:
+            return Gateway.json(self.gw.market.ticker(self.spec(q.market).symbol))
+        return Gateway.json([self.gw.market.ticker(m) for m in self.ex.markets])
+
+    async def _klines(self, q: KlinesQuery, spec: MarketSpec) -> Response:
+        if q.end <= q.start:
+            return self.error(400, R.INVALID_FIELD, f"end ({q.end}) must be after start")
+        rows = await self.gw.market.klines(spec.symbol, q.interval, q.start, q.end, q.limit)
+        return Gateway.json(rows)
+
+    def klines(self, req: Request) -> Any:
+        q, spec = self._market(req, KlinesQuery)
+        return self._klines(q, spec)
+
+
+class Placed(msgspec.Struct):
+    """The order as it stands after the engine took it, and the fills it made at once."""
+
+    order: J.Order
+    fills: list[J.Fill]
+
+
+def _side(kind: Side | None, side: Side | None) -> Side:
+    if kind and side and kind != side:
+        raise V1Error(400, R.INVALID_SIDE, f"kind {kind!r} and side {side!r} disagree")
+    value = kind or side
+    if not value:
+        raise V1Error(400, R.INVALID_SIDE, 'give kind (or side): "buy" or "sell"')
+    return value
+
+
+# ----------------------------------------------------------------------------- routes
+
+
+def register(gw: Gateway) -> V1:
+    v = V1(gw)
+    read, trade = Permission.READ, Permission.TRADE
+    order_views = list[J.Order]
+    signed = [  # method, paths, summary, permission, order write, query, body, response, fn
+        ("POST", ["order", "orders"], "Place an order", trade, True, None, OrderBody, Placed,
+         v.place),
+        ("GET", ["order/{id}", "orders/{id}"], "An order and its fill status (by order id, or "
+         "client order id)", read, False, OrderQuery, None, J.Order, v.get_order),
+        ("DELETE", ["order/{id}", "orders/{id}"], "Cancel an order", trade, True, OrderQuery,
+         None, order_views, v.cancel),
+        ("POST", ["order/quote"], "What a market order would fill now", read, False, None,
+         QuoteBody, J.QuoteView, v.quote),
+        ("GET", ["order/open", "orders"], "Open orders", read, False, MarketQuery, None,
+         order_views, v.open_orders),
+        ("DELETE", ["orders"], "Cancel all open orders (of one market, or all)", trade, True,
+         MarketQuery, None, Cancelled, v.cancel_all),
+        ("GET", ["balances"], "Balances", read, False, None, None, list[J.BalanceView],
+         v.balances),
+        ("GET", ["fills"], "The account's fills, newest last", read, False, FillsQuery, None,
+         list[J.Fill], v.fills),
+    ]  # fmt: skip
+    for method, paths, summary, perm, orders, query, body, response, fn in signed:
+        handler = v.guarded(perm, orders, fn)
+        for path in paths:
+            route = Route(
+                method, f"{PREFIX}/{path}", summary, "v1", auth=perm.value, query=query,
+                body=body, response=response,
+            )  # fmt: skip
+            gw.add(route, handler)
+    public: list[Any] = [  # paths, summary, query, response, fn
+        (["markets"], "Markets and their rules", None, list[J.MarketView], v.markets),
+        (["depth", "orderbook/{symbol}"], "Order book levels", DepthQuery, A.DepthView,
+         v.depth),
+        (["trades"], "Recent trades", TradesQuery, list[A.TradeView], v.trades),
+        (["tickers", "ticker/{symbol}"], "24h tickers (all, or ?market=)", MarketQuery,
+         A.TickerData | list[A.TickerData], v.tickers),
+        (["klines", "klines/{symbol}"], "Candles (ClickHouse, through the recorder)",
+         KlinesQuery, list[A.Kline], v.klines),
+    ]  # fmt: skip
+    for paths, summary, q, out, read_fn in public:
+        handler = v.public(read_fn)
+        for path in paths:
+            gw.add(Route("GET", f"{PREFIX}/{path}", summary, "v1", query=q, response=out), handler)
+    return v
