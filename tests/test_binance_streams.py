@@ -549,7 +549,7 @@ async def test_a_slow_client_is_dropped_and_counted_while_a_fast_one_keeps_recei
     engine: Engine, market: str
 ) -> None:
     s = sym(market).lower()
-    limits = StreamLimits(send_queue=64)
+    limits = StreamLimits(send_queue=16)
     connector = aiohttp.TCPConnector(socket_factory=small_rcvbuf_socket)
     async with (
         running(engine, market, limits=limits) as (gw, desk),
@@ -580,8 +580,10 @@ async def test_a_slow_client_is_dropped_and_counted_while_a_fast_one_keeps_recei
         assert gw.streams.metrics.dropped_slow == 1
         slow_ws = Ws(slow)
         await asyncio.gather(
-            slow_ws.until(lambda: slow_ws.closed, timeout=60, what="the slow one closed"),
-            fast.until(lambda: len(fast.of("trade")) == trades, what="the fast one has all"),
+            slow_ws.until(lambda: slow_ws.closed, timeout=120, what="the slow one closed"),
+            fast.until(
+                lambda: len(fast.of("trade")) == trades, timeout=120, what="the fast one has all"
+            ),
         )
         assert not fast.closed
         m = gw.streams.metrics
