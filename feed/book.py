@@ -31,6 +31,8 @@ class LocalBook:
         self.last_trade_id = 0
 
     def load(self, snap: BookSnapshot) -> None:
+        """Take the snapshot's levels into new maps: whoever still holds the old ones sees the
+        book as it was (gateways/http/streams.py sends its subscribers the difference)."""
         self.epoch, self.seq = snap.epoch, snap.seq
         self.bids = SortedDict({-p: q for p, q, _ in snap.bids})
         self.asks = SortedDict({p: q for p, q, _ in snap.asks})

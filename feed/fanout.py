@@ -50,6 +50,7 @@ class Fanout:
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
+        self.linger = 10.0  # seconds a dropped client has to read what was queued, then abort
         self.clients: set[Client] = set()
         self.subs: dict[str, set[Client]] = {}
 
@@ -93,7 +94,7 @@ class Fanout:
             self.drop(c)
             t.write(TOO_SLOW)
             t.close()  # flushes what is queued, then closes; bounded: nothing more is added
-            asyncio.get_running_loop().call_later(10, t.abort)
+            asyncio.get_running_loop().call_later(self.linger, t.abort)
 
     def drop(self, c: Client) -> None:
         if c in self.clients:

@@ -474,6 +474,8 @@ class BinanceStreams:
             pub.bbo = best
             if self.wants(f"{pub.stream}@bookTicker"):
                 self.publish(f"{pub.stream}@bookTicker", self.book_ticker(pub))
+            if self.wants(f"{pub.stream}@ticker"):
+                self._stats(pub)  # the ticker shows the best bid and ask too
 
     def _flush(self, pub: _Published, kind: str) -> None:
         p = pub.pending.pop(kind)
