@@ -146,6 +146,7 @@ class HttpStack:
         self.engine = EngineProc(workdir / "engine", config=self.config)
         self.gateway: HttpGatewayProc | None = None
         self._names = itertools.count(1)
+        self._clients = itertools.count(1)
         self._markets = iter(POOL)
 
     async def astart(self, tls: ssl.SSLContext | None = None) -> None:
@@ -180,7 +181,9 @@ class HttpStack:
 
     async def engine_requests(self, *cmds: Any) -> list[Any]:
         """The engine's own answers (a client of the test's own, opened and closed here)."""
-        client = EngineClient.for_exchange(self.ex, f"http-test-admin-{os.getpid()}")
+        # A routing id of its own each time: the engine may still hold the last one's pipe.
+        ident = f"http-test-admin-{os.getpid()}-{next(self._clients)}"
+        client = EngineClient.for_exchange(self.ex, ident)
         await client.start(wait=REPLY_TIMEOUT)
         try:
             return [await client.request(c, timeout=REPLY_TIMEOUT) for c in cmds]
