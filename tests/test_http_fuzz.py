@@ -53,9 +53,12 @@ def homogeneous_tuples(node: Any) -> Any:
 
 SCHEMA = schemathesis.openapi.from_dict(homogeneous_tuples(json.loads(DOC.read_text())))
 OPERATIONS = [r.ok() for r in SCHEMA.get_all_operations()]
-EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
+EXAMPLES = {GenerationMode.POSITIVE: 20, GenerationMode.NEGATIVE: 10}
 CHECKS = [C.not_a_server_error, C.response_schema_conformance, C.content_type_conformance]
-AMOUNT = st.from_regex(r"-?[0-9]{1,7}(\.[0-9]{1,9})?", fullmatch=True)
+ONE = ("1.00", "0.10", "2")  # on every market's tick and lot
+AMOUNT = st.one_of(
+    st.from_regex(r"-?[0-9]{1,7}(\.[0-9]{1,9})?", fullmatch=True), st.sampled_from(ONE)
+)
 # an operation without parameters or body has no invalid request to make
 CASES = [
     (op, mode)
@@ -109,7 +112,7 @@ def fuzzer_fixture(http_stack: HttpStack) -> tuple[HttpStack, Trader, str]:
     return http_stack, who, market
 
 
-def steer(case: Any, market: str | None, amount: str | None) -> None:
+def steer(case: Any, market: str | None, amount: str | None, valid: bool) -> None:
     """Point some cases at a real market and amount; re-time v3's signed parameters."""
     binance = "/api/v3" in case.operation.path
     for part in (case.query, case.body, case.path_parameters):
@@ -122,6 +125,17 @@ def steer(case: Any, market: str | None, amount: str | None) -> None:
                 part[name] = amount
             elif binance and name in V3_SIGNING and case.operation.security:
                 del part[name]
+    body = case.body
+    if valid and market and not binance and isinstance(body, dict) and "market" in body:
+        # an order or quote that can be accepted: one side, amounts on the tick and lot
+        one = amount if amount in ONE else ONE[0]
+        body.pop("side", None)
+        body.pop("quote_quantity", None)
+        body |= {"kind": "buy", "quantity": one}
+        if body.get("type") == "market":
+            body.pop("price", None)
+        elif not case.operation.path.endswith("/quote"):
+            body["price"] = one
     if binance and case.operation.security:
         where = case.body if isinstance(case.body, dict) else case.query
         if where is None:
@@ -152,9 +166,10 @@ def test_every_operation_answers_within_the_document(
         case=op.as_strategy(generation_mode=mode),
         market=st.sampled_from([None, market, "BTC-USD"]),
         amount=st.one_of(st.none(), AMOUNT),
+        valid=st.booleans(),
     )
-    def run(case: Any, market: str | None, amount: str | None) -> None:
-        steer(case, market, amount)
+    def run(case: Any, market: str | None, amount: str | None, valid: bool) -> None:
+        steer(case, market, amount, valid)
         r = case.call_and_validate(
             base_url=stack.url, session=session, auth=Sign(who), checks=CHECKS, timeout=20
         )
@@ -165,4 +180,6 @@ def test_every_operation_answers_within_the_document(
     finally:
         session.close()
     assert seen, "no request was sent"
+    if (op.method, op.path, mode) == ("post", "/api/v1/order", GenerationMode.POSITIVE):
+        assert 200 in seen, f"no generated order was placed: {seen}"  # the steering works
     assert stack.gateway is not None and stack.gateway.running, stack.logs()
