@@ -185,9 +185,9 @@ class V1(Api):
             raise V1Error(400, R.MALFORMED, f"not valid JSON: {e}") from None
 
     @staticmethod
-    def query(req: Request, kind: Any) -> Any:
+    def query(req: Request, kind: Any, **path: str) -> Any:
         try:
-            return msgspec.convert(req.query, kind, strict=False)
+            return msgspec.convert({**req.query, **path}, kind, strict=False)
         except msgspec.ValidationError as e:
             raise V1Error(400, R.INVALID_FIELD, f"query: {e}") from None
 
@@ -329,10 +329,8 @@ class V1(Api):
 
     def _market(self, req: Request, kind: Any) -> tuple[Any, MarketSpec]:
         if "symbol" in req.params:  # the seeds' /orderbook/{symbol} spellings
-            q = self.query(req, kind) if req.query_string else None
-            market = req.params["symbol"]
-            q = msgspec.structs.replace(q, market=market) if q else kind(market=market)
-            return q, self.spec(market)
+            q = self.query(req, kind, market=req.params["symbol"])
+            return q, self.spec(q.market)
         q = self.query(req, kind)
         return q, self.spec(q.market)
 

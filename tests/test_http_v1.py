@@ -1,0 +1,739 @@
+"""``/api/v1`` against the real gateway and engine processes: every route (and its aliases)
+through requests signed as docs/rest.md says, results checked against the engine's own view
+(an EngineClient of the test) or against other routes; bad inputs per route; authentication
+(read-only and revoked keys, bad signatures, missing headers, timestamps out of the window,
+replays); rate limits; an order in doubt; the committed docs/openapi.json kept equal to the
+generated document.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from protocol import messages as M
+from tests.fixtures_gateway import async_test
+from tests.fixtures_http import (
+    REPLY_TIMEOUT,
+    HttpStack,
+    Trader,
+    http_stack_fixture,  # noqa: F401
+    v1,
+    v1_headers,
+)
+from tests.procs import REPO, eventually_async
+
+V1 = "/api/v1"
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
+
+
+def ticks(text: str) -> int:  # Q-markets: tick 0.01, lot 0.0001 (tests/fixtures_http.py)
+    return int(Decimal(text) * 100)
+
+
+def lots(text: str) -> int:
+    return int(Decimal(text) * 10_000)
+
+
+def usd(text: str) -> int:  # USD has 6 decimals
+    return int(Decimal(text) * 10**6)
+
+
+def http_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """An async test with a session for the gateway in ``s`` and the stack's engine client
+    closed afterwards (it belongs to this test's event loop)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        stack = kwargs.get("http_stack") or kwargs.get("tight")
+        async with aiohttp.ClientSession() as s:
+            try:
+                return await fn(*args, s=s, **kwargs)
+            finally:
+                await stack.close_clients()
+
+    wrapper.__signature__ = _without_s(fn)  # type: ignore[attr-defined]
+    return async_test(wrapper)
+
+
+def _without_s(fn: Callable[..., Any]) -> Any:
+    import inspect
+
+    sig = inspect.signature(fn)
+    return sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "s"])
+
+
+async def engine(stack: HttpStack, cmd: Any) -> Any:
+    if stack.admin is None:
+        await stack.fund(stack.trader())  # makes the client
+    assert stack.admin is not None
+    return await stack.admin.request(cmd)
+
+
+async def open_in_engine(stack: HttpStack, who: Trader, market: str = "") -> list[M.OrderState]:
+    reply = await engine(stack, M.OpenOrdersRequest(0, who.account, market))
+    assert isinstance(reply, M.OpenOrders), reply
+    return reply.orders
+
+
+async def balances_in_engine(stack: HttpStack, who: Trader) -> dict[str, tuple[int, int]]:
+    reply = await engine(stack, M.BalancesRequest(0, who.account))
+    assert isinstance(reply, M.Balances), reply
+    return {b.asset: (b.available, b.locked) for b in reply.balances}
+
+
+def order(market: str, kind: str, price: str, qty: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "market": market,
+        "kind": kind,
+        "type": "limit",
+        "price": price,
+        "quantity": qty,
+        **extra,
+    }
+
+
+async def setup(stack: HttpStack, **amounts: str) -> tuple[str, Trader]:
+    market = stack.new_market()
+    base = market.split("-")[0]
+    who = await stack.funded(USD=amounts.get("USD", "100000"), **{base: amounts.get("base", "10")})
+    return market, who
+
+
+# ----------------------------------------------------------------------------- orders
+
+
+@pytest.mark.parametrize("spelling", ["order", "orders"])
+@http_test
+async def test_placed_limit_order_rests_in_the_engine_and_every_read_route_shows_it(
+    http_stack: HttpStack, spelling: str, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    st, placed = await v1(
+        s,
+        url,
+        who,
+        "POST",
+        f"{V1}/{spelling}",
+        order(market, "buy", "100.00", "0.5", client_order_id=f"c-{spelling}"),
+    )
+    assert st == 200, placed
+    o = placed["order"]
+    assert (o["status"], o["price"], o["qty"], o["leaves_qty"], placed["fills"]) == (
+        "new",
+        "100.00",
+        "0.5000",
+        "0.5000",
+        [],
+    )
+    [mine] = await open_in_engine(http_stack, who, market)
+    assert (mine.order_id, mine.client_order_id, mine.price, mine.qty) == (
+        o["order_id"],
+        f"c-{spelling}",
+        ticks("100.00"),
+        lots("0.5"),
+    )
+    for path in ("order/open", "orders"):
+        st, listed = await v1(s, url, who, "GET", f"{V1}/{path}", query={"market": market})
+        assert st == 200 and [x["order_id"] for x in listed] == [mine.order_id], listed
+    for path in (f"order/{mine.order_id}", f"orders/{mine.order_id}", f"order/c-{spelling}"):
+        st, got = await v1(s, url, who, "GET", f"{V1}/{path}")
+        assert st == 200 and got["order_id"] == mine.order_id and got["status"] == "new", got
+    st, got = await v1(
+        s, url, who, "GET", f"{V1}/order/{mine.order_id}", query={"by": "client_order_id"}
+    )
+    assert st == 404, got  # the digits read as a client order id: there is none
+    st, bal = await v1(s, url, who, "GET", f"{V1}/balances")
+    assert st == 200
+    view = {b["asset"]: (usd(b["available"]), usd(b["locked"])) for b in bal if b["asset"] == "USD"}
+    assert view["USD"] == (await balances_in_engine(http_stack, who))["USD"]
+    assert view["USD"][1] == usd("50")  # 0.5 at 100.00 locked
+
+
+@pytest.mark.parametrize("spelling", ["order", "orders"])
+@http_test
+async def test_cancel_by_order_id_and_by_client_order_id_unlocks_the_funds(
+    http_stack: HttpStack, spelling: str, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    ids = []
+    for i in range(2):
+        st, p = await v1(
+            s,
+            url,
+            who,
+            "POST",
+            f"{V1}/order",
+            order(market, "buy", "10.00", "1", client_order_id=f"x{i}"),
+        )
+        assert st == 200, p
+        ids.append(p["order"]["order_id"])
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/{spelling}/{ids[0]}")
+    assert st == 200 and c[-1]["status"] == "canceled" and c[-1]["order_id"] == ids[0], c
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/{spelling}/x1", query={"market": market})
+    assert st == 200 and c[-1]["order_id"] == ids[1], c
+    assert await open_in_engine(http_stack, who) == []
+    assert (await balances_in_engine(http_stack, who))["USD"] == (usd("100000"), 0)
+    st, again = await v1(s, url, who, "DELETE", f"{V1}/{spelling}/{ids[0]}")
+    assert st == 404 and again["error"]["code"] == 3006, again
+
+
+@http_test
+async def test_cancel_all_cancels_one_market_or_every_market(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    m1, who = await setup(http_stack)
+    m2 = http_stack.new_market()
+    url = http_stack.url
+    for m in (m1, m1, m2):
+        st, p = await v1(s, url, who, "POST", f"{V1}/order", order(m, "buy", "1.00", "1"))
+        assert st == 200, p
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/orders", query={"market": m1})
+    assert (st, c) == (200, {"cancelled": 2})
+    assert [o.market for o in await open_in_engine(http_stack, who)] == [m2]
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/orders")
+    assert (st, c) == (200, {"cancelled": 1})
+    assert await open_in_engine(http_stack, who) == []
+
+
+@http_test
+async def test_a_fill_shows_in_fills_trades_depth_ticker_and_klines(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, maker = await setup(http_stack)
+    taker = await http_stack.funded(USD="100000")
+    url = http_stack.url
+    st, p = await v1(s, url, maker, "POST", f"{V1}/order", order(market, "sell", "101.00", "0.3"))
+    assert st == 200, p
+    st, q = await v1(
+        s,
+        url,
+        taker,
+        "POST",
+        f"{V1}/order/quote",
+        {"market": market, "kind": "buy", "quantity": "0.1"},
+    )
+    reply = await engine(http_stack, M.QuoteRequest(0, market, 1, lots("0.1")))
+    assert st == 200 and isinstance(reply, M.QuoteReply), q
+    assert (usd(q["quote_qty"]), ticks(q["worst_price"]), q["complete"]) == (
+        reply.quote_qty,
+        reply.worst_price,
+        True,
+    )
+    st, p = await v1(
+        s,
+        url,
+        taker,
+        "POST",
+        f"{V1}/order",
+        {
+            "market": market,
+            "side": "buy",
+            "type": "limit",
+            "price": "101.00",
+            "quantity": "0.1",
+            "time_in_force": "IOC",
+        },
+    )
+    assert st == 200 and p["order"]["status"] == "filled", p
+    [fill] = p["fills"]
+    assert (fill["price"], fill["qty"], fill["liquidity"]) == ("101.00", "0.1000", "taker")
+    st, fills = await v1(s, url, taker, "GET", f"{V1}/fills", query={"market": market})
+    engine_fills = await engine(http_stack, M.FillsRequest(0, taker.account, market))
+    assert st == 200 and [f["trade_id"] for f in fills] == [
+        r.trade_id for r in engine_fills.fills
+    ] == [fill["trade_id"]], fills
+    st, mfills = await v1(s, url, maker, "GET", f"{V1}/fills", query={"limit": "1"})
+    assert st == 200 and mfills[0]["liquidity"] == "maker", mfills
+
+    async def market_data_caught_up() -> bool:
+        _, book = await v1(s, url, None, "GET", f"{V1}/depth", query={"market": market})
+        return bool(book["asks"] == [["101.00", "0.2000"]])
+
+    await eventually_async(market_data_caught_up, REPLY_TIMEOUT, 0.05, "depth after the fill")
+    st, book = await v1(s, url, None, "GET", f"{V1}/orderbook/{market}", query={"limit": "5"})
+    assert st == 200 and book["asks"] == [["101.00", "0.2000"]] and book["bids"] == [], book
+    st, trades = await v1(s, url, None, "GET", f"{V1}/trades", query={"market": market})
+    assert st == 200 and [(t["id"], t["price"], t["side"]) for t in trades] == [
+        (fill["trade_id"], "101.00", "buy")
+    ], trades
+    for path, query in ((f"{V1}/tickers", {"market": market}), (f"{V1}/ticker/{market}", None)):
+        st, t = await v1(s, url, None, "GET", path, query=query)
+        assert st == 200 and (t["last"], t["volume"], t["trades"]) == ("101.00", "0.1000", 1), t
+    st, every = await v1(s, url, None, "GET", f"{V1}/tickers")
+    assert st == 200 and {t["market"] for t in every} == set(http_stack.ex.markets)
+    for path, query in ((f"{V1}/klines", {"market": market}), (f"{V1}/klines/{market}", None)):
+        st, k = await v1(s, url, None, "GET", path, query=query)
+        assert st == 200 and [(c["close"], c["volume"]) for c in k] == [("101.00", "0.1000")], k
+    st, k = await v1(s, url, None, "GET", f"{V1}/klines/{market}", query={"interval": "1h"})
+    assert st == 200 and k[0]["interval"] == "1h", k
+
+
+@http_test
+async def test_the_whole_order_surface_is_reachable(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, maker = await setup(http_stack)
+    taker = await http_stack.funded(USD="1000")
+    url = http_stack.url
+    st, p = await v1(s, url, maker, "POST", f"{V1}/order", order(market, "sell", "50.00", "1"))
+    assert st == 200, p
+    st, p = await v1(
+        s,
+        url,
+        taker,
+        "POST",
+        f"{V1}/order",
+        {"market": market, "kind": "buy", "type": "market", "quote_quantity": "5.00"},
+    )
+    assert st == 200 and (p["order"]["status"], p["order"]["cum_qty"]) == ("filled", "0.1000"), p
+    cases = [  # (body, status, order status or error code)
+        (order(market, "buy", "50.00", "5", time_in_force="FOK"), 200, "expired"),
+        (order(market, "buy", "40.00", "1", time_in_force="IOC"), 200, "expired"),
+        (order(market, "buy", "50.00", "0.1", post_only=True), 400, 3008),
+        (order(market, "buy", "49.00", "0.1", post_only=True), 200, "new"),
+        (order(market, "buy", "49.00", "100"), 400, 2001),
+    ]
+    for body, want_status, want in cases:
+        st, p = await v1(s, url, taker, "POST", f"{V1}/order", body)
+        got = p["order"]["status"] if st == 200 else p["error"]["code"]
+        assert (st, got) == (want_status, want), (body, p)
+    st, p = await v1(
+        s,
+        url,
+        taker,
+        "POST",
+        f"{V1}/order",
+        order(market, "buy", "1.00", "0.1", client_order_id="same"),
+    )
+    st, dup = await v1(
+        s,
+        url,
+        taker,
+        "POST",
+        f"{V1}/order",
+        order(market, "buy", "1.00", "0.1", client_order_id="same"),
+    )
+    assert st == 409 and dup["error"]["code"] == 3007, dup
+    st, p = await v1(
+        s,
+        url,
+        maker,
+        "POST",
+        f"{V1}/order",
+        order(market, "buy", "50.00", "0.1", stp="cancel_newest"),
+    )
+    assert st == 200 and p["order"]["status"] in ("canceled", "expired"), p
+    assert [o.price for o in await open_in_engine(http_stack, taker, market)] == [4900, 100]
+
+
+@http_test
+async def test_markets_lists_the_configured_markets_and_their_rules(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    st, markets = await v1(s, http_stack.url, None, "GET", f"{V1}/markets")
+    assert st == 200 and [m["symbol"] for m in markets] == list(http_stack.ex.markets)
+    q = next(m for m in markets if m["symbol"] == "Q00-USD")
+    assert (q["base"], q["quote"], q["tick"], q["lot"]) == ("Q00", "USD", "0.01", "0.0001")
+
+
+# ---------------------------------------------------------------------- bad inputs
+
+M0 = "Q00-USD"
+GOOD = order(M0, "buy", "1.00", "0.1")
+BAD_BODIES = [  # (name, body, status, code)
+    ("price as a number", {**GOOD, "price": 1.0}, 400, 1007),
+    ("quantity as a number", {**GOOD, "quantity": 1}, 400, 1007),
+    ("off-tick price", {**GOOD, "price": "1.005"}, 400, 3002),
+    ("off-lot quantity", {**GOOD, "quantity": "0.00001"}, 400, 3003),
+    ("negative price", {**GOOD, "price": "-1.00"}, 400, 3002),
+    ("quantity over the maximum", {**GOOD, "quantity": "100000"}, 400, 3005),
+    ("unknown market", {**GOOD, "market": "NOPE-USD"}, 400, 3001),
+    ("missing market", {k: v for k, v in GOOD.items() if k != "market"}, 400, 1007),
+    ("missing kind", {k: v for k, v in GOOD.items() if k != "kind"}, 400, 3011),
+    ("bad kind", {**GOOD, "kind": "long"}, 400, 1007),
+    ("kind and side disagree", {**GOOD, "side": "sell"}, 400, 3011),
+    ("bad type", {**GOOD, "type": "stop"}, 400, 1007),
+    ("bad time in force", {**GOOD, "time_in_force": "GTX"}, 400, 1007),
+    ("limit without price", {k: v for k, v in GOOD.items() if k != "price"}, 400, 1007),
+    ("unknown field", {**GOOD, "leverage": "10"}, 400, 1007),
+    ("post_only as a string", {**GOOD, "post_only": "yes"}, 400, 1007),
+    ("a JSON array", [GOOD], 400, 1007),
+    ("not JSON", b"{market: Q00-USD", 400, 1001),
+    ("no body", None, 400, 1001),
+    ("client order id too long", {**GOOD, "client_order_id": "x" * 65}, 400, 1007),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "code"), BAD_BODIES, ids=[b[0] for b in BAD_BODIES]
+)
+@http_test
+async def test_a_bad_order_is_refused_with_its_code_and_nothing_is_placed(
+    http_stack: HttpStack, name: str, body: Any, status: int, code: int, s: aiohttp.ClientSession
+) -> None:
+    who = await http_stack.funded(USD="1000")
+    st, err = await v1(s, http_stack.url, who, "POST", f"{V1}/order", body)
+    assert (st, err["error"]["code"]) == (status, code), err
+    assert err["error"]["reason"]
+    if name.endswith("as a number"):
+        assert "decimal strings" in err["error"]["reason"]
+    assert await open_in_engine(http_stack, who) == []
+
+
+BAD_REQUESTS = [  # (method, path, query, body, status, code)
+    ("POST", "order/quote", None, {"market": M0, "kind": "buy"}, 400, 1007),
+    (
+        "POST",
+        "order/quote",
+        None,
+        {"market": M0, "kind": "buy", "quantity": "1", "quote_quantity": "1"},
+        400,
+        1007,
+    ),
+    ("POST", "order/quote", None, {"market": M0, "kind": "buy", "quantity": 1}, 400, 1007),
+    ("POST", "order/quote", None, {"market": "ZZ", "kind": "buy", "quantity": "1"}, 400, 3001),
+    ("POST", "order/quote", None, {"market": M0, "quantity": "1", "x": 1}, 400, 1007),
+    ("GET", "order/abc", {"by": "order_id"}, None, 400, 1007),
+    ("GET", "order/99999999999999999999", None, None, 400, 1007),
+    ("GET", "order/1", {"by": "name"}, None, 400, 1007),
+    ("GET", "order/1", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "order/1", {"colour": "red"}, None, 400, 1007),
+    ("DELETE", "order/abc", {"by": "order_id"}, None, 400, 1007),
+    ("DELETE", "orders/1", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "order/open", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "orders", {"limit": "5"}, None, 400, 1007),
+    ("DELETE", "orders", {"market": "ZZ"}, None, 404, 3001),
+    ("DELETE", "orders", {"symbol": M0}, None, 400, 1007),
+    ("GET", "fills", {"limit": "abc"}, None, 400, 1007),
+    ("GET", "fills", {"limit": "0"}, None, 400, 1007),
+    ("GET", "fills", {"limit": "1001"}, None, 400, 1007),
+    ("GET", "fills", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "depth", None, None, 400, 1007),
+    ("GET", "depth", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "depth", {"market": M0, "limit": "x"}, None, 400, 1007),
+    ("GET", "depth", {"market": M0, "limit": "-1"}, None, 400, 1007),
+    ("GET", "depth", {"market": M0, "levels": "5"}, None, 400, 1007),
+    ("GET", "orderbook/ZZ", None, None, 404, 3001),
+    ("GET", f"orderbook/{M0}", {"limit": "1.5"}, None, 400, 1007),
+    ("GET", "trades", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "trades", {"market": M0, "limit": "100000"}, None, 400, 1007),
+    ("GET", "tickers", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "tickers", {"symbol": M0}, None, 400, 1007),
+    ("GET", "ticker/ZZ", None, None, 404, 3001),
+    ("GET", "klines", {"market": M0, "interval": "7m"}, None, 400, 1007),
+    ("GET", "klines", {"market": M0, "start": "10", "end": "5"}, None, 400, 1007),
+    ("GET", "klines", {"market": M0, "start": "yesterday"}, None, 400, 1007),
+    ("GET", "klines", {"market": "ZZ"}, None, 404, 3001),
+    ("GET", "klines/ZZ", None, None, 404, 3001),
+    ("GET", f"klines/{M0}", {"interval": "2d"}, None, 400, 1007),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "query", "body", "status", "code"),
+    BAD_REQUESTS,
+    ids=[f"{r[0]} {r[1]} {r[2] or r[3]}" for r in BAD_REQUESTS],
+)
+@http_test
+async def test_bad_input_on_every_route_gets_a_json_error_with_a_code(
+    http_stack: HttpStack,
+    method: str,
+    path: str,
+    query: Any,
+    body: Any,
+    status: int,
+    code: int,
+    s: aiohttp.ClientSession,
+) -> None:
+    who = await http_stack.funded(USD="1000")
+    st, err = await v1(s, http_stack.url, who, method, f"{V1}/{path}", body, query)
+    assert (st, err["error"]["code"]) == (status, code), err
+    assert isinstance(err["error"]["reason"], str) and err["error"]["reason"]
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+@pytest.mark.parametrize("spelling", ["order", "orders"])
+@http_test
+async def test_another_accounts_order_looks_exactly_like_an_unknown_one(
+    http_stack: HttpStack, method: str, spelling: str, s: aiohttp.ClientSession
+) -> None:
+    market, owner = await setup(http_stack)
+    other = await http_stack.funded(USD="1000")
+    url = http_stack.url
+    st, p = await v1(
+        s,
+        url,
+        owner,
+        "POST",
+        f"{V1}/order",
+        order(market, "buy", "1.00", "1", client_order_id="theirs"),
+    )
+    theirs = p["order"]["order_id"]
+    unknown = theirs + 1_000_000
+    st1, a = await v1(s, url, other, method, f"{V1}/{spelling}/{theirs}")
+    st2, b = await v1(s, url, other, method, f"{V1}/{spelling}/{unknown}")
+    assert st1 == st2 == 404
+    assert json.dumps(a).replace(str(theirs), "ID") == json.dumps(b).replace(str(unknown), "ID")
+    st1, a = await v1(s, url, other, method, f"{V1}/{spelling}/theirs")
+    st2, b = await v1(s, url, other, method, f"{V1}/{spelling}/nobodys")
+    assert (st1, a) == (st2, json.loads(json.dumps(b).replace("nobodys", "theirs")))
+    assert len(await open_in_engine(http_stack, owner)) == 1  # untouched
+
+
+# --------------------------------------------------------------------- authentication
+
+
+@http_test
+async def test_a_read_only_key_reads_but_cannot_trade(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market = http_stack.new_market()
+    reader = await http_stack.funded("read", USD="1000")
+    url = http_stack.url
+    for method, path, query, body in (
+        ("GET", "balances", None, None),
+        ("GET", "order/open", None, None),
+        ("GET", "orders", {"market": market}, None),
+        ("GET", "fills", None, None),
+        ("POST", "order/quote", None, {"market": market, "kind": "buy", "quantity": "1"}),
+    ):
+        st, got = await v1(s, url, reader, method, f"{V1}/{path}", body, query)
+        assert st == 200, (path, got)
+    for method, path, body in (
+        ("POST", "order", order(market, "buy", "1.00", "1")),
+        ("POST", "orders", order(market, "buy", "1.00", "1")),
+        ("DELETE", "order/1", None),
+        ("DELETE", "orders/1", None),
+        ("DELETE", "orders", None),
+    ):
+        st, err = await v1(s, url, reader, method, f"{V1}/{path}", body)
+        assert (st, err["error"]["code"]) == (403, 1003), (path, err)
+    assert await open_in_engine(http_stack, reader) == []
+
+
+@http_test
+async def test_a_revoked_key_is_refused_within_its_cache_time(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    who = http_stack.trader()
+    url = http_stack.url
+    st, _ = await v1(s, url, who, "GET", f"{V1}/balances")
+    assert st == 200
+    http_stack.store.revoke_key(who.key)
+    revoked_at = time.monotonic()
+
+    async def refused() -> Any:
+        st, err = await v1(s, url, who, "GET", f"{V1}/balances")
+        return err if st == 401 else None
+
+    err = await eventually_async(refused, REPLY_TIMEOUT, 0.05, "revoked key refused")
+    assert err["error"]["code"] == 1006
+    assert time.monotonic() - revoked_at < REPLY_TIMEOUT
+
+
+async def raw(
+    s: aiohttp.ClientSession, url: str, method: str, path: str, headers: dict, body: bytes = b""
+) -> tuple[int, Any]:
+    async with s.request(method, url + path, data=body or None, headers=headers) as r:
+        return r.status, json.loads(await r.read())
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@http_test
+async def test_bad_signatures_missing_headers_and_stale_timestamps_are_refused(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    who = http_stack.trader()
+    url, path = http_stack.url, f"{V1}/balances"
+    good = v1_headers(who, "GET", path, b"")
+    assert (await raw(s, url, "GET", path, good))[0] == 200
+    cases: list[tuple[str, dict[str, str]]] = [
+        ("no headers", {}),
+        ("no key", {k: v for k, v in good.items() if k != "X-API-KEY"}),
+        ("no timestamp", {k: v for k, v in good.items() if k != "X-API-TIMESTAMP"}),
+        ("no signature", {k: v for k, v in good.items() if k != "X-API-SIGNATURE"}),
+        ("unknown key", {**good, "X-API-KEY": "k_0000000000000000"}),
+        ("wrong signature", {**good, "X-API-SIGNATURE": "0" * 64}),
+        ("signature of another path", v1_headers(who, "GET", f"{V1}/fills", b"")),
+        ("signature of another method", v1_headers(who, "DELETE", path, b"")),
+        (
+            "another key's secret",
+            {**v1_headers(http_stack.trader(), "GET", path, b""), "X-API-KEY": who.key},
+        ),
+        ("timestamp 6 s old", v1_headers(who, "GET", path, b"", now_ms() - 6000)),
+        ("timestamp 2 s ahead", v1_headers(who, "GET", path, b"", now_ms() + 2000)),
+        ("recv window too big", {**good, "X-API-RECV-WINDOW": "600000"}),
+        ("recv window not a number", {**good, "X-API-RECV-WINDOW": "soon"}),
+    ]
+    for name, headers in cases:
+        st, err = await raw(s, url, "GET", path, headers)
+        assert (st, err["error"]["code"]) == (401, 1006), (name, err)
+    old = v1_headers(who, "GET", path, b"", now_ms() - 6000)
+    st, _ = await raw(s, url, "GET", path, {**old, "X-API-RECV-WINDOW": "20000"})
+    assert st == 200  # a wider window of its own admits it
+    st, _ = await raw(
+        s, url, "GET", path, {**good, "X-API-SIGNATURE": good["X-API-SIGNATURE"].upper()}
+    )
+    assert st == 200  # hex in either case
+
+
+@http_test
+async def test_a_replayed_signed_order_is_refused_and_only_one_order_exists(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    path = f"{V1}/order"
+    body = json.dumps(order(market, "buy", "1.00", "1")).encode()
+    headers = {**v1_headers(who, "POST", path, body), "Content-Type": "application/json"}
+    st, first = await raw(s, http_stack.url, "POST", path, headers, body)
+    assert st == 200, first
+    st, again = await raw(s, http_stack.url, "POST", path, headers, body)
+    assert (st, again["error"]["code"]) == (401, 1006) and "already" in again["error"]["reason"]
+    assert len(await open_in_engine(http_stack, who)) == 1
+    read = v1_headers(who, "GET", f"{V1}/order/open", b"")
+    for _ in range(2):  # a read may be repeated
+        assert (await raw(s, http_stack.url, "GET", f"{V1}/order/open", read))[0] == 200
+
+
+# -------------------------------------------------------------------- limits, in doubt
+
+
+@pytest.fixture(name="tight", scope="module")
+def tight_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
+    import asyncio
+
+    stack = HttpStack(
+        tmp_path_factory.mktemp("tight"),
+        http_gateway={"orders_per_second": 0.2, "order_burst": 3, "engine_timeout": 1.0},
+    )
+    try:
+        asyncio.run(stack.astart())
+    except BaseException:
+        print(stack.logs())
+        stack.close()
+        raise
+    yield stack
+    stack.close()
+
+
+@http_test
+async def test_orders_over_the_accounts_rate_get_429_with_retry_after(
+    tight: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(tight)
+    url = f"{tight.url}"
+    bodies = [order(market, "buy", "1.00", "0.1", client_order_id=f"r{i}") for i in range(5)]
+    answers = [await v1(s, url, who, "POST", f"{V1}/order", b) for b in bodies]
+    assert [st for st, _ in answers[:3]] == [200, 200, 200]
+    st, err = answers[3]
+    assert (st, err["error"]["code"]) == (429, 4002) and "retry after" in err["error"]["reason"]
+    body = json.dumps(order(market, "buy", "1.00", "0.1")).encode()
+    headers = {**v1_headers(who, "POST", f"{V1}/order", body), "Content-Type": "application/json"}
+    async with s.post(tight.url + f"{V1}/order", data=body, headers=headers) as r:
+        assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    assert len(await open_in_engine(tight, who)) == 3
+    st, _ = await v1(s, tight.url, who, "GET", f"{V1}/balances")
+    assert st == 200  # reads have their own, larger budget
+
+
+@http_test
+async def test_an_order_the_engine_does_not_answer_in_time_is_in_doubt_not_refused(
+    tight: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(tight)
+    await tight.close_clients()
+    os.kill(tight.engine.pid, signal.SIGSTOP)
+    try:
+        st, err = await v1(
+            s,
+            tight.url,
+            who,
+            "POST",
+            f"{V1}/order",
+            order(market, "buy", "1.00", "0.1", client_order_id="doubt-1"),
+        )
+    finally:
+        os.kill(tight.engine.pid, signal.SIGCONT)
+    assert st == 503, err
+    assert (err["error"]["code"], err["error"]["client_order_id"]) == (4003, "doubt-1")
+    assert "by=client_order_id" in err["error"]["reason"]
+
+    async def outcome() -> Any:
+        st, got = await v1(
+            s, tight.url, who, "GET", f"{V1}/order/doubt-1", query={"by": "client_order_id"}
+        )
+        return (st, got) if st in (200, 404) else None
+
+    st, got = await eventually_async(outcome, REPLY_TIMEOUT, 0.1, "the order's outcome")
+    in_engine = await open_in_engine(tight, who)
+    # the engine decides on its deadline: reached late, it was not executed; else it rests
+    assert (st == 200) == bool(in_engine), (got, in_engine)
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+
+def test_committed_openapi_document_equals_the_generated_one() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "gateways.http", "openapi"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    assert DOCS.read_bytes() == out.stdout, (
+        "docs/openapi.json is stale: python -m gateways.http openapi > docs/openapi.json"
+    )
+
+
+@http_test
+async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_route(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    async with s.get(http_stack.url + "/openapi.json") as r:
+        assert r.status == 200 and r.content_type == "application/json"
+        served = await r.json()
+    committed = json.loads(DOCS.read_text())
+    served.pop("servers"), committed.pop("servers")
+    assert served == committed
+    v1_paths = {(m.upper(), p) for p, ops in served["paths"].items() for m in ops if "v1" in p}
+    assert v1_paths == {
+        ("POST", f"{V1}/order"),
+        ("POST", f"{V1}/orders"),
+        ("GET", f"{V1}/order/{{id}}"),
+        ("GET", f"{V1}/orders/{{id}}"),
+        ("DELETE", f"{V1}/order/{{id}}"),
+        ("DELETE", f"{V1}/orders/{{id}}"),
+        ("POST", f"{V1}/order/quote"),
+        ("GET", f"{V1}/order/open"),
+        ("GET", f"{V1}/orders"),
+        ("DELETE", f"{V1}/orders"),
+        ("GET", f"{V1}/balances"),
+        ("GET", f"{V1}/fills"),
+        ("GET", f"{V1}/markets"),
+        ("GET", f"{V1}/depth"),
+        ("GET", f"{V1}/orderbook/{{symbol}}"),
+        ("GET", f"{V1}/trades"),
+        ("GET", f"{V1}/tickers"),
+        ("GET", f"{V1}/ticker/{{symbol}}"),
+        ("GET", f"{V1}/klines"),
+        ("GET", f"{V1}/klines/{{symbol}}"),
+    }
