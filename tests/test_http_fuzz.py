@@ -108,7 +108,6 @@ def fuzzer_fixture(http_stack: HttpStack) -> tuple[HttpStack, Trader, str]:
     market = http_stack.new_market()
     base = market.split("-")[0]
     who = asyncio.run(http_stack.funded(USD="1000000", **{base: "1000"}))
-    asyncio.run(http_stack.close_clients())
     return http_stack, who, market
 
 

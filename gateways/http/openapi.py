@@ -28,7 +28,8 @@ def document(gw: Gateway) -> dict[str, Any]:
     index = dict(zip(types + errors, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for r in gw.routes:
-        paths.setdefault(r.path, {})[r.method.lower()] = operation(r, index, components)
+        op = operation(r, index, components, list(gw.ex.markets))
+        paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
         "openapi": "3.1.0",
         "info": {
@@ -51,7 +52,9 @@ def document(gw: Gateway) -> dict[str, Any]:
     }
 
 
-def operation(r: Route, index: dict[Any, Any], components: dict[str, Any]) -> dict[str, Any]:
+def operation(
+    r: Route, index: dict[Any, Any], components: dict[str, Any], markets: list[str]
+) -> dict[str, Any]:
     err = {"$ref": REF.format(name="ErrorBody" if r.api == "v1" else "BinanceError")}
     op: dict[str, Any] = {
         "summary": r.summary,
@@ -70,11 +73,12 @@ def operation(r: Route, index: dict[Any, Any], components: dict[str, Any]) -> di
         },
     }
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": _path_schema(name, markets)}
         for name in _path_params(r.path)
     ]
     if r.query is not None:
-        params += _query_params(index[r.query], components)
+        taken = {"market"} if "{symbol}" in r.path else set()  # the path names the market
+        params += [q for q in _query_params(index[r.query], components) if q["name"] not in taken]
     if r.body is not None and r.api == "v3":  # Binance: a form body
         op["requestBody"] = {
             "required": True,
@@ -92,6 +96,13 @@ def operation(r: Route, index: dict[Any, Any], components: dict[str, Any]) -> di
 
 def _json(schema: Any) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
+
+
+def _path_schema(name: str, markets: list[str]) -> dict[str, Any]:
+    if name == "symbol":  # the market, as configured
+        return {"type": "string", "enum": markets}
+    # an order id (digits), or a client order id (see the route's ``by``)
+    return {"type": "string", "minLength": 1, "maxLength": 64}
 
 
 def _path_params(path: str) -> list[str]:

@@ -11,6 +11,7 @@ client order id to look the order up with).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -233,8 +234,8 @@ class V1(Api):
                 return fn(key, req)
             except V1Error as e:
                 return self.error(e.status, e.code, e.reason)
-            except convert.EdgeReject as e:
-                return self.error(STATUS.get(e.code, 400), e.code, e.reason)
+            except convert.EdgeReject as e:  # in this API's field names
+                return self.error(STATUS.get(e.code, 400), e.code, _v1_words(e.reason))
 
         return handler
 
@@ -366,6 +367,15 @@ class Placed(msgspec.Struct):
 
     order: J.Order
     fills: list[J.Fill]
+
+
+_FIELDS = {"qty": "quantity", "quote_qty": "quote_quantity", "tif": "time_in_force"}
+
+
+def _v1_words(reason: str) -> str:
+    """A conversion error from the JSON gateway's code, with /api/v1's field names."""
+    reason = reason.replace("; see op markets", "; see GET /api/v1/markets")
+    return re.sub(r"\b(quote_qty|qty|tif)\b", lambda m: _FIELDS[m.group(1)], reason)
 
 
 def _side(kind: Side | None, side: Side | None) -> Side:
