@@ -405,7 +405,8 @@ class Worker:
             await asyncio.sleep(0.001)  # uvloop's timers are in ms: 0.0005 would spin
         send_wall = (clock() - t0) / 1e9
         left = await self.drain()
-        for c in self.conns:  # cancel what rests
+        st.sampling = False
+        for c in self.conns:  # cancel what rests (not timed)
             if c.order[0] and not c.closed:
                 c.send(0, now_write=True)
         await self.drain()
