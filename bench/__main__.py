@@ -1,5 +1,6 @@
 """Benchmarks: ``python -m bench engine [--quick]`` (bench/engine_bench.py),
 ``python -m bench json [--quick]`` (bench/json_bench.py),
+``python -m bench http [--quick]`` (bench/http_bench.py),
 ``python -m bench ws [--quick]`` (bench/ws_bench.py),
 ``python -m bench fix [--quick]`` (bench/fix_bench.py) and
 ``python -m bench recorder [--quick]`` (bench/recorder_bench.py)."""
@@ -13,7 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = parser.add_subparsers(dest="bench", required=True)
-    from bench import engine_bench, fix_bench, json_bench, recorder_bench, ws_bench
+    from bench import engine_bench, fix_bench, http_bench, json_bench, recorder_bench, ws_bench
 
     engine = sub.add_parser(
         "engine",
@@ -27,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         description=(json_bench.__doc__ or "").split("\n")[0],
     )
     json_bench.add_arguments(gateway)
+    http = sub.add_parser(
+        "http",
+        help="orders/s and order->response latency through one HTTP gateway (/api/v1, /api/v3)",
+        description=(http_bench.__doc__ or "").split("\n")[0],
+    )
+    http_bench.add_arguments(http)
     recorder = sub.add_parser(
         "recorder",
         help="trades/s into embedded ClickHouse, trade->row lag, kline query time",
@@ -50,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         return engine_bench.run(args)
     if args.bench == "json":
         return json_bench.run(args)
+    if args.bench == "http":
+        return http_bench.run(args)
     if args.bench == "recorder":
         return recorder_bench.run(args)
     if args.bench == "fix":

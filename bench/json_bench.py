@@ -65,21 +65,50 @@ GATEWAY_LIMITS = {
 
 def bench_config(path: Path, **json_gateway: Any) -> Path:
     """The shipped config with ``[json_gateway]`` keys replaced (each must exist there)."""
-    out, section, left = [], "", dict(json_gateway)
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if section == "[engine]" and key == "snapshot_every":
-            line = "snapshot_every = 1000000000"  # no snapshot pause inside a timed run
-        if section == "[json_gateway]" and key in left:
-            line = f"{key} = {left.pop(key)!r}"
-        out.append(line)
-    if left:
-        raise KeyError(f"not [json_gateway] keys of {DEFAULT_CONFIG}: {sorted(left)}")
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return procs.shipped_config(path, {"json_gateway": json_gateway})
+
+
+def spawn_engine(
+    kids: procs.Children, tmp: Path, config: Path, cpu: int
+) -> tuple[procs.Child, str, str]:
+    """The engine on free loopback ports, pinned to ``cpu``, ready: (child, commands,
+    market data)."""
+    cmd_port, md_port = free_ports(2)
+    commands, market_data = f"tcp://127.0.0.1:{cmd_port}", f"tcp://127.0.0.1:{md_port}"
+    engine = kids.spawn(
+        ["engine", "--config", str(config), "--data-dir", str(tmp / "data"),
+         "--commands", commands, "--market-data", market_data, "--cpu", str(cpu)],
+        tmp / "engine.log", cpus=[cpu],
+    )  # fmt: skip
+    engine.wait_log("engine ready")
+    return engine, commands, market_data
+
+
+def spawn_gateway(kids: procs.Children, tmp: Path, config: Path, commands: str, port: int,
+                  cpu: int, identity: str = "bench-json-gw") -> procs.Child:  # fmt: skip
+    """One JSON gateway (accounts in ``tmp``/accounts.db) pinned to ``cpu``."""
+    return kids.spawn(
+        ["gateways.json_tcp", "--config", str(config), "--port", str(port),
+         "--commands", commands, "--accounts", str(tmp / "accounts.db"),
+         "--identity", identity], tmp / "gateway.log", cpus=[cpu],
+    )  # fmt: skip
+
+
+async def wait_json_gateway(gateway: procs.Child, port: int, timeout: float = 60.0) -> None:
+    """Until a JSON gateway answers a ping saying its engine is there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gateway.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited:\n{gateway.tail()}")
+        with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+            c = await JsonClient.connect("127.0.0.1", port)
+            try:
+                if (await c.request("ping", timeout=2.0))["engine"]:
+                    return
+            finally:
+                await c.close()
+        await asyncio.sleep(0.05)
+    raise RuntimeError(f"gateway not serving in {timeout}s:\n{gateway.tail()}")
 
 
 class Exchange:
@@ -89,42 +118,21 @@ class Exchange:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-json-"))
         self.kids = procs.Children()
-        cmd_port, md_port, self.port = free_ports(3)
-        self.commands = f"tcp://127.0.0.1:{cmd_port}"
+        (self.port,) = free_ports(1)
         self.config = bench_config(self.tmp / "exchange.toml", **GATEWAY_LIMITS)
         self.store = AccountStore(self.tmp / "accounts.db")
-        self.engine = self._spawn(
-            ["engine", "--config", str(self.config), "--data-dir", str(self.tmp / "data"),
-             "--commands", self.commands, "--market-data", f"tcp://127.0.0.1:{md_port}",
-             "--cpu", str(args.engine_cpu)], "engine", args.engine_cpu,
-        )  # fmt: skip
-        self.engine.wait_log("engine ready")
-        self.gateway = self._spawn(
-            ["gateways.json_tcp", "--config", str(self.config), "--port", str(self.port),
-             "--commands", self.commands, "--accounts", str(self.tmp / "accounts.db"),
-             "--identity", "bench-json-gw"], "gateway", args.gateway_cpu,
-        )  # fmt: skip
+        self.engine, self.commands, _ = spawn_engine(
+            self.kids, self.tmp, self.config, args.engine_cpu
+        )
+        self.gateway = spawn_gateway(
+            self.kids, self.tmp, self.config, self.commands, self.port, args.gateway_cpu
+        )
         admin_id = self.store.create_account("admin")
         self.admin = self.store.issue_key(admin_id, Permission.ADMIN)
         self._accounts = 0
 
-    def _spawn(self, argv: list[str], name: str, cpu: int) -> procs.Child:
-        return self.kids.spawn(argv, self.tmp / f"{name}.log", cpus=[cpu])
-
     async def wait_gateway(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.gateway.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{self.gateway.tail()}")
-            with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-                c = await JsonClient.connect("127.0.0.1", self.port)
-                try:
-                    if (await c.request("ping", timeout=2.0))["engine"]:
-                        return
-                finally:
-                    await c.close()
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"gateway not serving in {timeout}s:\n{self.gateway.tail()}")
+        await wait_json_gateway(self.gateway, self.port, timeout)
 
     async def clients(self, n: int) -> list[JsonClient]:
         """``n`` logged-on clients, each of a fresh account funded through an admin session."""

@@ -268,6 +268,30 @@ class LoadMeter:
         return max(0.0, ((b1 - b0) - own) / wall)
 
 
+# ----------------------------------------------------------------------------- config
+def shipped_config(path: Path, changes: dict[str, dict[str, Any]]) -> Path:
+    """Write protocol/default.toml to ``path`` with ``changes`` ({section: {key: value}}, each
+    key must exist there; values written as Python literals) and no engine snapshot inside a
+    timed run."""
+    left = {
+        (f"[{sec}]", key): value for sec, keys in changes.items() for key, value in keys.items()
+    }
+    left.setdefault(("[engine]", "snapshot_every"), 1_000_000_000)
+    out, section = [], ""
+    for line in (REPO / "protocol" / "default.toml").read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if (section, key) in left:
+            line = f"{key} = {left.pop((section, key))!r}"
+        out.append(line)
+    if left:
+        raise KeyError(f"not keys of protocol/default.toml: {sorted(left)}")
+    path.write_text("\n".join(out) + "\n")
+    return path
+
+
 # ---------------------------------------------------------------------------------- misc
 def free_ports(n: int) -> list[int]:
     """``n`` distinct free loopback TCP ports (free when asked; a race is still possible)."""
