@@ -40,7 +40,7 @@ counts answered order messages, places and cancels, as the JSON bench does.
    event-loop tick (about 1 ms), the clients sharing cores with the engine.
 
 ``--profile`` runs the HTTP gateway under cProfile (slower: its figures are not the real ones)
-and prints where its time went. Nothing here is a test: it prints a table (``--json FILE``
+and prints where its time went (``BENCH_PROFILE_KEEP=FILE`` keeps the profile for pstats). Nothing here is a test: it prints a table (``--json FILE``
 also writes the numbers).
 """
 
@@ -489,7 +489,7 @@ class Stack:
              "--port", str(self.ports["http"]), "--ws-port", str(self.ports["ws"]),
              "--commands", self.commands, "--market-data", self.market_data,
              "--accounts", str(self.tmp / "accounts.db"), "--vault", str(self.tmp / "vault.key"),
-             "--identity", "bench-http-gw"],
+             "--identity", "bench-http-gw", "--no-recorder"],
             self.tmp / "http.log", cpus=[args.gateway_cpu],
         )  # fmt: skip
         self.json = spawn_gateway(
@@ -612,6 +612,8 @@ class Stack:
 def print_profile(path: Path, top: int = 30) -> None:
     say(f"\n## The HTTP gateway under cProfile (whole run, top {top} by own time)")
     stats = pstats.Stats(str(path))
+    if os.environ.get("BENCH_PROFILE_KEEP"):
+        shutil.copy(path, os.environ["BENCH_PROFILE_KEEP"])
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumtime").print_stats(top)
 

@@ -17,7 +17,6 @@ retried request never places a second order.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import time
 from collections import deque
@@ -78,8 +77,12 @@ class Signer:
         if found is None:
             raise AuthError("bad_key", "unknown or revoked API key")
         key, secret = found
-        want = hmac.new(secret, payload, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(want, signature.lower()):
+        want = hmac.digest(secret, payload, "sha256")  # one call into OpenSSL
+        try:
+            got = bytes.fromhex(signature)
+        except ValueError:
+            got = b""
+        if not hmac.compare_digest(want, got):
             raise AuthError("bad_signature", "signature for this request is not valid")
         now = time.time_ns() // 1_000_000
         ts = _int(timestamp, "timestamp")
@@ -93,7 +96,7 @@ class Signer:
         if now - ts > recv:
             raise AuthError("timestamp", "timestamp for this request is outside of the recvWindow")
         if once:
-            self.remember(bytes.fromhex(want[:32]), ts + recv, now)
+            self.remember(want[:16], ts + recv, now)
         return key
 
     def remember(self, sig: bytes, until: int, now: int) -> None:

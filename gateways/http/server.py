@@ -191,6 +191,8 @@ class HttpServer:
         self.server: asyncio.base_events.Server | None = None
         self._date = b""
         self._date_at = 0.0
+        self.to_flush: list[Connection] = []
+        self.flush_scheduled = False
 
     async def start(self, tls: ssl.SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
@@ -213,6 +215,19 @@ class HttpServer:
             self.server.close()
         for c in list(self.conns):
             c.shutdown()
+
+    def later(self, conn: Connection) -> None:
+        """Flush ``conn`` at the end of this loop turn (one call_soon for all connections)."""
+        self.to_flush.append(conn)
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush_all)
+
+    def flush_all(self) -> None:
+        self.flush_scheduled = False
+        conns, self.to_flush = self.to_flush, []
+        for c in conns:
+            c.flush()
 
     def date(self) -> bytes:
         now = time.time()
@@ -246,6 +261,8 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.paused = False  # reading paused: max_pipeline answers outstanding
         self.write_blocked = False  # reading paused: the client does not read its answers
+        self.out: list[bytes] = []  # answers ready to write, in order (flushed once a turn)
+        self.dirty = False  # in the server's flush list
         # the request being parsed
         self.url = b""
         self.headers: dict[str, str] = {}
@@ -366,7 +383,11 @@ class Connection(asyncio.Protocol):
             self.rejected = Response(413, b"")
             raise httptools.HttpParserError("body too large")
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            # An interim answer must not overtake the answers before it: with some still
+            # pending, the client sends its body after its own short wait instead.
+            if not self.slots:
+                self.flush()
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
@@ -407,7 +428,9 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ dispatch
     def dispatch(self, req: Request, slot: _Slot, keep: bool) -> None:
         srv = self.srv
-        methods, params = srv.router.match(req.path)
+        methods = srv.router.exact.get(req.path)
+        if methods is None:
+            methods, req.params = srv.router.match(req.path)
         if methods is None:
             return self.finish(slot, srv.error(404, 1002, f"no route {req.path}", req.path), keep)
         method = "GET" if req.method == "HEAD" else req.method
@@ -417,7 +440,6 @@ class Connection(asyncio.Protocol):
             resp = srv.error(405, 1002, f"{req.method} not allowed here; use {allowed}", req.path)
             resp.headers = [("Allow", allowed)]
             return self.finish(slot, resp, keep)
-        req.params = params
         try:
             out = handler(req)
         except Exception:
@@ -481,20 +503,35 @@ class Connection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         slots = self.slots
+        out = self.out
         while slots and slots[0].data is not None:
             done = slots.popleft()
-            t.write(done.data)  # type: ignore[arg-type]
+            out.append(done.data)  # type: ignore[arg-type]
             if done.close:
                 self.closing = True
                 slots.clear()
+                self.flush()
                 t.close()
                 return
+        if out and not self.dirty:
+            self.dirty = True
+            self.srv.later(self)
         if self.paused and len(slots) < self.cfg.max_pipeline // 2:
             self.paused = False
             if not self.write_blocked:
                 t.resume_reading()
         if not slots:
             self.arm_idle()
+
+    def flush(self) -> None:
+        """Write what is ready in one call: answers finished in one loop turn (a pipelined
+        batch, or the engine replies of one frame) leave in one send."""
+        self.dirty = False
+        out = self.out
+        t = self.transport
+        if out and t is not None and not t.is_closing():
+            t.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
 
     # ------------------------------------------------------------------- timers
     def arm_idle(self) -> None:

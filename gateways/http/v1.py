@@ -176,7 +176,7 @@ class V1(Api):
         if not data:
             raise V1Error(400, R.MALFORMED, "a JSON body is required")
         try:
-            return msgspec.json.decode(data, type=kind)
+            return _decoder(kind).decode(data)
         except msgspec.ValidationError as e:
             hint = ""
             if "Expected `str | null`, got `int`" in str(e) or "got `float`" in str(e):
@@ -367,6 +367,16 @@ class Placed(msgspec.Struct):
 
     order: J.Order
     fills: list[J.Fill]
+
+
+_DECODERS: dict[Any, msgspec.json.Decoder] = {}
+
+
+def _decoder(kind: Any) -> msgspec.json.Decoder:
+    d = _DECODERS.get(kind)
+    if d is None:
+        d = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return d
 
 
 _FIELDS = {"qty": "quantity", "quote_qty": "quote_quantity", "tif": "time_in_force"}
