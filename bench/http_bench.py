@@ -40,7 +40,8 @@ counts answered order messages, places and cancels, as the JSON bench does.
    event-loop tick (about 1 ms), the clients sharing cores with the engine.
 
 ``--profile`` runs the HTTP gateway under cProfile (slower: its figures are not the real ones)
-and prints where its time went (``BENCH_PROFILE_KEEP=FILE`` keeps the profile for pstats). Nothing here is a test: it prints a table (``--json FILE``
+and prints where its time went (``BENCH_PROFILE_KEEP=FILE`` keeps the profile for pstats).
+Nothing here is a test: it prints a table (``--json FILE``
 also writes the numbers).
 """
 
