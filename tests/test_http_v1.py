@@ -107,6 +107,51 @@ async def setup(stack: HttpStack, **amounts: str) -> tuple[str, Trader]:
 # ----------------------------------------------------------------------------- orders
 
 
+@http_test
+async def test_cancel_replace_changes_price_and_quantity_as_the_engine_sees_it(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    other = await http_stack.funded(USD="1000")
+    body = {"market": market, "kind": "buy", "price": "100.00", "quantity": "2",
+            "client_order_id": "r1"}  # fmt: skip
+    st, placed = await v1(s, http_stack.url, who, "POST", f"{V1}/order", body)
+    assert st == 200, placed
+    oid = placed["order"]["order_id"]
+    new = {"market": market, "price": "101.50", "quantity": "1.5", "new_client_order_id": "r2"}
+    st, out = await v1(s, http_stack.url, who, "PUT", f"{V1}/order/{oid}", new)
+    assert st == 200, out
+    assert (out[-1]["status"], out[-1]["price"], out[-1]["qty"]) == ("new", "101.50", "1.5000")
+    assert out[-1]["client_order_id"] == "r2" and out[-1]["order_id"] == oid
+    (o,) = await open_in_engine(http_stack, who, market)
+    assert (o.order_id, o.price, o.qty, o.client_order_id) == (oid, 10150, 15000, "r2")
+    bal = await engine(http_stack, M.BalancesRequest(0, who.account))
+    cash = {b.asset: b for b in bal.balances}["USD"]
+    assert cash.locked == usd("152.25")  # 101.50 x 1.5: the lock follows the new order
+    # by the new client order id, the alias spelling; the old id is gone
+    by_cid = {"by": "client_order_id"}
+    st, out = await v1(s, http_stack.url, who, "PUT", f"{V1}/orders/r2",
+                       {"market": market, "quantity": "1"}, query=by_cid)  # fmt: skip
+    assert st == 200 and out[-1]["qty"] == "1.0000", out
+    st, gone = await v1(s, http_stack.url, who, "PUT", f"{V1}/order/r1",
+                        {"market": market, "quantity": "1"}, query=by_cid)  # fmt: skip
+    assert st == 404 and gone["error"]["code"] == 3006, gone
+    # another account's order id looks exactly like an unknown one
+    st, theirs = await v1(s, http_stack.url, other, "PUT", f"{V1}/order/{oid}",
+                          {"market": market, "price": "99.00"})  # fmt: skip
+    st2, unknown = await v1(s, http_stack.url, other, "PUT", f"{V1}/order/{oid + 10**9}",
+                            {"market": market, "price": "99.00"})  # fmt: skip
+    assert (st, theirs["error"]["code"]) == (st2, unknown["error"]["code"]) == (404, 3006)
+    # bad replaces change nothing
+    bads = ({"market": market}, {"market": market, "price": "100.001"},
+            {"market": market, "quantity": 1}, {"market": "NOPE-USD", "price": "1.00"})  # fmt: skip
+    for bad in bads:
+        st, err = await v1(s, http_stack.url, who, "PUT", f"{V1}/order/{oid}", bad)
+        assert 400 <= st < 500 and "error" in err, (bad, st, err)
+    (o,) = await open_in_engine(http_stack, who, market)
+    assert (o.price, o.qty) == (10150, 10000)
+
+
 @pytest.mark.parametrize("spelling", ["order", "orders"])
 @http_test
 async def test_placed_limit_order_rests_in_the_engine_and_every_read_route_shows_it(
@@ -720,6 +765,8 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("GET", f"{V1}/orders/{{id}}"),
         ("DELETE", f"{V1}/order/{{id}}"),
         ("DELETE", f"{V1}/orders/{{id}}"),
+        ("PUT", f"{V1}/order/{{id}}"),
+        ("PUT", f"{V1}/orders/{{id}}"),
         ("POST", f"{V1}/order/quote"),
         ("GET", f"{V1}/order/open"),
         ("GET", f"{V1}/orders"),

@@ -72,6 +72,17 @@ class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
     stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] | None = None
 
 
+class ReplaceBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Cancel-replace: a new price and/or total quantity (the filled part included, as FIX).
+    The same price with a smaller quantity keeps the order's place in the queue; anything else
+    queues it again. ``market`` is the order's market."""
+
+    market: str
+    price: Amount | None = None
+    quantity: Amount | None = None
+    new_client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+
+
 class QuoteBody(msgspec.Struct, forbid_unknown_fields=True):
     """What a market order would fill now: ``quantity`` of base, or (buys) ``quote_quantity``."""
 
@@ -294,6 +305,15 @@ class V1(Api):
         cmd = M.Cancel(0, key.account_id, market, order_id, cid)
         return self.gw.call(self, cmd, self.result)
 
+    def replace(self, key: ApiKey, req: Request) -> Any:
+        b = self.decode(req.body, ReplaceBody)
+        self.spec(b.market)
+        _, order_id, cid = self.order_ref(key, req)
+        if not (b.price or b.quantity):
+            raise V1Error(400, R.INVALID_FIELD, "give price, quantity or both")
+        r = J.ReplaceOrder(0, b.market, order_id, cid, b.new_client_order_id, b.price, b.quantity)
+        return self.gw.call(self, convert.replace(self.ex, key.account_id, r), self.result)
+
     def quote(self, key: ApiKey, req: Request) -> Any:
         b = self.decode(req.body, QuoteBody)
         q = J.GetQuote(0, b.market, _side(b.kind, b.side), b.quantity, b.quote_quantity)
@@ -411,6 +431,8 @@ def register(gw: Gateway) -> V1:
          "client order id)", read, False, OrderQuery, None, J.Order, v.get_order),
         ("DELETE", ["order/{id}", "orders/{id}"], "Cancel an order", trade, True, OrderQuery,
          None, order_views, v.cancel),
+        ("PUT", ["order/{id}", "orders/{id}"], "Cancel-replace: new price and/or quantity",
+         trade, True, OrderQuery, ReplaceBody, order_views, v.replace),
         ("POST", ["order/quote"], "What a market order would fill now", read, False, None,
          QuoteBody, J.QuoteView, v.quote),
         ("GET", ["order/open", "orders"], "Open orders", read, False, MarketQuery, None,
