@@ -261,11 +261,13 @@ async def test_depth_diffs_follow_on_from_the_rest_snapshot_and_rebuild_the_engi
 ) -> None:
     async with running(engine, market) as (gw, desk), aiohttp.ClientSession() as http:
         await desk.rest(market, BUY, 4_900_000, 1)  # something in the book before we look
+        _, _, seq = await engine_book(desk, market)
+        # the feed delivers the engine's update to the gateway's book a moment later
+        await eventually_async(lambda: gw.streams.books[market].uid >= seq, 20, 0.02, "caught up")
         ws = await Ws.connect(http, gw)
         name = f"{sym(market).lower()}@{stream}"
         assert await ws.call("SUBSCRIBE", [name]) == {"result": None, "id": 1}
         snap = await rest_depth(http, gw, market)
-        _, _, seq = await engine_book(desk, market)
         assert snap["lastUpdateId"] == seq  # the engine's depth sequence, nothing added
         await trade_some(desk, market)
         await book_matches(ws, http, gw, desk, market, snap)
