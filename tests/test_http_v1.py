@@ -644,6 +644,10 @@ async def test_a_replayed_signed_order_is_refused_and_only_one_order_exists(
     assert st == 200, first
     st, again = await raw(s, http_stack.url, "POST", path, headers, body)
     assert (st, again["error"]["code"]) == (401, 1006) and "already" in again["error"]["reason"]
+    # the receive window is a header outside the signature: a wider one buys a replay nothing
+    wider = {**headers, "X-API-RECV-WINDOW": "60000"}
+    st, again = await raw(s, http_stack.url, "POST", path, wider, body)
+    assert (st, again["error"]["code"]) == (401, 1006) and "already" in again["error"]["reason"]
     assert len(await open_in_engine(http_stack, who)) == 1
     read = v1_headers(who, "GET", f"{V1}/order/open", b"")
     for _ in range(2):  # a read may be repeated
@@ -689,6 +693,18 @@ async def test_orders_over_the_accounts_rate_get_429_with_retry_after(
     assert len(await open_in_engine(tight, who)) == 3
     st, _ = await v1(s, tight.url, who, "GET", f"{V1}/balances")
     assert st == 200  # reads have their own, larger budget
+    # A request refused with 429 was not done, so sent again unchanged (same signature) once
+    # the rate allows it, it is placed: not refused as a replay. 0.2 orders/s: one token in 5 s.
+    headers["X-API-RECV-WINDOW"] = "60000"  # the resend comes after the default 5 s window
+
+    async def resent() -> bool:
+        async with s.post(tight.url + f"{V1}/order", data=body, headers=headers) as r:
+            reply = await r.json()
+        assert r.status in (200, 429), reply
+        return r.status == 200
+
+    await eventually_async(resent, 40.0, 0.5, "the refused order, resent, placed")
+    assert len(await open_in_engine(tight, who)) == 4
 
 
 @http_test

@@ -166,13 +166,23 @@ class Gateway:
         for a in full or list(self.addresses)[: ADDRESSES_KEPT // 2]:
             del self.addresses[a]
 
-    def admit(self, api: Api, req: Request, key: ApiKey | None, orders: bool) -> Response | None:
-        """None if the request is within its address's and its account's limits."""
+    def admit(self, api: Api, req: Request) -> Response | None:
+        """None if the request is within its client address's limit (checked first, before
+        any key is looked up or signature computed)."""
         wait = self.address_wait(req.peer)
-        if not wait and key is not None:
-            wait = self.limits.take(key.account_id, orders, time.monotonic())
         if not wait:
             return None
+        self.metrics.rate_limited += 1
+        return api.limited(wait, False)
+
+    def admit_account(self, api: Api, key: ApiKey, orders: bool) -> Response | None:
+        """None if the request is within its account's limits; then a signed write's
+        signature counts as seen (auth.Signer.accept)."""
+        wait = self.limits.take(key.account_id, orders, time.monotonic())
+        if not wait:
+            self.signer.accept()
+            return None
+        self.signer.pending = None
         self.metrics.rate_limited += 1
         return api.limited(wait, orders)
 

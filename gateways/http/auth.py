@@ -11,8 +11,10 @@ Two schemes, one key store (gateways/accounts.py, secrets sealed by gateways/vau
   optional ``X-API-RECV-WINDOW``.
 
 Both refuse a timestamp more than 1 s ahead of the server or older than the receive window,
-and a signed order request seen before (the same signature inside its window): a replayed or
-retried request never places a second order.
+and a signed order request seen before (the same signature within ``recv_window_max``, the
+longest window a request may claim): a replayed or retried request never places a second
+order. A request refused by a rate limit is not "seen" and may be sent again as it was.
+Memory: 64 bits of each accepted write's signature for 60 s (about 150 bytes an entry).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ class Signer:
         self.vault = vault
         self.recv_window_max = recv_window_max
         self.cache: dict[str, tuple[float, ApiKey | None, bytes]] = {}
-        self.seen: dict[bytes, int] = {}  # signature -> ms after which it may be forgotten
-        self.seen_order: deque[tuple[int, bytes]] = deque()
+        self.seen: dict[int, int] = {}  # 64 bits of a signature -> ms it may be forgotten after
+        self.seen_order: deque[tuple[int, int]] = deque()
+        self.pending: tuple[int, int] | None = None  # a write verified, not yet accepted
 
     def key(self, api_key: str) -> tuple[ApiKey, bytes] | None:
         now = time.monotonic()
@@ -70,7 +73,10 @@ class Signer:
         once: bool,
     ) -> ApiKey:
         """The key, if ``signature`` is its HMAC of ``payload`` and the time is right;
-        ``once``: a write, whose signature must not have been seen inside its window."""
+        ``once``: a write, whose signature must not have been seen inside its window. Such a
+        signature counts as seen once the caller ``accept()``s the request (after its rate
+        limits), so a request refused with 429 may be sent again as it was."""
+        self.pending = None
         if not api_key:
             raise AuthError("missing", "API key missing")
         found = self.key(api_key)
@@ -95,11 +101,12 @@ class Signer:
             )
         if now - ts > recv:
             raise AuthError("timestamp", "timestamp for this request is outside of the recvWindow")
-        if once:
-            self.remember(want[:16], ts + recv, now)
+        if once:  # remembered for the longest window any request may claim: the window a
+            # request names is not always under its signature (v1 sends it as a header)
+            self.check_new(int.from_bytes(want[:8], "little"), ts + self.recv_window_max, now)
         return key
 
-    def remember(self, sig: bytes, until: int, now: int) -> None:
+    def check_new(self, sig: int, until: int, now: int) -> None:
         seen, order = self.seen, self.seen_order
         while order and order[0][0] < now:
             _, old = order.popleft()
@@ -107,8 +114,16 @@ class Signer:
                 seen.pop(old, None)
         if sig in seen:
             raise AuthError("replay", "this signed request was already received")
-        seen[sig] = until
-        order.append((until, sig))
+        self.pending = (sig, until)
+
+    def accept(self) -> None:
+        """The request ``verify`` just passed goes ahead: its signature is now seen (the
+        handler runs with no await in between, so ``pending`` is that request's)."""
+        if self.pending is not None:
+            sig, until = self.pending
+            self.pending = None
+            self.seen[sig] = until
+            self.seen_order.append((until, sig))
 
 
 def _int(text: str | None, name: str) -> int:

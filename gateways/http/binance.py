@@ -487,14 +487,16 @@ class Binance(Api):
         """A signed route: authentication, rate limits, Binance-shaped errors around ``fn``."""
 
         def handler(req: Request) -> Response | Deferred:
+            limited = self.gw.admit(self, req)
+            if limited is not None:
+                return limited
             try:
                 key, params = self.sign(req, permission, orders)
             except AuthError as e:
-                limited = self.gw.admit(self, req, None, False)
-                return limited or self.auth_error(e)
+                return self.auth_error(e)
             except BinanceReject as e:
                 return self.fail(e)
-            limited = self.gw.admit(self, req, key, orders)
+            limited = self.gw.admit_account(self, key, orders)
             if limited is not None:
                 return limited
             try:
@@ -506,7 +508,7 @@ class Binance(Api):
 
     def public(self, fn: Any) -> Any:
         def handler(req: Request) -> Any:
-            limited = self.gw.admit(self, req, None, False)
+            limited = self.gw.admit(self, req)
             if limited is not None:
                 return limited
             try:

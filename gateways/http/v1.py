@@ -234,11 +234,14 @@ class V1(Api):
 
     def guarded(self, permission: Permission, orders: bool, fn: Any) -> Any:
         def handler(req: Request) -> Any:
+            limited = self.gw.admit(self, req)
+            if limited is not None:
+                return limited
             try:
                 key = self.authenticate(req, permission, orders)
             except AuthError as e:
-                return self.gw.admit(self, req, None, False) or self.auth_error(e)
-            limited = self.gw.admit(self, req, key, orders)
+                return self.auth_error(e)
+            limited = self.gw.admit_account(self, key, orders)
             if limited is not None:
                 return limited
             try:
@@ -252,7 +255,7 @@ class V1(Api):
 
     def public(self, fn: Any) -> Any:
         def handler(req: Request) -> Any:
-            limited = self.gw.admit(self, req, None, False)
+            limited = self.gw.admit(self, req)
             if limited is not None:
                 return limited
             try:
