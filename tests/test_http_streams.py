@@ -114,6 +114,18 @@ async def test_rest_depth_and_the_depth_stream_share_ids_in_the_gateway_process(
 
 
 @async_test
+async def test_rest_depth_answers_binance_errors(http_stack: HttpStack) -> None:
+    async with aiohttp.ClientSession() as http:
+        for query, code in (
+            ("", -1102),
+            ("?symbol=NOPE", -1121),
+            ("?symbol=BTCUSD&limit=x", -1100),
+        ):
+            async with http.get(f"{http_stack.url}/api/v3/depth{query}") as r:
+                assert r.status == 400 and (await r.json())["code"] == code, query
+
+
+@async_test
 async def test_ccxt_pro_watch_order_book_and_watch_trades_follow_the_engine(
     http_stack: HttpStack,
 ) -> None:

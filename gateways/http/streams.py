@@ -340,7 +340,6 @@ class BinanceStreams:
                 web.get("/ws/{tail:.*}", self.ws_raw),
                 web.get("/stream", self.ws_combined),
                 web.get("/stream/{tail:.*}", self.ws_combined),
-                web.get("/api/v3/depth", self.api_depth),
             ]
         )
         return app
@@ -501,26 +500,6 @@ class BinanceStreams:
             "bids": [[spec.price_text(-k), spec.qty_text(q)] for k, q in pub.bids.items()[:n]],
             "asks": [[spec.price_text(k), spec.qty_text(q)] for k, q in pub.asks.items()[:n]],
         }
-
-    async def api_depth(self, request: web.Request) -> web.Response:
-        symbol = request.query.get("symbol", "")
-        if not symbol:
-            return _error(
-                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-            )
-        spec = self.symbols.by_binance.get(symbol)
-        if spec is None:
-            return _error(-1121, "Invalid symbol.")
-        raw = request.query.get("limit", "100")
-        if not raw.isdigit() or len(raw) > 20:
-            return _error(
-                -1100,
-                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
-            )
-        return web.Response(
-            body=self.enc.encode(self.depth_snapshot(spec, int(raw))),
-            content_type="application/json",
-        )
 
     # ----------------------------------------------------------- trades, tickers, klines
     def on_history(
@@ -865,7 +844,3 @@ def _valid_id(rid: object) -> bool:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _error(code: int, msg: str, status: int = 400) -> web.Response:
-    return web.json_response({"code": code, "msg": msg}, status=status)
