@@ -67,9 +67,66 @@ class Route(msgspec.Struct):
 
 
 class Api:
-    """How one API speaks: its error body, and what engine outcomes look like to its clients."""
+    """How one API speaks: its error body, what engine outcomes look like to its clients, how
+    it authenticates; ``public`` and ``guarded`` wrap its routes in the same order of checks
+    (client address limit, then the key and signature, then the account's limits)."""
 
     name = ""
+    gw: Gateway
+    refusals: tuple[type[Exception], ...] = ()  # what its handlers raise to refuse a request
+
+    def refused(self, e: Exception) -> Response:
+        raise NotImplementedError
+
+    def authenticate(
+        self, req: Request, permission: Permission, orders: bool
+    ) -> tuple[ApiKey, Any]:
+        """(the key, what a guarded handler takes with it); AuthError or a refusal."""
+        raise NotImplementedError
+
+    def public_args(self, req: Request) -> Any:
+        """What a public handler takes."""
+        return req
+
+    def public(self, fn: Callable[[Any], Any]) -> Callable[[Request], Any]:
+        gw = self.gw
+
+        def handler(req: Request) -> Any:
+            limited = gw.admit(self, req)
+            if limited is not None:
+                return limited
+            try:
+                return fn(self.public_args(req))
+            except self.refusals as e:
+                return self.refused(e)
+
+        return handler
+
+    def guarded(
+        self, permission: Permission, orders: bool, fn: Callable[[ApiKey, Any], Any]
+    ) -> Callable[[Request], Any]:
+        """A signed route; ``orders``: an order write (the order rate, the replay guard)."""
+        gw = self.gw
+
+        def handler(req: Request) -> Any:
+            limited = gw.admit(self, req)
+            if limited is not None:
+                return limited
+            try:
+                key, arg = self.authenticate(req, permission, orders)
+            except AuthError as e:
+                return self.auth_error(e)
+            except self.refusals as e:
+                return self.refused(e)
+            limited = gw.admit_account(self, key, orders)
+            if limited is not None:
+                return limited
+            try:
+                return fn(key, arg)
+            except self.refusals as e:
+                return self.refused(e)
+
+        return handler
 
     def body(self, status: int, code: int, message: str) -> bytes:
         raise NotImplementedError

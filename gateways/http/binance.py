@@ -375,6 +375,7 @@ class BinanceMyTradesParams(BinanceSigned):
 class Binance(Api):
     name = "v3"
     error_type = BinanceError
+    refusals = (BinanceReject,)
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -467,7 +468,9 @@ class Binance(Api):
             raise BinanceReject(-1121, "Invalid symbol.")
         return spec
 
-    def sign(self, req: Request, permission: Permission, orders: bool) -> tuple[ApiKey, dict]:
+    def authenticate(
+        self, req: Request, permission: Permission, orders: bool
+    ) -> tuple[ApiKey, dict]:
         """Authenticate a signed request: (key, parameters); AuthError / BinanceReject."""
         params = self.params(req)
         signature, payload = binance_payload(req.query_string, req.body)
@@ -483,40 +486,12 @@ class Binance(Api):
             raise AuthError("permission", "this API key may not do this")
         return key, params
 
-    def guarded(self, permission: Permission, orders: bool, fn: Any) -> Any:
-        """A signed route: authentication, rate limits, Binance-shaped errors around ``fn``."""
+    def refused(self, e: Exception) -> Response:
+        assert isinstance(e, BinanceReject)
+        return self.fail(e)
 
-        def handler(req: Request) -> Response | Deferred:
-            limited = self.gw.admit(self, req)
-            if limited is not None:
-                return limited
-            try:
-                key, params = self.sign(req, permission, orders)
-            except AuthError as e:
-                return self.auth_error(e)
-            except BinanceReject as e:
-                return self.fail(e)
-            limited = self.gw.admit_account(self, key, orders)
-            if limited is not None:
-                return limited
-            try:
-                return fn(key, params)  # type: ignore[no-any-return]
-            except BinanceReject as e:
-                return self.fail(e)
-
-        return handler
-
-    def public(self, fn: Any) -> Any:
-        def handler(req: Request) -> Any:
-            limited = self.gw.admit(self, req)
-            if limited is not None:
-                return limited
-            try:
-                return fn(self.params(req))
-            except BinanceReject as e:
-                return self.fail(e)
-
-        return handler
+    def public_args(self, req: Request) -> dict[str, str]:
+        return self.params(req)
 
     # -------------------------------------------------------------- public routes
     def time(self, p: dict) -> Response:
@@ -784,19 +759,12 @@ class Binance(Api):
     ) -> BinanceOrder:
         last = msg.reports[-1]
         ms = last.ts // 1_000_000
-        order = BinanceOrder(
-            self.symbols.binance[spec.symbol],
-            last.order_id,
-            -1,
-            last.client_order_id,
-            spec.price_text(cmd.price) if cmd.price else _zero(spec.tick.text),
-            spec.qty_text(last.qty) if last.qty else _zero(spec.lot.text),
-            spec.qty_text(last.cum_qty),
-            spec.quote_text(last.cum_quote),
+        order = self.order_view(
+            spec,
+            last,
             _status(last.status, last.reason_code),
-            TIF_NAMES.get(cmd.tif, "GTC" if cmd.type == OrderType.LIMIT else "IOC"),
+            _tif_name(cmd.tif, cmd.type),
             _type_name(cmd.type, cmd.post_only),
-            SIDE_NAMES[cmd.side],
             transactTime=ms,
             workingTime=ms,
             origQuoteOrderQty=spec.quote_text(cmd.quote_qty),
@@ -852,28 +820,39 @@ class Binance(Api):
         self, spec: MarketSpec, r: M.ExecReport, state: M.OrderState | None = None
     ) -> BinanceOrder:
         if state is not None:
-            tif = TIF_NAMES.get(state.tif, "GTC")
+            tif = _tif_name(state.tif, state.type)
             kind = _type_name(state.type, state.post_only)
         else:  # only limit orders rest, so only they are cancelled
             tif, kind = "GTC", "LIMIT" if r.price else "MARKET"
-        return BinanceOrder(
-            self.symbols.binance[spec.symbol],
-            r.order_id,
-            -1,
-            r.client_order_id,
-            spec.price_text(r.price) if r.price else _zero(spec.tick.text),
-            spec.qty_text(r.qty) if r.qty else _zero(spec.lot.text),
-            spec.qty_text(r.cum_qty),
-            spec.quote_text(r.cum_quote),
-            _status(r.status, r.reason_code),
-            tif,
-            kind,
-            SIDE_NAMES[r.side],
-            transactTime=r.ts // 1_000_000,
+        status = _status(r.status, r.reason_code)
+        return self.order_view(
+            spec, r, status, tif, kind, transactTime=r.ts // 1_000_000,
             origClientOrderId=r.client_order_id,
-        )
+        )  # fmt: skip
 
     def state(self, spec: MarketSpec, o: M.OrderState) -> BinanceOrder:
+        return self.order_view(
+            spec,
+            o,
+            _status(o.status, 0),
+            _tif_name(o.tif, o.type),
+            _type_name(o.type, o.post_only),
+            time=o.created_ts // 1_000_000,
+            updateTime=o.updated_ts // 1_000_000,
+            workingTime=o.created_ts // 1_000_000,
+            isWorking=True,
+            stopPrice=_zero(spec.tick.text),
+            icebergQty=_zero(spec.lot.text),
+            origQuoteOrderQty=spec.quote_text(o.quote_qty),
+            selfTradePreventionMode="EXPIRE_TAKER",
+        )
+
+    def order_view(
+        self, spec: MarketSpec, o: M.ExecReport | M.OrderState, status: str, tif: str,
+        kind: str, **extra: Any,
+    ) -> BinanceOrder:  # fmt: skip
+        """What every Binance order answer shows, from an execution report or an order's
+        state (both carry these fields); ``extra``: the fields of that kind of answer."""
         return BinanceOrder(
             self.symbols.binance[spec.symbol],
             o.order_id,
@@ -883,18 +862,11 @@ class Binance(Api):
             spec.qty_text(o.qty) if o.qty else _zero(spec.lot.text),
             spec.qty_text(o.cum_qty),
             spec.quote_text(o.cum_quote),
-            _status(o.status, 0),
-            TIF_NAMES.get(o.tif, "GTC" if o.type == OrderType.LIMIT else "IOC"),
-            _type_name(o.type, o.post_only),
+            status,
+            tif,
+            kind,
             SIDE_NAMES[o.side],
-            time=o.created_ts // 1_000_000,
-            updateTime=o.updated_ts // 1_000_000,
-            workingTime=o.created_ts // 1_000_000,
-            isWorking=True,
-            stopPrice=_zero(spec.tick.text),
-            icebergQty=_zero(spec.lot.text),
-            origQuoteOrderQty=spec.quote_text(o.quote_qty),
-            selfTradePreventionMode="EXPIRE_TAKER",
+            **extra,
         )
 
     def open_orders(self, key: ApiKey, p: dict) -> Deferred:
@@ -993,6 +965,11 @@ def _status(status: int, reason: int) -> str:
     if status == OrderStatus.CANCELED and reason == CancelReason.SELF_TRADE:
         return "EXPIRED_IN_MATCH"
     return STATUS.get(status, "NEW")  # type: ignore[call-overload]
+
+
+def _tif_name(tif: int, kind: int) -> str:
+    """An order's time in force; unset: GTC for a limit order, IOC for a market order."""
+    return TIF_NAMES.get(tif, "GTC" if kind == OrderType.LIMIT else "IOC")
 
 
 def _type_name(kind: int, post_only: bool) -> str:

@@ -149,6 +149,7 @@ class ErrorBody(msgspec.Struct):
 class V1(Api):
     name = "v1"
     error_type = ErrorBody
+    refusals = (V1Error, convert.EdgeReject)
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
@@ -213,7 +214,9 @@ class V1(Api):
             )
         return spec
 
-    def authenticate(self, req: Request, permission: Permission, orders: bool) -> ApiKey:
+    def authenticate(
+        self, req: Request, permission: Permission, orders: bool
+    ) -> tuple[ApiKey, Request]:
         h = req.headers
         path = req.path + ("?" + req.query_string if req.query_string else "")
         ts = h.get("x-api-timestamp", "")
@@ -230,40 +233,13 @@ class V1(Api):
             raise AuthError(
                 "permission", f"this API key is {key.permission.value}; {permission.value} needed"
             )
-        return key
+        return key, req
 
-    def guarded(self, permission: Permission, orders: bool, fn: Any) -> Any:
-        def handler(req: Request) -> Any:
-            limited = self.gw.admit(self, req)
-            if limited is not None:
-                return limited
-            try:
-                key = self.authenticate(req, permission, orders)
-            except AuthError as e:
-                return self.auth_error(e)
-            limited = self.gw.admit_account(self, key, orders)
-            if limited is not None:
-                return limited
-            try:
-                return fn(key, req)
-            except V1Error as e:
-                return self.error(e.status, e.code, e.reason)
-            except convert.EdgeReject as e:  # in this API's field names
-                return self.error(STATUS.get(e.code, 400), e.code, _v1_words(e.reason))
-
-        return handler
-
-    def public(self, fn: Any) -> Any:
-        def handler(req: Request) -> Any:
-            limited = self.gw.admit(self, req)
-            if limited is not None:
-                return limited
-            try:
-                return fn(req)
-            except V1Error as e:
-                return self.error(e.status, e.code, e.reason)
-
-        return handler
+    def refused(self, e: Exception) -> Response:
+        if isinstance(e, V1Error):
+            return self.error(e.status, e.code, e.reason)
+        assert isinstance(e, convert.EdgeReject)  # in this API's field names
+        return self.error(STATUS.get(e.code, 400), e.code, _v1_words(e.reason))
 
     def result(self, msg: Any) -> Response:
         return Gateway.json(convert.result(self.ex, msg))
