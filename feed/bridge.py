@@ -31,7 +31,7 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from feed.candles import Candle
-from feed.fanout import Client, Fanout
+from feed.fanout import Client, Fanout, FanoutMetrics
 from feed.frames import StrictWebSocket, ws_frame
 from feed.market import MarketData, kline_view, trade_view
 from protocol import market_api as A
@@ -49,14 +49,7 @@ TICKER_PAUSE = 0.25  # seconds between ticker pushes per market
 MAX_MESSAGE = 64 * 1024  # bytes of one client message; a bigger one: close 1009
 
 
-class Metrics(msgspec.Struct):
-    connections: int = 0
-    connections_total: int = 0
-    refused: int = 0
-    subscriptions: int = 0
-    messages_out: int = 0
-    dropped_slow: int = 0
-    bad_requests: int = 0
+class Metrics(FanoutMetrics):
     md_messages: int = 0
     lag_ms: float = 0.0  # engine timestamp of the newest market data vs our clock
 

@@ -5,8 +5,8 @@ subscriber's transport. Every connection has a limit on unsent bytes: a client w
 buffer passes it is dropped (Close 1008 after what is already queued) and counted, never waited
 for, so a slow reader cannot delay the others or grow memory (rule 7).
 
-The counters live in the owner's metrics struct (any object with the attributes of
-``Counters``), so each server keeps its own names and its own Prometheus export.
+The counters live in the owner's metrics struct, a ``FanoutMetrics`` with the owner's own
+counters added, so each server keeps its own Prometheus export.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from typing import Protocol
 
+import msgspec
 from aiohttp import web
 
 from feed.frames import ws_frame
@@ -25,11 +25,16 @@ log = logging.getLogger("feed.fanout")
 TOO_SLOW = ws_frame(struct.pack("!H", 1008) + b"too slow: send queue full", 0x8)
 
 
-class Counters(Protocol):
-    connections: int
-    subscriptions: int
-    messages_out: int
-    dropped_slow: int
+class FanoutMetrics(msgspec.Struct):
+    """What every websocket server built on the fan-out counts."""
+
+    connections: int = 0
+    connections_total: int = 0
+    refused: int = 0  # over the connection cap
+    subscriptions: int = 0
+    messages_out: int = 0
+    dropped_slow: int = 0
+    bad_requests: int = 0
 
 
 class Client:
@@ -48,7 +53,7 @@ class Client:
 class Fanout:
     """Connections, who subscribes to what, and the bounded write."""
 
-    def __init__(self, counters: Counters) -> None:
+    def __init__(self, counters: FanoutMetrics) -> None:
         self.counters = counters
         self.linger = 10.0  # seconds a dropped client has to read what was queued, then abort
         self.clients: set[Client] = set()

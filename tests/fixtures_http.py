@@ -299,9 +299,10 @@ def ccxt_binance(stack: HttpStack, who: Trader | None = None, pro: bool = False)
     return cls(opts)
 
 
-@pytest.fixture(name="http_stack", scope="module")
-def http_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
-    stack = HttpStack(tmp_path_factory.mktemp("http"))
+def running_stack(workdir: Path, **sections: dict[str, Any]) -> Iterator[HttpStack]:
+    """A started HttpStack for a fixture to yield (its logs printed if it fails to start),
+    closed afterwards: ``yield from running_stack(path, http_gateway={...})``."""
+    stack = HttpStack(workdir, **sections)
     try:
         asyncio.run(stack.astart())
     except BaseException:
@@ -310,3 +311,8 @@ def http_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Htt
         raise
     yield stack
     stack.close()
+
+
+@pytest.fixture(name="http_stack", scope="module")
+def http_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
+    yield from running_stack(tmp_path_factory.mktemp("http"))

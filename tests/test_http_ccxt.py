@@ -43,6 +43,7 @@ from tests.fixtures_http import (
     Trader,
     ccxt_binance,
     http_stack_fixture,  # noqa: F401
+    running_stack,
 )
 from tests.procs import eventually_async
 
@@ -660,18 +661,10 @@ async def test_sapi_fapi_dapi_answer_a_binance_json_error(http_stack: HttpStack)
 @pytest.fixture(name="limited_stack", scope="module")
 def limited_stack_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
     """A second engine and gateway whose accounts may send 2 orders, then one per 100 s."""
-    stack = HttpStack(
+    yield from running_stack(
         tmp_path_factory.mktemp("http-limited"),
         http_gateway={"orders_per_second": 0.01, "order_burst": 2},
     )
-    try:
-        asyncio.run(stack.astart())
-    except BaseException:
-        print(stack.logs())
-        stack.close()
-        raise
-    yield stack
-    stack.close()
 
 
 @async_test

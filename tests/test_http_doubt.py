@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from protocol.messages import OpenOrdersRequest
-from tests.fixtures_http import HttpStack, v1, v3
+from tests.fixtures_http import HttpStack, running_stack, v1, v3
 from tests.procs import eventually_async
 
 TIMEOUT = 120.0
@@ -26,15 +26,7 @@ TIMEOUT = 120.0
 
 @pytest.fixture(name="stalling")
 def stalling_fixture(tmp_path: Path):
-    stack = HttpStack(tmp_path, http_gateway={"engine_timeout": 1.0})
-    try:
-        asyncio.run(stack.astart())
-    except BaseException:
-        print(stack.logs())
-        stack.close()
-        raise
-    yield stack
-    stack.close()
+    yield from running_stack(tmp_path, http_gateway={"engine_timeout": 1.0})
 
 
 def run(coro) -> None:

@@ -30,6 +30,7 @@ from tests.fixtures_http import (
     HttpStack,
     Trader,
     http_stack_fixture,  # noqa: F401
+    running_stack,
     v1,
     v1_headers,
 )
@@ -659,20 +660,10 @@ async def test_a_replayed_signed_order_is_refused_and_only_one_order_exists(
 
 @pytest.fixture(name="tight", scope="module")
 def tight_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
-    import asyncio
-
-    stack = HttpStack(
+    yield from running_stack(
         tmp_path_factory.mktemp("tight"),
         http_gateway={"orders_per_second": 0.2, "order_burst": 3, "engine_timeout": 1.0},
     )
-    try:
-        asyncio.run(stack.astart())
-    except BaseException:
-        print(stack.logs())
-        stack.close()
-        raise
-    yield stack
-    stack.close()
 
 
 @http_test

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures_gateway import async_test
-from tests.fixtures_http import HttpStack, http_stack_fixture  # noqa: F401
+from tests.fixtures_http import HttpStack, http_stack_fixture, running_stack  # noqa: F401
 
 READ_TIMEOUT = 20.0
 
@@ -245,15 +245,9 @@ async def test_expect_100_continue_gets_continue_then_the_answer(http_stack: Htt
 
 @pytest.fixture(name="impatient", scope="module")
 def impatient_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
-    stack = HttpStack(tmp_path_factory.mktemp("impatient"), http_gateway={"header_timeout": 1.0})
-    try:
-        asyncio.run(stack.astart())
-    except BaseException:
-        print(stack.logs())
-        stack.close()
-        raise
-    yield stack
-    stack.close()
+    yield from running_stack(
+        tmp_path_factory.mktemp("impatient"), http_gateway={"header_timeout": 1.0}
+    )
 
 
 @pytest.mark.parametrize(

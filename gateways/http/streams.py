@@ -59,7 +59,7 @@ from sortedcontainers import SortedDict
 
 from feed.bridge import decode_client
 from feed.candles import Candle
-from feed.fanout import Client, Fanout
+from feed.fanout import Client, Fanout, FanoutMetrics
 from feed.frames import StrictWebSocket, ws_frame
 from feed.market import MarketData
 from gateways.http.symbols import SymbolMap
@@ -99,14 +99,7 @@ class StreamLimits(msgspec.Struct, forbid_unknown_fields=True):
         return cls(ex.bridge.max_connections, 1_024, ex.bridge.send_queue)
 
 
-class StreamMetrics(msgspec.Struct):
-    connections: int = 0
-    connections_total: int = 0
-    refused: int = 0
-    subscriptions: int = 0
-    messages_out: int = 0
-    dropped_slow: int = 0
-    bad_requests: int = 0
+class StreamMetrics(FanoutMetrics):
     depth_updates: int = 0  # depthUpdate events built (each sent to every subscriber)
     book_reloads: int = 0  # books reloaded from an engine snapshot after the first sync
 
