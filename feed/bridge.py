@@ -33,7 +33,7 @@ from aiohttp import WSMsgType, web
 from feed.candles import Candle
 from feed.fanout import Client, Fanout, FanoutMetrics
 from feed.frames import StrictWebSocket, ws_frame
-from feed.market import MarketData, kline_view, trade_view
+from feed.market import MarketData, depth_view, kline_view, trade_view
 from protocol import market_api as A
 from protocol import salvage
 from protocol.config import Exchange, MarketSpec
@@ -133,17 +133,7 @@ class Bridge:
             return
         self.metrics.lag_ms = (time.time_ns() - d.ts) / 1e6 if d.ts else self.metrics.lag_ms
         spec = self.ex.markets[market]
-        self.publish(
-            f"depth@{market}",
-            A.DepthView(
-                market,
-                d.epoch,
-                d.seq,
-                d.seq,
-                [(spec.price_text(p), spec.qty_text(q)) for p, q in d.bids],
-                [(spec.price_text(p), spec.qty_text(q)) for p, q in d.asks],
-            ),
-        )
+        self.publish(f"depth@{market}", depth_view(spec, d.epoch, d.seq, d.bids, d.asks))
 
     def depth_snapshot(self, market: str, limit: int = 0) -> A.DepthView:
         return self.market.depth_view(market, limit)

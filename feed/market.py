@@ -152,16 +152,7 @@ class MarketData:
 
     def depth_view(self, market: str, limit: int = 0) -> A.DepthView:
         d = self.depth(market, limit)
-        spec = self.ex.markets[market]
-        return A.DepthView(
-            market,
-            d.epoch,
-            d.seq,
-            d.seq,
-            [(spec.price_text(p), spec.qty_text(q)) for p, q in d.bids],
-            [(spec.price_text(p), spec.qty_text(q)) for p, q in d.asks],
-            snapshot=True,
-        )
+        return depth_view(self.ex.markets[market], d.epoch, d.seq, d.bids, d.asks, True)
 
     def recent_trades(self, market: str, limit: int) -> list[Trade]:
         """The newest ``limit`` trades, oldest first."""
@@ -247,6 +238,26 @@ class MarketData:
 
 
 # ---------------------------------------------------------------------------- views
+
+
+def depth_view(
+    spec: MarketSpec,
+    epoch: int,
+    seq: int,
+    bids: list[tuple[int, int]],
+    asks: list[tuple[int, int]],
+    snapshot: bool = False,
+) -> A.DepthView:
+    """Levels (ticks, lots) as the bridge shows them: a snapshot, or one engine depth delta."""
+    return A.DepthView(
+        spec.symbol,
+        epoch,
+        seq,
+        seq,
+        [(spec.price_text(p), spec.qty_text(q)) for p, q in bids],
+        [(spec.price_text(p), spec.qty_text(q)) for p, q in asks],
+        snapshot=snapshot,
+    )
 
 
 def trade_view(spec: MarketSpec, t: Trade) -> A.TradeView:
