@@ -63,7 +63,6 @@ class Route(msgspec.Struct):
     query: Any = None  # msgspec Struct type of the query parameters
     body: Any = None  # msgspec Struct type of the JSON body (v1) or form (v3)
     response: Any = None  # the 200 response type
-    tags: tuple[str, ...] = ()
 
 
 class Api:
@@ -291,10 +290,6 @@ class Gateway:
     @staticmethod
     def json(obj: object, status: int = 200) -> Response:
         return Response(status, JSON.encode(obj))
-
-    @staticmethod
-    def needs(key: ApiKey, permission: Permission) -> bool:
-        return key.permission.allows(permission)
 
 
 def retry_after(wait: float) -> str:

@@ -301,10 +301,6 @@ class BinanceMyTrade(msgspec.Struct):
 # Parameters as sent (strings); the types document them in the OpenAPI file.
 
 
-class BinanceSymbolQuery(msgspec.Struct):
-    symbol: str
-
-
 class BinanceDepthQuery(msgspec.Struct):
     symbol: str
     limit: int = 100

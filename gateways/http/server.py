@@ -269,7 +269,6 @@ class Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.body: list[bytes] = []
         self.body_len = 0
-        self.rejected: Response | None = None  # a request refused before its body was read
         # Timers are armed lazily (a call_later and its cancel cost ~4 us, a tenth of a
         # request): the header timer only for a request still incomplete when a read has been
         # parsed, the idle timer once, moved on by ``idle_at`` and re-armed when it fires early.
@@ -331,7 +330,7 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self.fail(400, 1001, "protocol upgrades are not served here (websockets: ws_port)")
         except httptools.HttpParserError as e:
-            if self.rejected is None:
+            if not self.closing:  # else: our own refusal (too large) stopped the parser
                 self.fail(400, 1001, f"malformed HTTP request: {e}")
         if self.parsing and self.timer is None and not self.closing:
             loop = asyncio.get_running_loop()
@@ -353,35 +352,30 @@ class Connection(asyncio.Protocol):
         self.header_bytes = 0
         self.body = []
         self.body_len = 0
-        self.rejected = None
         self.parsing = True
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         self.header_bytes += len(url)
         if self.header_bytes > self.cfg.max_header:
-            self.refuse_headers()
+            self.too_large(431, f"request line and headers longer than {self.cfg.max_header}")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value) + 4
         if self.header_bytes > self.cfg.max_header:
-            self.refuse_headers()
+            self.too_large(431, f"request line and headers longer than {self.cfg.max_header}")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
-    def refuse_headers(self) -> None:
-        if self.rejected is None:
-            self.srv.metrics.too_large += 1
-            self.fail(431, 1004, f"request line and headers longer than {self.cfg.max_header}")
-            self.rejected = Response(431, b"")
-        raise httptools.HttpParserError("headers too large")
+    def too_large(self, status: int, message: str) -> None:
+        """Refuse the request being parsed (431/413, then close) and stop the parser."""
+        self.srv.metrics.too_large += 1
+        self.fail(status, 1004, message)
+        raise httptools.HttpParserError(message)
 
     def on_headers_complete(self) -> None:
         length = self.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.cfg.max_body:
-            self.srv.metrics.too_large += 1
-            self.fail(413, 1004, f"request body longer than {self.cfg.max_body} bytes")
-            self.rejected = Response(413, b"")
-            raise httptools.HttpParserError("body too large")
+            self.too_large(413, f"request body longer than {self.cfg.max_body} bytes")
         if self.headers.get("expect", "").lower() == "100-continue" and self.transport:
             # An interim answer must not overtake the answers before it: with some still
             # pending, the client sends its body after its own short wait instead.
@@ -392,10 +386,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body_len += len(body)
         if self.body_len > self.cfg.max_body:  # chunked bodies have no Content-Length
-            self.srv.metrics.too_large += 1
-            self.fail(413, 1004, f"request body longer than {self.cfg.max_body} bytes")
-            self.rejected = Response(413, b"")
-            raise httptools.HttpParserError("body too large")
+            self.too_large(413, f"request body longer than {self.cfg.max_body} bytes")
         self.body.append(body)
 
     def on_message_complete(self) -> None:
