@@ -64,8 +64,6 @@ from bench.engine_bench import machine_info, say
 from bench.procs import cpu_seconds, free_ports, percentiles
 from gateways.accounts import AccountStore, Permission
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "protocol" / "default.toml"
 MARKET = "BTC-USD"
 TARGET = "EXCHANGE"
 COMP = "BENCH1"
@@ -78,28 +76,16 @@ SOH = b"\x01"
 
 
 LIFTED = {  # the benchmark measures the gateway, not its per-account rate limits
-    "orders_per_second": "1000000000.0",
-    "order_burst": "1000000000",
-    "requests_per_second": "1000000000.0",
-    "request_burst": "1000000000",
+    "orders_per_second": 1e9,
+    "order_burst": 1_000_000_000,
+    "requests_per_second": 1e9,
+    "request_burst": 1_000_000_000,
 }
 
 
 def bench_config(path: Path) -> Path:
     """The shipped config with no snapshot inside a timed run and the FIX rate limits lifted."""
-    out, section = [], ""
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=", 1)[0].strip()
-        if section == "[engine]" and key == "snapshot_every":
-            line = "snapshot_every = 1000000000"
-        if section == "[fix_gateway]" and key in LIFTED:
-            line = f"{key} = {LIFTED[key]}"
-        out.append(line)
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return procs.shipped_config(path, {"fix_gateway": LIFTED})
 
 
 def thread_cpu(pid: int) -> dict[str, float]:

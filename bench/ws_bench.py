@@ -43,8 +43,6 @@ from typing import Any
 from bench import procs
 from bench.procs import cpu_seconds, free_ports
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "protocol" / "default.toml"
 MARKET = "BTC-USD"
 PRICE = 5_000_000  # 50,000.00 in ticks of 0.01
 TARGET_P99_MS = 5.0  # trade -> websocket client, at 1,000 clients
@@ -136,23 +134,7 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 def bench_config(path: Path, clients: int) -> Path:
     """The shipped config: more websocket connections allowed, no snapshot pause."""
-    replace = {
-        ("[engine]", "snapshot_every"): "1000000000",
-        ("[bridge]", "max_connections"): str(max(5_000, clients + 100)),
-    }
-    out, section = [], ""
-    for line in DEFAULT_CONFIG.read_text().splitlines():
-        stripped = line.strip()
-        if stripped.startswith("["):
-            section = stripped
-        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
-        if (section, key) in replace:
-            line = f"{key} = {replace.pop((section, key))}"
-        out.append(line)
-    if replace:
-        raise KeyError(f"not keys of {DEFAULT_CONFIG}: {sorted(replace)}")
-    path.write_text("\n".join(out) + "\n")
-    return path
+    return procs.shipped_config(path, {"bridge": {"max_connections": max(5_000, clients + 100)}})
 
 
 class Setup:
