@@ -71,6 +71,7 @@ from bench import procs
 from bench.engine_bench import machine_info, say
 from bench.json_bench import (
     GATEWAY_LIMITS,
+    close_report,
     spawn_engine,
     spawn_gateway,
     table,
@@ -859,13 +860,7 @@ def run(args: argparse.Namespace) -> int:
         return 130
     res["foreign_cores"] = meter.foreign_cores()
     report(res, args)
-    say(f"  other processes' CPU over the whole run: {res['foreign_cores']:.2f} of "
-        f"{os.cpu_count()} cores; total {time.perf_counter() - t0:.0f} s")  # fmt: skip
-    if res["foreign_cores"] > 0.25:
-        say("WARNING: other processes were busy during the runs: the figures above are lower "
-            "and noisier than on an idle machine.")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+    close_report(res, t0, args.json)
     return 0
 
 

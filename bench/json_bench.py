@@ -437,11 +437,17 @@ def run(args: argparse.Namespace) -> int:
         say("interrupted")
         return 130
     report(results, args)
-    say(f"  other processes' CPU meanwhile: {results['foreign_cores']:.2f} of {os.cpu_count()} "
-        f"cores; total {time.perf_counter() - t0:.0f} s")  # fmt: skip
+    close_report(results, t0, args.json)
+    return 0
+
+
+def close_report(results: dict[str, Any], t0: float, json_path: str | None) -> None:
+    """The run's last lines: the load other processes caused, a warning when it was high, and
+    the figures as JSON when asked (``--json FILE``)."""
+    say(f"  other processes' CPU over the whole run: {results['foreign_cores']:.2f} of "
+        f"{os.cpu_count()} cores; total {time.perf_counter() - t0:.0f} s")  # fmt: skip
     if results["foreign_cores"] > 0.25:
         say("WARNING: other processes were busy during the runs: the figures above are lower "
             "and noisier than on an idle machine.")  # fmt: skip
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=2, default=str))
