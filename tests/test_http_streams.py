@@ -26,9 +26,8 @@ _ids = (f"{os.getpid()}-{i}" for i in itertools.count(1))
 
 
 class Desk:
-    """Orders through an engine client of its own (a unique identity: the stack's
-    ``engine_request`` opens one per call under one identity, which the engine's ROUTER may
-    not route to while the previous one's disconnect is pending)."""
+    """Orders through one engine client kept for the whole test (the stack's
+    ``engine_request`` opens a client per call, too slow for a stream of orders)."""
 
     def __init__(self, stack: HttpStack, market: str) -> None:
         self.stack, self.market = stack, market
