@@ -11,7 +11,6 @@ client order id to look the order up with).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -238,8 +237,8 @@ class V1(Api):
     def refused(self, e: Exception) -> Response:
         if isinstance(e, V1Error):
             return self.error(e.status, e.code, e.reason)
-        assert isinstance(e, convert.EdgeReject)  # in this API's field names
-        return self.error(STATUS.get(e.code, 400), e.code, _v1_words(e.reason))
+        assert isinstance(e, convert.EdgeReject)  # worded with this API's FIELDS
+        return self.error(STATUS.get(e.code, 400), e.code, e.reason)
 
     def result(self, msg: Any) -> Response:
         return Gateway.json(convert.result(self.ex, msg))
@@ -252,7 +251,7 @@ class V1(Api):
             0, b.market, side, b.type, b.price, b.quantity, b.quote_quantity,
             b.time_in_force, b.client_order_id, b.post_only, b.stp,
         )  # fmt: skip
-        cmd = convert.place(self.ex, key.account_id, place)
+        cmd = convert.place(self.ex, key.account_id, place, FIELDS)
         self.gw.metrics.orders += 1
         return self.gw.call(self, cmd, self.placed)
 
@@ -291,14 +290,14 @@ class V1(Api):
         if not (b.price or b.quantity):
             raise V1Error(400, R.INVALID_FIELD, "give price, quantity or both")
         r = J.ReplaceOrder(0, b.market, order_id, cid, b.new_client_order_id, b.price, b.quantity)
-        return self.gw.call(self, convert.replace(self.ex, key.account_id, r), self.result)
+        return self.gw.call(self, convert.replace(self.ex, key.account_id, r, FIELDS), self.result)
 
     def quote(self, key: ApiKey, req: Request) -> Any:
         b = self.decode(req.body, QuoteBody)
         q = J.GetQuote(0, b.market, _side(b.kind, b.side), b.quantity, b.quote_quantity)
         if bool(b.quantity) == bool(b.quote_quantity):
             raise V1Error(400, R.INVALID_FIELD, "give quantity, or quote_quantity (buys)")
-        return self.gw.call(self, convert.quote(self.ex, key.account_id, q), self.result)
+        return self.gw.call(self, convert.quote(self.ex, key.account_id, q, FIELDS), self.result)
 
     def open_orders(self, key: ApiKey, req: Request) -> Any:
         q = self.query(req, MarketQuery)
@@ -378,13 +377,7 @@ def _decoder(kind: Any) -> msgspec.json.Decoder:
     return d
 
 
-_FIELDS = {"qty": "quantity", "quote_qty": "quote_quantity", "tif": "time_in_force"}
-
-
-def _v1_words(reason: str) -> str:
-    """A conversion error from the JSON gateway's code, with /api/v1's field names."""
-    reason = reason.replace("; see op markets", "; see GET /api/v1/markets")
-    return re.sub(r"\b(quote_qty|qty|tif)\b", lambda m: _FIELDS[m.group(1)], reason)
+FIELDS = convert.Fields("quantity", "quote_quantity", "GET /api/v1/markets")
 
 
 def _side(kind: Side | None, side: Side | None) -> Side:

@@ -6,6 +6,8 @@ Every decimal string is converted with the market's tick/lot or the asset's deci
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from protocol import json_api as J
 from protocol import messages as M
 from protocol.amounts import AmountError, positive_field
@@ -33,10 +35,23 @@ class EdgeReject(Exception):
         self.reason = reason
 
 
-def market(ex: Exchange, symbol: str) -> MarketSpec:
+class Fields(NamedTuple):
+    """How an edge names what a reject talks about (every edge converts with this module)."""
+
+    qty: str = "qty"
+    quote_qty: str = "quote_qty"
+    markets: str = "op markets"  # where the list of markets is
+
+
+JSON_FIELDS = Fields()
+
+
+def market(ex: Exchange, symbol: str, names: Fields = JSON_FIELDS) -> MarketSpec:
     spec = ex.markets.get(symbol)
     if spec is None:
-        raise EdgeReject(RejectCode.UNKNOWN_MARKET, f"unknown market {symbol!r}; see op markets")
+        raise EdgeReject(
+            RejectCode.UNKNOWN_MARKET, f"unknown market {symbol!r}; see {names.markets}"
+        )
     return spec
 
 
@@ -47,11 +62,12 @@ def _amount(convert, text: str | None, code: int, what: str) -> int:
         raise EdgeReject(code, str(e)) from None
 
 
-def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:
-    spec = market(ex, r.market)
+def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -> M.NewOrder:
+    spec = market(ex, r.market, names)
+    q, qq = names.qty, names.quote_qty
     price = _amount(spec.price_to_ticks, r.price, RejectCode.INVALID_PRICE, "price")
-    qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, "qty")
-    quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, "quote_qty")
+    qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, q)
+    quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, qq)
     if price > spec.max_price:
         raise EdgeReject(
             RejectCode.INVALID_PRICE,
@@ -60,19 +76,19 @@ def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:
     if qty > spec.max_qty:
         raise EdgeReject(
             RejectCode.QUANTITY_ABOVE_MAX,
-            f"qty must be at most {spec.qty_text(spec.max_qty)}, was {r.qty}",
+            f"{q} must be at most {spec.qty_text(spec.max_qty)}, was {r.qty}",
         )
     if qty and qty < spec.min_qty:
         raise EdgeReject(
             RejectCode.QUANTITY_BELOW_MIN,
-            f"qty must be at least {spec.qty_text(spec.min_qty)}, was {r.qty}",
+            f"{q} must be at least {spec.qty_text(spec.min_qty)}, was {r.qty}",
         )
     if r.type == "limit" and not (price and qty):
-        raise EdgeReject(RejectCode.INVALID_FIELD, "a limit order needs price and qty")
+        raise EdgeReject(RejectCode.INVALID_FIELD, f"a limit order needs price and {q}")
     if r.type == "market" and price:
         raise EdgeReject(RejectCode.INVALID_PRICE, "a market order takes no price")
     if r.type == "market" and bool(qty) == bool(quote_qty):
-        raise EdgeReject(RejectCode.INVALID_FIELD, "a market order needs qty, or quote_qty (buys)")
+        raise EdgeReject(RejectCode.INVALID_FIELD, f"a market order needs {q}, or {qq} (buys)")
     return M.NewOrder(
         0,
         account,
@@ -89,24 +105,28 @@ def place(ex: Exchange, account: int, r: J.Place) -> M.NewOrder:
     )
 
 
-def replace(ex: Exchange, account: int, r: J.ReplaceOrder) -> M.Replace:
-    spec = market(ex, r.market) if r.market else None
+def replace(
+    ex: Exchange, account: int, r: J.ReplaceOrder, names: Fields = JSON_FIELDS
+) -> M.Replace:
+    spec = market(ex, r.market, names) if r.market else None
     if (r.price or r.qty) and spec is None:
-        raise EdgeReject(RejectCode.INVALID_FIELD, "give market with a new price or qty")
+        raise EdgeReject(RejectCode.INVALID_FIELD, f"give market with a new price or {names.qty}")
     price = qty = 0
     if spec is not None:
         price = _amount(spec.price_to_ticks, r.price, RejectCode.INVALID_PRICE, "price")
-        qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, "qty")
+        qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, names.qty)
     _need_ref(r.order_id, r.client_order_id)
     return M.Replace(
         0, account, r.market, r.order_id, r.client_order_id, r.new_client_order_id, price, qty
     )
 
 
-def quote(ex: Exchange, account: int, r: J.GetQuote) -> M.QuoteRequest:
-    spec = market(ex, r.market)
-    qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, "qty")
-    quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, "quote_qty")
+def quote(ex: Exchange, account: int, r: J.GetQuote, names: Fields = JSON_FIELDS) -> M.QuoteRequest:
+    spec = market(ex, r.market, names)
+    qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, names.qty)
+    quote_qty = _amount(
+        spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, names.quote_qty
+    )
     return M.QuoteRequest(0, r.market, SIDES[r.side], qty, quote_qty, account)
 
 
