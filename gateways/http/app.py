@@ -63,6 +63,7 @@ class Route(msgspec.Struct):
     query: Any = None  # msgspec Struct type of the query parameters
     body: Any = None  # msgspec Struct type of the JSON body (v1) or form (v3)
     response: Any = None  # the 200 response type
+    status: int = 200  # what a success answers (201 for what creates)
 
 
 class Api:
