@@ -63,6 +63,7 @@ class Route(msgspec.Struct):
     query: Any = None  # msgspec Struct type of the query parameters
     body: Any = None  # msgspec Struct type of the JSON body (v1) or form (v3)
     response: Any = None  # the 200 response type
+    status: int = 200  # what a success answers (201 for what creates)
 
 
 class Api:
@@ -164,9 +165,10 @@ class Gateway:
         self.router = Router()
         self.routes: list[Route] = []
         self.apis: dict[str, Api] = {}
-        from gateways.http import binance, openapi, v1  # the route modules register here
+        from gateways.http import binance, openapi, v1, web  # the route modules register here
 
         self.apis["v1"] = v1.register(self)
+        self.web = web.register(self, self.apis["v1"])  # type: ignore[arg-type]
         self.apis["v3"] = binance.register(self)
         openapi.register(self)
         self.add(Route("GET", "/health", "Healthy: the engine answers, the books are synced",

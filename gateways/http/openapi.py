@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 REF = "#/components/schemas/{name}"
 V1_AUTH: dict[str, list[str]] = {"v1Key": [], "v1Timestamp": [], "v1Signature": []}
 V3_AUTH: dict[str, list[str]] = {"binanceKey": []}
+BEARER: dict[str, list[str]] = {"session": []}
 
 
 def document(gw: Gateway) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def document(gw: Gateway) -> dict[str, Any]:
                 "v1Timestamp": {"type": "apiKey", "in": "header", "name": "X-API-TIMESTAMP"},
                 "v1Signature": {"type": "apiKey", "in": "header", "name": "X-API-SIGNATURE"},
                 "binanceKey": {"type": "apiKey", "in": "header", "name": "X-MBX-APIKEY"},
+                "session": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
         },
     }
@@ -63,7 +65,10 @@ def operation(
         ).replace("}", ""),
         "tags": [r.api],
         "responses": {
-            "200": {"description": "OK", "content": _json(index[r.response])},
+            str(r.status): {
+                "description": "Created" if r.status == 201 else "OK",
+                "content": _json(index[r.response]),
+            },
             "4XX": {"description": "Refused; nothing was done", "content": _json(err)},
             "5XX": {
                 "description": "Engine away (nothing done) or a write in doubt (v1 code 4003, "
@@ -88,9 +93,14 @@ def operation(
         op["requestBody"] = {"required": True, "content": _json(index[r.body])}
     if params:
         op["parameters"] = params
-    if r.auth:
-        op["security"] = [V1_AUTH if r.api == "v1" else V3_AUTH]
-        op["description"] = f"Needs an API key with permission `{r.auth}` (signed request)."
+    if r.auth == "session":
+        op["security"] = [BEARER]
+        op["description"] = "Needs a signed-in session: `Authorization: Bearer <access token>`."
+    elif r.auth:
+        op["security"] = [V1_AUTH, BEARER] if r.api == "v1" else [V3_AUTH]
+        op["description"] = f"Needs an API key with permission `{r.auth}` (signed request)" + (
+            ", or a session's access token (`Authorization: Bearer`)." if r.api == "v1" else "."
+        )
     return op
 
 
