@@ -248,3 +248,108 @@ async def test_a_bad_first_message_closes_4000_and_bad_frames_leave_the_server_u
         assert await silent.ended() == 4000
         assert "auth" in silent.close_reason
         await good.close()
+
+
+# ------------------------------------------------------------------ session tokens
+
+TTL = 6  # seconds an access token lives on the web stack
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(name="web", scope="module")
+def web_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
+    yield from running_stack(
+        Path(tmp_path_factory.mktemp("private-web")),
+        web={"access_ttl": TTL, "signup_funds": {"USD": "100"}, "signin_burst_address": 10_000},
+    )
+
+
+async def web_call(http: aiohttp.ClientSession, stack: HttpStack, method: str, path: str,
+                   body: Any = None, token: str | None = None) -> tuple[int, Any]:  # fmt: skip
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, stack.url + path, json=body, headers=headers) as r:
+        raw = await r.read()
+        return r.status, json.loads(raw) if raw else None
+
+
+async def signup(http: aiohttp.ClientSession, stack: HttpStack) -> dict:
+    who = f"s{time.time_ns()}@example.com"
+    status, session = await web_call(http, stack, "POST", "/api/v1/signup",
+                                     {"email": who, "password": PASSWORD})  # fmt: skip
+    assert status == 201, session
+    return session  # type: ignore[no-any-return]
+
+
+async def token_stream(http: aiohttp.ClientSession, stack: HttpStack, token: str) -> Stream:
+    s = await Stream.open(http, stack)
+    await s.ws.send_json({"op": "auth", "token": token})
+    await s.until(lambda: s.of("orders"), "the snapshot")
+    return s
+
+
+@async_test
+async def test_a_token_stream_carries_the_sessions_orders_and_ends_when_it_signs_out(
+    web: HttpStack,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ann, bob = await signup(http, web), await signup(http, web)
+        sa = await token_stream(http, web, ann["access_token"])
+        sb = await token_stream(http, web, bob["access_token"])
+        first = sa.events("authenticated")[0]
+        assert first["account_id"] == ann["user"]["account_id"]
+        assert abs(first["expires"] / 1000 - (time.time() + TTL)) < 60
+        assert balance(sa, "USD") == (Decimal(100), 0)
+        market = web.new_market()
+        status, placed = await web_call(http, web, "POST", "/api/v1/order", {
+            "market": market, "side": "buy", "price": "10.00", "quantity": "1.0000",
+        }, token=ann["access_token"])  # fmt: skip
+        assert status == 200, placed
+        oid = placed["order"]["order_id"]
+        await sa.until(lambda: [o for o in sa.of("order") if o["order_id"] == oid], "the order")
+        await sa.until(lambda: balance(sa, "USD") == (Decimal(90), Decimal(10)), "10 locked")
+
+        await sb.ws.send_json({"op": "auth", "token": ann["access_token"]})  # not bob's
+        await sb.until(lambda: sb.events("error"), "refused re-auth")
+        assert "account" in sb.events("error")[0]["reason"]
+        status, _ = await web_call(http, web, "POST", "/api/v1/signout", {},
+                                   token=ann["access_token"])  # fmt: skip
+        assert status == 200
+        assert await sa.ended() == 4001
+        assert "signed out" in sa.close_reason
+        again = await Stream.open(http, web)  # the signed-out token opens nothing
+        await again.ws.send_json({"op": "auth", "token": ann["access_token"]})
+        assert await again.ended() == 4001
+        assert not sb.task.done()  # bob's session goes on
+        await sb.ws.send_json({"op": "auth", "token": bob["access_token"]})
+        await sb.until(lambda: len(sb.events("authenticated")) == 2, "bob still served")
+        await sb.close()
+    assert oid not in order_ids(sb.got)
+
+
+@async_test
+async def test_a_token_stream_ends_at_expiry_unless_a_refreshed_token_extends_it(
+    web: HttpStack,
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        ann, bob = await signup(http, web), await signup(http, web)
+        plain = await token_stream(http, web, ann["access_token"])
+        kept = await token_stream(http, web, bob["access_token"])
+        exp1 = kept.events("authenticated")[0]["expires"]
+        refresh, exp2 = bob["refresh_token"], exp1
+        while exp2 < exp1 + 2000:  # a token that outlives the first by 2 s or more
+            await asyncio.sleep(0.2)
+            status, fresh = await web_call(http, web, "POST", "/api/v1/token/refresh",
+                                           {"refresh_token": refresh})  # fmt: skip
+            assert status == 200, fresh
+            refresh = fresh["refresh_token"]
+            n = len(kept.events("authenticated")) + 1
+            await kept.ws.send_json({"op": "auth", "token": fresh["access_token"]})
+            await kept.until(lambda: len(kept.events("authenticated")) == n, "re-auth")  # noqa: B023
+            exp2 = kept.events("authenticated")[-1]["expires"]
+        assert await plain.ended() == 4001
+        assert "expired" in plain.close_reason
+        assert time.time() * 1000 >= plain.events("authenticated")[0]["expires"]
+        assert not kept.task.done()  # past the first token's expiry, on the refreshed one
+        assert await kept.ended() == 4001
+        assert "expired" in kept.close_reason
+        assert time.time() * 1000 >= exp2
