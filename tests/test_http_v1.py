@@ -780,6 +780,7 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("DELETE", f"{V1}/orders"),
         ("GET", f"{V1}/balances"),
         ("GET", f"{V1}/fills"),
+        ("GET", f"{V1}/order-history"),
         ("GET", f"{V1}/markets"),
         ("GET", f"{V1}/depth"),
         ("GET", f"{V1}/orderbook/{{symbol}}"),
