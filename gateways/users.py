@@ -147,17 +147,22 @@ class Users:
         self.store = store
         self.db: sqlite3.Connection = store.db
         self.vault = vault
+        self.pruned = 0.0  # when prune() last ran
 
     # --------------------------------------------------------------------- users
     def create(self, email: str, password_hash: str) -> User:
-        """A new user with a new exchange account of its own (named ``web:<email>``)."""
+        """A new user with a new exchange account of its own, named ``web:<email>`` (or, for an
+        address too long for an account name, ``web:`` and 32 hex digits of its SHA-256)."""
         email = normal_email(email)
+        name = f"web:{email}"
+        if len(name) > 64:
+            name = "web:" + hashlib.sha256(email.encode()).hexdigest()[:32]
         self.db.execute("BEGIN IMMEDIATE")
         try:
             if self.by_email(email) is not None:
                 raise UserError("that email is already registered")
             try:
-                account = self.store.create_account(f"web:{email}")
+                account = self.store.create_account(name)
             except AccountError:
                 raise UserError("that email is already registered") from None
             cur = self.db.execute(
@@ -243,8 +248,23 @@ class Users:
         )
 
     # ------------------------------------------------------------------ sessions
+    def prune(self, now: float) -> None:
+        """Forget sessions (and their spent refresh tokens) that ended over a day ago; at most
+        once an hour, from sign-in."""
+        if now - self.pruned < 3600:
+            return
+        self.pruned = now
+        old = now - 86_400
+        self.db.execute(
+            "DELETE FROM spent_refresh WHERE session_id IN"
+            " (SELECT id FROM sessions WHERE expires < ?)",
+            (old,),
+        )
+        self.db.execute("DELETE FROM sessions WHERE expires < ?", (old,))
+
     def open_session(self, user_id: int, ttl: float, address: str = "") -> tuple[Session, str]:
         """A new session and its first refresh token."""
+        self.prune(time.time())
         sid = secrets.token_urlsafe(12)
         token = "r_" + secrets.token_urlsafe(32)
         expires = time.time() + ttl

@@ -155,7 +155,12 @@ async def test_signup_refuses_bad_input(web: HttpStack) -> None:
     async with aiohttp.ClientSession() as s:
         who = email()
         await signup(s, web, who)
+        long = "a" * 64 + "@" + "b" * 60 + ".example.com"  # too long for an account name as is
+        status, made, _ = await call(s, web, "POST", "/api/v1/signup",
+                                     {"email": long, "password": PASSWORD})  # fmt: skip
+        assert status == 201 and made["user"]["email"] == long
         cases = [
+            ({"email": long.upper(), "password": PASSWORD}, 409, 1009),
             ({"email": who, "password": PASSWORD}, 409, 1009),
             ({"email": "not-an-email", "password": PASSWORD}, 400, 1007),
             ({"email": email(), "password": "short"}, 400, 1007),
