@@ -9,6 +9,14 @@ const TOTP_REQUIRED = 1008;
 
 let mode = "signin";
 
+// A time from the gateway (seconds, milliseconds or nanoseconds since the epoch, or ISO text).
+function when(t) {
+  const n = Number(t);
+  if (!Number.isFinite(n)) return String(t ?? "").replace("T", " ").slice(0, 19);
+  const ms = n > 1e14 ? n / 1e6 : n > 1e11 ? n : n * 1000;
+  return new Date(ms).toLocaleString([], { hour12: false });
+}
+
 function say(id, text, kind = "error") {
   $(id).textContent = text;
   $(id).className = `result ${text ? kind : ""}`;
@@ -128,7 +136,7 @@ async function loadKeys() {
     account.apiKeys = keys;
     $("keys").innerHTML = keys.map((k) =>
       `<tr data-key="${esc(k.api_key)}"><td class="mono">${esc(k.api_key)}</td>`
-      + `<td>${esc(k.permission)}</td><td>${esc(String(k.created).slice(0, 19))}</td>`
+      + `<td>${esc(k.permission)}</td><td>${esc(when(k.created))}</td>`
       + `<td>${k.revoked ? '<span class="muted">revoked</span>'
         : `<button class="cancel" data-revoke="${esc(k.api_key)}">Revoke</button>`}</td></tr>`)
       .join("") || '<tr><td colspan="4" class="empty">no API keys yet</td></tr>';
