@@ -60,7 +60,43 @@ CREATE TABLE IF NOT EXISTS fix_sessions (
     cancel_on_disconnect INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    email TEXT NOT NULL UNIQUE,
+    password TEXT NOT NULL,
+    account_id INTEGER NOT NULL REFERENCES accounts(id),
+    totp_sealed BLOB,
+    totp_pending BLOB,
+    totp_step INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id),
+    refresh_hash BLOB NOT NULL UNIQUE,
+    expires REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0,
+    rotated INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    address TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS spent_refresh (
+    refresh_hash BLOB PRIMARY KEY,
+    session_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_secrets (
+    name TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL
+);
 """
+# Every sealed value in the store: (table, row key column, sealed column, what it is sealed
+# for: Vault.seal's associated data, from the row key). reseal() and sealing_key_ids() walk them.
+SEALED = (
+    ("api_keys", "key", "sealed_secret", "{}"),
+    ("users", "id", "totp_sealed", "totp:{}"),
+    ("users", "id", "totp_pending", "totp-pending:{}"),
+    ("web_secrets", "name", "sealed", "{}"),
+)
 
 
 class Permission(StrEnum):
@@ -214,19 +250,26 @@ class AccountStore:
             return None
         return live[0], vault.open(key, live[1]).encode()
 
+    def _sealed(self) -> list[tuple[str, str, str, str, object, bytes]]:
+        out = []
+        for table, key, column, aad in SEALED:
+            rows = self.db.execute(
+                f"SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608
+            ).fetchall()  # names from SEALED above, never from input
+            out += [(table, key, column, aad.format(r[0]), r[0], bytes(r[1])) for r in rows]
+        return out
+
     def reseal(self, vault: Vault) -> int:
-        """Re-encrypt every sealed secret (revoked keys' too) under the vault's current key, in
-        one transaction; returns how many. Secrets that do not open raise VaultError, and then
-        nothing changes."""
+        """Re-encrypt every sealed secret (revoked keys' too, 2FA secrets, the token signing
+        key) under the vault's current key, in one transaction; returns how many. Secrets that
+        do not open raise VaultError, and then nothing changes."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            rows = self.db.execute(
-                "SELECT key, sealed_secret FROM api_keys WHERE sealed_secret IS NOT NULL"
-            ).fetchall()
-            for key, blob in rows:
-                sealed = vault.seal(key, vault.open(key, bytes(blob)))
+            rows = self._sealed()
+            for table, key, column, aad, row_key, blob in rows:
                 self.db.execute(
-                    "UPDATE api_keys SET sealed_secret = ? WHERE key = ?", (sealed, key)
+                    f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608 - SEALED
+                    (vault.seal(aad, vault.open(aad, blob)), row_key),
                 )
             self.db.execute("COMMIT")
         except BaseException:
@@ -236,8 +279,7 @@ class AccountStore:
 
     def sealing_key_ids(self) -> set[str]:
         """The vault key ids the sealed secrets are under (what ``Vault.retire`` must keep)."""
-        rows = self.db.execute("SELECT sealed_secret FROM api_keys WHERE sealed_secret IS NOT NULL")
-        return {key_id(bytes(r[0])) for r in rows}
+        return {key_id(r[5]) for r in self._sealed()}
 
     def revoke_key(self, key: str) -> None:
         cur = self.db.execute("UPDATE api_keys SET revoked = 1 WHERE key = ?", (key,))
@@ -280,6 +322,15 @@ class AccountStore:
             (account_id,),
         )
         return [(r[0], r[1], bool(r[2]), bool(r[3])) for r in rows]
+
+    def key_rows(self, account_id: int) -> list[tuple[str, str, float, bool]]:
+        """(key, permission, created, revoked) of each of the account's keys, oldest first."""
+        rows = self.db.execute(
+            "SELECT key, permission, created, revoked FROM api_keys WHERE account_id = ?"
+            " ORDER BY created",
+            (account_id,),
+        )
+        return [(r[0], r[1], float(r[2]), bool(r[3])) for r in rows]
 
     # ------------------------------------------------------------------ FIX sessions
     def add_fix_session(

@@ -110,6 +110,21 @@ class HttpGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     tls_key: str = ""  # its PEM private key
 
 
+class WebConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """Web accounts (docs/web.md): sign-up, sign-in, sessions, 2FA; served by the HTTP gateway."""
+
+    signup: bool = True  # POST /api/v1/signup open to anyone
+    signup_funds: dict[str, str] = {}  # asset -> decimal amount credited to a new web account
+    access_ttl: int = 900  # seconds an access token (JWT) is valid
+    refresh_ttl: int = 2_592_000  # seconds a refresh token is valid (30 days)
+    signin_per_minute: float = 5.0  # sign-in (and 2FA) attempts per email
+    signin_burst: int = 10
+    signin_per_minute_address: float = 30.0  # sign-in / sign-up attempts per client address
+    signin_burst_address: int = 60
+    totp_issuer: str = "Exchange"  # the name a phone app shows for the 2FA entry
+    hash_threads: int = 2  # worker threads for password hashing (argon2id)
+
+
 class FixGatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 9878  # the one public FIX port (a front door routes each CompID's session)
@@ -171,6 +186,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     bridge: BridgeConfig = msgspec.field(default_factory=BridgeConfig)
     fix_gateway: FixGatewayConfig = msgspec.field(default_factory=FixGatewayConfig)
     http_gateway: HttpGatewayConfig = msgspec.field(default_factory=HttpGatewayConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
@@ -304,6 +320,7 @@ class Exchange:
         self.bridge = cfg.bridge
         self.fix_gateway = cfg.fix_gateway
         self.http_gateway = cfg.http_gateway
+        self.web = cfg.web
         self.recorder = cfg.recorder
         self.metrics = cfg.metrics
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}

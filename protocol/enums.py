@@ -87,6 +87,8 @@ class RejectCode(IntEnum):
     NOT_LOGGED_ON = 1005
     BAD_CREDENTIALS = 1006
     INVALID_FIELD = 1007
+    TOTP_REQUIRED = 1008  # sign-in: the password was right; a two-factor code is needed
+    ALREADY_EXISTS = 1009  # sign-up: the email is registered
 
     INSUFFICIENT_FUNDS = 2001
     UNKNOWN_ASSET = 2002

@@ -788,4 +788,17 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("GET", f"{V1}/ticker/{{symbol}}"),
         ("GET", f"{V1}/klines"),
         ("GET", f"{V1}/klines/{{symbol}}"),
+        # web accounts (docs/web.md)
+        ("POST", f"{V1}/signup"),
+        ("POST", f"{V1}/signin"),
+        ("POST", f"{V1}/token/refresh"),
+        ("POST", f"{V1}/signout"),
+        ("GET", f"{V1}/me"),
+        ("POST", f"{V1}/2fa/enroll"),
+        ("POST", f"{V1}/2fa/confirm"),
+        ("POST", f"{V1}/2fa/disable"),
+        ("GET", f"{V1}/api-keys"),
+        ("POST", f"{V1}/api-keys"),
+        ("DELETE", f"{V1}/api-keys/{{key}}"),
+        ("GET", f"{V1}/site"),
     }

@@ -38,7 +38,21 @@ def configure(args: argparse.Namespace) -> config.Exchange:
         ex.accounts.vault_key = args.vault
     if args.identity:
         cfg.identity = args.identity
+    if args.signup_funds is not None:
+        ex.web.signup_funds = parse_funds(ex, args.signup_funds)
     return ex
+
+
+def parse_funds(ex: config.Exchange, text: str) -> dict[str, str]:
+    """``USD=10000,BTC=1`` -> {"USD": "10000", "BTC": "1"} (each amount checked now)."""
+    funds = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        asset, _, amount = part.partition("=")
+        if asset not in ex.assets:
+            raise SystemExit(f"--signup-funds: unknown asset {asset!r}")
+        ex.amount_to_units(asset, amount)  # refuses a bad amount at start, not at sign-up
+        funds[asset] = amount
+    return funds
 
 
 def market_data(ex: config.Exchange, recorder: str | None) -> tuple[Any, Any]:
@@ -99,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accounts", help="account store path")
     p.add_argument("--vault", help="vault key file (gateways/vault.py)")
     p.add_argument("--identity", help="routing id towards the engine")
+    p.add_argument(
+        "--signup-funds", metavar="ASSET=AMOUNT,..", help="credit each new web account with "
+        "these (demo stacks; overrides [web] signup_funds)",
+    )  # fmt: skip
     p.add_argument(
         "--recorder",
         help="the recorder's query API, http://HOST:PORT (default: [recorder] in the config)",

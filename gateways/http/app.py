@@ -163,9 +163,10 @@ class Gateway:
         self.router = Router()
         self.routes: list[Route] = []
         self.apis: dict[str, Api] = {}
-        from gateways.http import binance, openapi, v1  # the route modules register here
+        from gateways.http import binance, openapi, v1, web  # the route modules register here
 
         self.apis["v1"] = v1.register(self)
+        self.web = web.register(self, self.apis["v1"])  # type: ignore[arg-type]
         self.apis["v3"] = binance.register(self)
         openapi.register(self)
         self.add(Route("GET", "/health", "Healthy: the engine answers, the books are synced",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 REF = "#/components/schemas/{name}"
 V1_AUTH: dict[str, list[str]] = {"v1Key": [], "v1Timestamp": [], "v1Signature": []}
 V3_AUTH: dict[str, list[str]] = {"binanceKey": []}
+BEARER: dict[str, list[str]] = {"session": []}
 
 
 def document(gw: Gateway) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def document(gw: Gateway) -> dict[str, Any]:
                 "v1Timestamp": {"type": "apiKey", "in": "header", "name": "X-API-TIMESTAMP"},
                 "v1Signature": {"type": "apiKey", "in": "header", "name": "X-API-SIGNATURE"},
                 "binanceKey": {"type": "apiKey", "in": "header", "name": "X-MBX-APIKEY"},
+                "session": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
             },
         },
     }
@@ -88,9 +90,14 @@ def operation(
         op["requestBody"] = {"required": True, "content": _json(index[r.body])}
     if params:
         op["parameters"] = params
-    if r.auth:
-        op["security"] = [V1_AUTH if r.api == "v1" else V3_AUTH]
-        op["description"] = f"Needs an API key with permission `{r.auth}` (signed request)."
+    if r.auth == "session":
+        op["security"] = [BEARER]
+        op["description"] = "Needs a signed-in session: `Authorization: Bearer <access token>`."
+    elif r.auth:
+        op["security"] = [V1_AUTH, BEARER] if r.api == "v1" else [V3_AUTH]
+        op["description"] = f"Needs an API key with permission `{r.auth}` (signed request)" + (
+            ", or a session's access token (`Authorization: Bearer`)." if r.api == "v1" else "."
+        )
     return op
 
 

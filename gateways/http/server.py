@@ -470,8 +470,8 @@ class Connection(asyncio.Protocol):
             b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: exchange\r\nContent-Length: %d\r\n"
             % (status, REASONS.get(status, "Status").encode(), self.srv.date(), len(body))
         ]
-        if body:
-            out.append(b"Content-Type: application/json\r\n")
+        if body and not (resp.headers and resp.headers[0][0] == "Content-Type"):
+            out.append(b"Content-Type: application/json\r\n")  # unless it names its own
         if resp.headers:
             out.extend(f"{k}: {v}\r\n".encode("latin-1") for k, v in resp.headers)
         out.append(b"Connection: close\r\n\r\n" if close else b"\r\n")

@@ -217,6 +217,8 @@ class V1(Api):
         self, req: Request, permission: Permission, orders: bool
     ) -> tuple[ApiKey, Request]:
         h = req.headers
+        if "authorization" in h and "x-api-key" not in h:  # a browser session (docs/web.md)
+            return self.gw.web.bearer(h["authorization"], permission), req
         path = req.path + ("?" + req.query_string if req.query_string else "")
         ts = h.get("x-api-timestamp", "")
         payload = ts.encode() + req.method.encode() + path.encode("latin-1") + req.body
