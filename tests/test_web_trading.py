@@ -115,13 +115,14 @@ class Exchange:
             self.workdir / "http.toml",
             pool=0,
             bridge={"port": self.bridge.port},
-            web={"signup_funds": SIGNUP_FUNDS},
             **self.sections,
         )
         self.http = HttpGatewayProc(
             self.workdir / "http", config=http_config, engine=self.engine,
             accounts=self.accounts, vault=self.vault, identity="web-trading-test",
         )  # fmt: skip
+        funds = ",".join(f"{asset}={amount}" for asset, amount in SIGNUP_FUNDS.items())
+        self.http.extra.append(f"--signup-funds={funds}")
         await self.http.astart()
         argv = [
             "--config", str(self.config), "--credentials", str(mm_creds),
@@ -224,7 +225,7 @@ async def test_a_person_signs_up_turns_on_2fa_signs_in_and_trades_from_the_dashb
                     page.on("console", lambda m: console_problem(m, problems))
                     await page.goto(f"{ex.http.url}/?market={MARKET}")
                     await trade(Page(page, http, ex.http.url))
-                    assert problems == [], problems
+                    assert problems == [], "\n".join(problems)
                 finally:
                     await browser.close()
     except BaseException:
@@ -238,7 +239,7 @@ def console_problem(m: Any, problems: list[str]) -> None:
     # An HTTP error status the page handles is logged by Chromium as "Failed to load resource";
     # the test checks what the page shows for it instead.
     if m.type == "error" and not m.text.startswith("Failed to load resource"):
-        problems.append(f"console: {m.text}")
+        problems.append(f"console: {m.text} ({m.location})")
 
 
 async def trade(page: Page) -> None:
@@ -292,7 +293,7 @@ async def sign_up(page: Page) -> None:
     await page.until(
         "() => window.dashboard.account.user && window.dashboard.account.stream === 'live'"
     )
-    assert not await p.locator("#auth-dialog").is_visible()
+    await page.until("() => !document.getElementById('auth-dialog').open")
     assert await page.text("#user-email") == EMAIL
     assert await page.text("#t-submit") == "Buy BTC"
     # The signup funds, on the page from the balances of the account.
@@ -310,7 +311,7 @@ async def enable_2fa(page: Page) -> str:
     await p.click("#totp-enable")
     await page.until("() => document.getElementById('totp-secret').textContent.length >= 16")
     secret = await page.text("#totp-secret")
-    assert await p.evaluate(
+    await page.until(  # the QR code, drawn from the gateway's SVG
         "() => document.getElementById('totp-qr').src.startsWith('data:image/svg+xml')"
         " && document.getElementById('totp-qr').naturalWidth > 0"
     )
@@ -378,7 +379,8 @@ async def rest_and_cancel(page: Page) -> None:
     await p.click("#t-buy")
     await page.ticket(price=str(price), qty="0.0100")
     await page.until("() => document.getElementById('t-total').textContent !== '-'")
-    assert await page.text("#t-total") == f"{price * Decimal('0.01'):.2f} USD"
+    total, unit = (await page.text("#t-total")).split()
+    assert (Decimal(total), unit) == (price * Decimal("0.01"), "USD")  # exact, as locked
     await p.click("#t-submit")
     await page.until("() => document.querySelectorAll('#open-orders tr[data-order]').length === 1")
     [row] = await page.rows("#open-orders")
@@ -447,9 +449,14 @@ async def buy_at_market(page: Page) -> None:
         return True
 
     await eventually_async(balances_agree, 30, 0.1, "page balances == gateway balances")
+    # What the fills say: USD spent (at most the amount: whole lots only), BTC bought less fees.
     _, balances = await page.api("GET", "/balances")
-    usd = next(b for b in balances if b["asset"] == "USD")
-    assert Decimal(usd["available"]) == Decimal(SIGNUP_FUNDS["USD"]) - Decimal("250.00")
+    have = {b["asset"]: Decimal(b["available"]) for b in balances}
+    spent = sum(Decimal(f["price"]) * Decimal(f["qty"]) for f in fills)
+    got = sum(Decimal(f["qty"]) - Decimal(f["fee"]) for f in fills)
+    assert 0 < spent <= Decimal("250.00")
+    assert have["USD"] == Decimal(SIGNUP_FUNDS["USD"]) - spent
+    assert have["BTC"] == Decimal(SIGNUP_FUNDS["BTC"]) + got
 
 
 async def validation_and_rejects(page: Page) -> None:

@@ -62,7 +62,7 @@ function clearSession() {
   emit("session"); emit("balances"); emit("orders"); emit("fills");
 }
 
-async function setSession(s) {
+function setSession(s) {
   const fresh = !account.user || account.user.user_id !== s.user.user_id;
   account.token = s.access_token;
   account.user = s.user;
@@ -76,14 +76,14 @@ async function setSession(s) {
   emit("session");
   if (fresh) {
     openStream();
-    await loadAccount();
+    loadAccount();  // the dialog closes now; balances, orders and fills follow
   }
 }
 
 export function refresh() {
   if (!refreshing) {
     refreshing = api("POST", "/token/refresh", {}, { auth: false })
-      .then(async (s) => { account.refreshes++; await setSession(s); return true; })
+      .then((s) => { account.refreshes++; setSession(s); return true; })
       .catch((e) => { if (account.user && e.status === 401) clearSession(); return false; })
       .finally(() => { refreshing = null; });
   }
@@ -93,11 +93,11 @@ export function refresh() {
 export async function signIn(email, password, totp) {
   const body = { email, password };
   if (totp) body.totp = totp;
-  await setSession(await api("POST", "/signin", body, { auth: false }));
+  setSession(await api("POST", "/signin", body, { auth: false }));
 }
 
 export async function signUp(email, password) {
-  await setSession(await api("POST", "/signup", { email, password }, { auth: false }));
+  setSession(await api("POST", "/signup", { email, password }, { auth: false }));
 }
 
 export async function signOut() {
@@ -122,6 +122,17 @@ async function loadAccount() {
   if (open.status === "fulfilled") setOpenOrders(open.value, false);
   if (fills.status === "fulfilled") for (const f of fills.value) addFill(f, false);
   emit("fills");
+}
+
+// After an order of ours changed: the stream brings the new balances; while it is down, ask.
+export async function afterTrade() {
+  if (account.stream === "live" || !account.user) return;
+  try {
+    setBalances(await api("GET", "/balances"));
+    setOpenOrders(await api("GET", "/order/open"), true);
+  } catch (e) {
+    console.warn("balances:", e.reason);
+  }
 }
 
 // ------------------------------------------------------------------------ account state

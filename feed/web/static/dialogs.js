@@ -93,7 +93,10 @@ async function enroll() {
   say("totp-msg", "");
   try {
     const e = await api("POST", "/2fa/enroll", {});
-    $("totp-qr").src = `data:image/svg+xml;utf8,${encodeURIComponent(e.qr_svg)}`;
+    // As an image (no script of it can run); an image's SVG must name its namespace.
+    const svg = /<svg[^>]*xmlns=/.test(e.qr_svg) ? e.qr_svg
+      : e.qr_svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"');
+    $("totp-qr").src = `data:image/svg+xml;utf8,${encodeURIComponent(svg)}`;
     $("totp-secret").textContent = e.secret;
     $("totp-uri").href = e.otpauth_uri;
     $("totp-enroll").hidden = false;

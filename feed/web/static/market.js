@@ -16,7 +16,10 @@ let hooks = { price: () => {}, market: () => {}, book: () => {} };
 
 function setupChart() {
   state.chart = LightweightCharts.createChart($("chart"), {
-    layout: { background: { color: "#12171d" }, textColor: "#aab4c0", fontSize: 11 },
+    // The logo would inject a <style> element (refused by the gateway's CSP): the page credits
+    // TradingView in its own markup instead (#chart-credit), as the library's licence asks.
+    layout: { background: { color: "#12171d" }, textColor: "#aab4c0", fontSize: 11,
+              attributionLogo: false },
     grid: { vertLines: { color: "#1b222b" }, horzLines: { color: "#1b222b" } },
     rightPriceScale: { borderColor: "#262f3a" },
     timeScale: { timeVisible: true, secondsVisible: false, rightOffset: 8, barSpacing: 9,
@@ -110,11 +113,16 @@ function renderBook() {
   const most = Math.max(+(at[at.length - 1] ?? 0), +(bt[bt.length - 1] ?? 0)) || 1;
   const rows = (levels, tot, side) => levels.map(([p, q], i) => {
     const w = Math.min(100, (100 * +tot[i]) / most).toFixed(1);
-    return `<tr class="level" data-price="${p}" data-side="${side}" style="--depth:${w}%">`
-      + `<td>${p}</td><td>${q}</td><td>${tot[i]}</td></tr>`;
+    return [`<tr class="level" data-price="${p}" data-side="${side}">`
+      + `<td>${p}</td><td>${q}</td><td>${tot[i]}</td></tr>`, `${w}%`];
   });
-  $("asks").innerHTML = rows(asks, at, "ask").reverse().join("");
-  $("bids").innerHTML = rows(bids, bt, "bid").join("");
+  // The depth bars' widths go through the CSSOM: the gateway's CSP refuses style attributes.
+  const fill = (id, made) => {
+    $(id).innerHTML = made.map((r) => r[0]).join("");
+    [...$(id).children].forEach((tr, i) => tr.style.setProperty("--depth", made[i][1]));
+  };
+  fill("asks", rows(asks, at, "ask").reverse());
+  fill("bids", rows(bids, bt, "bid"));
   const spread = asks.length && bids.length
     ? D.sub(D.parse(asks[0][0]), D.parse(bids[0][0])) : null;
   $("spread").textContent = spread ? `spread ${D.format(spread)}` : "-";
@@ -160,6 +168,12 @@ async function selectMarket(m) {
   state.market = m; state.book = null; state.ticker = null;
   $("trades").innerHTML = ""; $("asks").innerHTML = ""; $("bids").innerHTML = "";
   hooks.market(m);
+  const spec = state.markets.find((x) => x.symbol === m);
+  if (spec) {  // the axis shows prices on the market's tick
+    const places = D.decimalsOf(spec.tick);
+    state.series.applyOptions({ priceFormat: { type: "price", precision: places,
+                                               minMove: 10 ** -places } });
+  }
   await loadCandles();
   send("subscribe", streams(m));
   const r = await fetch(`${src.trades}?market=${m}&limit=${TRADES}`);

@@ -3,7 +3,7 @@
 // max_qty, max_price) with exact decimal arithmetic and sends the strings the user typed:
 // a price or quantity never passes through a float on its way to the exchange.
 import * as D from "./decimal.js";
-import { account, api, applyOrder, addFill, on } from "./account.js";
+import { account, afterTrade, api, applyOrder, addFill, on } from "./account.js";
 import { state as market, sortedLevels } from "./market.js";
 import { openSignIn } from "./dialogs.js";
 
@@ -166,8 +166,9 @@ function render() {
     : account.site ? "Sign in to trade" : "Trading needs the exchange's gateway";
   const d = describe();
   ticket.problem = d.problem;
-  const touched = ["t-price", "t-qty", "t-amount"].some((id) => !$(id).hidden && $(id).value !== "")
-    || ticket.tried;
+  const shown = (id) => !$(id).closest(".field").hidden;
+  const touched = ticket.tried || ["t-price", "t-qty", "t-amount"].some((id) => shown(id)
+    && $(id).value !== "");
   const p = $("t-problem");
   p.textContent = touched && account.user ? d.problem : "";
   for (const id of ["t-price", "t-qty", "t-amount"])
@@ -201,8 +202,8 @@ function describeAnswer(o, fills) {
 async function submit(ev) {
   ev.preventDefault();
   if (!account.user) { if (account.site) openSignIn("signin"); return; }
-  ticket.tried = true;
   const d = describe();
+  ticket.tried = !!d.problem;  // a blocked submit shows the problem even on empty fields
   render();
   if (d.problem) { setResult("", ""); return; }
   const btn = $("t-submit");
@@ -214,7 +215,7 @@ async function submit(ev) {
     applyOrder(ans.order);
     for (const f of ans.fills ?? []) addFill(f);
     setResult(describeAnswer(ans.order, ans.fills ?? []), "ok");
-    ticket.tried = false;
+    afterTrade();
   } catch (e) {
     ticket.error = { code: e.code, reason: e.reason };
     setResult(`Order refused: ${e.reason}`, "error");
@@ -254,7 +255,11 @@ function setupTicket() {
     b.onclick = () => { ticket.by = b.dataset.by; render(); };
   for (const b of document.querySelectorAll("#t-shares button"))
     b.onclick = () => share(+b.dataset.pct);
-  $("ticket-form").addEventListener("input", () => { setResult("", ""); render(); });
+  $("ticket-form").addEventListener("input", () => {
+    setResult("", "");
+    ticket.tried = false;
+    render();
+  });
   $("ticket-form").onsubmit = submit;
 }
 
@@ -329,6 +334,7 @@ async function cancel(id) {
   try {
     for (const o of await api("DELETE", `/order/${id}?by=order_id`)) applyOrder(o);
     setOrdersMsg("", "");
+    afterTrade();
   } catch (e) {
     setOrdersMsg(`Cancel refused: ${e.reason}`, "error");
   }
@@ -338,6 +344,7 @@ async function cancelAll() {
   try {
     const r = await api("DELETE", "/orders");
     setOrdersMsg(`${r.cancelled} order${r.cancelled === 1 ? "" : "s"} canceled`, "ok");
+    afterTrade();
   } catch (e) {
     setOrdersMsg(`Cancel all refused: ${e.reason}`, "error");
   }
