@@ -53,6 +53,7 @@ from protocol.messages import (
     MassCancelReply,
     NewOrder,
     OpenOrdersRequest,
+    OrderHistoryRequest,
     OrderStatusRequest,
     Ping,
     QuoteRequest,
@@ -110,6 +111,8 @@ class Engine(EngineViews):
         self.closed_ids: deque[int] = deque()
         self.closed_cids: dict[tuple[int, str], Order] = {}  # the newest closed one per client id
         self.closed_kept = exchange.engine.closed_orders_kept
+        self.history_kept = exchange.engine.history_kept
+        self.history: dict[int, deque[int]] = {}  # per account, ids of its newest closed orders
         self.fills_kept = exchange.engine.fills_kept
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
         self.seq = 0
@@ -133,6 +136,7 @@ class Engine(EngineViews):
             FillsRequest: self._on_fills,
             TradesRequest: self._on_trades,
             AuditRequest: self._on_audit,
+            OrderHistoryRequest: self._on_history,
         }
 
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:
@@ -581,6 +585,10 @@ class Engine(EngineViews):
         """Keep a closed order for status queries: the newest ``closed_kept``, the oldest
         forgotten one at a time (no pause to free a whole generation)."""
         self.closed[o.id] = o
+        mine = self.history.get(o.account)
+        if mine is None:
+            mine = self.history[o.account] = deque(maxlen=self.history_kept)
+        mine.append(o.id)
         if o.client_id:
             self.closed_cids[(o.account, o.client_id)] = o
         fifo = self.closed_ids

@@ -28,6 +28,8 @@ from protocol.messages import (
     FillsRequest,
     OpenOrders,
     OpenOrdersRequest,
+    OrderHistory,
+    OrderHistoryRequest,
     OrderInfo,
     OrderState,
     OrderStatusRequest,
@@ -79,6 +81,7 @@ class EngineViews:
         closed: dict[int, Order]
         closed_ids: deque[int]
         closed_cids: dict[tuple[int, str], Order]
+        history: dict[int, deque[int]]
         fills: dict[int, deque[ExecReport]]
         seq: int
         next_order_id: int
@@ -174,6 +177,21 @@ class EngineViews:
         mine = self.fills.get(c.account, ())
         fills = [r for r in mine if not c.market or r.market == c.market]
         self.outbox[origin].append(FillsReply(c.req, fills[-max(1, min(c.limit, 1000)) :]))
+        return 0
+
+    def _on_history(self, c: OrderHistoryRequest, ts: int, origin: bytes) -> int:
+        if c.market and c.market not in self.books:
+            return self._reject(origin, c.req, R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+        closed, limit = self.closed, max(1, min(c.limit, 1000))
+        found: list[OrderState] = []
+        for oid in reversed(self.history.get(c.account, ())):  # newest first, then reversed
+            o = closed.get(oid)  # None once the global bound has forgotten it
+            if o is not None and (not c.market or o.market == c.market):
+                found.append(_state(o))
+                if len(found) == limit:
+                    break
+        found.reverse()
+        self.outbox[origin].append(OrderHistory(c.req, found))
         return 0
 
     def _on_trades(self, c: TradesRequest, ts: int, origin: bytes) -> int:

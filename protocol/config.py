@@ -57,6 +57,7 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     # bounded memories (not part of the state; each costs memory touched per command, see README)
     closed_orders_kept: int = 200_000  # newest closed orders answered by status queries
     fills_kept: int = 1_000  # newest fills per account answered by fills queries
+    history_kept: int = 1_000  # newest closed orders per account answered by history queries
     recent_trades_kept: int = 200_000  # per market, for the recorder's exactly-once pull
     # CURVE key directory (engine/curve.py): "" = off, loopback only; set = both ports encrypted
     # and open only to the client keys in DIR/clients (required for a non-loopback address)
@@ -342,7 +343,7 @@ class Exchange:
 def _check_bounds(cfg: Config) -> None:
     if cfg.engine.batch_max < 1:
         raise ConfigError("engine.batch_max: must be at least 1")
-    for name in ("closed_orders_kept", "fills_kept", "recent_trades_kept"):
+    for name in ("closed_orders_kept", "fills_kept", "history_kept", "recent_trades_kept"):
         if getattr(cfg.engine, name) < 1:
             raise ConfigError(f"engine.{name}: must be at least 1")
     if cfg.recorder.max_bbo_buffer < 1:

@@ -94,6 +94,13 @@ class GetFills(_Req, tag="fills"):
     limit: int = 100
 
 
+class GetHistory(_Req, tag="history"):
+    """The account's most recently closed orders (filled, canceled, expired), newest last."""
+
+    market: str = ""
+    limit: int = 100
+
+
 class GetQuote(_Req, tag="quote"):
     market: str
     side: Side
@@ -136,6 +143,7 @@ Request = (
     | GetOpenOrders
     | GetBalances
     | GetFills
+    | GetHistory
     | GetQuote
     | GetMarkets
     | PingReq

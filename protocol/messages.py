@@ -153,6 +153,16 @@ class TradesRequest(_Msg, tag=14):
     limit: int = 10_000
 
 
+class OrderHistoryRequest(_Msg, tag=16):
+    """The account's most recently closed orders (newest last), from the engine's bounded
+    memory: at most ``[engine] history_kept`` an account, of the newest ``closed_orders_kept``."""
+
+    req: int
+    account: int
+    market: str = ""
+    limit: int = 100
+
+
 class AuditRequest(_Msg, tag=15):
     """The ledger's conservation check and the fee account, computed now (operators)."""
 
@@ -175,6 +185,7 @@ Command = (
     | FillsRequest
     | TradesRequest
     | AuditRequest
+    | OrderHistoryRequest
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
@@ -357,6 +368,11 @@ class AssetAudit(msgspec.Struct, array_like=True, gc=False):
     fee_locked: int
 
 
+class OrderHistory(_Msg, tag=114):
+    req: int
+    orders: list[OrderState]  # closed (filled, canceled, expired, rejected), newest last
+
+
 class AuditReply(_Msg, tag=113):
     req: int
     seq: int  # the state it describes: after this sequence number
@@ -380,6 +396,7 @@ Reply = (
     | FillsReply
     | TradesReply
     | AuditReply
+    | OrderHistory
 )
 
 

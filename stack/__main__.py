@@ -23,7 +23,7 @@ from engine.client import EngineUnavailable
 from gateways.vault import Vault, VaultError
 from protocol import config
 from stack import health
-from stack.demo import ensure_demo
+from stack.demo import SIGNUP_FUNDS, ensure_demo
 from stack.supervisor import Child, start, stop, supervise
 
 log = logging.getLogger("stack")
@@ -63,7 +63,16 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
         ),
         Child(
             "http-gateway",
-            [*py, "gateways.http", *cfg, *accounts, "--vault", str(account_files(data)[1])],
+            [
+                *py,
+                "gateways.http",
+                *cfg,
+                *accounts,
+                "--vault",
+                str(account_files(data)[1]),
+                "--signup-funds",
+                SIGNUP_FUNDS,
+            ],  # fmt: skip
         ),
     ]
 
@@ -119,7 +128,9 @@ def banner(ex: config.Exchange, creds: dict[str, dict], creds_path: Path, data_d
         f"   (docs/rest.md; OpenAPI: /openapi.json)",
         f"  Binance-style streams (ccxt.pro):   ws://{h.host}:{h.ws_port}/ws   "
         "(docs/binance-streams.md)",
-        f"  Dashboard (browser):                http://{ex.bridge.host}:{ex.bridge.port}/",
+        f"  Trading dashboard (browser):        http://{h.host}:{h.port}/   (sign up there; "
+        f"new accounts get demo funds {SIGNUP_FUNDS}; docs/web.md)",
+        f"  Market dashboard (watch only):      http://{ex.bridge.host}:{ex.bridge.port}/",
         f"  Websocket streams / HTTP API:       ws://{ex.bridge.host}:{ex.bridge.port}/ws"
         f"  http://{ex.bridge.host}:{ex.bridge.port}/api/...",
         f"  ClickHouse (recorder, embedded):    chdb://{Path(data_dir, 'clickhouse')}   queries: "

@@ -20,6 +20,9 @@ from protocol.config import Exchange
 from protocol.messages import Balances, BalancesRequest, Deposit
 
 FIX_COMP_IDS = {"alice": "ALICE", "bob": "BOB"}
+# What a web account signed up on the demo stack starts with (the HTTP gateway's
+# --signup-funds; the shipped config's [web] signup_funds is empty: production grants nothing).
+SIGNUP_FUNDS = "USD=100000,BTC=2,ETH=30"
 FUNDS = {
     "mm": {"USD": "20000000", "BTC": "400", "ETH": "6000"},
     "noise": {"USD": "2000000", "BTC": "40", "ETH": "600"},

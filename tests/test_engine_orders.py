@@ -43,6 +43,8 @@ from protocol.messages import (
     NewOrder,
     OpenOrders,
     OpenOrdersRequest,
+    OrderHistory,
+    OrderHistoryRequest,
     OrderInfo,
     OrderStatusRequest,
     Ping,
@@ -1386,6 +1388,50 @@ def test_closed_orders_are_forgotten_oldest_first_one_at_a_time(engine: Engine, 
         else:
             assert by_id.order.status == by_cid.order.status == OrderStatus.CANCELED
             assert by_cid.order.order_id == oid
+
+
+def test_order_history_lists_the_accounts_closed_orders_newest_last(engine, send, fund) -> None:
+    """OrderHistoryRequest: the account's closed orders (filled, canceled, expired), newest
+    last, by market, up to ``limit``; never another account's; open orders are not history; the
+    per-account bound (``history_kept``) and the global one (``closed_orders_kept``) both
+    forget the oldest."""
+    fund(1, USD="100000", BTC="10")
+    fund(2, USD="100000", BTC="10")
+    (rest,) = send(limit(1, SELL, "30000.00", "0.0100"))
+    sold = rest.reports[0].order_id
+    (took,) = send(limit(2, BUY, "30000.00", "0.0100"))  # fills account 1's sell, and itself
+    (eth,) = send(limit(1, BUY, "1000.00", "0.0100", ETHUSD))
+    send(Cancel(1, 1, ETHUSD, eth.reports[0].order_id))
+    (ioc,) = send(limit(1, BUY, "1.00", "0.0100", tif=IOC))  # nothing to cross: expires
+    (still,) = send(limit(1, BUY, "2.00", "0.0100"))  # rests: not history
+    (h,) = send(OrderHistoryRequest(1, 1))
+    assert isinstance(h, OrderHistory)
+    assert [o.order_id for o in h.orders] == [sold, eth.reports[0].order_id,
+                                              ioc.reports[0].order_id]  # fmt: skip
+    assert [o.status for o in h.orders] == [OrderStatus.FILLED, OrderStatus.CANCELED,
+                                            OrderStatus.EXPIRED]  # fmt: skip
+    assert h.orders[0].cum_qty == lots("0.0100") and h.orders[0].leaves_qty == 0
+    assert still.reports[0].order_id not in {o.order_id for o in h.orders}
+    (h,) = send(OrderHistoryRequest(1, 1, ETHUSD))
+    assert [o.market for o in h.orders] == [ETHUSD]
+    (h,) = send(OrderHistoryRequest(1, 1, "", 2))
+    assert [o.order_id for o in h.orders] == [eth.reports[0].order_id, ioc.reports[0].order_id]
+    (h,) = send(OrderHistoryRequest(1, 2))
+    assert [o.order_id for o in h.orders] == [took.reports[-1].order_id]
+    (h,) = send(OrderHistoryRequest(1, 3))
+    assert h.orders == []
+    assert rejected(send(OrderHistoryRequest(1, 1, "NOPE-USD"))).code == R.UNKNOWN_MARKET
+    engine.history_kept = 2  # a new account's list takes the bound it is made with
+    fund(4, USD="100")
+    for _ in range(3):
+        (o,) = send(limit(4, BUY, "1.00", "0.0100", tif=IOC))
+    (h,) = send(OrderHistoryRequest(1, 4))
+    assert len(h.orders) == 2 and h.orders[-1].order_id == o.reports[0].order_id
+    engine.closed_kept = 1  # the global bound wins: forgotten orders are not listed (it
+    for _ in range(10):  # forgets one order per order it keeps)
+        send(limit(4, BUY, "1.00", "0.0100", tif=IOC))
+    (h,) = send(OrderHistoryRequest(1, 1))
+    assert h.orders == []
 
 
 def test_bounded_memories_follow_the_config() -> None:

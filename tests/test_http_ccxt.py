@@ -501,6 +501,21 @@ async def test_fetch_order_open_orders_cancel_and_cancel_all(http_stack: HttpSta
     bal = await balances(http_stack, a)
     assert bal["USD"][1] == 0 and bal[mkt.base][1] == 0
 
+    # allOrders: every order of the symbol, open or closed, oldest first, as the engine has them
+    every = await ax.fetch_orders(s)
+    assert [o["id"] for o in every] == sorted(
+        [sell["id"], buy["id"], far["id"], more["id"]], key=int)  # fmt: skip
+    assert {o["id"]: o["status"] for o in every} == {
+        sell["id"]: "canceled", buy["id"]: "canceled", far["id"]: "canceled",
+        more["id"]: "canceled"}  # fmt: skip
+    assert d(next(o for o in every if o["id"] == sell["id"])["filled"]) == Decimal("0.25")
+    assert [o["id"] for o in await ax.fetch_orders(s, None, 2)] == [o["id"] for o in every[-2:]]
+    assert await ax.fetch_closed_orders(s) == []  # ccxt's closed: filled; these were canceled
+    assert [o["id"] for o in await ax.fetch_orders(mkt2.symbol)] == [elsewhere["id"]]
+    (took,) = await bx.fetch_closed_orders(s)  # b's own IOC, filled; never one of a's
+    assert (took["side"], d(took["filled"])) == ("buy", Decimal("0.25"))
+    assert took["id"] not in {o["id"] for o in every}
+
 
 @async_test
 async def test_fetch_my_trades_is_the_engines_fills(http_stack: HttpStack) -> None:

@@ -282,7 +282,7 @@ async def test_five_failed_logons_close_the_connection(stack: Stack) -> None:
 async def test_requests_before_logon_get_1005_but_public_ops_work(stack: Stack) -> None:
     s = await LineSession.open(stack.gateway.port)
     private = {
-        "balances": {}, "open_orders": {}, "fills": {}, "cancel_all": {},
+        "balances": {}, "open_orders": {}, "fills": {}, "history": {}, "cancel_all": {},
         "order": {"order_id": 1}, "cancel": {"order_id": 1},
         "replace": {"order_id": 1, "market": "BTC-USD", "qty": "1.0000"},
         "quote": {"market": "BTC-USD", "side": "buy", "qty": "0.0100"},
@@ -530,6 +530,14 @@ async def test_trade_settles_at_the_maker_price_with_fees_on_the_received_asset(
     ]  # fmt: skip
     assert await s.request("fills", market="BTC-USD") == []
     assert (await b.request("quote", market=market, side="buy", qty="0.0100"))["complete"] is False
+    # history: the closed orders, newest last; the seller's is filled by now, the buyer's both
+    (sold,) = await s.request("history", market=market)
+    assert (sold["order_id"], sold["status"]) == (maker_new["order_id"], "filled")
+    bought = await b.request("history")
+    assert [h["status"] for h in bought] == ["filled", "filled"]
+    assert bought[0]["client_order_id"] == "b-1" and bought[0]["cum_qty"] == "0.0200"
+    assert (await b.request("history", limit=1))[0]["order_id"] == bought[1]["order_id"]
+    assert (await rejected(b, "history", limit=0)).code == 1007
 
 
 @async_test

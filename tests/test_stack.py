@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ import pytest
 from gateways.accounts import AccountStore
 from gateways.vault import Vault
 from stack import health
+from stack.demo import SIGNUP_FUNDS
 from stack.supervisor import FIRST_PAUSE, HEALTHY_AFTER, MAX_PAUSE, Backoff, Child, start, supervise
 from tests.procs import REPO, eventually, free_port, write_exchange_toml
 
@@ -184,7 +186,8 @@ def _http_ok(port: int) -> bool:
 
 @pytest.fixture
 def stack_proc(tmp_path: Path):
-    ports = {name: free_port() for name in ("cmd", "md", "json", "bridge", "fix", "recorder")}
+    names = ("cmd", "md", "json", "bridge", "fix", "recorder", "http", "http_ws")
+    ports = {name: free_port() for name in names}
     cfg = write_exchange_toml(
         tmp_path / "exchange.toml",
         engine={
@@ -195,6 +198,7 @@ def stack_proc(tmp_path: Path):
         bridge={"port": ports["bridge"]},
         fix_gateway={"port": ports["fix"]},
         recorder={"port": ports["recorder"]},
+        http_gateway={"port": ports["http"], "ws_port": ports["http_ws"]},
     )
     out, err, var = tmp_path / "stdout.txt", tmp_path / "stderr.txt", tmp_path / "var"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -237,6 +241,7 @@ def test_stack_says_up_only_when_every_part_answers_and_restarts_a_killed_part(
         asyncio.run(_assert_listening(ports[name], name))
     assert _http_ok(ports["bridge"]) and _http_ok(ports["recorder"])
     _assert_demo_keys_sign(out.parent / "var")
+    _assert_signup_gets_demo_funds(ports["http"])
 
     gateway = _pid_of(proc.pid, "gateways.json_tcp")
     assert gateway is not None, _children(proc.pid)
@@ -271,6 +276,22 @@ def _assert_demo_keys_sign(var: Path) -> None:
             assert signing is not None and signing[1] == c["secret"].encode(), c
     finally:
         store.close()
+
+
+def _assert_signup_gets_demo_funds(port: int) -> None:
+    """make run is the demo stack: a web account signed up there starts with SIGNUP_FUNDS
+    (the shipped config alone grants nothing)."""
+    base = f"http://127.0.0.1:{port}/api/v1"
+    body = json.dumps({"email": "demo-user@example.com", "password": "a demo password"})
+    req = urllib.request.Request(f"{base}/signup", body.encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(req, timeout=20) as r:
+        token = json.loads(r.read())["access_token"]
+    req = urllib.request.Request(f"{base}/balances", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=20) as r:
+        got = {b["asset"]: Decimal(b["available"]) for b in json.loads(r.read())}
+    want = {a: Decimal(v) for a, v in (p.split("=") for p in SIGNUP_FUNDS.split(","))}
+    assert got == want, got
 
 
 async def _assert_listening(port: int, name: str) -> None:

@@ -109,6 +109,18 @@ async def test_signup_trades_with_its_token(web: HttpStack) -> None:
         assert status == 404 and err["error"]["code"] == 3006
         status, still, _ = await call(s, web, "GET", f"/api/v1/order/{oid}", token=token)
         assert still["status"] == "new"
+        status, hist, _ = await call(s, web, "GET", "/api/v1/order-history", token=token)
+        assert status == 200 and hist == []  # open orders are not history
+        status, _, _ = await call(s, web, "DELETE", f"/api/v1/order/{oid}", token=token)
+        assert status == 200
+        status, hist, _ = await call(
+            s, web, "GET", "/api/v1/order-history?market=" + MARKET, token=token
+        )
+        assert [(h["order_id"], h["status"]) for h in hist] == [(oid, "canceled")]
+        status, hist, _ = await call(
+            s, web, "GET", "/api/v1/order-history", token=other["access_token"]
+        )
+        assert hist == []
 
 
 @async_test

@@ -1,5 +1,6 @@
-"""``python -m gateways.http``: run the REST gateway (``/api/v1``, Binance ``/api/v3``) and its
-Binance-style websocket streams; ``python -m gateways.http openapi`` prints the OpenAPI document.
+"""``python -m gateways.http``: run the REST gateway (``/api/v1``, Binance ``/api/v3``), its
+Binance-style websocket streams and the private stream (``/api/v1/stream``) on their port;
+``python -m gateways.http openapi`` prints the OpenAPI document.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import uvloop
 
 from gateways.accounts import AccountStore
 from gateways.http.app import Gateway
+from gateways.http.private import PrivateStream
 from gateways.tls import TlsError, server_context
 from gateways.vault import Vault, VaultError
 from protocol import config
@@ -79,12 +81,16 @@ async def run(args: argparse.Namespace) -> int:
     market, streams = market_data(ex, None if args.no_recorder else recorder)
     gw = Gateway(ex, store, vault, market)
     gw.streams = streams
+    private = PrivateStream(gw, streams.limits.max_connections, streams.limits.send_queue)
+    streams.routes.append(private.route())
     await market.start(wait=None)
     await gw.start(tls)
     await streams.start()
+    log.info("private stream on ws://%s:%d/api/v1/stream", cfg.host, streams.port)
     metrics = Exporter("http_gateway").add(gw.http.metrics, gauges=("connections",))
     metrics.add(gw.metrics, prefix="api_")
     metrics.add(streams.metrics, prefix="ws_", gauges=("connections", "subscriptions"))
+    metrics.add(private.metrics, prefix="private_ws_", gauges=("connections",))
     metrics.add(lambda: {"engine_available": gw.engine.available}, what="EngineClient")
     metrics.serve(ex.metrics.http_gateway)
     stop = asyncio.Event()
@@ -93,6 +99,7 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: %d connections", len(gw.http.conns))
+    await private.stop()
     await streams.stop()
     await gw.stop()
     await market.close()

@@ -63,6 +63,7 @@ class Route(msgspec.Struct):
     query: Any = None  # msgspec Struct type of the query parameters
     body: Any = None  # msgspec Struct type of the JSON body (v1) or form (v3)
     response: Any = None  # the 200 response type
+    status: int = 200  # what a success answers (201 for what creates)
 
 
 class Api:
@@ -152,6 +153,7 @@ class Gateway:
         self.store = store
         self.market = market  # feed/market.py MarketData: books, trades, tickers, klines
         self.streams: Any = None  # gateways/http/streams.py BinanceStreams (its depth ids)
+        self.on_reply: Callable[[Any, Any], None] | None = None  # (cmd, reply): private.py
         self.symbols = SymbolMap(ex)
         self.metrics = Metrics()
         self.signer = Signer(store, vault, cfg.recv_window_max)
@@ -263,6 +265,8 @@ class Gateway:
             if type(msg) is M.Rejected:
                 self.metrics.rejected += 1
                 return api.reject(msg, cmd)
+            if self.on_reply is not None:
+                self.on_reply(cmd, msg)
             return ok(msg)
         if isinstance(exc, EngineTimeout):
             if type(cmd) in WRITES:
@@ -284,6 +288,8 @@ class Gateway:
         """An HTTP client told "in doubt" has its answer in the engine (status queries);
         here it is only counted and logged."""
         self.metrics.resolved += 1
+        if outcome is not None and self.on_reply is not None:
+            self.on_reply(cmd, outcome)
         what = "unknown" if outcome is None else type(outcome).__name__
         log.info("in-doubt %s req %d resolved: %s", type(cmd).__name__, cmd.req, what)
 

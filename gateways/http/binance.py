@@ -356,6 +356,14 @@ class BinanceOpenOrdersParams(BinanceSigned):
     symbol: str | None = None
 
 
+class BinanceAllOrdersParams(BinanceSigned):
+    symbol: str = ""
+    orderId: int | None = None
+    startTime: int | None = None
+    endTime: int | None = None
+    limit: int = 500
+
+
 class BinanceMyTradesParams(BinanceSigned):
     symbol: str = ""
     orderId: int | None = None
@@ -898,6 +906,42 @@ class Binance(Api):
             done.append(self.cancelled(spec, out.reports[-1], state))
         return Gateway.json(done)
 
+    def all_orders(self, key: ApiKey, p: dict) -> Any:
+        """GET /api/v3/allOrders: open and closed orders of a symbol, oldest first (closed
+        ones: the newest 1000 the engine keeps for the account)."""
+        spec = self.spec(p.get("symbol"))
+        limit = _int_param(p, "limit", 500, 1, 1000)
+        order_id, start, end = (
+            _opt_int(p, "orderId"),
+            _opt_int(p, "startTime"),
+            _opt_int(p, "endTime"),
+        )
+        acct = key.account_id
+        calls = (  # one frame: the two lists describe the same moment
+            self.gw.call(self, M.OrderHistoryRequest(0, acct, spec.symbol, 1000), _raw),
+            self.gw.call(self, M.OpenOrdersRequest(0, acct, spec.symbol), _raw),
+        )
+        return self._all_orders(spec, calls, limit, order_id, start, end)
+
+    async def _all_orders(self, spec: MarketSpec, calls: tuple[Deferred, Deferred], limit: int,
+                          order_id: int | None, start: int | None, end: int | None,
+                          ) -> Response:  # fmt: skip
+        orders: list[M.OrderState] = []
+        for call in calls:
+            got = await _settle(call)
+            if isinstance(got, Response):
+                return got
+            orders += got.orders
+        orders.sort(key=lambda o: o.order_id)
+        rows = [
+            o for o in orders
+            if (order_id is None or o.order_id >= order_id)
+            and (start is None or o.created_ts // 1_000_000 >= start)
+            and (end is None or o.created_ts // 1_000_000 <= end)
+        ]  # fmt: skip
+        rows = rows[:limit] if order_id is not None else rows[-limit:]
+        return Gateway.json([self.state(spec, o) for o in rows])
+
     def my_trades(self, key: ApiKey, p: dict) -> Deferred:
         spec = self.spec(p.get("symbol"))
         limit = _int_param(p, "limit", 500, 1, 1000)
@@ -1176,6 +1220,9 @@ def register(gw: Gateway) -> Binance:
          BinanceOpenOrdersParams, list[BinanceOrder], b.open_orders),
         ("DELETE", "openOrders", "Cancel every open order of a symbol", trade, True,
          BinanceOrderRef, list[BinanceOrder], b.cancel_open),
+        ("GET", "allOrders", "Open and closed orders of a symbol (closed: the newest 1000 the "
+         "engine keeps)", read, False, BinanceAllOrdersParams, list[BinanceOrder],
+         b.all_orders),
         ("GET", "myTrades", "The account's fills (the newest 1000 the engine keeps)", read,
          False, BinanceMyTradesParams, list[BinanceMyTrade], b.my_trades),
     ]  # fmt: skip

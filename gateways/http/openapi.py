@@ -65,7 +65,10 @@ def operation(
         ).replace("}", ""),
         "tags": [r.api],
         "responses": {
-            "200": {"description": "OK", "content": _json(index[r.response])},
+            str(r.status): {
+                "description": "Created" if r.status == 201 else "OK",
+                "content": _json(index[r.response]),
+            },
             "4XX": {"description": "Refused; nothing was done", "content": _json(err)},
             "5XX": {
                 "description": "Engine away (nothing done) or a write in doubt (v1 code 4003, "

@@ -314,6 +314,7 @@ class BinanceStreams:
                 pub.epoch, pub.uid, pub.bids, pub.asks = book.epoch, book.seq, book.bids, book.asks
         self.timers: set[asyncio.TimerHandle] = set()
         self.runner: web.AppRunner | None = None
+        self.routes: list[web.RouteDef] = []  # more routes on this server (private.py's)
         self.site: web.TCPSite | None = None
         market.add_listener(on_depth=self.on_depth, on_history=self.on_history)
 
@@ -333,6 +334,7 @@ class BinanceStreams:
                 web.get("/ws/{tail:.*}", self.ws_raw),
                 web.get("/stream", self.ws_combined),
                 web.get("/stream/{tail:.*}", self.ws_combined),
+                *self.routes,
             ]
         )
         return app

@@ -314,6 +314,13 @@ class V1(Api):
         cmd = M.MassCancel(0, key.account_id, q.market)
         return self.gw.call(self, cmd, lambda m: Gateway.json(Cancelled(m.count)))
 
+    def history(self, key: ApiKey, req: Request) -> Any:
+        q = self.query(req, FillsQuery)
+        if q.market:
+            self.spec(q.market)
+        cmd = M.OrderHistoryRequest(0, key.account_id, q.market, q.limit)
+        return self.gw.call(self, cmd, self.result)
+
     def balances(self, key: ApiKey, req: Request) -> Any:
         return self.gw.call(self, M.BalancesRequest(0, key.account_id), self.result)
 
@@ -417,6 +424,8 @@ def register(gw: Gateway) -> V1:
          v.balances),
         ("GET", ["fills"], "The account's fills, newest last", read, False, FillsQuery, None,
          list[J.Fill], v.fills),
+        ("GET", ["order-history"], "The account's closed orders (filled, canceled, expired), "
+         "newest last", read, False, FillsQuery, None, order_views, v.history),
     ]  # fmt: skip
     for method, paths, summary, perm, orders, query, body, response, fn in signed:
         handler = v.guarded(perm, orders, fn)

@@ -526,7 +526,8 @@ def register(gw: Gateway, api: v1.V1) -> Web:
          SignedOut, w.signout),
     ]  # fmt: skip
     for method, path, summary, body, response, fn in public:
-        route = Route(method, f"{PREFIX}/{path}", summary, "v1", body=body, response=response)
+        route = Route(method, f"{PREFIX}/{path}", summary, "v1", body=body, response=response,
+                      status=201 if path == "signup" else 200)  # fmt: skip
         gw.add(route, w.public(fn))
     session: list[Any] = [  # method, path, summary, body, response, fn
         ("GET", "me", "The signed-in user", None, UserView, w.me),
@@ -544,7 +545,7 @@ def register(gw: Gateway, api: v1.V1) -> Web:
     ]  # fmt: skip
     for method, path, summary, body, response, fn in session:
         route = Route(method, f"{PREFIX}/{path}", summary, "v1", auth="session", body=body,
-                      response=response)  # fmt: skip
+                      response=response, status=201 if fn == w.new_key else 200)  # fmt: skip
         gw.add(route, w.guarded(fn))
     gw.add(Route("GET", f"{PREFIX}/site", "Where the dashboard finds its streams", "v1",
                  response=Site), api.public(w.site))  # fmt: skip

@@ -150,6 +150,11 @@ def check_market(ex: Exchange, symbol: str) -> None:
         market(ex, symbol)
 
 
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= 1000:
+        raise EdgeReject(RejectCode.INVALID_FIELD, f"limit must be 1..1000, was {limit}")
+
+
 def command(ex: Exchange, account: int, r: J.Request) -> M.Command:  # noqa: C901 - a dispatch table
     """The engine command for a logged-on session's request (EdgeReject if it is invalid)."""
     match r:
@@ -175,9 +180,12 @@ def command(ex: Exchange, account: int, r: J.Request) -> M.Command:  # noqa: C90
             return M.BalancesRequest(0, account)
         case J.GetFills():
             check_market(ex, r.market)
-            if not 1 <= r.limit <= 1000:
-                raise EdgeReject(RejectCode.INVALID_FIELD, f"limit must be 1..1000, was {r.limit}")
+            _check_limit(r.limit)
             return M.FillsRequest(0, account, r.market, r.limit)
+        case J.GetHistory():
+            check_market(ex, r.market)
+            _check_limit(r.limit)
+            return M.OrderHistoryRequest(0, account, r.market, r.limit)
         case J.GetQuote():
             return quote(ex, account, r)
         case J.DepositReq() | J.WithdrawReq():
@@ -266,7 +274,7 @@ def result(ex: Exchange, msg: object) -> object:
             return [report_view(ex, r) for r in msg.reports]
         case M.OrderInfo():
             return order_view(ex, msg.order)
-        case M.OpenOrders():
+        case M.OpenOrders() | M.OrderHistory():
             return [order_view(ex, o) for o in msg.orders]
         case M.Balances():
             return [

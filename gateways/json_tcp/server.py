@@ -46,7 +46,7 @@ log = logging.getLogger("gateways.json")
 MAX_LOGON_FAILURES = 5
 CLOSE_LINGER = 2.0  # seconds a closed session's input is still read and dropped
 LOCAL_OPS = (J.ChallengeReq, J.Logon, J.PingReq, J.GetMarkets, J.GetStats)
-READ_ONLY_OK = (J.GetOrder, J.GetOpenOrders, J.GetBalances, J.GetFills, J.GetQuote)
+READ_ONLY_OK = (J.GetOrder, J.GetOpenOrders, J.GetBalances, J.GetFills, J.GetHistory, J.GetQuote)
 
 
 class Metrics(msgspec.Struct):
