@@ -54,6 +54,9 @@ PASSWORD = "correct horse battery"
 LAPTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 SHOTS = Path("/tmp")
+# Short-lived access tokens: the page refreshes each one a minute before it expires (here at
+# once, every 5 s), so the whole flow also runs across refreshes and private-stream re-auths.
+ACCESS_TTL = 65
 
 
 def totp(secret: str, step: int) -> str:
@@ -115,6 +118,7 @@ class Exchange:
             self.workdir / "http.toml",
             pool=0,
             bridge={"port": self.bridge.port},
+            web={"access_ttl": ACCESS_TTL},
             **self.sections,
         )
         self.http = HttpGatewayProc(
@@ -172,7 +176,8 @@ class Page:
             """() => { const a = window.dashboard.account;
                  return { user: a.user, stream: a.stream, token: a.token,
                           open: [...a.open.keys()], history: [...a.history.values()],
-                          fills: [...a.fills.values()], refreshes: a.refreshes }; }"""
+                          fills: [...a.fills.values()], refreshes: a.refreshes,
+                          refreshError: a.refreshError }; }"""
         )
 
     async def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -266,6 +271,12 @@ async def trade(page: Page) -> None:
     await buy_at_market(page)
     await validation_and_rejects(page)
     await screenshots(page)
+
+    # The tokens are refreshed (every 5 s here) and the stream goes on with each new one.
+    await page.until("() => window.dashboard.account.refreshes >= 2")
+    a = await page.account()
+    assert a["refreshes"] >= 2 and a["stream"] == "live", (a["refreshes"], a["refreshError"])
+    assert await p.evaluate("() => window.dashboard.account.streamAuths") >= 2
 
     # A reload keeps the session (the refresh cookie), with the token in memory only.
     await p.reload()
@@ -386,6 +397,7 @@ async def rest_and_cancel(page: Page) -> None:
     [row] = await page.rows("#open-orders")
     assert row[1:6] == [MARKET, "Buy", "limit", str(price), "0.0100"]
     assert "placed" in await page.text("#t-result")
+    await page.screenshot_to("orders")
     order_id = int(await p.get_attribute("#open-orders tr[data-order]", "data-order"))
     # The gateway agrees, and the USD it locks shows as "in orders".
     status, open_orders = await page.api("GET", "/order/open")

@@ -10,7 +10,7 @@ export const account = {
   site: null, user: null, token: null, expiresAt: 0,
   balances: new Map(),  // asset -> {asset, available, locked}
   open: new Map(),      // order_id -> order
-  history: new Map(),   // order_id -> closed order seen this session
+  history: new Map(),   // order_id -> closed order (GET /order-history, then the stream)
   fills: new Map(),     // "trade_id:order_id" -> fill
   stream: "off", streamEvents: 0, streamAuths: 0, refreshes: 0,
 };
@@ -84,7 +84,12 @@ export function refresh() {
   if (!refreshing) {
     refreshing = api("POST", "/token/refresh", {}, { auth: false })
       .then((s) => { account.refreshes++; setSession(s); return true; })
-      .catch((e) => { if (account.user && e.status === 401) clearSession(); return false; })
+      .catch((e) => {
+        account.refreshError = { status: e.status, code: e.code, reason: e.reason };
+        if (account.user && e.status === 401) clearSession();
+        else if (account.user) refreshTimer = setTimeout(refresh, 10_000);  // busy or away: again
+        return false;
+      })
       .finally(() => { refreshing = null; });
   }
   return refreshing;
@@ -115,10 +120,16 @@ export function setTotp(enabled) {
 }
 
 async function loadAccount() {
-  const [balances, open, fills] = await Promise.allSettled([
+  const [balances, open, fills, history] = await Promise.allSettled([
     api("GET", "/balances"), api("GET", "/order/open"), api("GET", "/fills?limit=100"),
+    api("GET", "/order-history?limit=100"),
   ]);
   if (balances.status === "fulfilled") setBalances(balances.value);
+  if (history.status === "fulfilled") {  // newest last, then what this session saw close
+    const seen = account.history;
+    account.history = new Map(history.value.map((o) => [o.order_id, o]));
+    for (const [id, o] of seen) account.history.set(id, { ...account.history.get(id), ...o });
+  }
   if (open.status === "fulfilled") setOpenOrders(open.value, false);
   if (fills.status === "fulfilled") for (const f of fills.value) addFill(f, false);
   emit("fills");

@@ -317,7 +317,7 @@ function renderOrders() {
       + `<td>${esc(o.type ?? (o.price ? "limit" : "market"))}</td><td>${esc(o.price ?? "market")}</td>`
       + `<td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
       + `<td class="st-${esc(o.status)}">${esc(STATUS[o.status] ?? o.status)}${why}</td></tr>`;
-  }).join("") || `<tr><td colspan="8" class="empty">orders closed in this session show here</td></tr>`;
+  }).join("") || `<tr><td colspan="8" class="empty">no closed orders yet</td></tr>`;
 }
 
 function renderFills() {
