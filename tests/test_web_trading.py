@@ -68,6 +68,10 @@ def totp(secret: str, step: int) -> str:
     return f"{code:06d}"
 
 
+def step() -> int:
+    return int(time.time()) // 30
+
+
 def test_totp_matches_rfc_6238_test_vectors() -> None:
     secret = base64.b32encode(b"12345678901234567890").decode()
     assert [totp(secret, t // 30) for t in (59, 1111111109, 2000000000)] == [
@@ -261,8 +265,7 @@ async def trade(page: Page) -> None:
     assert await page.text("#t-submit") == "Sign in to trade"
 
     await sign_up(page)
-    secret = await enable_2fa(page)
-    confirmed_step = int(time.time()) // 30
+    secret, confirmed_step = await enable_2fa(page)
     await p.click("#signout-btn")
     await page.signed_out()
     await sign_in_with_2fa(page, secret, confirmed_step)
@@ -316,7 +319,8 @@ async def sign_up(page: Page) -> None:
     )
 
 
-async def enable_2fa(page: Page) -> str:
+async def enable_2fa(page: Page) -> tuple[str, int]:
+    """Turns it on; the secret and the time step of the code that confirmed it."""
     p = page.p
     await p.click("#security-btn")
     await p.click("#totp-enable")
@@ -327,16 +331,21 @@ async def enable_2fa(page: Page) -> str:
         " && document.getElementById('totp-qr').naturalWidth > 0"
     )
     assert (await p.get_attribute("#totp-uri", "href")).startswith("otpauth://totp/")
-    await p.fill(
-        "#totp-code", "000000" if totp(secret, int(time.time()) // 30) != "000000" else "111111"
-    )
+    await p.fill("#totp-code", "000000" if totp(secret, step()) != "000000" else "111111")
     await p.click("#totp-confirm")
     await page.until("() => document.getElementById('totp-msg').textContent.length > 0")
     assert "error" in (await p.get_attribute("#totp-msg", "class"))
-    await p.fill("#totp-code", totp(secret, int(time.time()) // 30))
+    used = step()
+    await p.fill("#totp-code", totp(secret, used))
     await p.click("#totp-confirm")
     await page.until("() => window.dashboard.account.user.totp_enabled")
     assert await page.text("#totp-state") == "On"
+    # Turning it off takes a right code: a wrong one is refused, in words.
+    await p.fill("#totp-off-code", "000000" if totp(secret, step()) != "000000" else "111111")
+    await p.click("#totp-disable")
+    await page.until("() => document.getElementById('totp-msg').className.includes('error')")
+    assert len(await page.text("#totp-msg")) > 10
+    assert (await page.account())["user"]["totp_enabled"] is True
     # API keys: create one (its secret shown once), see it listed, revoke it.
     await p.select_option("#key-permission", "read")
     await p.click("#key-create")
@@ -348,7 +357,7 @@ async def enable_2fa(page: Page) -> str:
     await p.click(f'#keys tr[data-key="{key}"] button')
     await page.until(f"() => !document.querySelector('#keys tr[data-key=\"{key}\"] button')")
     await p.click("#security-dialog .close")
-    return secret
+    return secret, used
 
 
 async def sign_in_with_2fa(page: Page, secret: str, confirmed_step: int) -> None:
@@ -364,7 +373,7 @@ async def sign_in_with_2fa(page: Page, secret: str, confirmed_step: int) -> None
     await page.until("() => !document.getElementById('f-auth-totp').hidden")
     assert "code" in await page.text("#auth-msg")
     # Each code is accepted once: the one after the confirming code's step is still in time.
-    await p.fill("#auth-totp", totp(secret, max(int(time.time()) // 30, confirmed_step + 1)))
+    await p.fill("#auth-totp", totp(secret, max(step(), confirmed_step + 1)))
     await p.click("#auth-submit")
     await page.until(
         "() => window.dashboard.account.user && window.dashboard.account.stream === 'live'"

@@ -126,7 +126,7 @@ function describe() {
     const need = side === "buy" ? D.ceil(cost, qd) : qty;
     const asset = side === "buy" ? m.quote : m.base;
     if (have && D.cmp(need, have) > 0)
-      return { ...out, problem: `not enough ${asset}: ${show(asset, have).split(" ")[0]} available`,
+      return { ...out, problem: `not enough ${asset}: ${D.trim(D.format(have), 2)} available`,
                field: side === "buy" && type !== "limit" ? "t-amount" : "t-qty" };
   }
   return out;
@@ -158,8 +158,8 @@ function render() {
   $("t-price").step = m.tick; $("t-qty").step = m.lot; $("t-qty").min = m.min_qty;
   $("t-qty").max = m.max_qty;
   $("t-rules").textContent = `tick ${m.tick} · lot ${m.lot} · min ${m.min_qty} · max ${m.max_qty}`;
-  const a = buy ? avail(m.quote) : avail(m.base);
-  $("t-avail").textContent = account.user ? (a ? show(buy ? m.quote : m.base, a) : `0 ${buy ? m.quote : m.base}`) : "-";
+  const asset = buy ? m.quote : m.base;
+  $("t-avail").textContent = account.user ? show(asset, avail(asset) ?? D.parse("0")) : "-";
   const submit = $("t-submit");
   submit.className = `submit ${buy ? "buy" : "sell"}`;
   submit.textContent = account.user ? `${buy ? "Buy" : "Sell"} ${m.base}`
@@ -176,7 +176,9 @@ function render() {
   const est = (label) => (limit ? label : `≈ ${label}`);
   $("t-total").textContent = d.total ? est(show(m.quote, D.ceil(d.total, decimals(m.quote, 2))))
     : "-";
-  $("t-fee").textContent = d.fee ? est(show(d.fee[1], d.fee[0])) : "-";
+  // A limit order that may rest pays the maker fee there: the taker fee is the most it pays.
+  const most = limit && !$("t-post").checked ? "up to " : "";
+  $("t-fee").textContent = d.fee ? `${most}${est(show(d.fee[1], d.fee[0]))}` : "-";
   $("t-note").textContent = d.note ?? "";
 }
 
