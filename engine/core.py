@@ -62,6 +62,7 @@ from protocol.messages import (
     SnapshotRequest,
     Trade,
     TradesRequest,
+    Watch,
     Withdraw,
 )
 
@@ -113,6 +114,7 @@ class Engine(EngineViews):
         self.closed_kept = exchange.engine.closed_orders_kept
         self.history_kept = exchange.engine.history_kept
         self.history: dict[int, deque[int]] = {}  # per account, ids of its newest closed orders
+        self.watchers: dict[int, set[bytes]] = {}  # account -> origins that get copies (Watch)
         self.fills_kept = exchange.engine.fills_kept
         self.fills: dict[int, deque[ExecReport]] = {}  # per account, the fill reports themselves
         self.seq = 0
@@ -137,6 +139,7 @@ class Engine(EngineViews):
             TradesRequest: self._on_trades,
             AuditRequest: self._on_audit,
             OrderHistoryRequest: self._on_history,
+            Watch: self._on_watch,
         }
 
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:

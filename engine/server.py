@@ -206,6 +206,9 @@ class EngineServer:
             for cmd in self._decode(origin, payload):
                 m.commands += 1
                 before = engine.seq
+                watched = bool(engine.watchers)  # the private streams' drop copy (Watch)
+                if watched:
+                    marks = {o: len(msgs) for o, msgs in engine.outbox.items()}
                 try:
                     handlers[type(cmd)](cmd, ts, origin)  # engine.apply, minus one call
                 except Exception:
@@ -214,6 +217,8 @@ class EngineServer:
                     engine.outbox[origin].append(
                         Rejected(getattr(cmd, "req", 0), RejectCode.INTERNAL, "internal error")
                     )
+                if watched and engine.watchers:
+                    engine.copy_to_watchers(marks)
                 if engine.seq != before:
                     writes.append((origin, cmd))
         if writes:
@@ -288,6 +293,8 @@ class EngineServer:
                 except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
                     self.metrics.dropped_replies += len(msgs)
                     log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
+                    if isinstance(e, zmq.ZMQError) and e.errno == zmq.EHOSTUNREACH:
+                        self.engine.unwatch(origin)  # gone: copies to it would only drop
                 except (OverflowError, TypeError, ValueError):  # a bug: never wedge the loop
                     self.metrics.internal_errors += 1
                     log.exception("cannot encode replies for %r", origin)

@@ -163,6 +163,17 @@ class OrderHistoryRequest(_Msg, tag=16):
     limit: int = 100
 
 
+class Watch(_Msg, tag=17):
+    """Also send the sender a copy of every execution report and ledger change of ``account``
+    that goes to another gateway, unsolicited (``req = 0``): the private streams' drop copy.
+    Not journaled and not state: a restarted engine watches nothing (a watcher watches again
+    on the new epoch), and an origin the engine cannot reach stops being a watcher."""
+
+    req: int
+    account: int
+    on: bool = True
+
+
 class AuditRequest(_Msg, tag=15):
     """The ledger's conservation check and the fee account, computed now (operators)."""
 
@@ -186,6 +197,7 @@ Command = (
     | TradesRequest
     | AuditRequest
     | OrderHistoryRequest
+    | Watch
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
@@ -373,6 +385,13 @@ class OrderHistory(_Msg, tag=114):
     orders: list[OrderState]  # closed (filled, canceled, expired, rejected), newest last
 
 
+class Watching(_Msg, tag=115):
+    req: int
+    account: int
+    on: bool  # whether the sender now watches it
+    watchers: int  # how many origins watch it now
+
+
 class AuditReply(_Msg, tag=113):
     req: int
     seq: int  # the state it describes: after this sequence number
@@ -397,6 +416,7 @@ Reply = (
     | TradesReply
     | AuditReply
     | OrderHistory
+    | Watching
 )
 
 

@@ -55,6 +55,8 @@ from protocol.messages import (
     Replace,
     SnapshotRequest,
     Trades,
+    Watch,
+    Watching,
     Withdraw,
 )
 from tests.conftest import minor_units
@@ -1432,6 +1434,55 @@ def test_order_history_lists_the_accounts_closed_orders_newest_last(engine, send
         send(limit(4, BUY, "1.00", "0.0100", tif=IOC))
     (h,) = send(OrderHistoryRequest(1, 1))
     assert h.orders == []
+
+
+def test_a_watcher_gets_copies_of_a_watched_accounts_reports_from_other_gateways(engine) -> None:
+    """Watch: the drop copy the private streams use. A watcher origin gets, unsolicited
+    (req 0), every report and ledger change of the watched account that went to another
+    origin, in the same order; never its own again, never another account's; Watch off, or
+    the origin found gone (``unwatch``), stops it."""
+    sent: dict[bytes, list] = {}
+
+    def batch(*cmds: tuple[object, bytes]) -> None:  # what the server does, per command
+        for cmd, origin in cmds:
+            marks = {o: len(msgs) for o, msgs in engine.outbox.items()}
+            engine.apply(cmd, 1_000, origin)
+            if engine.watchers:
+                engine.copy_to_watchers(marks)
+        for o, msgs in engine.outbox.items():
+            sent.setdefault(o, []).extend(msgs)
+        engine.outbox.clear()
+
+    batch((Watch(7, 1), b"web"))
+    assert sent.pop(b"web") == [Watching(7, 1, True, 1)]
+    batch((Deposit(1, 1, "USD", units("USD", "1000")), b"admin"))
+    batch((Deposit(2, 2, "BTC", units("BTC", "1")), b"admin"))
+    batch(  # one batch: each command's copies follow it, none copied twice
+        (limit(1, BUY, "30000.00", "0.0100", client_order_id="b"), b"json"),
+        (limit(2, SELL, "30000.00", "0.0100"), b"fix"),  # fills account 1's resting buy
+    )
+    copies = sent.pop(b"web")
+    assert [type(m).__name__ for m in copies] == ["LedgerReply", "ExecReport", "ExecReport"]
+    assert all(m.req == 0 and m.account == 1 for m in copies)
+    ledger, new, fill = copies
+    assert ledger.asset == "USD" and ledger.available == units("USD", "1000")
+    assert (new.exec_type, fill.exec_type) == (ExecType.NEW, ExecType.FILL)
+    assert fill.client_order_id == "b" and fill.last_qty == lots("0.0100")
+    assert fill.trade_id and fill.status == OrderStatus.FILLED
+    (json_reply, json_fill) = sent.pop(b"json")  # the originals are untouched
+    assert json_reply.reports[0].req == 1 and json_fill.req == 0
+    sent.clear()
+    batch((limit(1, SELL, "31000.00", "0.0001"), b"web"))  # the watcher's own: not copied again
+    assert [type(m) for m in sent.pop(b"web")] == [Executions]
+    batch((Watch(8, 1, on=True), b"other"))
+    assert sent.pop(b"other")[0].watchers == 2
+    engine.unwatch(b"other")
+    batch((Watch(9, 1, on=False), b"web"))
+    assert sent.pop(b"web") == [Watching(9, 1, False, 0)] and engine.watchers == {}
+    batch((Cancel(3, 1, BTCUSD, 0, "nope"), b"json"))
+    assert list(sent) == [b"json"]
+    batch((Watch(1, 0), b"web"))
+    assert sent[b"web"][0].code == R.INVALID_ACCOUNT
 
 
 def test_bounded_memories_follow_the_config() -> None:

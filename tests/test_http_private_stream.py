@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from protocol import messages as M
+from protocol.enums import OrderType, Side
 from tests.fixtures_feed import async_test
 from tests.fixtures_http import REPLY_TIMEOUT, HttpStack, Trader, running_stack, v1
 from tests.procs import eventually_async
@@ -187,6 +189,45 @@ async def test_each_user_streams_its_own_orders_fills_and_balances_and_never_ano
     assert order_ids(sc.got) == set()
     assert [m.get("stream") for m in sc.got[1:3]] == ["balances", "orders"]
     assert len(sc.got) == 4, sc.got
+
+
+@async_test
+async def test_orders_and_deposits_made_through_other_gateways_reach_the_stream(
+    stack: HttpStack,
+) -> None:
+    """The engine copies a streamed account's events that go to other gateways (Watch): an
+    order placed and cancelled under another engine identity (as the JSON or FIX gateway has),
+    a fill against it, a deposit: all reach the account's stream, in order, and nobody else's."""
+    market = stack.new_market()
+    spec = stack.ex.markets[market]
+    a = await stack.funded(USD="1000")
+    b = await stack.funded(**{spec.base: "5"})
+    bystander = await stack.funded(USD="1")
+    async with aiohttp.ClientSession() as http:
+        sa = await Stream.signed_in(http, stack, a)
+        sc = await Stream.signed_in(http, stack, bystander)
+        px, qty = spec.price_to_ticks("10.00"), spec.qty_to_lots("2")
+        buy = M.NewOrder(0, a.account, market, Side.BUY, OrderType.LIMIT, 0, px, qty, 0, "else-1")
+        placed = await stack.engine_request(buy)  # another engine identity: not this gateway
+        oid = placed.reports[0].order_id
+        await sa.until(lambda: [o for o in sa.of("order") if o["order_id"] == oid], "the new order")
+        sell = M.NewOrder(0, b.account, market, Side.SELL, OrderType.LIMIT, 0,
+                          spec.price_to_ticks("10.00"), spec.qty_to_lots("0.5"))  # fmt: skip
+        await stack.engine_request(sell)
+        await sa.until(lambda: sa.of("fill"), "the fill of the order placed elsewhere")
+        await stack.engine_request(M.Cancel(0, a.account, market, oid))
+        await sa.until(lambda: [o for o in sa.of("order") if o["status"] == "canceled"], "cancel")
+        await stack.fund(a, USD="5")
+        # 1000 USD, 5 spent on the 0.5 bought, the rest unlocked by the cancel, 5 deposited
+        await sa.until(lambda: balance(sa, "USD") == (Decimal(1000), 0), "the deposit")
+        mine = [o for o in sa.of("order") if o["order_id"] == oid]
+        assert [o["status"] for o in mine] == ["new", "partially_filled", "canceled"]
+        (fill,) = sa.of("fill")
+        assert (fill["order_id"], fill["qty"], fill["price"]) == (oid, "0.5000", "10.00")
+        assert balance(sa, spec.base)[0] == Decimal("0.5") - Decimal("0.0005")  # maker fee
+        assert oid not in order_ids(sc.got) and not sc.of("order")
+        await sa.close()
+        await sc.close()
 
 
 @async_test

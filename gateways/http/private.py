@@ -9,23 +9,25 @@ enough). Then ``{"event": "authenticated", "account_id", "expires"}``, the snaps
 (``balances``, ``orders``) and live events ``{"stream", "data"}``: ``order`` (the /api/v1
 order view), ``fill`` (the /api/v1/fills view), ``balances`` (the whole set, after a change).
 
-Where the events come from: the engine sends execution reports only to the gateway that
-placed the order. Those of this gateway reach it as replies to its own commands (a new order,
-cancel or replace: ``Gateway.on_reply``, also for a write that was in doubt and resolved) or
+Where the events come from: the engine sends execution reports to the gateway that placed
+the order. Those of this gateway reach it as replies to its own commands (a new order, cancel
+or replace: ``Gateway.on_reply``, also for a write that was in doubt and resolved) or
 unsolicited (``req = 0``: fills of resting orders, system and mass cancels:
-``EngineClient.on_event``). Both are taken in the order they came off the engine socket (the
-unsolicited ones are deferred by one ``call_soon``, as reply callbacks are), so a stream shows
-an order's states in the engine's order. A change of balances is not in a report: the
+``EngineClient.on_event``). For every account with a live stream this process also *watches*
+the account (``M.Watch``, sent before the snapshot requests): the engine then copies to it,
+unsolicited and right after each command, the account's reports and ledger changes that go to
+other gateways (orders placed over JSON or FIX, deposits and withdrawals), so the stream shows
+everything the account does, whichever way it came in. A watch ends with the account's last
+stream; a restarted engine (new epoch: ``EngineClient.on_restart``) is asked again for every
+account, and a watch the engine did not confirm is asked again by the once-a-second check.
+All are taken in the order they came off the engine socket (the unsolicited ones are deferred
+by one ``call_soon``, as reply callbacks are), so a stream shows an order's states in the
+engine's order. A change of balances is not in a report: the
 accounts whose reports arrived in one loop turn get one ``BalancesRequest`` each, and the
 answer, the whole set, is pushed. The snapshot's two requests go out at once on
 authentication; events that arrive before their answers are already in the snapshot (the
 engine answers in order), so ``order`` and ``balances`` events are not sent before it and
 ``fill`` events wait until it is sent.
-
-Known limit: orders placed through the JSON or FIX gateway belong to that gateway's engine
-identity, so their reports never reach this process; the stream carries every order placed
-over HTTP (the browser's included) and the balance changes those cause, not other gateways'
-orders, nor deposits and withdrawals made with the admin tool.
 
 Ends: close 4000 for a first message that is not a well-formed auth (or none within 10 s),
 4001 with the reason in words when credentials are refused, or later when the token expires
@@ -138,9 +140,11 @@ class PrivateStream:
         self.conns: set[Conn] = set()
         self.by_account: dict[int, set[Conn]] = {}
         self.dirty: set[int] = set()  # accounts whose balances changed this loop turn
+        self.unconfirmed: set[int] = set()  # watched accounts the engine has not confirmed
         self.closes: set[asyncio.Task] = set()
         self.timer: asyncio.TimerHandle | None = None
         gw.engine.on_event = self.on_event
+        gw.engine.on_restart = self.on_restart
         gw.on_reply = self.on_reply
 
     def route(self) -> web.RouteDef:
@@ -237,8 +241,32 @@ class PrivateStream:
         ))  # fmt: skip
         if first:
             self.metrics.authenticated += 1
+            if account not in self.by_account:
+                self.watch(account, True)  # before the snapshot: copies after it are newer
             self.by_account.setdefault(account, set()).add(c)
             self.send_snapshot(c)
+
+    def watch(self, account: int, on: bool) -> None:
+        """Ask the engine to copy (or stop copying) ``account``'s events from elsewhere."""
+        if on:
+            self.unconfirmed.add(account)
+        else:
+            self.unconfirmed.discard(account)
+        fut = self.gw.engine.send(M.Watch(0, account, on))
+        if on:
+            fut.add_done_callback(lambda f: self.watched(account, f))
+        else:
+            fut.add_done_callback(_answer)  # its outcome only matters to the log
+
+    def watched(self, account: int, fut: asyncio.Future) -> None:
+        if type(_answer(fut)) is M.Watching:
+            self.unconfirmed.discard(account)
+
+    def on_restart(self, epoch: int) -> None:
+        """A new engine watches nothing: watch every streamed account again."""
+        log.info("engine epoch %d: watching %d accounts again", epoch, len(self.by_account))
+        for account in self.by_account:
+            self.watch(account, True)
 
     def send_snapshot(self, c: Conn) -> None:
         c.snapshot = 2
@@ -285,6 +313,7 @@ class PrivateStream:
             mine.discard(c)
             if not mine:
                 del self.by_account[c.account]
+                self.watch(c.account, False)
 
     # ----------------------------------------------------------- the once-a-second check
     def check(self) -> None:
@@ -301,6 +330,8 @@ class PrivateStream:
             why = self.why_ended(c, now, wall, keys)
             if why is not None:
                 self.end(c, *why)
+        for account in self.unconfirmed & self.by_account.keys():
+            self.watch(account, True)  # not confirmed a second on (engine away): ask again
         if self.conns:
             self.timer = asyncio.get_running_loop().call_later(CHECK, self.check)
 
@@ -331,6 +362,9 @@ class PrivateStream:
         if type(msg) is M.ExecReport:
             if msg.account in self.by_account:
                 asyncio.get_running_loop().call_soon(self.report, msg)
+        elif type(msg) is M.LedgerReply:  # a watched account's deposit or withdrawal
+            if msg.account in self.by_account:
+                asyncio.get_running_loop().call_soon(self.changed, msg.account)
         elif type(msg) is M.Rejected:
             log.warning("engine rejected a frame of ours: %s", msg.reason)
 
@@ -356,9 +390,13 @@ class PrivateStream:
                 self.fan.push(c.client, fill)
             self.fan.push(c.client, order)
             self.metrics.events += 1 + (fill is not None)
+        self.changed(r.account)
+
+    def changed(self, account: int) -> None:
+        """``account``'s balances changed: one request for them at the end of this turn."""
         if not self.dirty:
             asyncio.get_running_loop().call_soon(self.ask_balances)
-        self.dirty.add(r.account)
+        self.dirty.add(account)
 
     def ask_balances(self) -> None:
         dirty, self.dirty = self.dirty, set()
