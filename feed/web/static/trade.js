@@ -1,0 +1,385 @@
+// The order ticket, the balances panel and the orders tabs (open orders, history, fills).
+// The ticket validates against the market's rules (GET /api/v1/markets: tick, lot, min_qty,
+// max_qty, max_price) with exact decimal arithmetic and sends the strings the user typed:
+// a price or quantity never passes through a float on its way to the exchange.
+import * as D from "./decimal.js";
+import { account, afterTrade, api, applyOrder, addFill, on } from "./account.js";
+import { state as market, sortedLevels } from "./market.js";
+import { openSignIn } from "./dialogs.js";
+
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+export const ticket = { side: "buy", type: "limit", by: "amount", spec: null, problem: "",
+                        sent: 0, last: null, error: null };
+
+const STATUS = { new: "Open", partially_filled: "Partially filled", filled: "Filled",
+                 canceled: "Canceled", expired: "Expired", rejected: "Rejected" };
+
+function spec() { return ticket.spec; }
+function avail(asset) {
+  const b = account.balances.get(asset);
+  return b ? D.parse(b.available) : null;
+}
+// Decimals of an asset, from how the exchange writes its balance ("12.500000" -> 6).
+function decimals(asset, fallback) {
+  const b = account.balances.get(asset);
+  return b ? D.decimalsOf(b.available) : fallback;
+}
+function show(asset, d) {
+  return `${D.trim(D.format(d), 2)} ${asset}`;
+}
+
+// ------------------------------------------------------------------------ validation
+function checkNumber(text, what) {
+  if (text.trim() === "") return [null, `enter a ${what}`];
+  const d = D.parse(text);
+  if (!d) return [null, `${what} must be a number like 12.34 (digits and one point)`];
+  if (D.isZero(d)) return [null, `${what} must be more than 0`];
+  return [d, null];
+}
+
+function checkPrice(text) {
+  const m = spec();
+  const [p, bad] = checkNumber(text, "price");
+  if (bad) return [null, bad];
+  if (!D.isMultiple(p, D.parse(m.tick))) return [null, `price must be a multiple of ${m.tick}`];
+  if (D.cmp(p, D.parse(m.max_price)) > 0) return [null, `above the maximum price ${m.max_price}`];
+  return [p, null];
+}
+
+function checkQty(text) {
+  const m = spec();
+  const [q, bad] = checkNumber(text, "quantity");
+  if (bad) return [null, bad];
+  if (!D.isMultiple(q, D.parse(m.lot))) return [null, `quantity must be a multiple of ${m.lot}`];
+  if (D.cmp(q, D.parse(m.min_qty)) < 0) return [null, `below the minimum quantity ${m.min_qty}`];
+  if (D.cmp(q, D.parse(m.max_qty)) > 0) return [null, `above the maximum quantity ${m.max_qty}`];
+  return [q, null];
+}
+
+// Walking the book as a market order would: what a quantity costs, what an amount buys.
+function walk(side, { qty = null, amount = null }) {
+  const levels = sortedLevels(side === "buy" ? "asks" : "bids");
+  let left = qty ?? amount, got = { n: 0n, s: 0 }, paid = { n: 0n, s: 0 };
+  for (const [pt, qt] of levels) {
+    if (D.isZero(left) || left.n < 0n) break;
+    const p = D.parse(pt), q = D.parse(qt);
+    if (qty) {
+      const take = D.cmp(q, left) < 0 ? q : left;
+      got = D.add(got, take); paid = D.add(paid, D.mul(take, p)); left = D.sub(left, take);
+    } else {
+      const cost = D.mul(q, p);
+      if (D.cmp(cost, left) <= 0) {
+        got = D.add(got, q); paid = D.add(paid, cost); left = D.sub(left, cost);
+      } else {
+        const part = D.floorTo(D.div(left, p, D.parse(spec().lot).s), D.parse(spec().lot));
+        got = D.add(got, part); paid = D.add(paid, D.mul(part, p)); left = { n: 0n, s: 0 };
+      }
+    }
+  }
+  return { got, paid, complete: D.isZero(left) };
+}
+
+// The order the form describes: {body, total, fee, problem}.
+function describe() {
+  const m = spec();
+  const side = ticket.side, type = ticket.type;
+  const out = { body: null, total: null, fee: null, problem: "", field: null };
+  if (!m) return { ...out, problem: "no market" };
+  const body = { market: m.symbol, side, type };
+  const feeRate = D.parse(type === "market" || !$("t-post").checked ? m.taker_fee : m.maker_fee);
+  const qd = decimals(m.quote, 2), bd = decimals(m.base, D.parse(m.lot).s);
+  const fail = (problem, field) => ({ ...out, problem, field });
+  let qty = null, cost = null;
+  if (type === "limit") {
+    const [p, pBad] = checkPrice($("t-price").value);
+    if (pBad) return fail(pBad, "t-price");
+    const [q, qBad] = checkQty($("t-qty").value);
+    if (qBad) return fail(qBad, "t-qty");
+    body.price = $("t-price").value.trim(); body.quantity = $("t-qty").value.trim();
+    body.time_in_force = $("t-tif").value;
+    if ($("t-post").checked) body.post_only = true;
+    qty = q; cost = D.mul(p, q);
+  } else if (side === "buy" && ticket.by === "amount") {
+    const [a, aBad] = checkNumber($("t-amount").value, "amount");
+    if (aBad) return fail(aBad, "t-amount");
+    if (a.s > qd) return fail(`amount must be a multiple of ${D.format({ n: 1n, s: qd })}`,
+                              "t-amount");
+    body.quote_quantity = $("t-amount").value.trim();
+    const w = walk("buy", { amount: a });
+    qty = w.got; cost = a;
+  } else {
+    const [q, qBad] = checkQty($("t-qty").value);
+    if (qBad) return fail(qBad, "t-qty");
+    body.quantity = $("t-qty").value.trim();
+    const w = walk(side, { qty: q });
+    qty = q; cost = w.paid;
+    if (!w.complete) out.note = `the book holds only ${show(m.base, w.got)} now`;
+  }
+  out.total = cost;
+  out.fee = side === "buy" ? [D.floor(D.mul(qty, feeRate), bd), m.base]
+                           : [D.floor(D.mul(cost, feeRate), qd), m.quote];
+  out.body = body;
+  if (account.user) {
+    const have = side === "buy" ? avail(m.quote) : avail(m.base);
+    const need = side === "buy" ? D.ceil(cost, qd) : qty;
+    const asset = side === "buy" ? m.quote : m.base;
+    if (have && D.cmp(need, have) > 0)
+      return { ...out, problem: `not enough ${asset}: ${D.trim(D.format(have), 2)} available`,
+               field: side === "buy" && type !== "limit" ? "t-amount" : "t-qty" };
+  }
+  return out;
+}
+
+// -------------------------------------------------------------------------- the form
+function render() {
+  const m = spec();
+  if (!m) return;
+  const buy = ticket.side === "buy";
+  const limit = ticket.type === "limit";
+  const byAmount = !limit && buy && ticket.by === "amount";
+  $("t-buy").classList.toggle("on", buy);
+  $("t-sell").classList.toggle("on", !buy);
+  for (const b of document.querySelectorAll("#t-types button"))
+    b.classList.toggle("on", b.dataset.type === ticket.type);
+  for (const b of document.querySelectorAll("#t-by button"))
+    b.classList.toggle("on", b.dataset.by === ticket.by);
+  $("f-price").hidden = !limit;
+  $("f-market-price").hidden = limit;
+  $("t-by").hidden = limit || !buy;
+  $("f-qty").hidden = byAmount;
+  $("f-amount").hidden = !byAmount;
+  $("f-limit-opts").hidden = !limit;
+  $("t-tif").disabled = $("t-post").checked;
+  if ($("t-post").checked) $("t-tif").value = "GTC";
+  for (const u of document.querySelectorAll(".u-base")) u.textContent = m.base;
+  for (const u of document.querySelectorAll(".u-quote")) u.textContent = m.quote;
+  $("t-price").step = m.tick; $("t-qty").step = m.lot; $("t-qty").min = m.min_qty;
+  $("t-qty").max = m.max_qty;
+  $("t-rules").textContent = `tick ${m.tick} · lot ${m.lot} · min ${m.min_qty} · max ${m.max_qty}`;
+  const asset = buy ? m.quote : m.base;
+  $("t-avail").textContent = account.user ? show(asset, avail(asset) ?? D.parse("0")) : "-";
+  const submit = $("t-submit");
+  submit.className = `submit ${buy ? "buy" : "sell"}`;
+  submit.textContent = account.user ? `${buy ? "Buy" : "Sell"} ${m.base}`
+    : account.site ? "Sign in to trade" : "Trading needs the exchange's gateway";
+  const d = describe();
+  ticket.problem = d.problem;
+  const shown = (id) => !$(id).closest(".field").hidden;
+  const touched = ticket.tried || ["t-price", "t-qty", "t-amount"].some((id) => shown(id)
+    && $(id).value !== "");
+  const p = $("t-problem");
+  p.textContent = touched && account.user ? d.problem : "";
+  for (const id of ["t-price", "t-qty", "t-amount"])
+    $(id).classList.toggle("bad", touched && account.user && d.field === id);
+  const est = (label) => (limit ? label : `≈ ${label}`);
+  $("t-total").textContent = d.total ? est(show(m.quote, D.ceil(d.total, decimals(m.quote, 2))))
+    : "-";
+  // A limit order that may rest pays the maker fee there: the taker fee is the most it pays.
+  const most = limit && !$("t-post").checked ? "up to " : "";
+  $("t-fee").textContent = d.fee ? `${most}${est(show(d.fee[1], d.fee[0]))}` : "-";
+  $("t-note").textContent = d.note ?? "";
+}
+
+function setResult(text, kind) {
+  const el = $("t-result");
+  el.textContent = text;
+  el.className = `result ${kind}`;
+}
+
+function describeAnswer(o, fills) {
+  const what = `${o.side === "buy" ? "Bought" : "Sold"}`;
+  const st = STATUS[o.status] ?? o.status;
+  if (fills.length && o.cum_qty) {
+    const avg = o.cum_quote && D.parse(o.cum_qty) && !D.isZero(D.parse(o.cum_qty))
+      ? D.trim(D.format(D.div(D.parse(o.cum_quote), D.parse(o.cum_qty), D.parse(spec().tick).s)), 2)
+      : "";
+    return `${what} ${o.cum_qty} ${spec().base}${avg ? ` at ${avg} average` : ""} · ${st}`;
+  }
+  if (o.status === "new") return `Order ${o.order_id} placed: ${o.side} ${o.qty} at ${o.price}`;
+  return `Order ${o.order_id}: ${st}${o.reason ? ` (${o.reason.replace(/_/g, " ")})` : ""}`;
+}
+
+async function submit(ev) {
+  ev.preventDefault();
+  if (!account.user) { if (account.site) openSignIn("signin"); return; }
+  const d = describe();
+  ticket.tried = !!d.problem;  // a blocked submit shows the problem even on empty fields
+  render();
+  if (d.problem) { setResult("", ""); return; }
+  const btn = $("t-submit");
+  btn.disabled = true;
+  ticket.sent++;
+  try {
+    const ans = await api("POST", "/order", d.body);
+    ticket.last = ans; ticket.error = null;
+    applyOrder(ans.order);
+    for (const f of ans.fills ?? []) addFill(f);
+    setResult(describeAnswer(ans.order, ans.fills ?? []), "ok");
+    afterTrade();
+  } catch (e) {
+    ticket.error = { code: e.code, reason: e.reason };
+    setResult(`Order refused: ${e.reason}`, "error");
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// Fill the quantity (or amount) with a share of what is available.
+function share(pct) {
+  const m = spec();
+  if (!account.user || !m) return;
+  const lot = D.parse(m.lot);
+  const frac = (d) => D.div(D.mul(d, { n: BigInt(pct), s: 0 }), { n: 100n, s: 0 }, d.s);
+  if (ticket.side === "sell") {
+    const have = avail(m.base);
+    if (have) $("t-qty").value = D.format(D.floorTo(frac(have), lot));
+  } else if (ticket.type === "market" && ticket.by === "amount") {
+    const have = avail(m.quote);
+    if (have) $("t-amount").value = D.trim(D.format(frac(have)), 2);
+  } else {
+    const have = avail(m.quote);
+    const price = ticket.type === "limit" ? D.parse($("t-price").value)
+      : D.parse(sortedLevels("asks")[0]?.[0] ?? "");
+    if (have && price && !D.isZero(price))
+      $("t-qty").value = D.format(D.floorTo(D.div(frac(have), price, lot.s), lot));
+  }
+  render();
+}
+
+function setupTicket() {
+  $("t-buy").onclick = () => { ticket.side = "buy"; render(); };
+  $("t-sell").onclick = () => { ticket.side = "sell"; render(); };
+  for (const b of document.querySelectorAll("#t-types button"))
+    b.onclick = () => { ticket.type = b.dataset.type; render(); };
+  for (const b of document.querySelectorAll("#t-by button"))
+    b.onclick = () => { ticket.by = b.dataset.by; render(); };
+  for (const b of document.querySelectorAll("#t-shares button"))
+    b.onclick = () => share(+b.dataset.pct);
+  $("ticket-form").addEventListener("input", () => {
+    setResult("", "");
+    ticket.tried = false;
+    render();
+  });
+  $("ticket-form").onsubmit = submit;
+}
+
+export function setMarket(symbol) {
+  ticket.spec = market.markets.find((m) => m.symbol === symbol) ?? null;
+  $("t-price").value = ""; $("t-qty").value = ""; $("t-amount").value = "";
+  ticket.tried = false;
+  setResult("", "");
+  render();
+  renderBalances();
+}
+
+export function pickPrice(price) {
+  ticket.type = "limit";
+  $("t-price").value = price;
+  render();
+  if (window.matchMedia("(max-width: 900px)").matches)
+    $("ticket").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+export function bookChanged() {
+  if (ticket.type === "market") render();
+}
+
+// ------------------------------------------------------------------ balances and orders
+function renderBalances() {
+  const m = spec();
+  const rows = [...account.balances.values()]
+    .filter((b) => D.parse(b.available)?.n || D.parse(b.locked)?.n
+                   || (m && (b.asset === m.base || b.asset === m.quote)))
+    .sort((a, b) => a.asset.localeCompare(b.asset));
+  $("balances").innerHTML = rows.map((b) =>
+    `<tr data-asset="${esc(b.asset)}"><td>${esc(b.asset)}</td><td>${esc(b.available)}</td>`
+    + `<td>${esc(b.locked)}</td></tr>`).join("")
+    || `<tr><td colspan="3" class="empty">${account.user ? "no balances" : "sign in to see your balances"}</td></tr>`;
+  render();
+}
+
+const time = (ts) => new Date(ts / 1e6).toLocaleTimeString([], { hour12: false });
+const side = (s) => `<td class="${s}">${s === "buy" ? "Buy" : "Sell"}</td>`;
+
+function renderOrders() {
+  const open = [...account.open.values()].sort((a, b) => b.ts - a.ts);
+  $("n-open").textContent = open.length ? ` (${open.length})` : "";
+  $("open-orders").innerHTML = open.map((o) =>
+    `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
+    + `<td>${esc(o.type ?? "limit")}</td><td>${esc(o.price ?? "market")}</td><td>${esc(o.qty ?? "-")}</td>`
+    + `<td>${esc(o.cum_qty)}</td><td>${esc(STATUS[o.status] ?? o.status)}</td>`
+    + `<td><button class="cancel" data-cancel="${o.order_id}">Cancel</button></td></tr>`).join("")
+    || `<tr><td colspan="9" class="empty">${account.user ? "no open orders" : "sign in to trade"}</td></tr>`;
+  const closed = [...account.history.values()].reverse();
+  $("order-history").innerHTML = closed.map((o) => {
+    const why = o.reason ? ` <span class="muted">(${esc(o.reason.replace(/_/g, " "))})</span>` : "";
+    return `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
+      + `<td>${esc(o.type ?? (o.price ? "limit" : "market"))}</td><td>${esc(o.price ?? "market")}</td>`
+      + `<td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
+      + `<td class="st-${esc(o.status)}">${esc(STATUS[o.status] ?? o.status)}${why}</td></tr>`;
+  }).join("") || `<tr><td colspan="8" class="empty">no closed orders yet</td></tr>`;
+}
+
+function renderFills() {
+  const fills = [...account.fills.values()].sort((a, b) => b.ts - a.ts || b.trade_id - a.trade_id);
+  $("n-fills").textContent = fills.length ? ` (${fills.length})` : "";
+  $("fills").innerHTML = fills.map((f) =>
+    `<tr data-trade="${f.trade_id}"><td>${time(f.ts)}</td><td>${esc(f.market)}</td>${side(f.side)}`
+    + `<td>${esc(f.price)}</td><td>${esc(f.qty)}</td><td>${esc(f.fee)} ${esc(f.fee_asset)}</td>`
+    + `<td>${esc(f.liquidity)}</td></tr>`).join("")
+    || `<tr><td colspan="7" class="empty">${account.user ? "no fills yet" : "sign in to see your fills"}</td></tr>`;
+}
+
+async function cancel(id) {
+  try {
+    for (const o of await api("DELETE", `/order/${id}?by=order_id`)) applyOrder(o);
+    setOrdersMsg("", "");
+    afterTrade();
+  } catch (e) {
+    setOrdersMsg(`Cancel refused: ${e.reason}`, "error");
+  }
+}
+
+async function cancelAll() {
+  try {
+    const r = await api("DELETE", "/orders");
+    setOrdersMsg(`${r.cancelled} order${r.cancelled === 1 ? "" : "s"} canceled`, "ok");
+    afterTrade();
+  } catch (e) {
+    setOrdersMsg(`Cancel all refused: ${e.reason}`, "error");
+  }
+}
+
+function setOrdersMsg(text, kind) {
+  $("orders-msg").textContent = text;
+  $("orders-msg").className = `result ${kind}`;
+}
+
+function setupOrders() {
+  for (const b of document.querySelectorAll("#order-tabs button[data-tab]")) {
+    b.onclick = () => {
+      for (const x of document.querySelectorAll("#order-tabs button[data-tab]"))
+        x.classList.toggle("on", x === b);
+      for (const t of document.querySelectorAll(".tab-body"))
+        t.hidden = t.id !== `tab-${b.dataset.tab}`;
+    };
+  }
+  $("open-orders").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button[data-cancel]");
+    if (b) { b.disabled = true; cancel(b.dataset.cancel); }
+  });
+  $("cancel-all").onclick = cancelAll;
+}
+
+export function startTrade() {
+  setupTicket();
+  setupOrders();
+  on("balances", renderBalances);
+  on("orders", renderOrders);
+  on("fills", renderFills);
+  on("session", () => { renderBalances(); renderOrders(); renderFills(); });
+  renderOrders();
+  renderFills();
+}
