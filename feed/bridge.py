@@ -277,6 +277,15 @@ class Bridge:
         limit = _int(request, "limit", 500, 1, 5000)
         return self.json(await self.market.klines(spec.symbol, interval, start, end, limit))
 
+    async def site(self, request: web.Request) -> web.Response:
+        """GET /api/v1/site as the trading gateway answers it (docs/web.md), saying that the
+        page served here is watch-only, and where to trade."""
+        host = request.host or "127.0.0.1"
+        name = host if host.endswith("]") or ":" not in host else host.rsplit(":", 1)[0]
+        gw = self.ex.http_gateway
+        return self.json({"market_ws": f"ws://{request.host}/ws", "private_ws": "",
+                          "signup": False, "trade_at": f"http://{name}:{gw.port}/"})  # fmt: skip
+
     async def favicon(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
@@ -317,6 +326,7 @@ class Bridge:
                 web.get("/api/trades", self.api_trades),
                 web.get("/api/ticker", self.api_ticker),
                 web.get("/api/klines", self.api_klines),
+                web.get("/api/v1/site", self.site),
                 web.get("/health", self.health),
                 web.get("/stats", self.stats),
                 web.get("/metrics", self.metrics_handler),

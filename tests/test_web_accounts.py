@@ -309,7 +309,9 @@ async def test_two_factor_sign_in(web: HttpStack) -> None:
         st, enr, _ = await call(s, web, "POST", "/api/v1/2fa/enroll", token=token)
         assert st == 200
         assert enr["otpauth_uri"].startswith("otpauth://totp/Exchange%3A")
-        assert f"secret={enr['secret']}" in enr["otpauth_uri"] and "<svg" in enr["qr_svg"]
+        assert f"secret={enr['secret']}" in enr["otpauth_uri"] and enr["qr_svg"].startswith(
+            '<svg xmlns="http://www.w3.org/2000/svg"'
+        )
         secret = enr["secret"]
         st, err, _ = await call(s, web, "POST", "/api/v1/2fa/confirm", {"code": "000000"},
                                 token=token)  # fmt: skip

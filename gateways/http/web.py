@@ -13,6 +13,7 @@ session's tokens at once, one in another process within that second.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import mimetypes
 import time
@@ -146,8 +147,9 @@ class RevokedKey(msgspec.Struct):
 
 class Site(msgspec.Struct):
     market_ws: str
-    private_ws: str
+    private_ws: str  # "" where the page is watch-only (the bridge serves it too)
     signup: bool
+    trade_at: str = ""  # the watch-only page's link to the trading dashboard
 
 
 @dataclass(frozen=True)
@@ -406,8 +408,10 @@ class Web:
             raise v1.V1Error(409, R.ALREADY_EXISTS, "two-factor sign-in is on; disable it first")
         secret = self.users.totp_begin(user.id)
         uri = otpauth_uri(secret, user.email, self.cfg.totp_issuer)
-        svg = segno.make(uri, error="m").svg_inline(scale=5, dark="#000", light="#fff")
-        return Gateway.json(Enrolment(secret, uri, svg))
+        out = io.BytesIO()  # a standalone SVG (with its namespace): it works as an <img> source
+        segno.make(uri, error="m").save(out, kind="svg", xmldecl=False, scale=5, dark="#000",
+                                        light="#fff")  # fmt: skip
+        return Gateway.json(Enrolment(secret, uri, out.getvalue().decode()))
 
     async def confirm(self, p: Principal, req: Request) -> Response:
         b = self.api.decode(req.body, CodeBody)

@@ -20,9 +20,15 @@ async function site() {
 }
 
 async function main() {
-  const s = await site();
+  const answer = await site();
+  const s = answer && answer.private_ws ? answer : null;  // the bridge: watch-only
   state.site = s;
   document.body.classList.toggle("watch-only", !s);
+  const trade = document.getElementById("trade-at");
+  if (!s && answer && answer.trade_at) {
+    trade.href = answer.trade_at;
+    trade.hidden = false;
+  }
   const ws = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   const source = s
     ? { ws: s.market_ws, markets: "/api/v1/markets", klines: "/api/v1/klines",

@@ -93,10 +93,8 @@ async function enroll() {
   say("totp-msg", "");
   try {
     const e = await api("POST", "/2fa/enroll", {});
-    // As an image (no script of it can run); an image's SVG must name its namespace.
-    const svg = /<svg[^>]*xmlns=/.test(e.qr_svg) ? e.qr_svg
-      : e.qr_svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"');
-    $("totp-qr").src = `data:image/svg+xml;utf8,${encodeURIComponent(svg)}`;
+    // As an image, so no script in it could run (the gateway's SVG names its namespace).
+    $("totp-qr").src = `data:image/svg+xml;utf8,${encodeURIComponent(e.qr_svg)}`;
     $("totp-secret").textContent = e.secret;
     $("totp-uri").href = e.otpauth_uri;
     $("totp-enroll").hidden = false;
