@@ -10,6 +10,9 @@ python -m gateways.admin balances alice
 python -m gateways.admin list
 python -m gateways.admin fees                                    # the fee account's balances
 python -m gateways.admin audit       # per asset: sum of balances vs deposits - withdrawals
+python -m gateways.admin users                                   # web users (docs/web.md)
+python -m gateways.admin user-signout ann@example.com            # end every session of a user
+python -m gateways.admin user-2fa-off ann@example.com            # lost phone: 2FA off, signed out
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import sys
 
 from engine.client import EngineClient, EngineError
 from gateways.accounts import AccountError, AccountStore, Permission
+from gateways.users import Users
 from gateways.vault import Vault, VaultError
 from protocol import config
 from protocol.amounts import AmountError
@@ -122,6 +126,43 @@ def listing(store: AccountStore) -> str:
     return "\n".join(lines) or "no accounts"
 
 
+def users_listing(store: AccountStore) -> str:
+    lines = [
+        f"{uid:5} {email:40} account {aid:<6} 2FA {'on ' if totp else 'off'}  "
+        f"{live} live session{'s' if live != 1 else ''}"
+        for uid, email, aid, totp, live in Users(store, None).listing()
+    ]
+    return "\n".join(lines) or "no web users"
+
+
+def store_command(store: AccountStore, args: argparse.Namespace) -> str:
+    """The commands that only touch the account store (no engine, no vault)."""
+    if args.cmd == "create-account":
+        return f"account {store.create_account(args.name)} {args.name}"
+    if args.cmd == "revoke-key":
+        store.revoke_key(args.key)
+        return f"revoked {args.key}"
+    if args.cmd == "add-fix-session":
+        store.add_fix_session(args.sender_comp_id, args.account, args.cancel_on_disconnect)
+        return f"FIX session {args.sender_comp_id} -> {args.account}"
+    return listing(store)
+
+
+def web_users(store: AccountStore, args: argparse.Namespace) -> str:
+    """``users``; ``user-signout EMAIL``; ``user-2fa-off EMAIL`` (and signed out)."""
+    if args.cmd == "users":
+        return users_listing(store)
+    users = Users(store, None)
+    user = users.by_email(args.email)
+    if user is None:
+        raise AccountError(f"no web user {args.email!r}")
+    what = ""
+    if args.cmd == "user-2fa-off":
+        users.totp_disable(user.id)
+        what = "two-factor sign-in off, "
+    return f"{user.email}: {what}{users.end_sessions(user.id)} sessions ended"
+
+
 def rotate_vault_key(store: AccountStore, vault: Vault) -> str:
     """New current key, every sealed secret moved under it, then the keys left unused dropped
     (a crash in between leaves the old key in the file, so every secret still opens)."""
@@ -149,8 +190,8 @@ def run(args: argparse.Namespace) -> str:
     store = AccountStore(args.accounts or ex.accounts.path)
     try:
         match args.cmd:
-            case "create-account":
-                return f"account {store.create_account(args.name)} {args.name}"
+            case "create-account" | "revoke-key" | "list" | "add-fix-session":
+                return store_command(store, args)
             case "issue-key":
                 vault = Vault.create(args.vault or ex.accounts.vault_key)
                 key, secret = store.issue_key(args.account, Permission(args.permission), vault)
@@ -158,14 +199,6 @@ def run(args: argparse.Namespace) -> str:
                         f"kept sealed under vault key {vault.current})")  # fmt: skip
             case "rotate-vault-key":
                 return rotate_vault_key(store, Vault.load(args.vault or ex.accounts.vault_key))
-            case "revoke-key":
-                store.revoke_key(args.key)
-                return f"revoked {args.key}"
-            case "list":
-                return listing(store)
-            case "add-fix-session":
-                store.add_fix_session(args.sender_comp_id, args.account, args.cancel_on_disconnect)
-                return f"FIX session {args.sender_comp_id} -> {args.account}"
             case "deposit" | "withdraw":
                 account = store.account_id(args.account)
                 return asyncio.run(ledger(ex, account, args.asset, args.amount,
@@ -174,6 +207,8 @@ def run(args: argparse.Namespace) -> str:
                 return asyncio.run(balances(ex, store.account_id(args.account)))
             case "fees" | "audit":
                 return ledger_view(ex, args.cmd)
+            case "users" | "user-signout" | "user-2fa-off":
+                return web_users(store, args)
         raise AccountError(f"unknown command {args.cmd}")
     finally:
         store.close()
@@ -204,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("balances").add_argument("account")
     sub.add_parser("fees", help="the fee account's balances")
     sub.add_parser("audit", help="per asset: balances summed now vs deposits - withdrawals")
+    sub.add_parser("users", help="web users: email, account, 2FA, live sessions")
+    sub.add_parser("user-signout", help="end every session of a web user").add_argument("email")
+    sub.add_parser("user-2fa-off", help="turn a web user's 2FA off (lost phone) and end "
+                   "their sessions").add_argument("email")  # fmt: skip
     args = p.parse_args(argv)
     try:
         print(run(args))

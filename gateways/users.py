@@ -191,6 +191,24 @@ class Users:
     def get(self, user_id: int) -> User | None:
         return self._user(BY_ID, user_id)
 
+    def listing(self) -> list[tuple[int, str, int, bool, int]]:
+        """(user id, email, account id, 2FA on, live sessions) of every user."""
+        rows = self.db.execute(
+            "SELECT u.id, u.email, u.account_id, u.totp_sealed IS NOT NULL,"
+            " (SELECT COUNT(*) FROM sessions s WHERE s.user_id = u.id AND s.revoked = 0"
+            "  AND s.expires > ?) FROM users u ORDER BY u.id",
+            (time.time(),),
+        )
+        return [(int(r[0]), r[1], int(r[2]), bool(r[3]), int(r[4])) for r in rows]
+
+    def end_sessions(self, user_id: int) -> int:
+        """Sign the user out everywhere: every live session ends (its access tokens with it,
+        within a second); returns how many."""
+        cur = self.db.execute(
+            "UPDATE sessions SET revoked = 1 WHERE user_id = ? AND revoked = 0", (user_id,)
+        )
+        return cur.rowcount
+
     def set_password_hash(self, user_id: int, password_hash: str) -> None:
         self.db.execute("UPDATE users SET password = ? WHERE id = ?", (password_hash, user_id))
 

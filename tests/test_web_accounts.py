@@ -9,6 +9,8 @@ import asyncio
 import base64
 import itertools
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -405,3 +407,46 @@ def test_address_limit_on_signin(tmp_path: Path) -> None:
     for stack in running_stack(tmp_path, web={"signin_burst_address": 3}):
         got = asyncio.run(attempts(stack))
         assert got == [401, 401, 401, 429, 429], got
+
+
+def admin_cli(web: HttpStack, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gateways.admin`` on the stack's config and account store, as an operator."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateways.admin", "--config", str(web.config),
+         "--accounts", str(web.workdir / "accounts.db"), *argv],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@async_test
+async def test_operator_lists_users_and_turns_2fa_off_for_a_lost_phone(web: HttpStack) -> None:
+    """``python -m gateways.admin users | user-2fa-off EMAIL | user-signout EMAIL``: what support
+    does for a user who lost their phone; their sessions end with it."""
+    async with aiohttp.ClientSession() as s:
+        sess = await signup(s, web)
+        who, token = sess["user"]["email"], sess["access_token"]
+        st, enr, _ = await call(s, web, "POST", "/api/v1/2fa/enroll", token=token)
+        code = totp(enr["secret"], int(time.time()) // 30)
+        st, _, _ = await call(s, web, "POST", "/api/v1/2fa/confirm", {"code": code}, token=token)
+        assert st == 200
+
+        def admin(*argv: str) -> str:
+            out = admin_cli(web, *argv)
+            assert out.returncode == 0, out.stderr
+            return out.stdout
+
+        (line,) = [ln for ln in admin("users").splitlines() if who in ln]
+        assert "2FA on" in line and "1 live session" in line, line
+        assert f"account {sess['user']['account_id']}" in line
+        assert (
+            admin("user-2fa-off", who.upper()).strip() == f"{who}: two-factor sign-in off, "
+            "1 sessions ended"
+        )
+        await eventually_refused(s, web, token)
+        st, ok, _ = await call(s, web, "POST", "/api/v1/signin",
+                               {"email": who, "password": PASSWORD})  # fmt: skip
+        assert st == 200 and ok["user"]["totp_enabled"] is False
+        assert "0 sessions" not in admin("user-signout", who)
+        await eventually_refused(s, web, ok["access_token"])
+        bad = admin_cli(web, "user-signout", "nobody@example.com")
+        assert bad.returncode == 1 and "no web user" in bad.stderr
