@@ -29,7 +29,9 @@ counts answered order messages, places and cancels, as the JSON bench does.
    connection (HTTP/1.1 pipelining: the gateway answers in order).
 2. Throughput, no pipelining: ``--procs`` x ``--flat-conns`` connections, one request in
    flight on each.
-   Each is run ``--runs`` times per API (v1, v3, json) after a warm-up; the median is
+   Each is run ``--runs`` times per API (v1; ``bearer``: the same v1 orders with a web
+   session's access token, ``Authorization: Bearer``, instead of a signature; v3; json) after
+   a warm-up; the median is
    reported; CPU of the gateway, the engine and the clients is measured over each timed
    window (/proc), and so is what other processes took meanwhile.
 3. Latency: one client process offers ``--rate`` (default 2,000) order messages per second,
@@ -82,7 +84,7 @@ from bench.procs import cpu_seconds, free_ports, percentiles
 MARKET, SYMBOL = "BTC-USD", "BTCUSD"
 TARGET_ORDERS_PER_S = 20_000  # per HTTP gateway process
 TARGET_P99_US = 5_000.0  # order -> response at 2,000/s
-APIS = ("v1", "v3", "json")
+APIS = ("v1", "bearer", "v3", "json")
 HTTP_LIMITS = {  # [http_gateway]: lifted out of the way, as for the JSON and FIX benches
     "orders_per_second": 1e9,
     "order_burst": 1_000_000_000,
@@ -201,24 +203,23 @@ class Conn(asyncio.Protocol):
         order = self.order[lane]
         ts = b"%d" % (time.time_ns() // 1_000_000)
         api = self.api
-        if api == "v1":
+        if api == "v1" or api == "bearer":
             if order:
-                path = b"/api/v1/order/%d" % order
-                sig = hmac.new(self.secret, ts + b"DELETE" + path, hashlib.sha256).hexdigest()
-                head, body = b"DELETE " + path, b""
+                method, path, body = b"DELETE", b"/api/v1/order/%d" % order, b""
             else:
                 self.places[lane] += 1
+                method, path = b"POST", b"/api/v1/order"
                 body = (b'{"market":"BTC-USD","kind":"buy","type":"limit","price":"%s",'
                         b'"quantity":"0.0100"}' % lane_price(lane, self.places[lane]))  # fmt: skip
-                sig = hmac.new(
-                    self.secret, ts + b"POST/api/v1/order" + body, hashlib.sha256
-                ).hexdigest()
-                head = b"POST /api/v1/order"
+            if api == "bearer":  # a signed-in browser's session token (docs/web.md)
+                auth = b"Authorization: Bearer %s\r\n" % self.key
+            else:
+                sig = hmac.new(self.secret, ts + method + path + body, hashlib.sha256).hexdigest()
+                auth = b"X-API-KEY: %s\r\nX-API-TIMESTAMP: %s\r\nX-API-SIGNATURE: %s\r\n" % (
+                    self.key, ts, sig.encode())  # fmt: skip
             return (
-                b"%s HTTP/1.1\r\nHost: bench\r\nX-API-KEY: %s\r\nX-API-TIMESTAMP: %s\r\n"
-                b"X-API-SIGNATURE: %s\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s"
-                % (head, self.key, ts, sig.encode(), len(body), body)
+                b"%s %s HTTP/1.1\r\nHost: bench\r\n%sContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (method, path, auth, len(body), body)
             )
         if api == "v3":
             if order:
@@ -275,7 +276,7 @@ class Conn(asyncio.Protocol):
         ok = 200 <= status < 300
         result = None
         if ok and not self.order[lane]:
-            result = (V1_PLACED.decode(body).order.order_id if self.api == "v1"
+            result = (V1_PLACED.decode(body).order.order_id if self.api in ("v1", "bearer")
                       else V3_PLACED.decode(body).orderId)  # fmt: skip
         self.answered(lane, t0, ok, result, body if not ok else b"", status)
 
@@ -497,7 +498,9 @@ class Stack:
         self.json = spawn_gateway(
             self.kids, self.tmp, self.config, self.commands, self.ports["json"], args.gateway_cpu
         )
-        self.gateways = {"v1": self.http, "v3": self.http, "json": self.json}
+        self.gateways = {"v1": self.http, "bearer": self.http, "v3": self.http, "json": self.json}
+        self.tokens: list[tuple[str, str]] = []  # (access token, "") of web users, for bearer
+        self.admin: Any = None  # the engine client that funds accounts
 
     async def wait_ready(self, timeout: float = 60.0) -> None:
         await wait_json_gateway(self.json, self.ports["json"], timeout)
@@ -516,34 +519,58 @@ class Stack:
 
     async def accounts(self, n: int) -> None:
         """At least ``n`` funded accounts with vault-sealed trading keys."""
-        from engine.client import EngineClient
         from gateways.accounts import Permission
+
+        while len(self.keys) < n:
+            account = self.store.create_account(f"bench-{len(self.keys) + 1}")
+            key, secret = self.store.issue_key(account, Permission.TRADE, vault=self.vault)
+            await self.deposit(account)
+            self.keys.append((key, secret))
+
+    async def web_users(self, n: int) -> None:
+        """At least ``n`` funded web users, each with a session and its access token, made in
+        the store the gateway reads, as sign-in makes them (the gateway's own signing key, a
+        live session): the benchmark measures orders, not 60 ms password hashes."""
+        from gateways.http.jwt import Claims, Tokens
+        from gateways.users import Users, hash_password
+
+        users = Users(self.store, self.vault)
+        tokens = Tokens(users.signing_secret())
+        password = hash_password("bench password")
+        while len(self.tokens) < n:
+            user = users.create(f"bench{len(self.tokens)}@example.com", password)
+            await self.deposit(user.account_id)
+            session, _ = users.open_session(user.id, 3600)
+            now = int(time.time())
+            claims = Claims(user.id, user.account_id, session.id, now, now + 3600)
+            self.tokens.append((tokens.issue(claims), ""))
+
+    async def deposit(self, account: int) -> None:
+        """FUNDS USD for ``account``, through the engine (one admin client for the run)."""
+        from engine.client import EngineClient
         from protocol import config
         from protocol.messages import Deposit, LedgerReply
 
-        if len(self.keys) >= n:
-            return
-        ex = config.load(self.config)
-        admin = EngineClient(self.commands, b"bench-http-admin")
-        await admin.start(wait=30)
-        try:
-            while len(self.keys) < n:
-                account = self.store.create_account(f"bench-{len(self.keys) + 1}")
-                key, secret = self.store.issue_key(account, Permission.TRADE, vault=self.vault)
-                units = ex.amount_to_units("USD", FUNDS)
-                reply = await admin.request(Deposit(0, account, "USD", units))
-                assert isinstance(reply, LedgerReply), reply
-                self.keys.append((key, secret))
-        finally:
-            await admin.close()
+        if self.admin is None:
+            self.admin = EngineClient(self.commands, b"bench-http-admin")
+            await self.admin.start(wait=30)
+        units = config.load(self.config).amount_to_units("USD", FUNDS)
+        reply = await self.admin.request(Deposit(0, account, "USD", units))
+        assert isinstance(reply, LedgerReply), reply
 
     async def start_workers(self, api: str, procs_n: int, conns: int, depth: int) -> None:
         """``procs_n`` client processes of ``conns`` connections each (one account each)."""
         await self.accounts(procs_n * conns)
+        if api == "bearer":
+            await self.web_users(procs_n * conns)
+        if self.admin is not None:
+            await self.admin.close()
+            self.admin = None
+        creds = self.tokens if api == "bearer" else self.keys
         port = self.ports["json" if api == "json" else "http"]
         for i in range(procs_n):
             keys = self.tmp / f"keys-{i}.json"
-            keys.write_text(json.dumps(self.keys[i * conns : (i + 1) * conns]))
+            keys.write_text(json.dumps(creds[i * conns : (i + 1) * conns]))
             argv = [sys.executable, "-m", "bench.http_bench", "worker", "--api", api,
                     "--port", str(port), "--keys", str(keys), "--depth", str(depth)]  # fmt: skip
             with open(self.tmp / f"worker-{i}.log", "wb") as log:  # noqa: ASYNC230
@@ -778,7 +805,7 @@ def report(res: dict[str, Any], args: argparse.Namespace) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short smoke run (under a minute)")
-    p.add_argument("--apis", default=",".join(APIS), help="comma list of v1,v3,json")
+    p.add_argument("--apis", default=",".join(APIS), help="comma list of v1,bearer,v3,json")
     p.add_argument("--modes", default="pipelined,flat", help="throughput modes: pipelined,flat")
     p.add_argument("--procs", type=int, help="client processes (2; quick 1)")
     p.add_argument("--conns", type=int, help="pipelined: connections per process (4; quick 2)")

@@ -21,10 +21,10 @@ def test_bench_http_quick_runs_every_api_with_every_order_answered(tmp_path: Pat
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     res = json.loads(out.read_text())
     seen = {(r["api"], r["mode"]) for r in res["throughput"]}
-    assert seen == {(a, m) for a in ("v1", "v3", "json") for m in ("pipelined", "flat")}
+    assert seen == {(a, m) for a in ("v1", "bearer", "v3", "json") for m in ("pipelined", "flat")}
     for r in res["throughput"]:
         assert r["median"] > 0 and r["errors"] == 0 and r["unanswered"] == 0, r
-    assert {r["api"] for r in res["latency"]} == {"v1", "v3", "json"}
+    assert {r["api"] for r in res["latency"]} == {"v1", "bearer", "v3", "json"}
     for r in res["latency"]:
         for run in r["runs"]:
             assert run["errors"] == 0 and run["unanswered"] == 0, run
