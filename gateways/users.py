@@ -201,11 +201,12 @@ class Users:
         )
         return [(int(r[0]), r[1], int(r[2]), bool(r[3]), int(r[4])) for r in rows]
 
-    def end_sessions(self, user_id: int) -> int:
-        """Sign the user out everywhere: every live session ends (its access tokens with it,
-        within a second); returns how many."""
+    def end_sessions(self, user_id: int, keep: str = "") -> int:
+        """Sign the user out everywhere (but session ``keep``): every live session ends, its
+        access tokens with it within a second; returns how many."""
         cur = self.db.execute(
-            "UPDATE sessions SET revoked = 1 WHERE user_id = ? AND revoked = 0", (user_id,)
+            "UPDATE sessions SET revoked = 1 WHERE user_id = ? AND revoked = 0 AND id != ?",
+            (user_id, keep),
         )
         return cur.rowcount
 

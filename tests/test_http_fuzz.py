@@ -72,7 +72,9 @@ V3_SIGNING = {"timestamp", "signature", "recvWindow"}
 V1 = "/api/v1"
 # Routes that take only a session token (docs/web.md). Sign-out is left out: its Bearer would
 # end the one session the fuzz run has.
-SESSION_ONLY = {f"{V1}/{p}" for p in ("me", "2fa/enroll", "2fa/confirm", "2fa/disable", "api-keys")}
+SESSION_ONLY = {
+    f"{V1}/{p}" for p in ("me", "2fa/enroll", "2fa/confirm", "2fa/disable", "api-keys", "password")
+}
 
 
 class Sign(requests.auth.AuthBase):

@@ -798,6 +798,7 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("POST", f"{V1}/2fa/enroll"),
         ("POST", f"{V1}/2fa/confirm"),
         ("POST", f"{V1}/2fa/disable"),
+        ("POST", f"{V1}/password"),
         ("GET", f"{V1}/api-keys"),
         ("POST", f"{V1}/api-keys"),
         ("DELETE", f"{V1}/api-keys/{{key}}"),

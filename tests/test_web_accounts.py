@@ -450,3 +450,34 @@ async def test_operator_lists_users_and_turns_2fa_off_for_a_lost_phone(web: Http
         await eventually_refused(s, web, ok["access_token"])
         bad = admin_cli(web, "user-signout", "nobody@example.com")
         assert bad.returncode == 1 and "no web user" in bad.stderr
+
+
+@async_test
+async def test_password_change_ends_the_other_sessions(web: HttpStack) -> None:
+    async with aiohttp.ClientSession() as s:
+        sess = await signup(s, web)
+        who, token = sess["user"]["email"], sess["access_token"]
+        st, other, _ = await call(s, web, "POST", "/api/v1/signin",
+                                  {"email": who, "password": PASSWORD})  # fmt: skip
+        assert st == 200
+        new = "a much better passphrase"
+        wrong = {"current_password": "not it at all", "new_password": new}
+        st, err, _ = await call(s, web, "POST", "/api/v1/password", wrong, token=token)
+        assert st == 403 and err["error"]["code"] == 1006
+        weak = {"current_password": PASSWORD, "new_password": "short"}
+        st, err, _ = await call(s, web, "POST", "/api/v1/password", weak, token=token)
+        assert st == 400
+        body = {"current_password": PASSWORD, "new_password": new}
+        st, out, _ = await call(s, web, "POST", "/api/v1/password", body, token=token)
+        assert st == 200 and out == {"changed": True, "sessions_ended": 1}
+        st, _, _ = await call(s, web, "GET", "/api/v1/me", token=other["access_token"])
+        assert st == 401  # the other session is over at once
+        st, _, _ = await call(s, web, "POST", "/api/v1/token/refresh",
+                              {"refresh_token": other["refresh_token"]})  # fmt: skip
+        assert st == 401
+        st, _, _ = await call(s, web, "GET", "/api/v1/me", token=token)
+        assert st == 200  # this one goes on
+        old = await call(s, web, "POST", "/api/v1/signin", {"email": who, "password": PASSWORD})
+        assert old[0] == 401
+        st, _, _ = await call(s, web, "POST", "/api/v1/signin", {"email": who, "password": new})
+        assert st == 200

@@ -122,7 +122,7 @@ class Exchange:
             self.workdir / "http.toml",
             pool=0,
             bridge={"port": self.bridge.port},
-            web={"access_ttl": ACCESS_TTL},
+            web={"access_ttl": ACCESS_TTL, "signin_burst": 30},  # this flow makes ~15 tries
             **self.sections,
         )
         self.http = HttpGatewayProc(
@@ -356,8 +356,29 @@ async def enable_2fa(page: Page) -> tuple[str, int]:
     await page.screenshot_to("security")
     await p.click(f'#keys tr[data-key="{key}"] button')
     await page.until(f"() => !document.querySelector('#keys tr[data-key=\"{key}\"] button')")
+    await change_password(page)
     await p.click("#security-dialog .close")
     return secret, used
+
+
+async def change_password(page: Page) -> None:
+    """A wrong current password is refused in words (and keeps the session); a change works
+    (the gateway then takes only the new one); then back, for the rest of the flow."""
+    p, new = page.p, "another fine passphrase"
+    for current, want, then in ((f"{PASSWORD}!", "error", PASSWORD), (PASSWORD, "ok", new),
+                                (new, "ok", PASSWORD)):  # fmt: skip
+        await p.fill("#pw-current", current)
+        await p.fill("#pw-new", then if want == "ok" else new)
+        await p.click("#pw-change")
+        await page.until(f"() => document.getElementById('pw-msg').className.includes('{want}')")
+        text = await page.text("#pw-msg")
+        assert ("not right" in text) if want == "error" else ("Password changed" in text), text
+        assert (await page.account())["user"] is not None  # still signed in
+        if current == PASSWORD and want == "ok":
+            for password, code in ((PASSWORD, 1006), (new, 1008)):  # 1008: right, 2FA next
+                creds = {"email": EMAIL, "password": password}
+                async with page.http.post(page.base + "/api/v1/signin", json=creds) as r:
+                    assert r.status == 401 and (await r.json())["error"]["code"] == code
 
 
 async def sign_in_with_2fa(page: Page, secret: str, confirmed_step: int) -> None:

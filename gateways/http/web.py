@@ -93,6 +93,16 @@ class CodeBody(msgspec.Struct, forbid_unknown_fields=True):
     code: Code
 
 
+class PasswordBody(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: Password
+    new_password: Password
+
+
+class PasswordChanged(msgspec.Struct):
+    changed: bool
+    sessions_ended: int  # the user's other sessions, signed out by the change
+
+
 class KeyBody(msgspec.Struct, forbid_unknown_fields=True):
     permission: Literal["read", "trade"] = "trade"
 
@@ -433,6 +443,22 @@ class Web:
         self.users.totp_disable(user.id)
         return Gateway.json(TotpState(False))
 
+    async def password(self, p: Principal, req: Request) -> Response:
+        """A new password, given the current one; every other session of the user ends (a
+        change after a leak must lock the other holder out)."""
+        b = self.api.decode(req.body, PasswordBody)
+        user = self.user_of(p)
+        self.attempt(req, user.email)
+        if not await self.hashing(verify_password, user.password, b.current_password):
+            self.gw.metrics.auth_failures += 1  # 403, not 401: the session itself is fine
+            raise v1.V1Error(403, R.BAD_CREDENTIALS, "the current password is not right")
+        check_password_rules(b.new_password)
+        self.users.set_password_hash(user.id, await self.hashing(hash_password, b.new_password))
+        ended = self.users.end_sessions(user.id, keep=p.session_id)
+        self.sessions.clear()  # the ended ones are refused here at once, not in a second
+        log.info("web user %d changed their password; %d sessions ended", user.id, ended)
+        return Gateway.json(PasswordChanged(True, ended))
+
     async def keys(self, p: Principal, req: Request) -> Response:
         rows = self.gw.store.key_rows(p.account_id)
         return Gateway.json([KeyView(*row) for row in rows])
@@ -541,6 +567,8 @@ def register(gw: Gateway, api: v1.V1) -> Web:
          CodeBody, TotpState, w.confirm),
         ("POST", "2fa/disable", "Turn two-factor sign-in off (needs a current code)", CodeBody,
          TotpState, w.disable),
+        ("POST", "password", "Change the password (the other sessions end)", PasswordBody,
+         PasswordChanged, w.password),
         ("GET", "api-keys", "The account's API keys", None, list[KeyView], w.keys),
         ("POST", "api-keys", "A new API key (its secret is shown once)", KeyBody, NewKey,
          w.new_key),

@@ -131,6 +131,19 @@ async function disableTotp(ev) {
   }
 }
 
+async function changePassword(ev) {
+  ev.preventDefault();
+  try {
+    const r = await api("POST", "/password", { current_password: $("pw-current").value,
+                                               new_password: $("pw-new").value });
+    $("pw-current").value = ""; $("pw-new").value = "";
+    const others = r.sessions_ended === 1 ? "1 other session" : `${r.sessions_ended} other sessions`;
+    say("pw-msg", `Password changed; ${others} signed out.`, "ok");
+  } catch (e) {
+    say("pw-msg", e.reason);
+  }
+}
+
 async function loadKeys() {
   try {
     const keys = await api("GET", "/api-keys");
@@ -174,7 +187,7 @@ function openSecurity() {
   $("security-email").textContent = account.user.email;
   $("totp-enroll").hidden = true;
   $("new-key").hidden = true;
-  say("totp-msg", ""); say("keys-msg", "");
+  say("totp-msg", ""); say("keys-msg", ""); say("pw-msg", "");
   renderTotp();
   $("security-dialog").showModal();
   loadKeys();
@@ -210,6 +223,7 @@ export function startDialogs() {
   $("totp-confirm-form").onsubmit = confirmTotp;
   $("totp-off-form").onsubmit = disableTotp;
   $("key-form").onsubmit = createKey;
+  $("password-form").onsubmit = changePassword;
   $("keys").addEventListener("click", (ev) => {
     const b = ev.target.closest("button[data-revoke]");
     if (b) { b.disabled = true; revokeKey(b.dataset.revoke); }
