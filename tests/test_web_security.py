@@ -1,0 +1,45 @@
+"""Web accounts as an attacker (and a demanding user) tries them, against the real gateway
+process (docs/web.md): signing out with a stale access token, account confusion in browser
+API keys, cross-site forms posted at the credential routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+
+from gateways.http.jwt import Claims, Tokens
+from tests.fixtures_feed import async_test
+from tests.fixtures_http import HttpStack, running_stack
+from tests.test_web_accounts import PASSWORD, call, email, signing_key, signup, unb64
+
+
+@pytest.fixture(name="web", scope="module")
+def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
+    yield from running_stack(
+        tmp_path_factory.mktemp("websec"), web={"signin_burst_address": 10_000}
+    )
+
+
+@async_test
+async def test_a_browser_api_key_is_for_the_own_account_whatever_other_accounts_are_named(
+    web: HttpStack,
+) -> None:
+    """An operator's account named like a number (``accounts create 7``) must not receive the
+    keys that web user 7's account asks for."""
+    store = web.store
+    nxt = max(a for a, _ in store.accounts()) + 1
+    decoy = store.create_account(str(nxt + 1))  # id nxt, named as the next id
+    async with aiohttp.ClientSession() as s:
+        sess = await signup(s, web)
+        mine = sess["user"]["account_id"]
+        assert mine == nxt + 1 and decoy == nxt
+        token = sess["access_token"]
+        status, made, _ = await call(
+            s, web, "POST", "/api/v1/api-keys", {"permission": "trade"}, token=token
+        )
+        assert status == 201, made
+        assert [k for k, *_ in store.key_rows(decoy)] == []
+        assert [k for k, *_ in store.key_rows(mine)] == [made["api_key"]]
