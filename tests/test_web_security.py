@@ -24,6 +24,33 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpStack]:
 
 
 @async_test
+async def test_signout_with_an_expired_access_token_still_ends_the_session(
+    web: HttpStack,
+) -> None:
+    """A laptop wakes up after the access token expired and its user clicks "Sign out": the
+    page sends the stale token and the refresh cookie; the session must end (else a reload
+    signs the user back in from the cookie)."""
+    async with aiohttp.ClientSession() as s:
+        sess = await signup(s, web)
+        claims = unb64(sess["access_token"].split(".")[1])
+        now = int(time.time())
+        stale = Tokens(signing_key(web)).issue(
+            Claims(claims["sub"], claims["acc"], claims["sid"], now - 1000, now - 100)
+        )
+        refresh = sess["refresh_token"]
+        status, out, _ = await call(
+            s, web, "POST", "/api/v1/signout", {"refresh_token": refresh}, token=stale
+        )
+        assert status == 200 and out == {"signed_out": True}, out
+        status, _, _ = await call(
+            s, web, "POST", "/api/v1/token/refresh", {"refresh_token": refresh}
+        )
+        assert status == 401
+        status, _, _ = await call(s, web, "GET", "/api/v1/me", token=sess["access_token"])
+        assert status == 401
+
+
+@async_test
 async def test_a_browser_api_key_is_for_the_own_account_whatever_other_accounts_are_named(
     web: HttpStack,
 ) -> None:
@@ -43,3 +70,4 @@ async def test_a_browser_api_key_is_for_the_own_account_whatever_other_accounts_
         assert status == 201, made
         assert [k for k, *_ in store.key_rows(decoy)] == []
         assert [k for k, *_ in store.key_rows(mine)] == [made["api_key"]]
+

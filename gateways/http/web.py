@@ -375,16 +375,16 @@ class Web:
 
     async def signout(self, req: Request) -> Response:
         sids = set()
-        auth = req.headers.get("authorization")
-        if auth:
-            try:
-                sids.add(self.check_token(_bearer_token(req)).session_id)
-            except AuthError as e:
-                return self.api.auth_error(e)
         token = self.refresh_token(req)
         sid = self.users.session_of_refresh(token) if token else None
         if sid:
             sids.add(sid)
+        if req.headers.get("authorization"):
+            try:
+                sids.add(self.check_token(_bearer_token(req)).session_id)
+            except AuthError as e:
+                if not sids:  # stale (a laptop asleep): the refresh token alone signs out
+                    return self.api.auth_error(e)
         if not sids:
             raise v1.V1Error(401, R.BAD_CREDENTIALS, "no session: give a token or refresh token")
         for sid in sids:
