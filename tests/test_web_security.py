@@ -71,3 +71,26 @@ async def test_a_browser_api_key_is_for_the_own_account_whatever_other_accounts_
         assert [k for k, *_ in store.key_rows(decoy)] == []
         assert [k for k, *_ in store.key_rows(mine)] == [made["api_key"]]
 
+
+@async_test
+async def test_a_cross_site_form_cannot_sign_a_browser_in(web: HttpStack) -> None:
+    """Login CSRF: a form on another site posts text/plain that reads as JSON; the browser
+    would keep the attacker's refresh cookie and trade in the attacker's account."""
+    async with aiohttp.ClientSession() as s:
+        who = email()
+        await signup(s, web, who)
+        form = f'{{"email": "{who}", "password": "{PASSWORD}", "totp": "="}}'.encode()
+        for origin in ("http://evil.example", "null"):
+            h = {"Origin": origin, "Content-Type": "text/plain"}
+            for path in ("signin", "signup", "token/refresh", "signout"):
+                async with s.post(f"{web.url}/api/v1/{path}", data=form, headers=h) as r:
+                    body = await r.json()
+                    assert r.status == 403, (path, origin, body)
+                    assert "Set-Cookie" not in r.headers
+        # The page itself (same origin) and clients without an Origin (curl, bots) sign in.
+        host = web.url.split("://", 1)[1]
+        for h in ({"Origin": f"http://{host}"}, {}):
+            status, sess, _ = await call(
+                s, web, "POST", "/api/v1/signin", {"email": who, "password": PASSWORD}, headers=h
+            )
+            assert status == 200, sess

@@ -260,12 +260,19 @@ class Web:
         return handler
 
     def public(self, fn: Any) -> Any:
+        """A credential route (sign-up, sign-in, refresh, sign-out): address limit, then only
+        from the page's own origin where a browser says where it comes from. A form on another
+        site can post text/plain that reads as JSON (and the answer's cookie would stay: a
+        sign-in as the attacker); clients without ``Origin`` (curl, bots) are not browsers."""
         api, gw = self.api, self.gw
 
         def handler(req: Request) -> Any:
             limited = gw.admit(api, req)
             if limited is not None:
                 return limited
+            if not _same_origin(req):
+                return api.error(403, R.NOT_AUTHORIZED, "cross-site request refused: sign in "
+                                 "from the exchange's own page")  # fmt: skip
             return self.run(fn(req))
 
         return handler
@@ -507,6 +514,16 @@ def _cookie(req: Request, name: str) -> str:
         if k == name:
             return v
     return ""
+
+
+def _same_origin(req: Request) -> bool:
+    """True unless the request says it comes from another origin (``Origin``, which browsers
+    send on every cross-origin POST; ``null`` from sandboxes and data: pages)."""
+    origin = req.headers.get("origin")
+    if origin is None:
+        return True
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and rest.lower() == req.headers.get("host", "").lower()
 
 
 def _hostname(host: str) -> str:
