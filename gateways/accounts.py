@@ -205,6 +205,16 @@ class AccountStore:
             raise AccountError(f"no account {name_or_id!r}")
         return int(row[0])
 
+    def _account(self, account: str | int) -> int:
+        """An id as it is (never a name that reads like it: an account may be named "7"); a
+        string as the admin tool takes it (name or id)."""
+        if isinstance(account, str):
+            return self.account_id(account)
+        row = self.db.execute("SELECT id FROM accounts WHERE id = ?", (account,)).fetchone()
+        if row is None:
+            raise AccountError(f"no account {account}")
+        return int(row[0])
+
     def accounts(self) -> list[tuple[int, str]]:
         return [(int(r[0]), r[1]) for r in self.db.execute("SELECT id, name FROM accounts")]
 
@@ -217,7 +227,7 @@ class AccountStore:
     ) -> tuple[str, str]:
         """Create an API key for ``account``; returns (key, secret). Only verifiers of the secret
         are kept, and with ``vault`` the secret sealed too (it can then sign HTTP requests)."""
-        account_id = self.account_id(str(account))
+        account_id = self._account(account)
         key = "k_" + secrets.token_hex(8)
         secret = secrets.token_urlsafe(24)
         salt = secrets.token_bytes(16)
@@ -315,7 +325,7 @@ class AccountStore:
 
     def keys(self, account: str | int) -> list[tuple[str, str, bool, bool]]:
         """(key, permission, revoked, sealed) of each of the account's keys."""
-        account_id = self.account_id(str(account))
+        account_id = self._account(account)
         rows = self.db.execute(
             "SELECT key, permission, revoked, sealed_secret IS NOT NULL FROM api_keys"
             " WHERE account_id = ?",
@@ -336,7 +346,7 @@ class AccountStore:
     def add_fix_session(
         self, sender_comp_id: str, account: str | int, cancel_on_disconnect: bool = False
     ) -> None:
-        account_id = self.account_id(str(account))
+        account_id = self._account(account)
         try:
             self.db.execute(
                 "INSERT INTO fix_sessions VALUES (?, ?, ?, ?)",

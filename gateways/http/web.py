@@ -270,12 +270,19 @@ class Web:
         return handler
 
     def public(self, fn: Any) -> Any:
+        """A credential route (sign-up, sign-in, refresh, sign-out): address limit, then only
+        from the page's own origin where a browser says where it comes from. A form on another
+        site can post text/plain that reads as JSON (and the answer's cookie would stay: a
+        sign-in as the attacker); clients without ``Origin`` (curl, bots) are not browsers."""
         api, gw = self.api, self.gw
 
         def handler(req: Request) -> Any:
             limited = gw.admit(api, req)
             if limited is not None:
                 return limited
+            if not _same_origin(req):
+                return api.error(403, R.NOT_AUTHORIZED, "cross-site request refused: sign in "
+                                 "from the exchange's own page")  # fmt: skip
             return self.run(fn(req))
 
         return handler
@@ -385,16 +392,16 @@ class Web:
 
     async def signout(self, req: Request) -> Response:
         sids = set()
-        auth = req.headers.get("authorization")
-        if auth:
-            try:
-                sids.add(self.check_token(_bearer_token(req)).session_id)
-            except AuthError as e:
-                return self.api.auth_error(e)
         token = self.refresh_token(req)
         sid = self.users.session_of_refresh(token) if token else None
         if sid:
             sids.add(sid)
+        if req.headers.get("authorization"):
+            try:
+                sids.add(self.check_token(_bearer_token(req)).session_id)
+            except AuthError as e:
+                if not sids:  # stale (a laptop asleep): the refresh token alone signs out
+                    return self.api.auth_error(e)
         if not sids:
             raise v1.V1Error(401, R.BAD_CREDENTIALS, "no session: give a token or refresh token")
         for sid in sids:
@@ -533,6 +540,16 @@ def _cookie(req: Request, name: str) -> str:
         if k == name:
             return v
     return ""
+
+
+def _same_origin(req: Request) -> bool:
+    """True unless the request says it comes from another origin (``Origin``, which browsers
+    send on every cross-origin POST; ``null`` from sandboxes and data: pages)."""
+    origin = req.headers.get("origin")
+    if origin is None:
+        return True
+    _, sep, rest = origin.partition("://")
+    return bool(sep) and rest.lower() == req.headers.get("host", "").lower()
 
 
 def _hostname(host: str) -> str:
