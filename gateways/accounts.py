@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE TABLE IF NOT EXISTS spent_refresh (
     refresh_hash BLOB PRIMARY KEY,
-    session_id TEXT NOT NULL
+    session_id TEXT NOT NULL,
+    spent REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS web_secrets (
     name TEXT PRIMARY KEY,

@@ -95,6 +95,14 @@ def verify_password(stored: str, password: str) -> bool:
         return False
 
 
+REFRESH_GRACE = 10.0  # seconds a just-spent refresh token is "retry", not "stolen" (two tabs)
+
+
+class Refreshed(Exception):
+    """The refresh token was spent moments ago (another tab of the same browser): retry with
+    the new one, which that answer set as the cookie."""
+
+
 def refresh_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -267,23 +275,23 @@ class Users:
         )
 
     # ------------------------------------------------------------------ sessions
-    def prune(self, now: float) -> None:
-        """Forget sessions (and their spent refresh tokens) that ended over a day ago; at most
-        once an hour, from sign-in."""
+    def prune(self, now: float, ttl: float) -> None:
+        """Forget sessions that ended over a day ago, and spent refresh tokens (of any session)
+        spent over ``ttl`` (the refresh lifetime) ago; at most once an hour, from sign-in."""
         if now - self.pruned < 3600:
             return
         self.pruned = now
         old = now - 86_400
         self.db.execute(
-            "DELETE FROM spent_refresh WHERE session_id IN"
+            "DELETE FROM spent_refresh WHERE spent < ? OR session_id IN"
             " (SELECT id FROM sessions WHERE expires < ?)",
-            (old,),
+            (now - ttl, old),
         )
         self.db.execute("DELETE FROM sessions WHERE expires < ?", (old,))
 
     def open_session(self, user_id: int, ttl: float, address: str = "") -> tuple[Session, str]:
         """A new session and its first refresh token."""
-        self.prune(time.time())
+        self.prune(time.time(), ttl)
         sid = secrets.token_urlsafe(12)
         token = "r_" + secrets.token_urlsafe(32)
         expires = time.time() + ttl
@@ -302,7 +310,9 @@ class Users:
 
     def refresh(self, token: str, ttl: float) -> tuple[Session, str] | None:
         """Spend ``token``: the session and its next refresh token, or None. A token spent
-        before ends its session (a copy is in someone else's hands)."""
+        before ends its session (a copy is in someone else's hands), unless it was spent in the
+        last ``REFRESH_GRACE`` seconds: then Refreshed (two tabs refreshing at once share one
+        cookie; the other got the new token)."""
         h = refresh_hash(token)
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
@@ -312,8 +322,11 @@ class Users:
             ).fetchone()
             if row is None:
                 spent = self.db.execute(
-                    "SELECT session_id FROM spent_refresh WHERE refresh_hash = ?", (h,)
+                    "SELECT session_id, spent FROM spent_refresh WHERE refresh_hash = ?", (h,)
                 ).fetchone()
+                if spent is not None and now - float(spent[1]) < REFRESH_GRACE:
+                    self.db.execute("COMMIT")
+                    raise Refreshed(spent[0])
                 if spent is not None:
                     self.db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (spent[0],))
                 self.db.execute("COMMIT")
@@ -324,13 +337,15 @@ class Users:
                 return None
             nxt = "r_" + secrets.token_urlsafe(32)
             expires = now + ttl
-            self.db.execute("INSERT INTO spent_refresh VALUES (?, ?)", (h, sid))
+            self.db.execute("INSERT INTO spent_refresh VALUES (?, ?, ?)", (h, sid, now))
             self.db.execute(
                 "UPDATE sessions SET refresh_hash = ?, expires = ?, rotated = rotated + 1"
                 " WHERE id = ?",
                 (refresh_hash(nxt), expires, sid),
             )
             self.db.execute("COMMIT")
+        except Refreshed:
+            raise
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

@@ -291,6 +291,33 @@ async def test_a_bad_first_message_closes_4000_and_bad_frames_leave_the_server_u
         await good.close()
 
 
+@async_test
+async def test_one_address_cannot_hold_every_stream_slot(stack: HttpStack) -> None:
+    """At most PER_ADDRESS (64) open private streams from one address, authenticated or not:
+    the next is refused (429) before any websocket; one closing frees its slot."""
+    from gateways.http.private import PER_ADDRESS
+
+    assert stack.gateway is not None
+    url = f"ws://127.0.0.1:{stack.gateway.ws_port}{PATH}"
+    async with aiohttp.ClientSession() as http:
+        held = [await http.ws_connect(url, heartbeat=None) for _ in range(PER_ADDRESS)]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(url, heartbeat=None)
+        assert refused.value.status == 429
+        await held.pop().close()
+
+        async def slot_free() -> bool:
+            try:
+                held.append(await http.ws_connect(url, heartbeat=None))
+                return True
+            except aiohttp.WSServerHandshakeError:
+                return False
+
+        await eventually_async(slot_free, REPLY_TIMEOUT, 0.05, "a freed slot")
+        for ws in held:
+            await ws.close()
+
+
 # ------------------------------------------------------------------ session tokens
 
 TTL = 6  # seconds an access token lives on the web stack

@@ -225,7 +225,13 @@ async def test_refresh_rotates_and_a_reused_refresh_token_ends_the_session(
         assert new["user"] == sess["user"]
         status, _, _ = await call(s, web, "GET", "/api/v1/me", token=new["access_token"])
         assert status == 200
-        # The spent token, presented again (a thief's copy): refused, and the session is over.
+        # The spent token again at once (another tab of the same browser): "retry", nothing ends.
+        status, err, _ = await call(s, web, "POST", "/api/v1/token/refresh", {"refresh_token": old})
+        assert status == 409 and err["error"]["code"] == 1009 and "retry" in err["error"]["reason"]
+        status, _, _ = await call(s, web, "GET", "/api/v1/me", token=new["access_token"])
+        assert status == 200
+        # Later (a thief's copy): refused, and the session is over.
+        web.store.db.execute("UPDATE spent_refresh SET spent = spent - 60")  # a minute ago
         status, err, _ = await call(s, web, "POST", "/api/v1/token/refresh", {"refresh_token": old})
         assert status == 401
         status, err, _ = await call(

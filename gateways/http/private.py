@@ -36,9 +36,10 @@ or the API key is revoked. One timer checks every connection once a second. Late
 other than a re-auth, and refused re-auths, get ``{"event": "error", "reason"}`` and the
 stream goes on. 1013 when the engine cannot answer the snapshot.
 
-Bounded (rule 7): at most ``max_connections``, each with the fan-out's send-queue limit (a
-slower reader is dropped with 1008: feed/fanout.py), client messages of at most 64 KiB, the
-per-address request limit on connecting, at most ``EARLY_FILLS`` fills held per connection
+Bounded (rule 7): at most ``max_connections``, ``PER_ADDRESS`` of them from one address (one
+client cannot hold every slot), each with the fan-out's send-queue limit (a slower reader is
+dropped with 1008: feed/fanout.py), client messages of at most 64 KiB, the per-address
+request limit on connecting, at most ``EARLY_FILLS`` fills held per connection
 while its snapshot is out.
 """
 
@@ -71,6 +72,7 @@ MAX_MESSAGE = 64 * 1024
 AUTH_WAIT = 10.0  # seconds a connection may stay unauthenticated
 CHECK = 1.0  # seconds between checks of every connection's credentials
 EARLY_FILLS = 1_000
+PER_ADDRESS = 64  # open private streams from one client address (one cannot hold every slot)
 BAD_FIRST, ENDED, TRY_LATER = 4000, 4001, 1013
 
 
@@ -138,6 +140,7 @@ class PrivateStream:
         self.metrics = PrivateMetrics()
         self.fan = Fanout(self.metrics)
         self.conns: set[Conn] = set()
+        self.per_address: dict[str, int] = {}  # open connections per client address
         self.by_account: dict[int, set[Conn]] = {}
         self.dirty: set[int] = set()  # accounts whose balances changed this loop turn
         self.unconfirmed: set[int] = set()  # watched accounts the engine has not confirmed
@@ -167,6 +170,20 @@ class PrivateStream:
         if len(self.conns) >= self.max_connections:
             self.metrics.refused += 1
             return _refuse(503, R.RATE_LIMITED, "too many websocket connections; try again later")
+        peer = request.remote or ""
+        if self.per_address.get(peer, 0) >= PER_ADDRESS:
+            self.metrics.refused += 1
+            return _refuse(429, R.RATE_LIMITED, f"at most {PER_ADDRESS} private streams from one "
+                           "address")  # fmt: skip
+        self.per_address[peer] = self.per_address.get(peer, 0) + 1
+        try:
+            return await self.serve(request)
+        finally:
+            left = self.per_address.pop(peer) - 1
+            if left:
+                self.per_address[peer] = left
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
         ws = StrictWebSocket(heartbeat=PING, max_msg_size=MAX_MESSAGE)
         await ws.prepare(request)
         c = Conn(ws, Client(ws, request.transport, self.send_queue))  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from gateways.ratelimit import TokenBucket
 from gateways.users import (
     DUMMY_HASH,
     HASHER,
+    Refreshed,
     User,
     UserError,
     Users,
@@ -235,8 +236,10 @@ class Web:
                 burst: int, now: float) -> float:  # fmt: skip
         b = table.get(name)
         if b is None:
-            if len(table) >= BUCKETS_KEPT:
-                table.clear()
+            if len(table) >= BUCKETS_KEPT:  # forget the full (idle) ones first, else the oldest
+                idle = [k for k, v in table.items() if now - v.stamp > v.burst / v.rate]
+                for k in idle or list(table)[: BUCKETS_KEPT // 2]:
+                    del table[k]
             b = table[name] = TokenBucket(per_minute / 60.0, burst, now)
         return b.take(now)
 
@@ -384,7 +387,11 @@ class Web:
         token = self.refresh_token(req)
         if not token:
             raise v1.V1Error(401, R.BAD_CREDENTIALS, "no refresh token (body or cookie)")
-        got = self.users.refresh(token, self.cfg.refresh_ttl)
+        try:
+            got = self.users.refresh(token, self.cfg.refresh_ttl)
+        except Refreshed:
+            why = "this session was refreshed a moment ago (another tab): retry with the new token"
+            raise v1.V1Error(409, R.ALREADY_EXISTS, why) from None
         user = self.users.get(got[0].user_id) if got else None
         if got is None or user is None:
             raise v1.V1Error(401, R.BAD_CREDENTIALS, "refresh token not valid: sign in again")
@@ -407,7 +414,9 @@ class Web:
         for sid in sids:
             self.users.revoke_session(sid)
             self.sessions[sid] = (time.monotonic() + SESSION_TTL, False)
-        gone = f"refresh_token=; Max-Age=0; Path={PREFIX}; HttpOnly; SameSite=Strict"
+        gone = f"refresh_token=; Max-Age=0; Path={PREFIX}; HttpOnly; SameSite=Strict" + (
+            "; Secure" if self.tls else ""
+        )
         return Response(200, JSON.encode(SignedOut(True)), [("Set-Cookie", gone)])
 
     def user_of(self, p: Principal) -> User:

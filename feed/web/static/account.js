@@ -80,9 +80,19 @@ function setSession(s) {
   }
 }
 
+async function refreshOnce() {
+  try {
+    return await api("POST", "/token/refresh", {}, { auth: false });
+  } catch (e) {
+    if (e.status !== 409) throw e;  // another tab refreshed a moment ago: its cookie is ours
+    await new Promise((ok) => setTimeout(ok, 300));
+    return api("POST", "/token/refresh", {}, { auth: false });
+  }
+}
+
 export function refresh() {
   if (!refreshing) {
-    refreshing = api("POST", "/token/refresh", {}, { auth: false })
+    refreshing = refreshOnce()
       .then((s) => { account.refreshes++; setSession(s); return true; })
       .catch((e) => {
         account.refreshError = { status: e.status, code: e.code, reason: e.reason };
