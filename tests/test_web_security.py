@@ -65,7 +65,12 @@ async def test_a_browser_api_key_is_for_the_own_account_whatever_other_accounts_
         assert mine == nxt + 1 and decoy == nxt
         token = sess["access_token"]
         status, made, _ = await call(
-            s, web, "POST", "/api/v1/api-keys", {"permission": "trade"}, token=token
+            s,
+            web,
+            "POST",
+            "/api/v1/api-keys",
+            {"permission": "trade", "password": PASSWORD},
+            token=token,
         )
         assert status == 201, made
         assert [k for k, *_ in store.key_rows(decoy)] == []

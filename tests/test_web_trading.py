@@ -323,7 +323,12 @@ async def enable_2fa(page: Page) -> tuple[str, int]:
     """Turns it on; the secret and the time step of the code that confirmed it."""
     p = page.p
     await p.click("#security-btn")
-    await p.click("#totp-enable")
+    await p.fill("#totp-password", f"{PASSWORD}?")  # asked again: a wrong one is refused
+    await p.click("#totp-enable-btn")
+    await page.until("() => document.getElementById('totp-msg').textContent.includes('not right')")
+    assert await p.is_hidden("#totp-enroll")
+    await p.fill("#totp-password", PASSWORD)
+    await p.click("#totp-enable-btn")
     await page.until("() => document.getElementById('totp-secret').textContent.length >= 16")
     secret = await page.text("#totp-secret")
     await page.until(  # the QR code, drawn from the gateway's SVG
@@ -348,6 +353,7 @@ async def enable_2fa(page: Page) -> tuple[str, int]:
     assert (await page.account())["user"]["totp_enabled"] is True
     # API keys: create one (its secret shown once), see it listed, revoke it.
     await p.select_option("#key-permission", "read")
+    await p.fill("#key-password", PASSWORD)
     await p.click("#key-create")
     await page.until("() => !document.getElementById('new-key').hidden")
     key = await page.text("#new-key-id")

@@ -105,7 +105,12 @@ class PasswordChanged(msgspec.Struct):
 
 
 class KeyBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: Password  # asked again: a stolen access token alone cannot mint a lasting key
     permission: Literal["read", "trade"] = "trade"
+
+
+class ReauthBody(msgspec.Struct, forbid_unknown_fields=True):
+    password: Password  # asked again: a stolen access token alone cannot take 2FA over
 
 
 class UserView(msgspec.Struct):
@@ -428,8 +433,17 @@ class Web:
     async def me(self, p: Principal, req: Request) -> Response:
         return Gateway.json(_user(self.user_of(p)))
 
+    async def reauth(self, req: Request, user: User, password: str) -> None:
+        """The user's password again, for what would outlast a stolen access token."""
+        self.attempt(req, user.email)
+        if not await self.hashing(verify_password, user.password, password):
+            self.gw.metrics.auth_failures += 1  # 403, not 401: the session itself is fine
+            raise v1.V1Error(403, R.BAD_CREDENTIALS, "the password is not right")
+
     async def enroll(self, p: Principal, req: Request) -> Response:
+        b = self.api.decode(req.body, ReauthBody)
         user = self.user_of(p)
+        await self.reauth(req, user, b.password)
         if user.totp_enabled:
             raise v1.V1Error(409, R.ALREADY_EXISTS, "two-factor sign-in is on; disable it first")
         secret = self.users.totp_begin(user.id)
@@ -464,10 +478,7 @@ class Web:
         change after a leak must lock the other holder out)."""
         b = self.api.decode(req.body, PasswordBody)
         user = self.user_of(p)
-        self.attempt(req, user.email)
-        if not await self.hashing(verify_password, user.password, b.current_password):
-            self.gw.metrics.auth_failures += 1  # 403, not 401: the session itself is fine
-            raise v1.V1Error(403, R.BAD_CREDENTIALS, "the current password is not right")
+        await self.reauth(req, user, b.current_password)
         check_password_rules(b.new_password)
         self.users.set_password_hash(user.id, await self.hashing(hash_password, b.new_password))
         ended = self.users.end_sessions(user.id, keep=p.session_id)
@@ -480,7 +491,8 @@ class Web:
         return Gateway.json([KeyView(*row) for row in rows])
 
     async def new_key(self, p: Principal, req: Request) -> Response:
-        b = self.api.decode(req.body, KeyBody) if req.body else KeyBody()
+        b = self.api.decode(req.body, KeyBody)
+        await self.reauth(req, self.user_of(p), b.password)
         if self.gw.signer.vault is None:
             raise v1.V1Error(503, R.INTERNAL, "API keys need the vault key (--vault)")
         key, secret = self.gw.store.issue_key(p.account_id, Permission(b.permission),
@@ -587,8 +599,8 @@ def register(gw: Gateway, api: v1.V1) -> Web:
         gw.add(route, w.public(fn))
     session: list[Any] = [  # method, path, summary, body, response, fn
         ("GET", "me", "The signed-in user", None, UserView, w.me),
-        ("POST", "2fa/enroll", "Begin two-factor sign-in: a TOTP secret and its QR code", None,
-         Enrolment, w.enroll),
+        ("POST", "2fa/enroll", "Begin two-factor sign-in (the password again): a TOTP secret "
+         "and its QR code", ReauthBody, Enrolment, w.enroll),
         ("POST", "2fa/confirm", "Turn two-factor sign-in on with a code from the new secret",
          CodeBody, TotpState, w.confirm),
         ("POST", "2fa/disable", "Turn two-factor sign-in off (needs a current code)", CodeBody,
@@ -596,7 +608,8 @@ def register(gw: Gateway, api: v1.V1) -> Web:
         ("POST", "password", "Change the password (the other sessions end)", PasswordBody,
          PasswordChanged, w.password),
         ("GET", "api-keys", "The account's API keys", None, list[KeyView], w.keys),
-        ("POST", "api-keys", "A new API key (its secret is shown once)", KeyBody, NewKey,
+        ("POST", "api-keys", "A new API key (the password again; its secret is shown once)",
+         KeyBody, NewKey,
          w.new_key),
         ("DELETE", "api-keys/{key}", "Revoke one of the account's API keys", None, RevokedKey,
          w.revoke_key),

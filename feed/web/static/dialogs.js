@@ -89,10 +89,12 @@ function renderTotp() {
   $("totp-off-form").hidden = !on2fa;
 }
 
-async function enroll() {
+async function enroll(ev) {
+  ev.preventDefault();
   say("totp-msg", "");
   try {
-    const e = await api("POST", "/2fa/enroll", {});
+    const e = await api("POST", "/2fa/enroll", { password: $("totp-password").value });
+    $("totp-password").value = "";
     // As an image, so no script in it could run (the gateway's SVG names its namespace).
     $("totp-qr").src = `data:image/svg+xml;utf8,${encodeURIComponent(e.qr_svg)}`;
     $("totp-secret").textContent = e.secret;
@@ -163,7 +165,9 @@ async function createKey(ev) {
   ev.preventDefault();
   say("keys-msg", "");
   try {
-    const k = await api("POST", "/api-keys", { permission: $("key-permission").value });
+    const k = await api("POST", "/api-keys", { permission: $("key-permission").value,
+                                              password: $("key-password").value });
+    $("key-password").value = "";
     $("new-key").hidden = false;
     $("new-key-id").textContent = k.api_key;
     $("new-key-secret").textContent = k.secret;
@@ -219,7 +223,7 @@ export function startDialogs() {
   });
   for (const b of document.querySelectorAll("dialog .close"))
     b.onclick = () => b.closest("dialog").close();
-  $("totp-enable").onclick = enroll;
+  $("totp-enable").onsubmit = enroll;
   $("totp-confirm-form").onsubmit = confirmTotp;
   $("totp-off-form").onsubmit = disableTotp;
   $("key-form").onsubmit = createKey;
