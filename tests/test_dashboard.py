@@ -12,8 +12,10 @@ screenshot is saved next to the test's files and copied to /tmp/dashboard-test.p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -137,6 +139,27 @@ async def quoted(http: aiohttp.ClientSession, ex: Exchange) -> bool:
     return status == 200 and len(depth["bids"]) >= 3 and len(depth["asks"]) >= 3
 
 
+@contextlib.asynccontextmanager
+async def browser_page(
+    viewport: dict[str, int], console: Callable[[Any, list[str]], None]
+) -> AsyncIterator[tuple[Any, list[str]]]:
+    """Headless Chromium with one page of ``viewport``; its page errors, and the console
+    messages ``console`` keeps, are collected in the list yielded with it."""
+    browser_path = chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(browser_path), args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport=viewport)
+            problems: list[str] = []
+            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+            page.on("console", lambda m: console(m, problems))
+            yield page, problems
+        finally:
+            await browser.close()
+
+
 def console_problem(m: Any, problems: list[str]) -> None:
     """Any console error: the page served by the bridge logs none (its /api/v1/site says
     watch-only, docs/web.md)."""
@@ -153,9 +176,7 @@ def fills_of(reports: list[dict]) -> list[dict]:
 async def test_dashboard_renders_candles_book_and_trades_and_updates_as_orders_trade(
     tmp_path: Path,
 ) -> None:
-    browser_path = chromium()
-    from playwright.async_api import async_playwright
-
+    chromium()  # skip or fail before starting anything
     ex = Exchange(tmp_path)
     alice: JsonClient | None = None
     try:
@@ -169,19 +190,10 @@ async def test_dashboard_renders_candles_book_and_trades_and_updates_as_orders_t
             )
             assert first, "alice's market buy did not trade against the market maker"
 
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=str(browser_path), args=CHROMIUM_ARGS
-                )
-                try:
-                    page = await browser.new_page(viewport={"width": 1400, "height": 860})
-                    problems: list[str] = []
-                    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                    page.on("console", lambda m: console_problem(m, problems))
-                    await page.goto(ex.bridge.url(f"/?market={MARKET}"))
-                    await check_page(page, http, ex, alice, first, problems, tmp_path)
-                finally:
-                    await browser.close()
+            viewport = {"width": 1400, "height": 860}
+            async with browser_page(viewport, console_problem) as (page, problems):
+                await page.goto(ex.bridge.url(f"/?market={MARKET}"))
+                await check_page(page, http, ex, alice, first, problems, tmp_path)
     except BaseException:
         print(ex.logs())
         raise

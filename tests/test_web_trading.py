@@ -43,7 +43,7 @@ from tests.fixtures_feed import (
 )
 from tests.fixtures_http import HttpGatewayProc
 from tests.procs import EngineProc, eventually_async
-from tests.test_dashboard import CHROMIUM_ARGS, chromium
+from tests.test_dashboard import browser_page, chromium
 
 MARKET = "BTC-USD"
 WAIT_MS = 30_000
@@ -213,30 +213,17 @@ class Page:
 async def test_a_person_signs_up_turns_on_2fa_signs_in_and_trades_from_the_dashboard(
     tmp_path: Path,
 ) -> None:
-    browser_path = chromium()
-    from playwright.async_api import async_playwright
-
+    chromium()  # skip or fail before starting anything
     ex = Exchange(tmp_path)
     try:
         await ex.start()
         assert ex.http is not None
         async with aiohttp.ClientSession() as http:
             await eventually_async(lambda: quoted(http, ex), 30, 0.1, "market maker quoting")
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=str(browser_path), args=CHROMIUM_ARGS
-                )
-                try:
-                    ctx = await browser.new_context(viewport=LAPTOP)
-                    page = await ctx.new_page()
-                    problems: list[str] = []
-                    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                    page.on("console", lambda m: console_problem(m, problems))
-                    await page.goto(f"{ex.http.url}/?market={MARKET}")
-                    await trade(Page(page, http, ex.http.url))
-                    assert problems == [], "\n".join(problems)
-                finally:
-                    await browser.close()
+            async with browser_page(LAPTOP, console_problem) as (page, problems):
+                await page.goto(f"{ex.http.url}/?market={MARKET}")
+                await trade(Page(page, http, ex.http.url))
+                assert problems == [], "\n".join(problems)
     except BaseException:
         print(ex.logs())
         raise
