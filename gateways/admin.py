@@ -13,17 +13,19 @@ python -m gateways.admin audit       # per asset: sum of balances vs deposits - 
 python -m gateways.admin users                                   # web users (docs/web.md)
 python -m gateways.admin user-signout ann@example.com            # end every session of a user
 python -m gateways.admin user-2fa-off ann@example.com            # lost phone: 2FA off, signed out
+python -m gateways.admin user-password ann@example.com           # forgot it: a new one, shown once
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 
 from engine.client import EngineClient, EngineError
 from gateways.accounts import AccountError, AccountStore, Permission
-from gateways.users import Users
+from gateways.users import Users, hash_password
 from gateways.vault import Vault, VaultError
 from protocol import config
 from protocol.amounts import AmountError
@@ -160,6 +162,10 @@ def web_users(store: AccountStore, args: argparse.Namespace) -> str:
     if args.cmd == "user-2fa-off":
         users.totp_disable(user.id)
         what = "two-factor sign-in off, "
+    elif args.cmd == "user-password":
+        password = secrets.token_urlsafe(12)
+        users.set_password_hash(user.id, hash_password(password))
+        what = f"new password {password} (shown only now; they change it in Security), "
     return f"{user.email}: {what}{users.end_sessions(user.id)} sessions ended"
 
 
@@ -207,7 +213,7 @@ def run(args: argparse.Namespace) -> str:
                 return asyncio.run(balances(ex, store.account_id(args.account)))
             case "fees" | "audit":
                 return ledger_view(ex, args.cmd)
-            case "users" | "user-signout" | "user-2fa-off":
+            case "users" | "user-signout" | "user-2fa-off" | "user-password":
                 return web_users(store, args)
         raise AccountError(f"unknown command {args.cmd}")
     finally:
@@ -243,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("user-signout", help="end every session of a web user").add_argument("email")
     sub.add_parser("user-2fa-off", help="turn a web user's 2FA off (lost phone) and end "
                    "their sessions").add_argument("email")  # fmt: skip
+    sub.add_parser("user-password", help="give a web user a new random password (forgotten), "
+                   "printed once; their sessions end").add_argument("email")  # fmt: skip
     args = p.parse_args(argv)
     try:
         print(run(args))

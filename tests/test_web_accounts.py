@@ -462,6 +462,14 @@ async def test_operator_lists_users_and_turns_2fa_off_for_a_lost_phone(web: Http
         assert st == 200 and ok["user"]["totp_enabled"] is False
         assert "0 sessions" not in admin("user-signout", who)
         await eventually_refused(s, web, ok["access_token"])
+        out = admin("user-password", who)  # forgotten: a new one, printed once
+        new = out.split("new password ", 1)[1].split(" ", 1)[0]
+        st, _, _ = await call(
+            s, web, "POST", "/api/v1/signin", {"email": who, "password": PASSWORD}
+        )
+        assert st == 401
+        st, _, _ = await call(s, web, "POST", "/api/v1/signin", {"email": who, "password": new})
+        assert st == 200
         bad = admin_cli(web, "user-signout", "nobody@example.com")
         assert bad.returncode == 1 and "no web user" in bad.stderr
 
