@@ -227,14 +227,11 @@ class Web:
     def bearer(self, header: str, permission: Permission) -> ApiKey:
         """The ``Authorization: Bearer`` of a /api/v1 route, as the key the routes take: the
         session's account with trade permission."""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise AuthError("missing", "Authorization must be 'Bearer <access token>'")
-        p = self.check_token(token.strip())
+        p = self.check_token(_bearer_token(header))
         if not Permission.TRADE.allows(permission):
             raise AuthError("permission", f"a session token cannot use {permission.value} routes")
         self.gw.signer.pending = None
-        return ApiKey(f"session:{p.session_id}", p.account_id, "", Permission.TRADE, b"", 0, b"")
+        return _as_key(p)
 
     # ------------------------------------------------------------------- limits
     def _bucket(self, table: dict[str, TokenBucket], name: str, per_minute: float,
@@ -270,9 +267,12 @@ class Web:
             if limited is not None:
                 return limited
             try:
-                p = self.check_token(_bearer_token(req))
+                p = self.check_token(_bearer_token(req.headers.get("authorization", "")))
             except AuthError as e:
                 return api.auth_error(e)
+            limited = gw.admit_account(api, _as_key(p), False)  # the account's request limit
+            if limited is not None:
+                return limited
             return self.run(fn(p, req))
 
         return handler
@@ -408,9 +408,10 @@ class Web:
         sid = self.users.session_of_refresh(token) if token else None
         if sid:
             sids.add(sid)
-        if req.headers.get("authorization"):
+        auth = req.headers.get("authorization")
+        if auth:
             try:
-                sids.add(self.check_token(_bearer_token(req)).session_id)
+                sids.add(self.check_token(_bearer_token(auth)).session_id)
             except AuthError as e:
                 if not sids:  # stale (a laptop asleep): the refresh token alone signs out
                     return self.api.auth_error(e)
@@ -548,8 +549,13 @@ def _user(u: User) -> UserView:
     return UserView(u.id, u.email, u.account_id, u.totp_enabled)
 
 
-def _bearer_token(req: Request) -> str:
-    scheme, _, token = req.headers.get("authorization", "").partition(" ")
+def _as_key(p: Principal) -> ApiKey:
+    """A session as the key the routes and the account limits take: its account, trading."""
+    return ApiKey(f"session:{p.session_id}", p.account_id, "", Permission.TRADE, b"", 0, b"")
+
+
+def _bearer_token(header: str) -> str:
+    scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("missing", "sign in first: Authorization: Bearer <access token>")
     return token.strip()
