@@ -321,11 +321,15 @@ class Web:
         access = tokens.issue(Claims(user.id, user.account_id, sid, now, now + c.access_ttl))
         self.sessions[sid] = (time.monotonic() + SESSION_TTL, True)
         view = SessionView(access, "Bearer", c.access_ttl, refresh, c.refresh_ttl, _user(user))
+        secure = "; Secure" if self.tls else ""
         cookie = (
             f"refresh_token={refresh}; Max-Age={c.refresh_ttl}; Path={PREFIX}; HttpOnly; "
-            f"SameSite=Strict{'; Secure' if self.tls else ''}"
+            f"SameSite=Strict{secure}"
         )
-        return Response(status, JSON.encode(view), [("Set-Cookie", cookie)])
+        # and a hint the page can read, holding nothing: "a refresh is worth trying" (so an
+        # anonymous visit makes no refresh request that could only fail)
+        hint = f"signed_in=1; Max-Age={c.refresh_ttl}; Path=/; SameSite=Strict" + secure
+        return Response(status, JSON.encode(view), [("Set-Cookie", cookie), ("Set-Cookie", hint)])
 
     async def signup(self, req: Request) -> Response:
         if not self.cfg.signup:
@@ -420,10 +424,12 @@ class Web:
         for sid in sids:
             self.users.revoke_session(sid)
             self.sessions[sid] = (time.monotonic() + SESSION_TTL, False)
-        gone = f"refresh_token=; Max-Age=0; Path={PREFIX}; HttpOnly; SameSite=Strict" + (
-            "; Secure" if self.tls else ""
+        secure = "; Secure" if self.tls else ""
+        gone = f"refresh_token=; Max-Age=0; Path={PREFIX}; HttpOnly; SameSite=Strict{secure}"
+        hint = f"signed_in=; Max-Age=0; Path=/; SameSite=Strict{secure}"
+        return Response(
+            200, JSON.encode(SignedOut(True)), [("Set-Cookie", gone), ("Set-Cookie", hint)]
         )
-        return Response(200, JSON.encode(SignedOut(True)), [("Set-Cookie", gone)])
 
     def user_of(self, p: Principal) -> User:
         user = self.users.get(p.user_id)

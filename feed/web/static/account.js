@@ -232,5 +232,7 @@ function openStream() {
 export async function startAccount(site) {
   account.site = site;
   emit("session");
-  if (site) await refresh();  // a refresh-token cookie from an earlier visit signs us in
+  // A refresh-token cookie from an earlier visit signs us in; the readable "signed_in" hint
+  // (which holds nothing) says whether there is one to try.
+  if (site && /(^|; )signed_in=1/.test(document.cookie)) await refresh();
 }
