@@ -25,10 +25,8 @@ from collections.abc import Iterator
 import msgspec
 from sortedcontainers import SortedList
 
+from engine.codes import BUY, SELL
 from protocol.config import MarketSpec
-
-BUY = 1
-SELL = 2
 
 
 class Order(msgspec.Struct, gc=False, array_like=True):

@@ -35,11 +35,42 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from collections.abc import Callable
 
-from engine.book import BUY, SELL, Book, Order
+from engine.book import Book, Order
+from engine.codes import (
+    BOTH,
+    BUY,
+    C_DISCONNECT,
+    C_FOK,
+    C_FUNDS,
+    C_IOC,
+    C_STP,
+    C_USER,
+    E_CXL,
+    E_EXP,
+    E_FILL,
+    E_NEW,
+    E_PART,
+    E_REPL,
+    FOK,
+    GTC,
+    IOC,
+    LIMIT,
+    MAKER,
+    MARKET,
+    NEWEST,
+    OLDEST,
+    S_CXL,
+    S_EXP,
+    S_FILLED,
+    S_NEW,
+    S_PART,
+    SELL,
+    TAKER,
+)
 from engine.ledger import Ledger
 from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
-from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, RejectCode, StpMode
+from protocol.enums import RejectCode
 from protocol.messages import (
     AuditRequest,
     BalancesRequest,
@@ -66,22 +97,8 @@ from protocol.messages import (
     Withdraw,
 )
 
-LIMIT, MARKET = 1, 2
-GTC, IOC, FOK = 1, 2, 3
-NEWEST, OLDEST, BOTH = 1, 2, 3
-E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL = 1, 2, 3, 4, 5, 6
-S_NEW, S_PART, S_FILLED, S_CXL, S_EXP = 1, 2, 3, 4, 5
-MAKER, TAKER = 1, 2
-C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6
 PPM = 1_000_000
 MAX_CLIENT_ID = 64
-
-# The hot path uses plain ints; these keep them honest against the protocol's enums.
-assert (NEWEST, OLDEST, BOTH) == (StpMode.CANCEL_NEWEST, StpMode.CANCEL_OLDEST, StpMode.CANCEL_BOTH)
-assert (E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL) == tuple(ExecType)[1:7]
-assert (S_NEW, S_PART, S_FILLED, S_CXL, S_EXP) == tuple(OrderStatus)[1:6]
-assert (MAKER, TAKER) == (Liquidity.MAKER, Liquidity.TAKER)
-assert (C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT) == tuple(CancelReason)[1:7]
 
 R = RejectCode
 

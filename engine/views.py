@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from engine.book import BUY, SELL, Book, Order
+from engine.book import Book, Order
+from engine.codes import BUY, NEWEST, S_PART, SELL
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
 from protocol.messages import (
@@ -53,9 +54,6 @@ if TYPE_CHECKING:
 
     from engine.ledger import Ledger
     from protocol.config import Exchange
-
-S_PART = 2
-NEWEST = 1
 
 
 class EngineState(msgspec.Struct, array_like=True):
