@@ -1,10 +1,11 @@
 """``python -m bench engine``: how fast is the matching engine, in three settings.
 
-1. Core, in process: the engine's command handlers (dispatched by type, as ``engine.server``
-   does) over the seeded mixed workload (60% resting limits, 25%
-   cancels, 15% marketable IOCs; ledger on: every order locks funds, every fill settles with
-   fees), on one pinned core, draining ``engine.outbox`` and ``engine.market_data(ts)`` every
-   256 commands as the process shell does (one timestamp per batch). Throughput is the median of
+1. Core, in process: the engine's command handlers (dispatched by type, as ``Engine.apply``
+   does with no account watched, minus its call) over the seeded mixed workload (60% resting
+   limits, 25% cancels, 15% marketable IOCs; ledger on: every order locks funds, every fill
+   settles with fees), on one pinned core, draining ``engine.outbox`` and
+   ``engine.market_data(ts)`` every 256 commands as the process shell does (one timestamp per
+   batch). Throughput is the median of
    N timed runs, each on a fresh engine after a warm-up; per-command latency comes from a
    separate sampled pass with ``perf_counter_ns`` around ``apply()``. The same stream through
    the naive reference matcher (bench/baseline.py: sorted lists, no ledger) gives a ratio, and

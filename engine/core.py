@@ -159,9 +159,31 @@ class Engine(EngineViews):
             Watch: self._on_watch,
         }
 
+    # -------------------------------------------------------------- the surface
+    # What the process shell and the journal replay use, and nothing else: apply a command,
+    # refuse what never became one, drain what is to be sent.
     def apply(self, cmd: object, ts: int, origin: bytes) -> int:
-        """Apply one command; returns its sequence number (0 for reads)."""
-        return self.handlers[type(cmd)](cmd, ts, origin)
+        """Apply one command; returns its sequence number (0 for reads). While someone
+        watches an account (``Watch``), the command's events of watched accounts are copied to
+        their watchers right after it, so each watcher sees them in the engine's order."""
+        if not self.watchers:
+            return self.handlers[type(cmd)](cmd, ts, origin)
+        marks = {o: len(msgs) for o, msgs in self.outbox.items()}
+        seq = self.handlers[type(cmd)](cmd, ts, origin)
+        if self.watchers:
+            self.copy_to_watchers(marks)
+        return seq
+
+    def refuse(self, origin: bytes, req: int, code: int, reason: str) -> None:
+        """A reply to something that never became a command (a bad frame, an internal error)."""
+        self.outbox[origin].append(Rejected(req, code, reason))
+
+    def drain(self) -> list[tuple[bytes, list]]:
+        """Everything to send since the last drain, per destination, in order; the outbox is
+        empty afterwards."""
+        out = list(self.outbox.items())
+        self.outbox.clear()
+        return out
 
     def _reject(
         self,

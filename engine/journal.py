@@ -241,10 +241,10 @@ def _apply_batch(batch: Batch, engine: Engine, path: Path, off: int) -> int:
             f"{path}: gap at offset {off}: expected seq {seq + 1}, found {batch.first_seq}"
         )
     entries = batch.entries[skip:] if skip else batch.entries
-    handlers, ts = engine.handlers, batch.ts
-    for origin, cmd in entries:  # dispatched as engine.server does, minus engine.apply's call
+    apply, ts = engine.apply, batch.ts
+    for origin, cmd in entries:  # applied as engine.server does
         seq += 1
-        if handlers[type(cmd)](cmd, ts, origin) != seq:
+        if apply(cmd, ts, origin) != seq:
             raise JournalCorrupt(f"{path}: command {seq} at offset {off} is not a write command")
     engine.discard_output()
     return len(entries)

@@ -38,7 +38,7 @@ from engine import curve, journal
 from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
-from protocol.messages import Command, Rejected
+from protocol.messages import Command
 from protocol.metrics import Exporter
 
 log = logging.getLogger("engine")
@@ -196,7 +196,7 @@ class EngineServer:
         ts = time.time_ns()
         first_seq = engine.seq + 1
         writes: list[tuple[bytes, object]] = []
-        handlers = engine.handlers
+        apply = engine.apply
         for frame in frames:
             m.frames_in += 1
             if len(frame) != 2:
@@ -206,19 +206,13 @@ class EngineServer:
             for cmd in self._decode(origin, payload):
                 m.commands += 1
                 before = engine.seq
-                watched = bool(engine.watchers)  # the private streams' drop copy (Watch)
-                if watched:
-                    marks = {o: len(msgs) for o, msgs in engine.outbox.items()}
                 try:
-                    handlers[type(cmd)](cmd, ts, origin)  # engine.apply, minus one call
+                    apply(cmd, ts, origin)
                 except Exception:
                     m.internal_errors += 1
                     log.exception("internal error on %r", cmd)
-                    engine.outbox[origin].append(
-                        Rejected(getattr(cmd, "req", 0), RejectCode.INTERNAL, "internal error")
-                    )
-                if watched and engine.watchers:
-                    engine.copy_to_watchers(marks)
+                    engine.refuse(origin, getattr(cmd, "req", 0), RejectCode.INTERNAL,
+                                  "internal error")  # fmt: skip
                 if engine.seq != before:
                     writes.append((origin, cmd))
         if writes:
@@ -279,27 +273,24 @@ class EngineServer:
 
     def _reject_frame(self, origin: bytes, code: int, reason: str, req: int = 0) -> None:
         self.metrics.rejected_frames += 1
-        self.engine.outbox[origin].append(Rejected(req, code, reason))
+        self.engine.refuse(origin, req, code, reason)
 
     def _send_replies(self) -> None:
         router = self.router
         assert router is not None
         encode = self.encoder.encode
-        try:
-            for origin, msgs in self.engine.outbox.items():
-                try:
-                    router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
-                    self.metrics.frames_out += 1
-                except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
-                    self.metrics.dropped_replies += len(msgs)
-                    log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
-                    if isinstance(e, zmq.ZMQError) and e.errno == zmq.EHOSTUNREACH:
-                        self.engine.unwatch(origin)  # gone: copies to it would only drop
-                except (OverflowError, TypeError, ValueError):  # a bug: never wedge the loop
-                    self.metrics.internal_errors += 1
-                    log.exception("cannot encode replies for %r", origin)
-        finally:
-            self.engine.outbox.clear()
+        for origin, msgs in self.engine.drain():
+            try:
+                router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
+                self.metrics.frames_out += 1
+            except (zmq.Again, zmq.ZMQError) as e:  # full queue or peer gone: never block
+                self.metrics.dropped_replies += len(msgs)
+                log.warning("dropped %d replies for %r: %s", len(msgs), origin, e)
+                if isinstance(e, zmq.ZMQError) and e.errno == zmq.EHOSTUNREACH:
+                    self.engine.unwatch(origin)  # gone: copies to it would only drop
+            except (OverflowError, TypeError, ValueError):  # a bug: never wedge the loop
+                self.metrics.internal_errors += 1
+                log.exception("cannot encode replies for %r", origin)
 
     def _publish(self, ts: int) -> None:
         pub = self.pub

@@ -1443,15 +1443,12 @@ def test_a_watcher_gets_copies_of_a_watched_accounts_reports_from_other_gateways
     the origin found gone (``unwatch``), stops it."""
     sent: dict[bytes, list] = {}
 
-    def batch(*cmds: tuple[object, bytes]) -> None:  # what the server does, per command
+    def batch(*cmds: tuple[object, bytes]) -> None:  # what the server does: apply, then drain
         for cmd, origin in cmds:
-            marks = {o: len(msgs) for o, msgs in engine.outbox.items()}
             engine.apply(cmd, 1_000, origin)
-            if engine.watchers:
-                engine.copy_to_watchers(marks)
-        for o, msgs in engine.outbox.items():
+        for o, msgs in engine.drain():
             sent.setdefault(o, []).extend(msgs)
-        engine.outbox.clear()
+        assert not engine.outbox
 
     batch((Watch(7, 1), b"web"))
     assert sent.pop(b"web") == [Watching(7, 1, True, 1)]
