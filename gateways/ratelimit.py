@@ -27,6 +27,30 @@ class TokenBucket:
         return (n - tokens) / self.rate if self.rate > 0 else float("inf")
 
 
+class KeyedBuckets:
+    """One bucket per key (a client address, an email), at most ``kept`` of them: past that, the
+    idle ones (refilled to full, so forgetting them changes nothing) are forgotten, or if none
+    is idle the oldest half."""
+
+    def __init__(self, rate: float, burst: int, kept: int = 100_000) -> None:
+        self.rate, self.burst, self.kept = rate, burst, kept
+        self.buckets: dict[str, TokenBucket] = {}
+
+    def take(self, key: str, now: float) -> float:
+        """0.0 if allowed, else the seconds to wait before retrying."""
+        b = self.buckets.get(key)
+        if b is None:
+            if len(self.buckets) >= self.kept:
+                self.forget_idle(now)
+            b = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        return b.take(now)
+
+    def forget_idle(self, now: float) -> None:
+        full = [k for k, b in self.buckets.items() if now - b.stamp > b.burst / b.rate]
+        for k in full or list(self.buckets)[: self.kept // 2]:
+            del self.buckets[k]
+
+
 class AccountLimits:
     """Per-account limits shared by all of an account's sessions on one gateway: every request
     takes a request token, and an order-entry request an order token too.

@@ -24,7 +24,7 @@ from gateways.accounts import AccountStore, ApiKey, Permission
 from gateways.http.auth import AuthError, Signer
 from gateways.http.server import Deferred, HttpServer, Request, Response, Router
 from gateways.http.symbols import SymbolMap
-from gateways.ratelimit import AccountLimits, TokenBucket
+from gateways.ratelimit import AccountLimits, KeyedBuckets
 from protocol import messages as M
 from protocol.config import Exchange
 from protocol.enums import RejectCode as R
@@ -32,7 +32,6 @@ from protocol.enums import RejectCode as R
 log = logging.getLogger("gateways.http")
 
 JSON = msgspec.json.Encoder()
-ADDRESSES_KEPT = 100_000  # per-address buckets; beyond it the idle ones are forgotten
 
 
 class Metrics(msgspec.Struct):
@@ -158,7 +157,7 @@ class Gateway:
         self.metrics = Metrics()
         self.signer = Signer(store, vault, cfg.recv_window_max)
         self.limits = AccountLimits(cfg)
-        self.addresses: dict[str, TokenBucket] = {}
+        self.addresses = KeyedBuckets(cfg.address_per_second, cfg.address_burst)
         self.engine = EngineClient.for_exchange(
             ex, cfg.identity, timeout=cfg.engine_timeout, on_resolved=self.on_resolved
         )
@@ -211,19 +210,7 @@ class Gateway:
 
     # --------------------------------------------------------------- rate limits
     def address_wait(self, peer: str) -> float:
-        now = time.monotonic()
-        b = self.addresses.get(peer)
-        if b is None:
-            if len(self.addresses) >= ADDRESSES_KEPT:
-                self.forget_idle(now)
-            c = self.cfg
-            b = self.addresses[peer] = TokenBucket(c.address_per_second, c.address_burst, now)
-        return b.take(now)
-
-    def forget_idle(self, now: float) -> None:
-        full = [a for a, b in self.addresses.items() if now - b.stamp > b.burst / b.rate]
-        for a in full or list(self.addresses)[: ADDRESSES_KEPT // 2]:
-            del self.addresses[a]
+        return self.addresses.take(peer, time.monotonic())
 
     def admit(self, api: Api, req: Request) -> Response | None:
         """None if the request is within its client address's limit (checked first, before

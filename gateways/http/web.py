@@ -31,7 +31,7 @@ from gateways.http.app import JSON, Gateway, Route
 from gateways.http.auth import AuthError
 from gateways.http.jwt import Claims, TokenError, Tokens
 from gateways.http.server import Request, Response
-from gateways.ratelimit import TokenBucket
+from gateways.ratelimit import KeyedBuckets
 from gateways.users import (
     DUMMY_HASH,
     HASHER,
@@ -52,7 +52,7 @@ log = logging.getLogger("gateways.http.web")
 
 PREFIX = v1.PREFIX
 SESSION_TTL = 1.0  # seconds a session's "still signed in" is trusted before asking the store
-BUCKETS_KEPT = 100_000
+SESSIONS_KEPT = 100_000  # session liveness answers cached; beyond it the cache starts again
 WEB = Path(__file__).resolve().parents[2] / "feed" / "web"
 CHART_JS = WEB / "node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.js"
 PAGE_HEADERS = [
@@ -191,8 +191,9 @@ class Web:
         self.tokens = Tokens(self.users.signing_secret()) if vault is not None else None
         self.pool = ThreadPoolExecutor(max(1, self.cfg.hash_threads), "password")
         self.sessions: dict[str, tuple[float, bool]] = {}  # sid -> (checked until, live)
-        self.by_email: dict[str, TokenBucket] = {}
-        self.by_address: dict[str, TokenBucket] = {}
+        c = self.cfg  # sign-in, sign-up, 2FA and password tries, per email and per address
+        self.by_email = KeyedBuckets(c.signin_per_minute / 60.0, c.signin_burst)
+        self.by_address = KeyedBuckets(c.signin_per_minute_address / 60.0, c.signin_burst_address)
         self.signup_funds = dict(self.cfg.signup_funds)
         self.tls = bool(gw.cfg.tls_cert)
 
@@ -218,7 +219,7 @@ class Web:
         hit = self.sessions.get(sid)
         if hit is None or hit[0] < now:
             s = self.users.session(sid)
-            if len(self.sessions) > BUCKETS_KEPT:
+            if len(self.sessions) > SESSIONS_KEPT:
                 self.sessions.clear()
             hit = (now + SESSION_TTL, s is not None and not s.revoked and s.expires > time.time())
             self.sessions[sid] = hit
@@ -234,25 +235,13 @@ class Web:
         return _as_key(p)
 
     # ------------------------------------------------------------------- limits
-    def _bucket(self, table: dict[str, TokenBucket], name: str, per_minute: float,
-                burst: int, now: float) -> float:  # fmt: skip
-        b = table.get(name)
-        if b is None:
-            if len(table) >= BUCKETS_KEPT:  # forget the full (idle) ones first, else the oldest
-                idle = [k for k, v in table.items() if now - v.stamp > v.burst / v.rate]
-                for k in idle or list(table)[: BUCKETS_KEPT // 2]:
-                    del table[k]
-            b = table[name] = TokenBucket(per_minute / 60.0, burst, now)
-        return b.take(now)
-
     def attempt(self, req: Request, email: str = "") -> None:
         """One sign-in (or sign-up, or 2FA) attempt from ``req`` for ``email``; 429 past the
         limits."""
-        c, now = self.cfg, time.monotonic()
-        wait = self._bucket(self.by_address, req.peer, c.signin_per_minute_address,
-                            c.signin_burst_address, now)  # fmt: skip
+        now = time.monotonic()
+        wait = self.by_address.take(req.peer, now)
         if not wait and email:
-            wait = self._bucket(self.by_email, email, c.signin_per_minute, c.signin_burst, now)
+            wait = self.by_email.take(email, now)
         if wait:
             self.gw.metrics.rate_limited += 1
             raise v1.V1Error(429, R.RATE_LIMITED, f"too many attempts; retry after {wait:.0f}s")
