@@ -25,11 +25,13 @@ Account 0 is the engine's fee account and is never handed out.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -169,14 +171,21 @@ class AccountStore:
         """Bring a file made by an older version up to SCHEMA (columns are only ever added)."""
         if "sealed_secret" in self._columns("api_keys"):
             return
-        self.db.execute("BEGIN IMMEDIATE")  # another process may be migrating the same file
-        try:
+        with self.transaction():  # another process may be migrating the same file
             if "sealed_secret" not in self._columns("api_keys"):
                 self.db.execute("ALTER TABLE api_keys ADD COLUMN sealed_secret BLOB")
-            self.db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once (``BEGIN IMMEDIATE``: no other process writes
+        in between), committed at the end of the block, rolled back if it raises."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        self.db.execute("COMMIT")
 
     def _columns(self, table: str) -> set[str]:
         return {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
@@ -274,18 +283,13 @@ class AccountStore:
         """Re-encrypt every sealed secret (revoked keys' too, 2FA secrets, the token signing
         key) under the vault's current key, in one transaction; returns how many. Secrets that
         do not open raise VaultError, and then nothing changes."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             rows = self._sealed()
             for table, key, column, aad, row_key, blob in rows:
                 self.db.execute(
                     f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608 - SEALED
                     (vault.seal(aad, vault.open(aad, blob)), row_key),
                 )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def sealing_key_ids(self) -> set[str]:

@@ -165,8 +165,7 @@ class Users:
         name = f"web:{email}"
         if len(name) > 64:
             name = "web:" + hashlib.sha256(email.encode()).hexdigest()[:32]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.store.transaction():
             if self.by_email(email) is not None:
                 raise UserError("that email is already registered")
             try:
@@ -177,10 +176,6 @@ class Users:
                 "INSERT INTO users (email, password, account_id, created) VALUES (?, ?, ?, ?)",
                 (email, password_hash, account, time.time()),
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         assert cur.lastrowid is not None
         return User(cur.lastrowid, email, password_hash, account, False)
 
@@ -313,43 +308,32 @@ class Users:
         before ends its session (a copy is in someone else's hands), unless it was spent in the
         last ``REFRESH_GRACE`` seconds: then Refreshed (two tabs refreshing at once share one
         cookie; the other got the new token)."""
-        h = refresh_hash(token)
-        now = time.time()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.db.execute(
-                "SELECT id, user_id, expires, revoked FROM sessions WHERE refresh_hash = ?", (h,)
+        with self.store.transaction():
+            return self._spend_refresh(refresh_hash(token), ttl, time.time())
+
+    def _spend_refresh(self, h: bytes, ttl: float, now: float) -> tuple[Session, str] | None:
+        row = self.db.execute(
+            "SELECT id, user_id, expires, revoked FROM sessions WHERE refresh_hash = ?", (h,)
+        ).fetchone()
+        if row is None:
+            spent = self.db.execute(
+                "SELECT session_id, spent FROM spent_refresh WHERE refresh_hash = ?", (h,)
             ).fetchone()
-            if row is None:
-                spent = self.db.execute(
-                    "SELECT session_id, spent FROM spent_refresh WHERE refresh_hash = ?", (h,)
-                ).fetchone()
-                if spent is not None and now - float(spent[1]) < REFRESH_GRACE:
-                    self.db.execute("COMMIT")
-                    raise Refreshed(spent[0])
-                if spent is not None:
-                    self.db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (spent[0],))
-                self.db.execute("COMMIT")
-                return None
-            sid, user_id, expires, revoked = row[0], int(row[1]), float(row[2]), bool(row[3])
-            if revoked or expires <= now:
-                self.db.execute("COMMIT")
-                return None
-            nxt = "r_" + secrets.token_urlsafe(32)
-            expires = now + ttl
-            self.db.execute("INSERT INTO spent_refresh VALUES (?, ?, ?)", (h, sid, now))
-            self.db.execute(
-                "UPDATE sessions SET refresh_hash = ?, expires = ?, rotated = rotated + 1"
-                " WHERE id = ?",
-                (refresh_hash(nxt), expires, sid),
-            )
-            self.db.execute("COMMIT")
-        except Refreshed:
-            raise
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return Session(sid, user_id, expires, False), nxt
+            if spent is not None and now - float(spent[1]) < REFRESH_GRACE:
+                raise Refreshed(spent[0])  # nothing was written: the rollback changes nothing
+            if spent is not None:
+                self.db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (spent[0],))
+            return None
+        sid, user_id, expires, revoked = row[0], int(row[1]), float(row[2]), bool(row[3])
+        if revoked or expires <= now:
+            return None
+        nxt = "r_" + secrets.token_urlsafe(32)
+        self.db.execute("INSERT INTO spent_refresh VALUES (?, ?, ?)", (h, sid, now))
+        self.db.execute(
+            "UPDATE sessions SET refresh_hash = ?, expires = ?, rotated = rotated + 1 WHERE id = ?",
+            (refresh_hash(nxt), now + ttl, sid),
+        )
+        return Session(sid, user_id, now + ttl, False), nxt
 
     def revoke_session(self, sid: str) -> None:
         self.db.execute("UPDATE sessions SET revoked = 1 WHERE id = ?", (sid,))
