@@ -25,9 +25,19 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  echo "python venv missing: installing it with apt"; \
 	  apt-get update -q && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
+	@command -v g++ >/dev/null && $(PYTHON) -c "$$HAS_HEADERS" || { \
+	  echo "g++ or the Python headers missing (quickfix builds from source): installing them with apt"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ python3-dev; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# True where Python.h is there for the interpreter that builds quickfix.
+define HAS_HEADERS
+import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))
+endef
+export HAS_HEADERS
 
 # The dashboard's chart library, from the npm registry, pinned by package-lock.json.
 $(CHARTS): $(WEB)/package.json $(WEB)/package-lock.json
