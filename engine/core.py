@@ -34,6 +34,9 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from collections.abc import Callable
+from typing import Any
+
+import msgspec
 
 from engine.book import Book, Order
 from engine.codes import (
@@ -94,6 +97,7 @@ from protocol.messages import (
     Trade,
     TradesRequest,
     Watch,
+    Watching,
     Withdraw,
 )
 
@@ -173,6 +177,53 @@ class Engine(EngineViews):
         if self.watchers:
             self.copy_to_watchers(marks)
         return seq
+
+    def _on_watch(self, c: Watch, ts: int, origin: bytes) -> int:
+        if c.account <= 0:
+            return self._reject(origin, c.req, R.INVALID_ACCOUNT, "account must be positive")
+        mine = self.watchers.get(c.account)
+        if c.on:
+            if mine is None:
+                mine = self.watchers[c.account] = set()
+            mine.add(origin)
+        elif mine is not None:
+            mine.discard(origin)
+            if not mine:
+                del self.watchers[c.account]
+        self.outbox[origin].append(Watching(c.req, c.account, c.on, len(mine or ())))
+        return 0
+
+    def unwatch(self, origin: bytes) -> None:
+        """``origin`` is gone (the engine could not send to it): it watches nothing now."""
+        for account in [a for a, w in self.watchers.items() if origin in w]:
+            w = self.watchers[account]
+            w.discard(origin)
+            if not w:
+                del self.watchers[account]
+
+    def copy_to_watchers(self, marks: dict[bytes, int]) -> None:
+        """Append, for each watched account, copies of the reports and ledger changes one
+        command made (what the outbox got past ``marks``, its lengths before the command) that
+        go elsewhere, to its watchers, as unsolicited messages (``req = 0``). Called after each
+        command while someone watches, so a watcher sees every order's events in order."""
+        watchers = self.watchers
+        copies: list[tuple[bytes, Any]] = []
+        for origin, msgs in self.outbox.items():
+            start = marks.get(origin, 0)
+            for m in msgs[start:] if start else msgs:
+                t = type(m)
+                if t is Executions:
+                    for r in m.reports:
+                        w = watchers.get(r.account)
+                        if w:
+                            copies += [(o, r) for o in w if o != origin]
+                elif t is ExecReport or t is LedgerReply:
+                    w = watchers.get(m.account)
+                    if w:
+                        copies += [(o, m) for o in w if o != origin]
+        outbox = self.outbox
+        for o, m in copies:
+            outbox[o].append(msgspec.structs.replace(m, req=0) if m.req else m)
 
     def refuse(self, origin: bytes, req: int, code: int, reason: str) -> None:
         """A reply to something that never became a command (a bad frame, an internal error)."""
