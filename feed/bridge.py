@@ -280,8 +280,7 @@ class Bridge:
     async def site(self, request: web.Request) -> web.Response:
         """GET /api/v1/site as the trading gateway answers it (docs/web.md), saying that the
         page served here is watch-only, and where to trade."""
-        host = request.host or "127.0.0.1"
-        name = host if host.endswith("]") or ":" not in host else host.rsplit(":", 1)[0]
+        name = hostname(request.host) or "127.0.0.1"
         gw = self.ex.http_gateway
         return self.json({"market_ws": f"ws://{request.host}/ws", "private_ws": "",
                           "signup": False, "trade_at": f"http://{name}:{gw.port}/"})  # fmt: skip
@@ -358,6 +357,16 @@ def _int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int
 
 
 REQUEST = msgspec.json.Decoder(A.WsRequest)
+
+
+def hostname(host: str) -> str:
+    """The host name of a Host header (its port dropped; ``[::1]`` kept whole), or "" if it is
+    not a plain name or address: what a page is told to connect back to."""
+    if host.startswith("["):  # [::1]:8070
+        return host[: host.find("]") + 1] if "]" in host else ""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    ok = name and all(ch.isalnum() or ch in ".-" for ch in name)
+    return name if ok else ""
 
 
 def decode_client(decoder: msgspec.json.Decoder, text: str | bytes) -> Any:

@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import segno
 
+from feed.bridge import hostname
 from gateways.accounts import ApiKey, Permission
 from gateways.http import v1
 from gateways.http.app import JSON, Gateway, Route
@@ -507,7 +508,7 @@ class Web:
 
     # --------------------------------------------------------------- the page
     def site(self, req: Request) -> Response:
-        host = _hostname(req.headers.get("host", "")) or "127.0.0.1"
+        host = hostname(req.headers.get("host", "")) or "127.0.0.1"
         ws = "wss" if self.tls else "ws"
         return Gateway.json(
             Site(
@@ -572,14 +573,6 @@ def _same_origin(req: Request) -> bool:
         return True
     _, sep, rest = origin.partition("://")
     return bool(sep) and rest.lower() == req.headers.get("host", "").lower()
-
-
-def _hostname(host: str) -> str:
-    if host.startswith("["):  # [::1]:8070
-        return host[: host.find("]") + 1] if "]" in host else ""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    ok = name and all(ch.isalnum() or ch in ".-" for ch in name)
-    return name if ok else ""
 
 
 def register(gw: Gateway, api: v1.V1) -> Web:
