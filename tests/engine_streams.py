@@ -1,0 +1,149 @@
+"""Seeded command streams that reach every branch of the engine, bad input included.
+
+Used by the differential test (the compiled and the interpreted build must give the same
+replies and the same ``state_hash()`` for the same stream) and by the fixture generator that
+wrote ``tests/data/engine_v1`` with the pre-Cython engine. Unlike ``bench.workload.mixed`` it
+sends every command kind: limits of every time in force, post-only, the three self-trade modes,
+market orders by size and by amount, cancels and replaces by id and by client id (also of other
+accounts' and of closed orders), mass cancels, deposits, withdrawals, every read, and malformed
+or out-of-range fields, deadlines passed, duplicate client ids.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from protocol.config import Exchange
+from protocol.messages import (
+    BalancesRequest,
+    Cancel,
+    Deposit,
+    FillsRequest,
+    MassCancel,
+    NewOrder,
+    OpenOrdersRequest,
+    OrderHistoryRequest,
+    OrderStatusRequest,
+    Ping,
+    QuoteRequest,
+    Replace,
+    SnapshotRequest,
+    TradesRequest,
+    Watch,
+    Withdraw,
+)
+
+MAX_INT = 2**63 - 1
+
+
+def origin_of(account: int) -> bytes:
+    """Each account trades through one of three gateways, so reports go to several origins."""
+    return b"gw-%d" % (account % 3)
+
+
+def stream(ex: Exchange, n: int, seed: int, accounts: int = 6) -> Iterator[tuple[object, bytes]]:
+    """``n`` (command, origin) pairs after a funding prelude; deterministic for a seed."""
+    rng = random.Random(seed)
+    markets = list(ex.markets.values())
+    assets = list(ex.assets)
+    req = 0
+    for acct in range(1, accounts + 1):
+        for asset, decimals in ex.assets.items():
+            req += 1
+            yield Deposit(req, acct, asset, rng.randint(1, 10**4) * 10**decimals), origin_of(acct)
+    next_id = 1
+    cids = [f"c{i}" for i in range(12)]
+    recent: list[tuple[int, str]] = []  # (account, client id) of the newest orders sent
+    for _ in range(n):
+        req += 1
+        m = markets[rng.randrange(len(markets))]
+        acct = rng.randint(0 if rng.random() < 0.01 else 1, accounts)
+        mid = max(2, m.max_price // 2)
+        r = rng.random()
+        cid = rng.choice(cids) if rng.random() < 0.2 else (f"o{req}" if rng.random() < 0.6 else "")
+        oid = rng.randint(max(1, next_id // 2 - 40), next_id // 2 + 2)
+        if r >= 0.47 and r < 0.75 and recent and rng.random() < 0.7:
+            acct, cid = recent[-rng.randint(1, min(len(recent), 25))]
+        deadline = rng.choice((0, 0, 0, 0, 1, 2**62)) if rng.random() < 0.1 else 0
+        if r < 0.40:
+            side = rng.choice((1, 1, 2, 2, 1, 2, 3)) if rng.random() < 0.05 else rng.choice((1, 2))
+            away = rng.randint(0, 8) if rng.random() < 0.8 else rng.randint(-8, 0)
+            price = mid - away if side == 1 else mid + away
+            if rng.random() < 0.03:
+                price = rng.choice((0, -1, m.max_price, m.max_price + 1))
+            qty = rng.randint(m.min_qty, min(m.max_qty, m.min_qty * 20))
+            if rng.random() < 0.03:
+                qty = rng.choice((0, m.min_qty - 1, m.max_qty, m.max_qty + 1))
+            tif = rng.choice((0, 1, 1, 1, 2, 3)) if rng.random() < 0.97 else rng.choice((4, -1))
+            cmd: object = NewOrder(
+                req, acct, m.symbol, side, 1, tif, price, qty,
+                5 if rng.random() < 0.02 else 0, cid, rng.random() < 0.1,
+                rng.choice((0, 0, 1, 2, 3, 4 if rng.random() < 0.1 else 0)), deadline,
+            )  # fmt: skip
+            next_id += 1
+            if cid:
+                recent.append((acct, cid))
+        elif r < 0.47:
+            side = rng.choice((1, 2))
+            by_amount = side == 1 and rng.random() < 0.4
+            qty = 0 if by_amount else rng.randint(m.min_qty, min(m.max_qty, m.min_qty * 30))
+            quote = rng.randint(1, m.max_price * m.min_qty * m.tick_lot_quote * 20)
+            cmd = NewOrder(
+                req, acct, m.symbol, side, rng.choice((2, 2, 2, 2, 3)),
+                rng.choice((0, 2, 3, 1)), rng.choice((0, 0, 0, 0, 1)), qty,
+                quote if by_amount or rng.random() < 0.02 else 0, cid, False,
+                rng.choice((0, 1, 2, 3)), deadline,
+            )  # fmt: skip
+            next_id += 1
+        elif r < 0.65:
+            if not cid:
+                where = m.symbol if rng.random() < 0.9 else ""
+                cmd = Cancel(req, acct, where, oid, "", 1, deadline)
+            else:
+                cmd = Cancel(req, acct, "", 0, cid or "c1", rng.choice((1, 6)), deadline)
+        elif r < 0.75:
+            cmd = Replace(
+                req, acct, "", 0 if cid else oid, cid,
+                rng.choice(cids) if rng.random() < 0.2 else "",
+                rng.choice((0, mid + rng.randint(-8, 8), 0)),
+                rng.choice((0, rng.randint(1, min(m.max_qty, m.min_qty * 25)))), deadline,
+            )  # fmt: skip
+        elif r < 0.77:
+            cmd = MassCancel(req, acct, rng.choice(("", m.symbol, "NOPE-X")), rng.choice((1, 6)))
+        elif r < 0.81:
+            asset = rng.choice(assets + ["ZZZ"])
+            amount = rng.choice((rng.randint(1, 10**6), 0, -5, MAX_INT))
+            if rng.random() < 0.5:
+                cmd = Deposit(req, acct, asset, amount, "", deadline)
+            else:
+                cmd = Withdraw(req, acct, asset, amount, "", deadline)
+        elif r < 0.83:
+            cmd = NewOrder(req, acct, "NOPE-X", 1, 1, 1, 5, 1)
+        else:
+            cmd = _read(rng, req, acct, m, oid, cid)
+        yield cmd, origin_of(acct)
+
+
+def _read(rng: random.Random, req: int, acct: int, m, oid: int, cid: str) -> object:
+    k = rng.randrange(10)
+    if k == 0:
+        return OrderStatusRequest(req, acct, m.symbol, oid if not cid else 0, cid)
+    if k == 1:
+        return OpenOrdersRequest(req, acct, rng.choice(("", m.symbol)))
+    if k == 2:
+        return BalancesRequest(req, acct)
+    if k == 3:
+        side = rng.choice((1, 2))
+        return QuoteRequest(req, m.symbol, side, rng.randint(1, m.max_qty), 0, acct)
+    if k == 4:
+        return SnapshotRequest(req, m.symbol, rng.choice((0, 3)))
+    if k == 5:
+        return FillsRequest(req, acct, rng.choice(("", m.symbol)), rng.choice((5, 100)))
+    if k == 6:
+        return TradesRequest(req, m.symbol, rng.randint(0, 50), rng.choice((10, 1000)))
+    if k == 7:
+        return OrderHistoryRequest(req, acct, rng.choice(("", m.symbol)), 20)
+    if k == 8:
+        return Watch(req, rng.randint(1, 4), rng.random() < 0.7)
+    return Ping(req, req - 1)
