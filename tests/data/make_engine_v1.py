@@ -1,5 +1,7 @@
 """Writes ``tests/data/engine_v1``: a journal and a snapshot made by the engine as it was
-before the compiled core (commit c8cb827), and the state they must rebuild.
+before the compiled core (commit c8cb827), the state they must rebuild, and a digest of every
+reply and market-data message the stream got, per batch of ``BATCH`` commands (outboxes sorted by
+destination: the order of destinations within a batch is not part of the contract).
 
 Run once, at that commit, with ``python -m tests.data.make_engine_v1``; the files are a
 fixture, not output to regenerate: ``tests/test_engine_compat.py`` checks that every later
@@ -8,10 +10,13 @@ engine, compiled or interpreted, loads them into the same ``state_hash()``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
+
+import msgspec
 
 from engine import journal
 from engine.core import Engine
@@ -31,6 +36,7 @@ def main() -> None:
     jl = journal.Journal(HERE, 1, fsync=False)
     cmds = list(stream(ex, COMMANDS, SEED))
     ts, snapped = 1_700_000_000_000_000_000, False
+    replies = hashlib.blake2b(digest_size=16)
     for start in range(0, len(cmds), BATCH):
         ts += 1_000_003
         first, entries = engine.seq + 1, []
@@ -38,8 +44,8 @@ def main() -> None:
             engine.apply(cmd, ts, origin)
             if isinstance(cmd, WRITE_COMMANDS):
                 entries.append((origin, cmd))
-        engine.drain()
-        engine.market_data(ts)
+        replies.update(msgspec.msgpack.encode(sorted(engine.drain())))
+        replies.update(msgspec.msgpack.encode(engine.market_data(ts)))
         if entries:
             jl.write(first, ts, entries)
         if not snapped and start >= SNAPSHOT_AFTER:
@@ -58,6 +64,8 @@ def main() -> None:
         "seq": engine.seq,
         "open_orders": len(engine.orders),
         "state_hash": engine.state_hash(),
+        "batch": BATCH,
+        "replies_hash": replies.hexdigest(),
     }
     (HERE / "expected.json").write_text(json.dumps(expect, indent=1) + "\n")
     shutil.rmtree(HERE / "__pycache__", ignore_errors=True)
