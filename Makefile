@@ -10,16 +10,26 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 WEB    := feed/web
 CHARTS := $(WEB)/node_modules/.package-lock.json
+# The engine's kernel, compiled with Cython (engine/__init__.py says how the build is chosen).
+KERNEL := $(VENV)/.kernel
+KERNEL_SRC := $(addprefix engine/,book.py core.py ledger.py money.py views.py) setup.py
 
 .PHONY: run test install lint bench clean
 
-run: $(STAMP) $(CHARTS)
+run: $(STAMP) $(KERNEL) $(CHARTS)
 	$(PY) -m stack
 
-test: $(STAMP) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl lint
-	$(PY) -m pytest tests
+# The whole suite on the compiled kernel, then the engine's own tests on the interpreted one
+# (the same source, run by CPython: both builds must pass).
+test: $(STAMP) $(KERNEL) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl lint
+	EXCHANGE_ENGINE_BUILD=compiled $(PY) -m pytest tests
+	EXCHANGE_ENGINE_BUILD=interpreted $(PY) -m pytest $(ENGINE_TESTS)
 
-install: $(STAMP) $(CHARTS)
+ENGINE_TESTS := tests/test_engine_orders.py tests/test_engine_property.py \
+  tests/test_engine_deadlines.py tests/test_engine_codes.py tests/test_engine_surface.py \
+  tests/test_engine_compat.py
+
+install: $(STAMP) $(KERNEL) $(CHARTS)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -29,8 +39,13 @@ $(STAMP): pyproject.toml
 	  echo "g++ or the Python headers missing (quickfix builds from source): installing them with apt"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ python3-dev; }
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	EXCHANGE_ENGINE_BUILD=interpreted $(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
+
+# Compiled in place (engine/*.so, ignored by git) whenever a kernel source changes.
+$(KERNEL): $(STAMP) $(KERNEL_SRC)
+	$(PY) setup.py -q build_ext --inplace -j 2
+	@touch $@
 
 # True where Python.h is there for the interpreter that builds quickfix.
 define HAS_HEADERS
@@ -62,8 +77,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) $(KERNEL)
 	$(PY) -m bench engine
 
 clean:
-	rm -rf $(VENV) var build *.egg-info $(WEB)/node_modules
+	rm -rf $(VENV) var build *.egg-info $(WEB)/node_modules engine/*.so engine/*.c

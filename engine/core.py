@@ -208,7 +208,10 @@ class Engine(EngineViews):
         command while someone watches, so a watcher sees every order's events in order."""
         watchers = self.watchers
         copies: list[tuple[bytes, Any]] = []
-        for origin, msgs in self.outbox.items():
+        # Destinations in a fixed order (sorted), not the outbox's insertion order, which
+        # earlier copies decide by iterating a set: the same commands must give the same
+        # output in every process (replay, the other build, the differential test).
+        for origin, msgs in sorted(self.outbox.items()):
             start = marks.get(origin, 0)
             for m in msgs[start:] if start else msgs:
                 t = type(m)

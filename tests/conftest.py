@@ -17,6 +17,7 @@ from decimal import Decimal
 
 import pytest
 
+from engine import build as engine_build
 from engine.core import Engine
 from protocol.config import Exchange, load
 from protocol.messages import Deposit, LedgerReply
@@ -67,3 +68,7 @@ def fund(engine: Engine, send: Callable[..., list]) -> Callable[..., None]:
             assert isinstance(reply, LedgerReply), reply
 
     return fund
+
+
+def pytest_report_header() -> str:
+    return f"engine build: {engine_build()}"

@@ -11,11 +11,16 @@ or out-of-range fields, deadlines passed, duplicate client ids.
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import msgspec
+
+from engine.core import Engine
 from protocol.config import Exchange
 from protocol.messages import (
+    WRITE_COMMANDS,
     BalancesRequest,
     Cancel,
     Deposit,
@@ -147,3 +152,41 @@ def _read(rng: random.Random, req: int, acct: int, m, oid: int, cid: str) -> obj
     if k == 8:
         return Watch(req, rng.randint(1, 4), rng.random() < 0.7)
     return Ping(req, req - 1)
+
+
+TS0 = 1_700_000_000_000_000_000  # the first batch's timestamp (ns); each batch adds ~1 ms
+
+
+def run(
+    engine: Engine,
+    cmds: list[tuple[object, bytes]],
+    batch: int,
+    after_batch: Callable[[int, list[tuple[bytes, object]]], None] | None = None,
+) -> str:
+    """Apply ``cmds`` in batches as the engine process does (one timestamp a batch, outbox and
+    market data drained after each); returns a digest of everything the engine sent.
+
+    Outboxes are sorted by destination and market data by topic, stably: which destination or
+    which market comes first within a batch is not part of the contract (the engine keeps the
+    batch's changed books in a set). ``after_batch(ts, write_entries)`` runs after each
+    batch's commands, before the drain: the fixture generator journals there.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    encode = msgspec.msgpack.encode
+    ts = TS0
+    for start in range(0, len(cmds), batch):
+        ts += 1_000_003
+        entries = []
+        for cmd, origin in cmds[start : start + batch]:
+            engine.apply(cmd, ts, origin)
+            if isinstance(cmd, WRITE_COMMANDS):
+                entries.append((origin, cmd))
+        if after_batch is not None:
+            after_batch(ts, entries)
+        digest.update(encode(sorted(engine.drain())))
+        digest.update(encode(sorted(engine.market_data(ts), key=_topic)))
+    return digest.hexdigest()
+
+
+def _topic(msg: tuple[bytes, object]) -> bytes:
+    return msg[0]

@@ -1,31 +1,28 @@
 """Writes ``tests/data/engine_v1``: a journal and a snapshot made by the engine as it was
-before the compiled core (commit c8cb827), the state they must rebuild, and a digest of every
-reply and market-data message the stream got, per batch of ``BATCH`` commands (outboxes sorted by
-destination: the order of destinations within a batch is not part of the contract).
+before the compiled core (commit c8cb827, with watchers' copies put in a fixed order), the
+state they must rebuild, and a digest of every reply and market-data message its stream got,
+per batch of ``BATCH`` commands (see ``tests.engine_streams.run``).
 
-Run once, at that commit, with ``python -m tests.data.make_engine_v1``; the files are a
-fixture, not output to regenerate: ``tests/test_engine_compat.py`` checks that every later
-engine, compiled or interpreted, loads them into the same ``state_hash()``.
+Run once, with ``EXCHANGE_ENGINE_BUILD=interpreted python -m tests.data.make_engine_v1``; the
+files are a fixture, not output to regenerate: ``tests/test_engine_compat.py`` checks that
+every later engine, compiled or interpreted, loads them into the same ``state_hash()`` and
+answers the stream with the same replies.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
 from pathlib import Path
 
-import msgspec
-
 from engine import journal
 from engine.core import Engine
 from protocol.config import loads
-from protocol.messages import WRITE_COMMANDS
-from tests.engine_streams import stream
+from tests.engine_streams import run, stream
 
 HERE = Path(__file__).parent / "engine_v1"
-SEED, COMMANDS, BATCH, SNAPSHOT_AFTER = 20261202, 4_000, 40, 2_000
+SEED, COMMANDS, BATCH, SNAPSHOT_AFTER = 20261202, 4_000, 40, 1_650
 
 
 def main() -> None:
@@ -34,24 +31,18 @@ def main() -> None:
         old.unlink()
     engine = Engine(ex, epoch=1)
     jl = journal.Journal(HERE, 1, fsync=False)
-    cmds = list(stream(ex, COMMANDS, SEED))
-    ts, snapped = 1_700_000_000_000_000_000, False
-    replies = hashlib.blake2b(digest_size=16)
-    for start in range(0, len(cmds), BATCH):
-        ts += 1_000_003
-        first, entries = engine.seq + 1, []
-        for cmd, origin in cmds[start : start + BATCH]:
-            engine.apply(cmd, ts, origin)
-            if isinstance(cmd, WRITE_COMMANDS):
-                entries.append((origin, cmd))
-        replies.update(msgspec.msgpack.encode(sorted(engine.drain())))
-        replies.update(msgspec.msgpack.encode(engine.market_data(ts)))
+    snapped = False
+
+    def write(ts: int, entries: list[tuple[bytes, object]]) -> None:
+        nonlocal snapped
         if entries:
-            jl.write(first, ts, entries)
-        if not snapped and start >= SNAPSHOT_AFTER:
+            jl.write(engine.seq + 1 - len(entries), ts, entries)
+        if not snapped and engine.seq >= SNAPSHOT_AFTER:
             journal.write_snapshot(HERE, engine)
             jl.open(engine.seq + 1)
             snapped = True
+
+    run(engine, list(stream(ex, COMMANDS, SEED)), BATCH, write)
     jl.close()
     engine.validate()
     commit = subprocess.run(
@@ -65,7 +56,7 @@ def main() -> None:
         "open_orders": len(engine.orders),
         "state_hash": engine.state_hash(),
         "batch": BATCH,
-        "replies_hash": replies.hexdigest(),
+        "replies_hash": run(Engine(ex, epoch=1), list(stream(ex, COMMANDS, SEED)), BATCH),
     }
     (HERE / "expected.json").write_text(json.dumps(expect, indent=1) + "\n")
     shutil.rmtree(HERE / "__pycache__", ignore_errors=True)
