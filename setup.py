@@ -49,9 +49,7 @@ def extensions() -> list:
     except ImportError:
         print("Cython missing: the engine kernel will run interpreted", file=sys.stderr)
         return []
-    return cythonize(
-        [f"engine/{m}.py" for m in KERNEL], compiler_directives=DIRECTIVES, quiet=True
-    )
+    return cythonize([f"engine/{m}.py" for m in KERNEL], compiler_directives=DIRECTIVES, quiet=True)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
