@@ -13,8 +13,11 @@ Rules:
 - An order that loses its priority (cancel-replace to a new price or a larger size) is a new
   ``Order`` object with the same id, appended at the back; the old object stays dead.
 - The book never matches; the engine core does (engine.core) because matching touches the
-  ledger on every fill. The book keeps the per-batch market-data bookkeeping (which prices
-  changed, which trades printed) that the engine turns into Depth/Trades/Bbo messages.
+  ledger on every fill. But the book alone changes levels, the ladder and the changed-price
+  sets: the core says what happened (``rest``, ``fill``, ``take_front``, ``remove``,
+  ``reduce``) and never edits a level itself. The book keeps the per-batch market-data
+  bookkeeping (which prices changed, which trades printed) that the engine turns into
+  Depth/Trades/Bbo messages.
 """
 
 from __future__ import annotations
@@ -119,20 +122,100 @@ class Book:
         self.quote_a = 0
 
     # ------------------------------------------------------------------ resting orders
-    def new_level(self, side: int, price: int) -> Level:
-        """An empty level at ``price`` joins the ladder (the engine appends the first order)."""
-        level = Level(price)
-        if side == BUY:
-            self.bid_levels[price] = level
-            self.bids.add(-price)
-            if price > self.bid:
-                self.bid = price
+    # Every change to a level (its orders, total and count), to the ladder and to the batch's
+    # changed-price sets happens here; the engine core says what happened to an order, the
+    # book keeps its own arithmetic.
+    def rest(self, o: Order) -> None:
+        """Put ``o`` at the back of its price level (the level joins the ladder if new)."""
+        price = o.price
+        if o.side == BUY:
+            level = self.bid_levels.get(price)
+            if level is None:
+                level = self.bid_levels[price] = Level(price)
+                self.bids.add(-price)
+                if price > self.bid:
+                    self.bid = price
+            self.dirty_bids.add(price)
         else:
-            self.ask_levels[price] = level
-            self.asks.add(price)
-            if not self.ask or price < self.ask:
-                self.ask = price
-        return level
+            level = self.ask_levels.get(price)
+            if level is None:
+                level = self.ask_levels[price] = Level(price)
+                self.asks.add(price)
+                if not self.ask or price < self.ask:
+                    self.ask = price
+            self.dirty_asks.add(price)
+        level.orders.append(o)
+        level.total += o.leaves
+        level.count += 1
+        o.resting = True
+
+    def best(self, side: int) -> Level | None:
+        """The best level of ``side``, or None if that side is empty."""
+        if side == BUY:
+            return self.bid_levels[self.bid] if self.bid else None
+        return self.ask_levels[self.ask] if self.ask else None
+
+    def mark(self, side: int, price: int) -> None:
+        """A price whose level a taker reached: it goes out in the batch's depth update."""
+        if side == BUY:
+            self.dirty_bids.add(price)
+        else:
+            self.dirty_asks.add(price)
+
+    def changes(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(bids best first, asks best first) as (price, total now; 0 = gone) for every price
+        changed since the last call; the changed sets are empty afterwards."""
+        bids = [(p, self.level_total(BUY, p)) for p in sorted(self.dirty_bids, reverse=True)]
+        asks = [(p, self.level_total(SELL, p)) for p in sorted(self.dirty_asks)]
+        self.dirty_bids.clear()
+        self.dirty_asks.clear()
+        return bids, asks
+
+    def forget_changes(self) -> None:
+        """Drop the batch's market-data bookkeeping (a replay or a restore has no audience)."""
+        self.trades.clear()
+        self.dirty_bids.clear()
+        self.dirty_asks.clear()
+
+    def front(self, level: Level) -> Order:
+        """The oldest live order of a level that has one (dead entries before it go)."""
+        q = level.orders
+        m = q[0]
+        while not m.resting:
+            q.popleft()
+            m = q[0]
+        return m
+
+    def fill(self, level: Level, m: Order, lots: int) -> bool:
+        """The front order ``m`` of ``level`` trades ``lots``; True if that fills it (it leaves
+        the book, and the level the ladder if it was the last)."""
+        m.leaves -= lots
+        level.total -= lots
+        price = level.price
+        if m.side == BUY:
+            self.dirty_bids.add(price)
+        else:
+            self.dirty_asks.add(price)
+        if m.leaves:
+            return False
+        self._pop_front(level, m)
+        return True
+
+    def take_front(self, level: Level, m: Order) -> None:
+        """The front order ``m`` of ``level`` leaves untraded (self-trade prevention)."""
+        level.total -= m.leaves
+        if m.side == BUY:
+            self.dirty_bids.add(level.price)
+        else:
+            self.dirty_asks.add(level.price)
+        self._pop_front(level, m)
+
+    def _pop_front(self, level: Level, m: Order) -> None:
+        level.orders.popleft()
+        level.count -= 1
+        m.resting = False
+        if not level.count:
+            self.drop_level(m.side, level.price)
 
     def remove(self, o: Order) -> None:
         """Take a resting order out of the book (O(1) apart from a level leaving the ladder)."""

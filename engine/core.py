@@ -38,7 +38,8 @@ from typing import Any
 
 import msgspec
 
-from engine.book import Book, Order
+from engine import money
+from engine.book import Book, Level, Order
 from engine.codes import (
     BOTH,
     BUY,
@@ -71,6 +72,7 @@ from engine.codes import (
     TAKER,
 )
 from engine.ledger import Ledger
+from engine.money import fee, settle
 from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
 from protocol.enums import RejectCode
@@ -101,7 +103,6 @@ from protocol.messages import (
     Withdraw,
 )
 
-PPM = 1_000_000
 MAX_CLIENT_ID = 64
 
 R = RejectCode
@@ -270,48 +271,6 @@ class Engine(EngineViews):
         if c.deadline and ts > c.deadline:
             return self._late(origin, c.req, seq, 0, c.client_order_id)
         book = self.books.get(c.market)
-        if book is None or c.type != LIMIT:
-            return self._new_checked(c, book, seq, ts, origin)
-        # Admission screen: a well-formed limit order the account can pay for goes straight
-        # through. Anything else takes the checked path (_accept), which applies the same rules
-        # one by one and names the first that fails, so both paths give identical results.
-        spec = book.spec
-        acct, side, price, qty, cid = c.account, c.side, c.price, c.qty, c.client_order_id
-        tif, stp = c.tif or GTC, c.stp or NEWEST
-        if (acct <= 0 or acct == self.fee_account or not 0 < price <= spec.max_price
-                or not spec.min_qty <= qty <= spec.max_qty or tif > FOK or stp > BOTH
-                or tif < 0 or stp < 0 or c.quote_qty
-                or (cid and (len(cid) > MAX_CLIENT_ID or (acct, cid) in self.cids))):
-            return self._new_checked(c, book, seq, ts, origin)
-        if side == BUY:
-            need, col = price * qty * spec.tick_lot_quote, book.quote_a
-            crosses = 0 < book.ask <= price
-        elif side == SELL:
-            need, col = qty * spec.lot_units, book.base_a
-            crosses = book.bid >= price
-        else:
-            return self._new_checked(c, book, seq, ts, origin)
-        row = self.ledger.accounts.get(acct)
-        if row is None or row[col] < need or (c.post_only and (crosses or tif != GTC)):
-            return self._new_checked(c, book, seq, ts, origin)
-        row[col] -= need
-        row[col + 1] += need
-        self.next_order_id = (oid := self.next_order_id) + 1
-        o = Order(oid, acct, c.market, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need, cid,
-                  c.post_only, stp, origin, ts, ts, S_NEW)
-        req = c.req
-        reports = [ExecReport(req, acct, oid, cid, c.market, side, E_NEW, S_NEW, price, qty, 0, 0,
-                              0, qty, 0, 0, 0, 0, 0, seq, ts, 0)]
-        if crosses or tif != GTC:
-            self._execute(book, o, reports, seq, ts, req)
-        else:
-            self._rest(book, o)  # the common case: a limit order that does not cross
-        self.outbox[origin].append(Executions(req, reports))
-        return seq
-
-    def _new_checked(self, c: NewOrder, book: Book | None, seq: int, ts: int,
-                     origin: bytes) -> int:
-        """A new order off the fast path: market orders, and every order to reject."""
         try:
             if book is None:
                 raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
@@ -322,7 +281,10 @@ class Engine(EngineViews):
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
                               0, 0, seq, ts, o.quote_qty)]
-        self._execute(book, o, reports, seq, ts, req)
+        if o.type == LIMIT and o.tif == GTC and not _crosses(book, o.side, o.price):
+            self._rest(book, o)  # the common case: a limit order that does not cross
+        else:
+            self._execute(book, o, reports, seq, ts, req)
         self.outbox[origin].append(Executions(req, reports))
         return seq
 
@@ -367,8 +329,7 @@ class Engine(EngineViews):
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
             raise _no_funds(row, col, need, spec, side == BUY)
-        row[col] -= need
-        row[col + 1] += need
+        money.lock(row, col, need)
         oid = self.next_order_id
         self.next_order_id = oid + 1
         return Order(oid, acct, c.market, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need, cid,
@@ -407,8 +368,7 @@ class Engine(EngineViews):
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
             raise _no_funds(row, col, need, spec, col == book.quote_a)
-        row[col] -= need
-        row[col + 1] += need
+        money.lock(row, col, need)
         oid = self.next_order_id
         self.next_order_id = oid + 1
         leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
@@ -448,17 +408,7 @@ class Engine(EngineViews):
 
     def _rest(self, book: Book, o: Order) -> None:
         """Put an order at the back of its price level and in the indexes."""
-        price = o.price
-        if o.side == BUY:
-            level = book.bid_levels.get(price) or book.new_level(BUY, price)
-            book.dirty_bids.add(price)
-        else:
-            level = book.ask_levels.get(price) or book.new_level(SELL, price)
-            book.dirty_asks.add(price)
-        level.orders.append(o)
-        level.total += o.leaves
-        level.count += 1
-        o.resting = True
+        book.rest(o)
         self.dirty.add(book)
         oid, acct = o.id, o.account
         self.orders[oid] = o
@@ -484,30 +434,26 @@ class Engine(EngineViews):
         budget = t.quote_qty
         taker_buys = t.side == BUY
         if taker_buys:
-            levels, dirty = book.ask_levels, book.dirty_asks
-            b_ppm, s_ppm = spec.taker_ppm, spec.maker_ppm
+            b_ppm, s_ppm, maker_side = spec.taker_ppm, spec.maker_ppm, SELL
         else:
-            levels, dirty = book.bid_levels, book.dirty_bids
-            b_ppm, s_ppm = spec.maker_ppm, spec.taker_ppm
+            b_ppm, s_ppm, maker_side = spec.maker_ppm, spec.taker_ppm, BUY
         limit = t.price if t.type == LIMIT else (MAX_INT if taker_buys else 1)
         stopped = 0
         while t.leaves and not stopped:
-            px = book.ask if taker_buys else book.bid
-            if not px or (px > limit if taker_buys else px < limit):
+            level = book.best(maker_side)
+            if level is None:
+                break
+            px = level.price
+            if px > limit if taker_buys else px < limit:
                 break
             if budget and t.locked < px * tlq:
                 stopped = C_FUNDS  # the rest of the budget buys no lot here: it would not match
                 break
-            level = levels[px]
-            dirty.add(px)
-            q = level.orders
+            book.mark(maker_side, px)
             while t.leaves and level.count:
-                m = q[0]
-                if not m.resting:
-                    q.popleft()
-                    continue
+                m = book.front(level)
                 if m.account == t.account:
-                    stopped = self._self_trade(level, m, t, seq, ts)
+                    stopped = self._self_trade(book, level, m, t, seq, ts)
                     if stopped:
                         break
                     continue
@@ -521,27 +467,23 @@ class Engine(EngineViews):
                             break
                 notional = px * take * tlq
                 base = take * lu
+                fee_b = fee(base, b_ppm)
+                fee_q = fee(notional, s_ppm)
                 if taker_buys:
-                    b_row, s_row, buyer, seller = t_row, accounts[m.account], t, m
+                    settle(t_row, accounts[m.account], fee_row, ba, qa, base, notional, fee_b,
+                           fee_q)
+                    t.locked -= notional
+                    m.locked -= base
                 else:
-                    b_row, s_row, buyer, seller = accounts[m.account], t_row, m, t
-                fee_b = base * b_ppm // PPM
-                fee_q = notional * s_ppm // PPM
-                b_row[qa + 1] -= notional
-                b_row[ba] += base - fee_b
-                s_row[ba + 1] -= base
-                s_row[qa] += notional - fee_q
-                fee_row[ba] += fee_b
-                fee_row[qa] += fee_q
-                buyer.locked -= notional
-                seller.locked -= base
+                    settle(accounts[m.account], t_row, fee_row, ba, qa, base, notional, fee_b,
+                           fee_q)
+                    m.locked -= notional
+                    t.locked -= base
                 tid = book.next_trade_id
                 book.next_trade_id = tid + 1
                 trade = Trade(tid, px, take, t.side, ts, seq)
                 trades.append(trade)
                 recent((trade, m.account, t.account))
-                level.total -= take
-                m.leaves -= take
                 m.cum += take
                 m.cum_quote += notional
                 m.updated = ts
@@ -550,16 +492,13 @@ class Engine(EngineViews):
                 t.cum_quote += notional
                 if budget and t.locked < px * tlq:
                     t.leaves = 0  # the budget cannot buy another lot at this or a worse price
-                if m.leaves:
-                    m.status = S_PART
-                    e_m = E_PART
-                else:
-                    q.popleft()
-                    level.count -= 1
-                    m.resting = False
+                if book.fill(level, m, take):
                     m.status = S_FILLED
                     e_m = E_FILL
                     self._close(m)
+                else:
+                    m.status = S_PART
+                    e_m = E_PART
                 t.status = S_PART if t.leaves else S_FILLED
                 r_m = ExecReport(
                     0, m.account, m.id, m.client_id, symbol, m.side, e_m, m.status, m.price, m.qty,
@@ -577,20 +516,16 @@ class Engine(EngineViews):
                     f = fills[m.account] = deque(maxlen=self.fills_kept)
                 f.append(r_m)
                 t_fills.append(r_t)
-            if not level.count:
-                book.drop_level(SELL if taker_buys else BUY, px)
         t.updated = ts
         return stopped
     # fmt: on
 
-    def _self_trade(self, level, m: Order, t: Order, seq: int, ts: int) -> int:
+    def _self_trade(self, book: Book, level: Level, m: Order, t: Order, seq: int,
+                    ts: int) -> int:
         """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
         if t.stp == NEWEST:
             return C_STP
-        level.orders.popleft()
-        level.total -= m.leaves
-        level.count -= 1
-        m.resting = False
+        book.take_front(level, m)
         m.status = S_CXL
         m.updated = ts
         self._close(m)
@@ -653,9 +588,7 @@ class Engine(EngineViews):
         if o.locked:
             book = self.books[o.market]
             col = book.quote_a if o.side == BUY else book.base_a
-            row = self.ledger.accounts[o.account]
-            row[col + 1] -= o.locked
-            row[col] += o.locked
+            money.release(self.ledger.accounts[o.account], col, o.locked)
             o.locked = 0
 
     def _close(self, o: Order) -> None:
@@ -827,8 +760,10 @@ class Engine(EngineViews):
         self._rename(o, new_cid)
         o.updated = ts
         self.dirty.add(book)
-        row[col + 1] += need - o.locked
-        row[col] -= need - o.locked
+        if need >= o.locked:
+            money.lock(row, col, need - o.locked)
+        else:
+            money.release(row, col, o.locked - need)
         if price == o.price and qty <= o.qty:  # keeps its place in the queue
             book.reduce(o, o.qty - qty)
             o.qty = qty

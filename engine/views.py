@@ -238,12 +238,7 @@ class EngineViews:
                 book.trades = []
             if book.dirty_bids or book.dirty_asks:
                 book.depth_seq += 1
-                bids = [
-                    (p, book.level_total(BUY, p)) for p in sorted(book.dirty_bids, reverse=True)
-                ]
-                asks = [(p, book.level_total(SELL, p)) for p in sorted(book.dirty_asks)]
-                book.dirty_bids.clear()
-                book.dirty_asks.clear()
+                bids, asks = book.changes()
                 msgs.append((b"D." + topic, Depth(sym, self.epoch, book.depth_seq, bids, asks, ts)))
             bid, ask = book.bid, book.ask
             bbo = (bid, book.level_total(BUY, bid), ask, book.level_total(SELL, ask))
@@ -258,9 +253,7 @@ class EngineViews:
         """Drop pending replies and market-data bookkeeping (journal replay has no audience)."""
         self.outbox.clear()
         for book in self.dirty:
-            book.trades.clear()
-            book.dirty_bids.clear()
-            book.dirty_asks.clear()
+            book.forget_changes()
         self.dirty.clear()
 
     # ------------------------------------------------------------ state and invariants
@@ -294,8 +287,7 @@ class EngineViews:
             book.next_trade_id = next_trade_id
             for o in orders:
                 self._rest(book, msgspec.structs.replace(o))  # our own copy, never shared
-            book.dirty_bids.clear()
-            book.dirty_asks.clear()
+            book.forget_changes()
         self.dirty.clear()
 
     def validate(self) -> None:
