@@ -21,6 +21,9 @@ DIRECTIVES = {
     # Python semantics stay on everywhere (negative indexes, floor division, overflow of
     # Python ints): the compiled build must answer exactly what the interpreted one does.
     "embedsignature": True,
+    # The .py files' annotations are for readers and mypy; the C types are in the .pxd files
+    # beside them, so the source stays plain Python that runs interpreted.
+    "annotation_typing": False,
 }
 
 
@@ -33,6 +36,14 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as e:  # no compiler at all: interpreted build
             print(f"engine kernel not compiled ({e}): it will run interpreted", file=sys.stderr)
+        if self.inplace:
+            # The in-place copy keeps the build's mtime in whole seconds, which can read as
+            # older than a source saved in the same second: engine/__init__.py would then call
+            # the fresh build stale. Stamp the copies now.
+            for ext in self.extensions:
+                path = self.get_ext_fullpath(ext.name)
+                if os.path.exists(path):
+                    os.utime(path)
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
         try:

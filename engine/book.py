@@ -25,37 +25,66 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
-import msgspec
 from sortedcontainers import SortedList
 
 from engine.codes import BUY, SELL
 from protocol.config import MarketSpec
 
+ORDER_FIELDS = (
+    "id", "account", "market", "side", "type", "tif", "price",
+    "qty",  # total order quantity (0 for a market buy by quote amount)
+    "leaves", "cum",
+    "cum_quote",  # quote minor units traded
+    "quote_qty",  # market buy by amount: budget in quote minor units
+    "locked",  # funds still locked for this order (quote units if buy, base units if sell)
+    "client_id", "post_only", "stp",
+    "origin",  # routing id of the gateway that placed it
+    "created", "updated", "status", "resting",
+)  # fmt: skip
 
-class Order(msgspec.Struct, gc=False, array_like=True):
-    """A live or recently closed order. All quantities in lots, prices in ticks."""
 
-    id: int
-    account: int
-    market: str
-    side: int
-    type: int
-    tif: int
-    price: int
-    qty: int  # total order quantity (0 for a market buy by quote amount)
-    leaves: int
-    cum: int
-    cum_quote: int  # quote minor units traded
-    quote_qty: int  # market buy by amount: budget in quote minor units
-    locked: int  # funds still locked for this order (quote units if buy, base units if sell)
-    client_id: str
-    post_only: bool
-    stp: int
-    origin: bytes  # routing id of the gateway that placed it
-    created: int
-    updated: int
-    status: int = 0
-    resting: bool = False
+class Order:
+    """A live or recently closed order. All quantities in lots, prices in ticks.
+
+    A plain class with slots, which the compiled build makes a C struct of 64-bit integers
+    (engine/book.pxd). Every integer field is bounded by the config's limits (price x qty x
+    tick-lot value <= 2**63-1), so none can overflow; a value out of range would be an
+    OverflowError, never a wrapped number. Snapshots store it as ``OrderRecord``.
+    """
+
+    __slots__ = ORDER_FIELDS
+
+    def __init__(
+        self, id: int, account: int, market: str, side: int, type: int, tif: int, price: int,
+        qty: int, leaves: int, cum: int, cum_quote: int, quote_qty: int, locked: int,
+        client_id: str, post_only: bool, stp: int, origin: bytes, created: int, updated: int,
+        status: int = 0, resting: bool = False,
+    ) -> None:  # fmt: skip
+        self.id = id
+        self.account = account
+        self.market = market
+        self.side = side
+        self.type = type
+        self.tif = tif
+        self.price = price
+        self.qty = qty
+        self.leaves = leaves
+        self.cum = cum
+        self.cum_quote = cum_quote
+        self.quote_qty = quote_qty
+        self.locked = locked
+        self.client_id = client_id
+        self.post_only = post_only
+        self.stp = stp
+        self.origin = origin
+        self.created = created
+        self.updated = updated
+        self.status = status
+        self.resting = resting
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in ORDER_FIELDS)
+        return f"Order({fields})"
 
 
 class Level:
@@ -78,6 +107,13 @@ class Book:
     __slots__ = (
         "spec",
         "symbol",
+        "max_price",
+        "min_qty",
+        "max_qty",
+        "tlq",
+        "lu",
+        "maker_ppm",
+        "taker_ppm",
         "bids",
         "asks",
         "bid_levels",
@@ -100,6 +136,14 @@ class Book:
     def __init__(self, spec: MarketSpec, recent_kept: int = 200_000) -> None:
         self.spec = spec
         self.symbol = spec.symbol
+        # the spec's numbers the hot path reads, held here (C integers in the compiled build)
+        self.max_price = spec.max_price
+        self.min_qty = spec.min_qty
+        self.max_qty = spec.max_qty
+        self.tlq = spec.tick_lot_quote  # quote minor units per tick x lot
+        self.lu = spec.lot_units  # base minor units per lot
+        self.maker_ppm = spec.maker_ppm
+        self.taker_ppm = spec.taker_ppm
         self.bids: SortedList = SortedList()  # negated prices
         self.asks: SortedList = SortedList()
         self.bid_levels: dict[int, Level] = {}

@@ -308,10 +308,10 @@ class Engine(EngineViews):
             return self._accept_market(c, book, acct, stp, ts, origin)
         spec = book.spec
         price, qty, tif = c.price, c.qty, c.tif or GTC
-        if not 0 < price <= spec.max_price:
+        if not 0 < price <= book.max_price:
             raise Reject(R.INVALID_PRICE, f"price must be {spec.tick.text}.."
                          f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}")
-        if not spec.min_qty <= qty <= spec.max_qty:
+        if not book.min_qty <= qty <= book.max_qty:
             _check_qty(spec, qty)
         if not GTC <= tif <= FOK:
             raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..3, was {tif}")
@@ -323,9 +323,9 @@ class Engine(EngineViews):
             if _crosses(book, side, price):
                 raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         if side == BUY:
-            need, col = price * qty * spec.tick_lot_quote, book.quote_a
+            need, col = price * qty * book.tlq, book.quote_a
         else:
-            need, col = qty * spec.lot_units, book.base_a
+            need, col = qty * book.lu, book.base_a
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
             raise _no_funds(row, col, need, spec, side == BUY)
@@ -421,8 +421,7 @@ class Engine(EngineViews):
 
     def _match(self, book: Book, t: Order, reports: list, seq: int, ts: int, req: int) -> int:
         """Match taker ``t`` against the opposite side; returns a CancelReason if it must stop."""
-        spec = book.spec
-        tlq, lu, ba, qa = spec.tick_lot_quote, spec.lot_units, book.base_a, book.quote_a
+        tlq, lu, ba, qa = book.tlq, book.lu, book.base_a, book.quote_a
         accounts = self.ledger.accounts
         fee_row = accounts[self.fee_account]
         outbox, trades, symbol, recent = self.outbox, book.trades, book.symbol, book.recent.append
@@ -434,9 +433,9 @@ class Engine(EngineViews):
         budget = t.quote_qty
         taker_buys = t.side == BUY
         if taker_buys:
-            b_ppm, s_ppm, maker_side = spec.taker_ppm, spec.maker_ppm, SELL
+            b_ppm, s_ppm, maker_side = book.taker_ppm, book.maker_ppm, SELL
         else:
-            b_ppm, s_ppm, maker_side = spec.maker_ppm, spec.taker_ppm, BUY
+            b_ppm, s_ppm, maker_side = book.maker_ppm, book.taker_ppm, BUY
         limit = t.price if t.type == LIMIT else (MAX_INT if taker_buys else 1)
         stopped = 0
         while t.leaves and not stopped:
@@ -520,8 +519,7 @@ class Engine(EngineViews):
         return stopped
     # fmt: on
 
-    def _self_trade(self, book: Book, level: Level, m: Order, t: Order, seq: int,
-                    ts: int) -> int:
+    def _self_trade(self, book: Book, level: Level, m: Order, t: Order, seq: int, ts: int) -> int:
         """Apply self-trade prevention when taker ``t`` meets its own resting order ``m``."""
         if t.stp == NEWEST:
             return C_STP
@@ -540,7 +538,7 @@ class Engine(EngineViews):
         Walks the opposite side up to ``qty`` lots (or spending ``budget`` quote units), within
         ``limit``, treating ``acct``'s own orders as self-trade prevention would.
         """
-        tlq = book.spec.tick_lot_quote
+        tlq = book.tlq
         lots = cost = worst = 0
         for level in book.iter_levels(SELL if side == BUY else BUY):
             px = level.price

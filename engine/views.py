@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from engine.book import Book, Order
+from engine.book import ORDER_FIELDS, Book, Order
 from engine.codes import BUY, NEWEST, S_PART, SELL
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
@@ -52,6 +52,33 @@ if TYPE_CHECKING:
     from protocol.config import Exchange
 
 
+class OrderRecord(msgspec.Struct, array_like=True, gc=False):
+    """An order as a snapshot stores it: ``Order``'s fields, in its order (the format the
+    engine has always written, when ``Order`` was this struct itself)."""
+
+    id: int
+    account: int
+    market: str
+    side: int
+    type: int
+    tif: int
+    price: int
+    qty: int
+    leaves: int
+    cum: int
+    cum_quote: int
+    quote_qty: int
+    locked: int
+    client_id: str
+    post_only: bool
+    stp: int
+    origin: bytes
+    created: int
+    updated: int
+    status: int = 0
+    resting: bool = False
+
+
 class EngineState(msgspec.Struct, array_like=True):
     """Everything that defines the engine, in a canonical order (snapshots and state_hash)."""
 
@@ -61,7 +88,7 @@ class EngineState(msgspec.Struct, array_like=True):
     assets: list[str]
     totals: list[int]
     accounts: list[tuple[int, list[int]]]
-    books: list[tuple[str, int, list[Order]]]
+    books: list[tuple[str, int, list[OrderRecord]]]
 
 
 class EngineViews:
@@ -259,7 +286,10 @@ class EngineViews:
     # ------------------------------------------------------------ state and invariants
     def state(self) -> EngineState:
         accounts = sorted((a, list(r)) for a, r in self.ledger.accounts.items())
-        books = [(b.symbol, b.next_trade_id, b.orders_in_priority()) for b in self.books.values()]
+        books = [
+            (b.symbol, b.next_trade_id, [_record(o) for o in b.orders_in_priority()])
+            for b in self.books.values()
+        ]
         return EngineState(
             self.seq,
             self.next_order_id,
@@ -286,7 +316,7 @@ class EngineViews:
                 raise ValueError(f"snapshot has market {symbol!r}, config does not")
             book.next_trade_id = next_trade_id
             for o in orders:
-                self._rest(book, msgspec.structs.replace(o))  # our own copy, never shared
+                self._rest(book, Order(*msgspec.structs.astuple(o)))
             book.forget_changes()
         self.dirty.clear()
 
@@ -319,6 +349,10 @@ class EngineViews:
 def _ensure(ok: bool, message: str) -> None:
     if not ok:
         raise AssertionError(message)
+
+
+def _record(o: Order) -> OrderRecord:
+    return OrderRecord(*[getattr(o, f) for f in ORDER_FIELDS])
 
 
 def _state(o: Order) -> OrderState:

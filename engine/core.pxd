@@ -1,0 +1,46 @@
+# C types for engine/core.py in the compiled build. Only values the engine has validated or
+# derived from validated state are C integers; a command's own fields stay Python objects
+# until checked (a client may send any 64-bit unsigned number). Products: px x lots x
+# tick-lot value <= max price x max qty x tick-lot value <= 2**63-1 (the config refuses a
+# market past that), lots x lot units <= what the order locked <= 2**63-1.
+import cython
+
+from engine.book cimport Book, Level, Order
+from engine.views cimport EngineViews
+
+
+cdef class Engine(EngineViews):
+    @cython.locals(book=Book, o=Order)
+    cpdef _on_new_order(self, c, long long ts, bytes origin)
+    cpdef Order _accept(self, c, Book book, long long ts, bytes origin)
+    cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
+    cpdef _rest(self, Book book, Order o)
+    @cython.locals(
+        tlq="long long", lu="long long", ba=Py_ssize_t, qa=Py_ssize_t, accounts=dict,
+        fee_row=list, t_row=list, trades=list, fills=dict, budget="long long",
+        taker_buys=bint, b_ppm="long long", s_ppm="long long", maker_side="long long",
+        limit="long long", stopped="long long", level=Level, px="long long", m=Order,
+        take="long long", affordable="long long", notional="long long", base="long long",
+        fee_b="long long", fee_q="long long", tid="long long", e_m="long long",
+    )
+    cpdef long long _match(self, Book book, Order t, list reports, long long seq, long long ts,
+                           req)
+    cpdef long long _self_trade(self, Book book, Level level, Order m, Order t, long long seq,
+                                long long ts)
+    cpdef _finish(self, Order o, list reports, long long exec_type, long long status,
+                  long long reason, long long seq, long long ts, req)
+    @cython.locals(book=Book)
+    cpdef _release(self, Order o)
+    cpdef _close(self, Order o)
+    cpdef _unindex(self, Order o)
+    cpdef _remember(self, Order o)
+    @cython.locals(leaves="long long")
+    cpdef _report(self, Order o, req, long long exec_type, long long status, long long seq,
+                  long long ts, long long reason=*)
+    @cython.locals(o=Order)
+    cpdef _on_cancel(self, c, long long ts, bytes origin)
+    @cython.locals(book=Book)
+    cpdef _cancel(self, Order o, long long ts)
+
+
+cpdef bint _crosses(Book book, long long side, long long price)
