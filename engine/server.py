@@ -7,7 +7,7 @@ One thread on one (optionally pinned) core runs a uvloop event loop that:
 3. writes the batch's write commands to the journal as one record (group commit),
 4. only then sends each gateway one frame with all of its replies and events,
 5. publishes per-market Trades/Depth/Bbo on the PUB socket,
-6. snapshots every ``snapshot_every`` commands.
+6. snapshots every ``snapshot_every`` commands, written by a forked child (the loop goes on).
 
 Bad frames are answered with a Rejected (code 1001/1004) and never stop the loop. Fan-out is
 bounded: the PUB socket's high-water mark drops messages for a slow subscriber (who sees the
@@ -45,6 +45,7 @@ log = logging.getLogger("engine")
 
 MAX_FRAME = 1 << 20  # bytes; larger frames are rejected (zmq drops peers beyond 16 MiB)
 MAX_COMMANDS_PER_FRAME = 10_000
+REAP_EVERY = 0.02  # s between looks at a snapshot child still writing
 COMMAND_TAGS = salvage.tags_of(Command)
 
 
@@ -59,6 +60,7 @@ class Metrics(msgspec.Struct):
     dropped_replies: int = 0
     internal_errors: int = 0
     snapshots: int = 0
+    snapshot_fork_ms: float = 0.0  # how long the last snapshot stopped the engine (the fork)
     recovered: int = 0
 
 
@@ -79,6 +81,7 @@ class EngineServer:
         self.journal: journal.Journal | None = None
         self.guard: curve.Guard | None = None
         self.last_snapshot = 0
+        self._snapshotter: tuple[int, int, float] | None = None  # (pid, seq, start) of a child
         self.stopped: asyncio.Event | None = None  # created inside the loop
         self._stopping = False
 
@@ -166,12 +169,72 @@ class EngineServer:
         log.info("engine stopped at seq %d", self.engine.seq)
 
     def snapshot(self) -> None:
+        """Write a snapshot now, in this process (at shutdown: nothing else to do)."""
+        self._wait_for_snapshotter()
         t0 = time.perf_counter()
         path = journal.write_snapshot(self.data_dir, self.engine)
         self.last_snapshot = self.engine.seq
         self.metrics.snapshots += 1
         journal.prune(self.data_dir)
         log.info("snapshot %s in %.3fs", path.name, time.perf_counter() - t0)
+
+    def snapshot_in_child(self) -> None:
+        """Write a snapshot without stopping the loop: a forked child has a copy-on-write image
+        of the engine exactly as it is between two batches (consistent by construction: the
+        fork happens between batches, in the one thread that changes state), writes it and
+        prunes, while this process goes on matching. The pause is the fork itself (copying
+        page tables), logged and kept in the metrics; the child is reaped from the loop, and a
+        failed child only means the next batch tries again (older snapshots and segments are
+        kept until a newer snapshot is written)."""
+        t0 = time.perf_counter()
+        seq = self.engine.seq
+        pid = os.fork()
+        if pid == 0:  # the child: no sockets, no logging, no loop; only the file
+            code = 1
+            try:
+                journal.write_snapshot(self.data_dir, self.engine)
+                journal.prune(self.data_dir)
+                code = 0
+            finally:
+                os._exit(code)
+        pause = time.perf_counter() - t0
+        self.metrics.snapshot_fork_ms = round(pause * 1000, 3)
+        self._snapshotter = (pid, seq, t0)
+        asyncio.get_running_loop().call_later(REAP_EVERY, self._reap_snapshotter)
+
+    def _reap_snapshotter(self) -> None:
+        if self._snapshotter is None:
+            return
+        pid, seq, t0 = self._snapshotter
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if not done:
+            asyncio.get_running_loop().call_later(REAP_EVERY, self._reap_snapshotter)
+            return
+        self._snapshot_done(status)
+        if self.engine.seq - self.last_snapshot >= self.cfg.snapshot_every:
+            self.journal_roll()  # it fell due while the child wrote
+
+    def _wait_for_snapshotter(self) -> None:
+        if self._snapshotter is not None:
+            _, status = os.waitpid(self._snapshotter[0], 0)
+            self._snapshot_done(status)
+
+    def _snapshot_done(self, status: int) -> None:
+        assert self._snapshotter is not None
+        _, seq, t0 = self._snapshotter
+        self._snapshotter = None
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            self.last_snapshot = seq
+            self.metrics.snapshots += 1
+            log.info(
+                "snapshot %s written by a child in %.3fs (engine paused %.1f ms to fork)",
+                journal.snapshot_name(seq),
+                time.perf_counter() - t0,
+                self.metrics.snapshot_fork_ms,
+            )
+        else:
+            log.error("snapshot child for seq %d failed (exit %s): retried next batch", seq, code)
 
     # ---------------------------------------------------------------------- batches
     def _on_readable(self) -> None:
@@ -226,8 +289,11 @@ class EngineServer:
             self.journal_roll()
 
     def journal_roll(self) -> None:
-        """Snapshot, then continue in a fresh journal segment."""
-        self.snapshot()
+        """Snapshot (in a child), then continue in a fresh journal segment. While a child is
+        still writing the previous one, wait: it is tried again when that child is reaped."""
+        if self._snapshotter is not None:
+            return
+        self.snapshot_in_child()
         assert self.journal is not None
         self.journal.open(self.engine.seq + 1)
 
@@ -377,7 +443,7 @@ def exporter(server: EngineServer) -> Exporter:
     }
     return (
         Exporter("engine")
-        .add(server.metrics, gauges=("recovered",))
+        .add(server.metrics, gauges=("recovered", "snapshot_fork_ms"))
         .add(lambda: {k: f() for k, f in state.items()}, gauges=state, what="Engine")
         .labelled(
             "book_levels",

@@ -60,7 +60,7 @@ from protocol.messages import (
     Withdraw,
 )
 from tests.fixtures_engine import engine_procs_fixture  # noqa: F401
-from tests.procs import EngineProc, eventually_async, write_config
+from tests.procs import EngineProc, eventually, eventually_async, write_config
 
 EX = config.load()  # the shipped config: what EngineProc runs by default
 MARKETS = list(EX.markets)
@@ -1066,14 +1066,21 @@ def test_periodic_snapshots_prune_old_segments_and_recover(engine_procs, tmp_pat
     before, seq, max_id = run(_load_and_read(proc, 3000, seed=21))
     assert seq > 3000
 
-    snaps = proc.snapshots()
-    assert 1 <= len(snaps) <= 2 and _seq(snaps[-1]) >= seq - 500 - EX.engine.batch_max
-    segs = proc.segments()
-    assert journal.segment_name(1) not in {s.name for s in segs}
-    oldest = _seq(snaps[0])
-    for _, nxt in itertools.pairwise(segs):  # nothing left that prune() would delete
-        assert _seq(nxt) > oldest + 1, [s.name for s in segs]
-    assert len(segs) <= 3
+    def written_and_pruned() -> list[Path]:
+        # A forked child writes each snapshot and prunes while the engine goes on: wait for
+        # the one due by the end of the load (a roll due while a child writes comes after).
+        snaps = proc.snapshots()
+        assert 1 <= len(snaps) <= 2 and _seq(snaps[-1]) >= seq - 500 - EX.engine.batch_max
+        segs = proc.segments()
+        assert journal.segment_name(1) not in {s.name for s in segs}
+        oldest = _seq(snaps[0])
+        for _, nxt in itertools.pairwise(segs):  # nothing left that prune() would delete
+            assert _seq(nxt) > oldest + 1, [s.name for s in segs]
+        assert len(segs) <= 3
+        return snaps
+
+    snaps = eventually(written_and_pruned, timeout=60, what="snapshots written and pruned")
+    assert "engine paused" in proc.log()  # each one was written by a forked child
 
     assert proc.kill() == -signal.SIGKILL
     run(_restart_and_compare(proc, before, seq, max_id))
