@@ -50,6 +50,7 @@ from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
 from bench.procs import Child, Children, LoadMeter, free_ports, interrupt_on_sigterm, percentiles
 from bench.workload import funding, mixed
+from engine import build as engine_build
 from engine.core import Engine
 from protocol import config
 from protocol.messages import Cancel, NewOrder, Rejected
@@ -130,7 +131,7 @@ def machine_info(args: argparse.Namespace) -> list[str]:
         f"python: {platform.python_implementation()} {platform.python_version()} "
         f"on {platform.system()} {platform.release()}  ({', '.join(versions)})",
         f"engine core pinned to cpu {args.cpu}; ZeroMQ client pinned to cpu {args.client_cpu}; "
-        f"gc enabled; mode: {'quick' if args.quick else 'full'}",
+        f"gc enabled; mode: {'quick' if args.quick else 'full'}; engine kernel: {engine_build()}",
     ]
 
 
@@ -212,6 +213,27 @@ def core_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, Engine]:
     engine, ts = fresh_engine(ex, stream)
     dt, _ = _drive(engine.apply, _engine_drain(engine), stream.measured, ts, engine.handlers)
     return len(stream.measured) / dt, engine
+
+
+OTHER_BUILD = {"compiled": "interpreted", "interpreted": "compiled"}
+
+
+def other_build_run(args: argparse.Namespace, capped: bool) -> float:
+    """One core run of the same stream on the other engine build (a child process: one
+    process holds one build), pinned to the same core; commands/s."""
+    other = OTHER_BUILD[engine_build()]
+    env = dict(os.environ, EXCHANGE_ENGINE_BUILD=other)
+    argv = [
+        sys.executable, "-m", "bench.core_child", str(args.warmup), str(args.commands),
+        str(args.seed), str(args.accounts), str(args.max_open if capped else 0), str(args.cpu),
+    ]  # fmt: skip
+    if args.config:
+        env["EXCHANGE_CONFIG"] = args.config
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    got = json.loads(out)
+    if got["build"] != other:
+        raise RuntimeError(f"the child ran the {got['build']} build, not {other}")
+    return float(got["rate"])
 
 
 def baseline_run(ex: config.Exchange, stream: CoreStream) -> tuple[float, NaiveEngine]:
@@ -321,6 +343,10 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
         "baseline_runs": [],
         "lean_runs": [],
         "capped_runs": [],
+        "other_runs": [],
+        "other_capped_runs": [],
+        "build": engine_build(),
+        "other_build": OTHER_BUILD[engine_build()],
         "foreign_cores": [],
         "max_open": args.max_open,
         "capped_mix": capped_mix,
@@ -348,6 +374,19 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
                     f"  run {i + 1}/{args.runs}  {name:<8} {rate:>9,.0f} cmds/s ({what})   "
                     f"other load {noise:.2f} cores"
                 )
+            if args.other_build:
+                for key, capped_run in (("other_runs", False), ("other_capped_runs", True)):
+                    meter = LoadMeter()
+                    rate = other_build_run(args, capped_run)
+                    noise = meter.foreign_cores()
+                    res[key].append(rate)
+                    res["foreign_cores"].append(noise)
+                    what = "capped" if capped_run else "growing"
+                    say(
+                        f"  run {i + 1}/{args.runs}  {res['other_build'][:6] + '.':<8} {rate:>9,.0f} "
+                        f"cmds/s (engine, {what} book, the other build, same core)   "
+                        f"other load {noise:.2f} cores"
+                    )
         engine, naive, lean = last["engine"], last["baseline"], last["lean"]
         open_orders = len(engine.orders)
         res["engine_median"] = statistics.median(res["engine_runs"])
@@ -363,6 +402,19 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
             f"  capped   median: {res['capped_median']:>9,.0f} cmds/s  "
             f"(engine, at most {args.max_open:,} orders open)"
         )
+        if args.other_build:
+            res["other_median"] = statistics.median(res["other_runs"])
+            res["other_capped_median"] = statistics.median(res["other_capped_runs"])
+            res["build_ratio"] = res["engine_median"] / res["other_median"]
+            res["build_capped_ratio"] = res["capped_median"] / res["other_capped_median"]
+            say(
+                f"  {res['other_build']} build median: {res['other_median']:>9,.0f} cmds/s "
+                f"growing, {res['other_capped_median']:,.0f} capped"
+            )
+            say(
+                f"  {res['build']}/{res['other_build']}: {res['build_ratio']:.2f}x growing, "
+                f"{res['build_capped_ratio']:.2f}x capped (same stream, same core, alternating)"
+            )
         say(f"  engine/baseline: {res['ratio']:.2f}x  (engine with ledger on)")
         say(f"  engine/lean:     {res['lean_ratio']:.2f}x")
         res["cross_check"] = cross_check(engine, naive)
@@ -668,6 +720,14 @@ def summary(results: dict[str, Any]) -> list[str]:
                 "-",
             )
         )
+        if core.get("build_ratio"):
+            rows.append(
+                (
+                    f"engine, {core['build']} / {core['other_build']} build (same run)",
+                    f"{core['build_ratio']:.2f}x growing, {core['build_capped_ratio']:.2f}x capped",
+                    "4.5x",
+                )
+            )
         rows.append(("engine / baseline", f"{core['ratio']:.2f}x", "-"))
         rows.append(
             (
@@ -823,6 +883,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--only", default="core,zmq,recovery", help="comma list of phases: core,zmq,recovery"
     )
     p.add_argument("--profile", action="store_true", help="cProfile one core pass")
+    p.add_argument(
+        "--no-other-build",
+        dest="other_build",
+        action="store_false",
+        help="skip the core runs of the other engine build (compiled vs interpreted)",
+    )
     p.add_argument("--json", help="also write the results as JSON to this file")
 
 
