@@ -180,8 +180,8 @@ class Engine(EngineViews):
         return seq
 
     def _on_watch(self, c: Watch, ts: int, origin: bytes) -> int:
-        if c.account <= 0:
-            return self._reject(origin, c.req, R.INVALID_ACCOUNT, "account must be positive")
+        if not 0 < c.account <= MAX_INT:
+            return self._reject(origin, c.req, R.INVALID_ACCOUNT, "account must be 1..2**63-1")
         mine = self.watchers.get(c.account)
         if c.on:
             if mine is None:
@@ -291,7 +291,7 @@ class Engine(EngineViews):
     def _accept(self, c: NewOrder, book: Book, ts: int, origin: bytes) -> Order:
         """Validate a new order, lock its funds and create it (not yet matched or resting)."""
         acct, side = c.account, c.side
-        if acct <= 0 or acct == self.fee_account:
+        if not 0 < acct <= MAX_INT or acct == self.fee_account:
             raise Reject(R.INVALID_ACCOUNT, f"account {acct} cannot trade")
         if side != BUY and side != SELL:
             raise Reject(R.INVALID_SIDE, f"side must be 1 (buy) or 2 (sell), was {side}")
@@ -810,7 +810,7 @@ class Engine(EngineViews):
             raise Reject(R.UNKNOWN_ASSET, f"unknown asset {c.asset!r}")
         if not 0 < c.amount <= MAX_INT:
             raise Reject(R.INVALID_AMOUNT, f"amount must be 1..2**63-1 units, was {c.amount}")
-        if c.account < 0:
+        if not 0 <= c.account <= MAX_INT:
             raise Reject(R.INVALID_ACCOUNT, f"invalid account {c.account}")
         return asset
 

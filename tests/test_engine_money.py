@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from engine import money
 from engine.core import Engine
 from protocol.config import loads
-from protocol.messages import BalancesRequest, Deposit, Executions, NewOrder
+from protocol.messages import BalancesRequest, Deposit, Executions, NewOrder, Watch
 
 MAX_INT = 2**63 - 1
 
@@ -86,3 +86,19 @@ def test_a_trade_at_the_largest_price_and_size_settles_exactly() -> None:
     e.apply(Deposit(5, 3, "Q", 1), 1, b"t")  # Q's total is 2**63-1 already: refused
     (reply,) = e.outbox.pop(b"t")
     assert reply.code == 2003
+
+
+def test_an_account_number_past_64_bits_signed_is_refused_not_an_internal_error() -> None:
+    """The wire carries unsigned 64-bit integers; an account must fit a signed one in both
+    builds (the compiled one keeps accounts as C integers)."""
+    e = Engine(loads(EXTREME))
+    for cmd in (
+        Deposit(1, 2**63, "Q", 5),
+        Deposit(2, 2**64 - 1, "Q", 5),
+        NewOrder(3, 2**63, "B-Q", 1, 1, 1, 5, 1),
+        Watch(4, 2**64 - 1),
+    ):
+        e.apply(cmd, 1, b"t")
+        (reply,) = e.outbox.pop(b"t")
+        assert reply.code == 2004, cmd  # INVALID_ACCOUNT
+    e.validate()
