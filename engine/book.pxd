@@ -14,6 +14,14 @@ cdef class Order:
     cdef public bint post_only, resting
 
 
+cpdef Order new_order(long long id, long long account, str market, long long side,
+                      long long type, long long tif, long long price, long long qty,
+                      long long leaves, long long cum, long long cum_quote, long long quote_qty,
+                      long long locked, str client_id, bint post_only, long long stp,
+                      bytes origin, long long created, long long updated, long long status=*,
+                      bint resting=*)
+
+
 @cython.final
 @cython.no_gc
 cdef class Level:

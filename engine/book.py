@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterator
 
+import cython
 from sortedcontainers import SortedList
 
 from engine.codes import BUY, SELL
@@ -49,42 +50,71 @@ class Order:
     A plain class with slots, which the compiled build makes a C struct of 64-bit integers
     (engine/book.pxd). Every integer field is bounded by the config's limits (price x qty x
     tick-lot value <= 2**63-1), so none can overflow; a value out of range would be an
-    OverflowError, never a wrapped number. Snapshots store it as ``OrderRecord``.
+    OverflowError, never a wrapped number. Snapshots store it as ``OrderRecord``. Made by
+    ``new_order``.
     """
 
     __slots__ = ORDER_FIELDS
 
-    def __init__(
-        self, id: int, account: int, market: str, side: int, type: int, tif: int, price: int,
-        qty: int, leaves: int, cum: int, cum_quote: int, quote_qty: int, locked: int,
-        client_id: str, post_only: bool, stp: int, origin: bytes, created: int, updated: int,
-        status: int = 0, resting: bool = False,
-    ) -> None:  # fmt: skip
-        self.id = id
-        self.account = account
-        self.market = market
-        self.side = side
-        self.type = type
-        self.tif = tif
-        self.price = price
-        self.qty = qty
-        self.leaves = leaves
-        self.cum = cum
-        self.cum_quote = cum_quote
-        self.quote_qty = quote_qty
-        self.locked = locked
-        self.client_id = client_id
-        self.post_only = post_only
-        self.stp = stp
-        self.origin = origin
-        self.created = created
-        self.updated = updated
-        self.status = status
-        self.resting = resting
+    id: int
+    account: int
+    market: str
+    side: int
+    type: int
+    tif: int
+    price: int
+    qty: int
+    leaves: int
+    cum: int
+    cum_quote: int
+    quote_qty: int
+    locked: int
+    client_id: str
+    post_only: bool
+    stp: int
+    origin: bytes
+    created: int
+    updated: int
+    status: int
+    resting: bool
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in ORDER_FIELDS)
         return f"Order({fields})"
+
+
+@cython.locals(o=Order)  # (in book.pxd it is not applied to a module-level function)
+def new_order(
+    id: int, account: int, market: str, side: int, type: int, tif: int, price: int, qty: int,
+    leaves: int, cum: int, cum_quote: int, quote_qty: int, locked: int, client_id: str,
+    post_only: bool, stp: int, origin: bytes, created: int, updated: int, status: int = 0,
+    resting: bool = False,
+) -> Order:  # fmt: skip
+    """A new ``Order`` (its constructor: a plain function the compiled core calls in C, where
+    a class call would parse 21 arguments by keyword)."""
+    o = Order.__new__(Order)
+    o.id = id
+    o.account = account
+    o.market = market
+    o.side = side
+    o.type = type
+    o.tif = tif
+    o.price = price
+    o.qty = qty
+    o.leaves = leaves
+    o.cum = cum
+    o.cum_quote = cum_quote
+    o.quote_qty = quote_qty
+    o.locked = locked
+    o.client_id = client_id
+    o.post_only = post_only
+    o.stp = stp
+    o.origin = origin
+    o.created = created
+    o.updated = updated
+    o.status = status
+    o.resting = resting
+    return o
 
 
 class Level:

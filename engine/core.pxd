@@ -5,14 +5,18 @@
 # market past that), lots x lot units <= what the order locked <= 2**63-1.
 import cython
 
-from engine.book cimport Book, Level, Order
+from engine.book cimport Book, Level, Order, new_order
+from engine.money cimport fee, lock, release, settle
 from engine.views cimport EngineViews
 
 
 cdef class Engine(EngineViews):
-    @cython.locals(book=Book, o=Order)
+    @cython.locals(book=Book, o=Order, seq="long long")
     cpdef _on_new_order(self, c, long long ts, bytes origin)
-    cpdef Order _accept(self, c, Book book, long long ts, bytes origin)
+    cpdef Order _accept(self, Book book, acct, side, otype, tif, price, qty, quote_qty, cid,
+                        post_only, stp, long long ts, bytes origin)
+    cpdef Order _accept_market(self, Book book, acct, side, otype, tif, price, qty, quote_qty,
+                               cid, post_only, stp, long long ts, bytes origin)
     cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
     cpdef _rest(self, Book book, Order o)
     @cython.locals(

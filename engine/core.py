@@ -38,8 +38,7 @@ from typing import Any
 
 import msgspec
 
-from engine import money
-from engine.book import Book, Level, Order
+from engine.book import Book, Level, Order, new_order
 from engine.codes import (
     BOTH,
     BUY,
@@ -72,7 +71,7 @@ from engine.codes import (
     TAKER,
 )
 from engine.ledger import Ledger
-from engine.money import fee, settle
+from engine.money import fee, lock, release, settle
 from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
 from protocol.enums import RejectCode
@@ -104,6 +103,12 @@ from protocol.messages import (
 )
 
 MAX_CLIENT_ID = 64
+# The fields _on_new_order reads with one astuple(), in the order NewOrder declares them.
+NEW_ORDER_FIELDS = (
+    "req", "account", "market", "side", "type", "tif", "price", "qty", "quote_qty",
+    "client_order_id", "post_only", "stp", "deadline",
+)  # fmt: skip
+astuple = msgspec.structs.astuple
 
 R = RejectCode
 
@@ -268,16 +273,20 @@ class Engine(EngineViews):
     # fmt: off
     def _on_new_order(self, c: NewOrder, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
-        if c.deadline and ts > c.deadline:
-            return self._late(origin, c.req, seq, 0, c.client_order_id)
-        book = self.books.get(c.market)
+        # NewOrder's fields in one call (each attribute read costs as much as the tuple);
+        # NEW_ORDER_FIELDS names them and a test holds it to the message's declaration.
+        (req, acct, market, side, otype, tif, price, qty, quote_qty, cid, post_only, stp,
+         deadline) = astuple(c)[:13]
+        if deadline and ts > deadline:
+            return self._late(origin, req, seq, 0, cid)
+        book = self.books.get(market)
         try:
             if book is None:
-                raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
-            o = self._accept(c, book, ts, origin)
+                raise Reject(R.UNKNOWN_MARKET, f"unknown market {market!r}")
+            o = self._accept(book, acct, side, otype, tif, price, qty, quote_qty, cid, post_only,
+                             stp, ts, origin)
         except Reject as r:
-            return self._reject(origin, c.req, r.code, r.reason, seq, 0, c.client_order_id)
-        req = c.req
+            return self._reject(origin, req, r.code, r.reason, seq, 0, cid)
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
                               0, 0, seq, ts, o.quote_qty)]
@@ -288,26 +297,29 @@ class Engine(EngineViews):
         self.outbox[origin].append(Executions(req, reports))
         return seq
 
-    def _accept(self, c: NewOrder, book: Book, ts: int, origin: bytes) -> Order:
-        """Validate a new order, lock its funds and create it (not yet matched or resting)."""
-        acct, side = c.account, c.side
+    def _accept(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
+                qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
+                origin: bytes) -> Order:
+        """Validate a new order, lock its funds and create it (not yet matched or resting).
+        The fields are the command's, unchecked: each rule below checks one, in order, and the
+        first that fails names the reject."""
         if not 0 < acct <= MAX_INT or acct == self.fee_account:
             raise Reject(R.INVALID_ACCOUNT, f"account {acct} cannot trade")
         if side != BUY and side != SELL:
             raise Reject(R.INVALID_SIDE, f"side must be 1 (buy) or 2 (sell), was {side}")
-        cid = c.client_order_id
         if cid:
             if len(cid) > MAX_CLIENT_ID:
                 raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
             if (acct, cid) in self.cids:
                 raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cid!r} is open")
-        stp = c.stp or NEWEST
-        if not NEWEST <= stp <= BOTH:
-            raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {c.stp}")
-        if c.type != LIMIT:
-            return self._accept_market(c, book, acct, stp, ts, origin)
+        if not NEWEST <= (stp or NEWEST) <= BOTH:
+            raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {stp}")
+        stp = stp or NEWEST
+        if otype != LIMIT:
+            return self._accept_market(book, acct, side, otype, tif, price, qty, quote_qty, cid,
+                                       post_only, stp, ts, origin)
         spec = book.spec
-        price, qty, tif = c.price, c.qty, c.tif or GTC
+        tif = tif or GTC
         if not 0 < price <= book.max_price:
             raise Reject(R.INVALID_PRICE, f"price must be {spec.tick.text}.."
                          f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}")
@@ -315,9 +327,9 @@ class Engine(EngineViews):
             _check_qty(spec, qty)
         if not GTC <= tif <= FOK:
             raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..3, was {tif}")
-        if c.quote_qty:
+        if quote_qty:
             raise Reject(R.INVALID_QUANTITY, "quote_qty is only for market buys")
-        if c.post_only:
+        if post_only:
             if tif != GTC:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC")
             if _crosses(book, side, price):
@@ -329,36 +341,37 @@ class Engine(EngineViews):
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
             raise _no_funds(row, col, need, spec, side == BUY)
-        money.lock(row, col, need)
+        lock(row, col, need)
         oid = self.next_order_id
         self.next_order_id = oid + 1
-        return Order(oid, acct, c.market, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need, cid,
-                     c.post_only, stp, origin, ts, ts, S_NEW)
+        return new_order(oid, acct, book.symbol, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need,
+                         cid, post_only, stp, origin, ts, ts, S_NEW)
 
-    def _accept_market(self, c: NewOrder, book: Book, acct: int, stp: int, ts: int,
+    def _accept_market(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
+                       qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
                        origin: bytes) -> Order:
         spec = book.spec
-        tif = c.tif or IOC
-        if c.type != MARKET:
+        tif = tif or IOC
+        if otype != MARKET:
             raise Reject(R.INVALID_ORDER_TYPE, f"type must be 1 (limit) or 2 (market), "
-                         f"was {c.type}")
+                         f"was {otype}")
         if tif != IOC and tif != FOK:
             raise Reject(R.INVALID_TIME_IN_FORCE, "market orders are IOC or FOK")
-        if c.post_only or c.price:
+        if post_only or price:
             raise Reject(R.INVALID_PRICE, "market orders take no price and cannot be post-only")
-        qty, budget = c.qty, 0
-        if c.side == BUY and c.quote_qty and not qty:
-            budget = need = c.quote_qty
+        budget = 0
+        if side == BUY and quote_qty and not qty:
+            budget = need = quote_qty
             if not 0 < budget <= spec.max_price * spec.max_qty * spec.tick_lot_quote:
                 raise Reject(R.INVALID_QUANTITY, f"quote_qty out of range: {budget}")
             if tif == FOK:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "a buy by quote amount cannot be FOK")
             col = book.quote_a
-        elif c.quote_qty:
+        elif quote_qty:
             raise Reject(R.INVALID_QUANTITY, "give qty, or quote_qty for a market buy, not both")
         else:
             _check_qty(spec, qty)
-            if c.side == SELL:
+            if side == SELL:
                 need, col = qty * spec.lot_units, book.base_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
@@ -368,12 +381,12 @@ class Engine(EngineViews):
         row = self.ledger.accounts.get(acct)
         if row is None or row[col] < need:
             raise _no_funds(row, col, need, spec, col == book.quote_a)
-        money.lock(row, col, need)
+        lock(row, col, need)
         oid = self.next_order_id
         self.next_order_id = oid + 1
         leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
-        return Order(oid, acct, c.market, c.side, MARKET, tif, 0, qty, leaves, 0, 0, budget, need,
-                     c.client_order_id, False, stp, origin, ts, ts, S_NEW)
+        return new_order(oid, acct, book.symbol, side, MARKET, tif, 0, qty, leaves, 0, 0, budget,
+                         need, cid, False, stp, origin, ts, ts, S_NEW)
 
     def _execute(self, book: Book, o: Order, reports: list, seq: int, ts: int, req: int) -> None:
         """Run an accepted order: FOK check, match, then rest or expire the remainder."""
@@ -586,7 +599,7 @@ class Engine(EngineViews):
         if o.locked:
             book = self.books[o.market]
             col = book.quote_a if o.side == BUY else book.base_a
-            money.release(self.ledger.accounts[o.account], col, o.locked)
+            release(self.ledger.accounts[o.account], col, o.locked)
             o.locked = 0
 
     def _close(self, o: Order) -> None:
@@ -759,9 +772,9 @@ class Engine(EngineViews):
         o.updated = ts
         self.dirty.add(book)
         if need >= o.locked:
-            money.lock(row, col, need - o.locked)
+            lock(row, col, need - o.locked)
         else:
-            money.release(row, col, o.locked - need)
+            release(row, col, o.locked - need)
         if price == o.price and qty <= o.qty:  # keeps its place in the queue
             book.reduce(o, o.qty - qty)
             o.qty = qty
@@ -769,7 +782,7 @@ class Engine(EngineViews):
             return [self._report(o, c.req, E_REPL, o.status, seq, ts)]
         book.remove(o)
         self._unindex(o)
-        n = Order(
+        n = new_order(
             o.id,
             o.account,
             o.market,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from engine.book import ORDER_FIELDS, Book, Order
+from engine.book import ORDER_FIELDS, Book, Order, new_order
 from engine.codes import BUY, NEWEST, S_PART, SELL
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
@@ -316,7 +316,7 @@ class EngineViews:
                 raise ValueError(f"snapshot has market {symbol!r}, config does not")
             book.next_trade_id = next_trade_id
             for o in orders:
-                self._rest(book, Order(*msgspec.structs.astuple(o)))
+                self._rest(book, new_order(*msgspec.structs.astuple(o)))
             book.forget_changes()
         self.dirty.clear()
 
