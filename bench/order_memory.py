@@ -28,7 +28,8 @@ def rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def main(n: int) -> dict:
+def open_orders(n: int) -> Engine:
+    """A funded engine with ``n`` resting orders (the shape described above)."""
     ex = config.load()
     spec = max(ex.markets.values(), key=lambda m: m.max_price)
     e = Engine(ex, epoch=1)
@@ -37,24 +38,32 @@ def main(n: int) -> dict:
         e.apply(Deposit(0, a, spec.quote, 2**62 // accounts), 1, b"m")
     e.drain()
     top = spec.max_price // 2
-    cmds = (
-        NewOrder(i, 1 + i % accounts, spec.symbol, 1, 1, 1, top - i % 2_000, spec.min_qty,
-                 0, f"c{i}" if i % 4 == 0 else "")
-        for i in range(n)
-    )  # fmt: skip
-    gc.collect()
-    before = rss_kib()
-    for i, c in enumerate(cmds):
-        e.apply(c, 2, b"m")
+    for i in range(n):
+        e.apply(
+            NewOrder(i, 1 + i % accounts, spec.symbol, 1, 1, 1, top - i % 2_000, spec.min_qty,
+                     0, f"c{i}" if i % 4 == 0 else ""),
+            2, b"m",
+        )  # fmt: skip
         if i % 256 == 255:
             e.drain()
             e.market_data(2)
     e.drain()
     e.market_data(2)
+    assert len(e.orders) == n, len(e.orders)
+    return e
+
+
+def main(n: int) -> dict:
+    gc.collect()
+    before = rss_kib()
+    e = open_orders(n)
     gc.collect()
     grown = rss_kib() - before
-    assert len(e.orders) == n, len(e.orders)
-    return {"build": build(), "open_orders": n, "bytes_per_order": round(grown * 1024 / n, 1)}
+    return {
+        "build": build(),
+        "open_orders": len(e.orders),
+        "bytes_per_order": round(grown * 1024 / n, 1),
+    }
 
 
 if __name__ == "__main__":

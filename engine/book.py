@@ -24,8 +24,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from typing import get_type_hints
 
 import cython
+import msgspec
 from sortedcontainers import SortedList
 
 from engine.codes import BUY, SELL
@@ -48,7 +50,8 @@ class Order:
     """A live or recently closed order. All quantities in lots, prices in ticks.
 
     A plain class with slots, which the compiled build makes a C struct of 64-bit integers
-    (engine/book.pxd). Every integer field is bounded by the config's limits (price x qty x
+    (engine/book.pxd); the interpreted build replaces it with a msgspec struct of the same
+    fields (below). Every integer field is bounded by the config's limits (price x qty x
     tick-lot value <= 2**63-1), so none can overflow; a value out of range would be an
     OverflowError, never a wrapped number. Snapshots store it as ``OrderRecord``. Made by
     ``new_order``.
@@ -115,6 +118,22 @@ def new_order(
     o.status = status
     o.resting = resting
     return o
+
+
+if not cython.compiled:
+    # Interpreted, an order is a msgspec struct instead, with the same fields in the same
+    # order: made by one C call, and never tracked by the cyclic GC (a slotted class is both
+    # slower to make and tracked, which costs a growing book every full collection). Cython
+    # drops this block from the compiled build, whose Order is book.pxd's C struct.
+    _hints = get_type_hints(Order)
+    _DEFAULTS = {"status": 0, "resting": False}
+    Order = msgspec.defstruct(  # type: ignore[misc, assignment]
+        "Order",
+        [(f, _hints[f], _DEFAULTS[f]) if f in _DEFAULTS else (f, _hints[f]) for f in ORDER_FIELDS],
+        gc=False,
+        module=__name__,
+    )
+    new_order = Order  # type: ignore[assignment]
 
 
 class Level:
