@@ -382,8 +382,9 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
                     res[key].append(rate)
                     res["foreign_cores"].append(noise)
                     what = "capped" if capped_run else "growing"
+                    label = res["other_build"][:6] + "."
                     say(
-                        f"  run {i + 1}/{args.runs}  {res['other_build'][:6] + '.':<8} {rate:>9,.0f} "
+                        f"  run {i + 1}/{args.runs}  {label:<8} {rate:>9,.0f} "
                         f"cmds/s (engine, {what} book, the other build, same core)   "
                         f"other load {noise:.2f} cores"
                     )
