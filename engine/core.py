@@ -103,11 +103,13 @@ from protocol.messages import (
 )
 
 MAX_CLIENT_ID = 64
-# The fields _on_new_order reads with one astuple(), in the order NewOrder declares them.
+# The fields _on_new_order and _on_cancel read with one astuple(), in the order NewOrder and
+# Cancel declare them.
 NEW_ORDER_FIELDS = (
     "req", "account", "market", "side", "type", "tif", "price", "qty", "quote_qty",
     "client_order_id", "post_only", "stp", "deadline",
 )  # fmt: skip
+CANCEL_FIELDS = ("req", "account", "market", "order_id", "client_order_id", "reason", "deadline")
 astuple = msgspec.structs.astuple
 
 R = RejectCode
@@ -662,22 +664,19 @@ class Engine(EngineViews):
     # fmt: off
     def _on_cancel(self, c: Cancel, ts: int, origin: bytes) -> int:
         self.seq = seq = self.seq + 1
-        if c.deadline and ts > c.deadline:
-            return self._late(origin, c.req, seq, c.order_id, c.client_order_id)
-        acct = c.account
-        if c.order_id:
-            o = self.orders.get(c.order_id)
+        req, acct, market, order_id, cid, reason, deadline = astuple(c)[:7]  # CANCEL_FIELDS
+        if deadline and ts > deadline:
+            return self._late(origin, req, seq, order_id, cid)
+        if order_id:
+            o = self.orders.get(order_id)
         else:
-            o = self.cids.get((acct, c.client_order_id)) if c.client_order_id else None
-        if o is None or o.account != acct or (c.market and c.market != o.market):
-            return self._reject(
-                origin, c.req, R.UNKNOWN_ORDER, _unknown(c), seq, c.order_id, c.client_order_id
-            )
+            o = self.cids.get((acct, cid)) if cid else None
+        if o is None or o.account != acct or (market and market != o.market):
+            return self._reject(origin, req, R.UNKNOWN_ORDER, _unknown(c), seq, order_id, cid)
         self._cancel(o, ts)
-        req = c.req
         self.outbox[origin].append(Executions(req, [ExecReport(
             req, acct, o.id, o.client_id, o.market, o.side, E_CXL, S_CXL, o.price, o.qty, 0, 0,
-            o.cum, 0, o.cum_quote, 0, 0, 0, C_DISCONNECT if c.reason == C_DISCONNECT else C_USER,
+            o.cum, 0, o.cum_quote, 0, 0, 0, C_DISCONNECT if reason == C_DISCONNECT else C_USER,
             seq, ts, o.quote_qty)]))
         return seq
     # fmt: on

@@ -59,10 +59,11 @@ def test_no_engine_module_keeps_a_copy_of_them() -> None:
     assert {k: v for k, v in copies.items() if v} == {}
 
 
-def test_the_new_order_fields_the_core_unpacks_are_the_messages_first_fields() -> None:
-    """engine.core reads a NewOrder with one ``astuple()`` and unpacks its first fields by
-    position: a field inserted or reordered in protocol/messages.py must fail here."""
-    from engine.core import NEW_ORDER_FIELDS
-    from protocol.messages import NewOrder
+def test_the_fields_the_core_unpacks_are_the_messages_first_fields() -> None:
+    """engine.core reads a NewOrder and a Cancel with one ``astuple()`` and unpacks their first
+    fields by position: a field inserted or reordered in protocol/messages.py must fail here."""
+    from engine.core import CANCEL_FIELDS, NEW_ORDER_FIELDS
+    from protocol.messages import Cancel, NewOrder
 
     assert NewOrder.__struct_fields__[: len(NEW_ORDER_FIELDS)] == NEW_ORDER_FIELDS
+    assert Cancel.__struct_fields__[: len(CANCEL_FIELDS)] == CANCEL_FIELDS
