@@ -72,3 +72,8 @@ def fund(engine: Engine, send: Callable[..., list]) -> Callable[..., None]:
 
 def pytest_report_header() -> str:
     return f"engine build: {engine_build()}"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # -q hides the header: say it again at the end, where a run's log always shows it
+    terminalreporter.write_line(f"engine build: {engine_build()}")
