@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from typing import get_type_hints
 
 import cython
 import msgspec
@@ -33,28 +32,45 @@ from sortedcontainers import SortedList
 from engine.codes import BUY, SELL
 from protocol.config import MarketSpec
 
-ORDER_FIELDS = (
-    "id", "account", "market", "side", "type", "tif", "price",
-    "qty",  # total order quantity (0 for a market buy by quote amount)
-    "leaves", "cum",
-    "cum_quote",  # quote minor units traded
-    "quote_qty",  # market buy by amount: budget in quote minor units
-    "locked",  # funds still locked for this order (quote units if buy, base units if sell)
-    "client_id", "post_only", "stp",
-    "origin",  # routing id of the gateway that placed it
-    "created", "updated", "status", "resting",
-)  # fmt: skip
+
+class OrderRecord(msgspec.Struct, array_like=True, gc=False):
+    """An order's fields, in order: what a snapshot stores (the format the engine has always
+    written), and the interpreted build's ``Order`` itself (below)."""
+
+    id: int
+    account: int
+    market: str
+    side: int
+    type: int
+    tif: int
+    price: int
+    qty: int  # total order quantity (0 for a market buy by quote amount)
+    leaves: int
+    cum: int
+    cum_quote: int  # quote minor units traded
+    quote_qty: int  # market buy by amount: budget in quote minor units
+    locked: int  # funds still locked for this order (quote units if buy, base units if sell)
+    client_id: str
+    post_only: bool
+    stp: int
+    origin: bytes  # routing id of the gateway that placed it
+    created: int
+    updated: int
+    status: int = 0
+    resting: bool = False
+
+
+ORDER_FIELDS = OrderRecord.__struct_fields__
 
 
 class Order:
     """A live or recently closed order. All quantities in lots, prices in ticks.
 
-    A plain class with slots, which the compiled build makes a C struct of 64-bit integers
-    (engine/book.pxd); the interpreted build replaces it with a msgspec struct of the same
-    fields (below). Every integer field is bounded by the config's limits (price x qty x
-    tick-lot value <= 2**63-1), so none can overflow; a value out of range would be an
-    OverflowError, never a wrapped number. Snapshots store it as ``OrderRecord``. Made by
-    ``new_order``.
+    A plain class with slots (``OrderRecord``'s fields, annotated again for mypy), which the
+    compiled build makes a C struct of 64-bit integers (engine/book.pxd); the interpreted build
+    uses ``OrderRecord`` itself (below). Every integer field is bounded by the config's limits
+    (price x qty x tick-lot value <= 2**63-1), so none can overflow; a value out of range would
+    be an OverflowError, never a wrapped number. Made by ``new_order``.
     """
 
     __slots__ = ORDER_FIELDS
@@ -121,19 +137,12 @@ def new_order(
 
 
 if not cython.compiled:
-    # Interpreted, an order is a msgspec struct instead, with the same fields in the same
-    # order: made by one C call, and never tracked by the cyclic GC (a slotted class is both
-    # slower to make and tracked, which costs a growing book every full collection). Cython
-    # drops this block from the compiled build, whose Order is book.pxd's C struct.
-    _hints = get_type_hints(Order)
-    _DEFAULTS = {"status": 0, "resting": False}
-    Order = msgspec.defstruct(  # type: ignore[misc, assignment]
-        "Order",
-        [(f, _hints[f], _DEFAULTS[f]) if f in _DEFAULTS else (f, _hints[f]) for f in ORDER_FIELDS],
-        gc=False,
-        module=__name__,
-    )
-    new_order = Order  # type: ignore[assignment]
+    # Interpreted, an order is the msgspec struct itself: made by one C call and never
+    # tracked by the cyclic GC (a slotted class is both slower to make and tracked, which
+    # costs a growing book every full collection). Cython drops this block from the compiled
+    # build, whose Order is book.pxd's C struct.
+    Order = OrderRecord  # type: ignore[misc, assignment]
+    new_order = OrderRecord  # type: ignore[assignment]
 
 
 class Level:
@@ -279,16 +288,13 @@ class Book:
             m = q[0]
         return m
 
+    # fill and take_front act on a level a taker reached, which ``mark`` has already put in
+    # the batch's changed prices: they do not mark it again on every fill.
     def fill(self, level: Level, m: Order, lots: int) -> bool:
         """The front order ``m`` of ``level`` trades ``lots``; True if that fills it (it leaves
         the book, and the level the ladder if it was the last)."""
         m.leaves -= lots
         level.total -= lots
-        price = level.price
-        if m.side == BUY:
-            self.dirty_bids.add(price)
-        else:
-            self.dirty_asks.add(price)
         if m.leaves:
             return False
         self._pop_front(level, m)
@@ -297,10 +303,6 @@ class Book:
     def take_front(self, level: Level, m: Order) -> None:
         """The front order ``m`` of ``level`` leaves untraded (self-trade prevention)."""
         level.total -= m.leaves
-        if m.side == BUY:
-            self.dirty_bids.add(level.price)
-        else:
-            self.dirty_asks.add(level.price)
         self._pop_front(level, m)
 
     def _pop_front(self, level: Level, m: Order) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from engine.book import ORDER_FIELDS, Book, Order, new_order
+from engine.book import ORDER_FIELDS, Book, Order, OrderRecord, new_order
 from engine.codes import BUY, NEWEST, S_PART, SELL
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
@@ -50,33 +50,6 @@ if TYPE_CHECKING:
 
     from engine.ledger import Ledger
     from protocol.config import Exchange
-
-
-class OrderRecord(msgspec.Struct, array_like=True, gc=False):
-    """An order as a snapshot stores it: ``Order``'s fields, in its order (the format the
-    engine has always written, when ``Order`` was this struct itself)."""
-
-    id: int
-    account: int
-    market: str
-    side: int
-    type: int
-    tif: int
-    price: int
-    qty: int
-    leaves: int
-    cum: int
-    cum_quote: int
-    quote_qty: int
-    locked: int
-    client_id: str
-    post_only: bool
-    stp: int
-    origin: bytes
-    created: int
-    updated: int
-    status: int = 0
-    resting: bool = False
 
 
 class EngineState(msgspec.Struct, array_like=True):
