@@ -46,7 +46,6 @@ cdef class Book:
     cpdef mark(self, long long side, long long price)
     @cython.locals(m=Order)
     cpdef Order front(self, Level level)
-    @cython.locals(price="long long")
     cpdef bint fill(self, Level level, Order m, long long lots)
     cpdef take_front(self, Level level, Order m)
     cdef _pop_front(self, Level level, Order m)

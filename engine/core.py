@@ -314,9 +314,9 @@ class Engine(EngineViews):
                 raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
             if (acct, cid) in self.cids:
                 raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, f"client order id {cid!r} is open")
-        if not NEWEST <= (stp or NEWEST) <= BOTH:
-            raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {stp}")
-        stp = stp or NEWEST
+        given, stp = stp, stp or NEWEST
+        if not NEWEST <= stp <= BOTH:
+            raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {given}")
         if otype != LIMIT:
             return self._accept_market(book, acct, side, otype, tif, price, qty, quote_qty, cid,
                                        post_only, stp, ts, origin)
