@@ -12,6 +12,8 @@ cdef class Order:
     cdef public str market, client_id
     cdef public bytes origin
     cdef public bint post_only, resting
+    cdef public long long trigger, stop_price, expire
+    cdef public bint waiting
 
 
 cpdef Order new_order(long long id, long long account, str market, long long side,
@@ -19,7 +21,9 @@ cpdef Order new_order(long long id, long long account, str market, long long sid
                       long long leaves, long long cum, long long cum_quote, long long quote_qty,
                       long long locked, str client_id, bint post_only, long long stp,
                       bytes origin, long long created, long long updated, long long status=*,
-                      bint resting=*)
+                      bint resting=*, long long trigger=*, long long stop_price=*,
+                      long long expire=*, bint waiting=*)
+cpdef bint rises(Order o)
 
 
 @cython.final
@@ -39,6 +43,9 @@ cdef class Book:
     cdef public long long next_trade_id, trade_seq, depth_seq, bbo_seq, base_a, quote_a, bid, ask
     cdef public tuple last_bbo
     cdef public long long max_price, min_qty, max_qty, tlq, lu, maker_ppm, taker_ppm
+    cdef public long long last
+    cdef public object stops_up, stops_down
+    cdef public dict stop_orders
 
     @cython.locals(level=Level, price="long long")
     cpdef rest(self, Order o)
@@ -55,3 +62,6 @@ cdef class Book:
     cpdef reduce(self, Order o, long long lots)
     @cython.locals(level=Level)
     cpdef long long level_total(self, long long side, long long price)
+    cpdef pend(self, Order o)
+    cpdef unpend(self, Order o)
+    cpdef Order due_stop(self)

@@ -29,13 +29,14 @@ import cython
 import msgspec
 from sortedcontainers import SortedList
 
-from engine.codes import BUY, SELL
+from engine.codes import BUY, SELL, STOP_LOSS
 from protocol.config import MarketSpec
 
 
 class OrderRecord(msgspec.Struct, array_like=True, gc=False):
-    """An order's fields, in order: what a snapshot stores (the format the engine has always
-    written), and the interpreted build's ``Order`` itself (below)."""
+    """A resting order as a snapshot stores it: the format the engine has always written. The
+    order fields appended since (``LiveOrder``) are stored beside it (``EngineState``), so a
+    snapshot of orders without them is the same bytes as before they existed."""
 
     id: int
     account: int
@@ -60,15 +61,26 @@ class OrderRecord(msgspec.Struct, array_like=True, gc=False):
     resting: bool = False
 
 
-ORDER_FIELDS = OrderRecord.__struct_fields__
+class LiveOrder(OrderRecord, gc=False):
+    """Every field of an order: the record's, then those appended since (the interpreted
+    build's ``Order`` itself, below)."""
+
+    trigger: int = 0  # TriggerKind of a stop order (kept once triggered)
+    stop_price: int = 0
+    expire: int = 0  # GTD expiry, engine time (ns)
+    waiting: bool = False  # a stop order whose stop price has not been reached
+
+
+RECORD_FIELDS = OrderRecord.__struct_fields__
+ORDER_FIELDS = LiveOrder.__struct_fields__
 
 
 class Order:
     """A live or recently closed order. All quantities in lots, prices in ticks.
 
-    A plain class with slots (``OrderRecord``'s fields, annotated again for mypy), which the
+    A plain class with slots (``LiveOrder``'s fields, annotated again for mypy), which the
     compiled build makes a C struct of 64-bit integers (engine/book.pxd); the interpreted build
-    uses ``OrderRecord`` itself (below). Every integer field is bounded by the config's limits
+    uses ``LiveOrder`` itself (below). Every integer field is bounded by the config's limits
     (price x qty x tick-lot value <= 2**63-1), so none can overflow; a value out of range would
     be an OverflowError, never a wrapped number. Made by ``new_order``.
     """
@@ -96,6 +108,10 @@ class Order:
     updated: int
     status: int
     resting: bool
+    trigger: int
+    stop_price: int
+    expire: int
+    waiting: bool
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in ORDER_FIELDS)
@@ -107,7 +123,8 @@ def new_order(
     id: int, account: int, market: str, side: int, type: int, tif: int, price: int, qty: int,
     leaves: int, cum: int, cum_quote: int, quote_qty: int, locked: int, client_id: str,
     post_only: bool, stp: int, origin: bytes, created: int, updated: int, status: int = 0,
-    resting: bool = False,
+    resting: bool = False, trigger: int = 0, stop_price: int = 0, expire: int = 0,
+    waiting: bool = False,
 ) -> Order:  # fmt: skip
     """A new ``Order`` (its constructor: a plain function the compiled core calls in C, where
     a class call would parse 21 arguments by keyword)."""
@@ -133,7 +150,17 @@ def new_order(
     o.updated = updated
     o.status = status
     o.resting = resting
+    o.trigger = trigger
+    o.stop_price = stop_price
+    o.expire = expire
+    o.waiting = waiting
     return o
+
+
+def rises(o: Order) -> bool:
+    """A stop order that triggers when the last price rises to its stop (a stop-loss buy, a
+    take-profit sell); the others trigger when it falls to it."""
+    return (o.trigger == STOP_LOSS) == (o.side == BUY)
 
 
 if not cython.compiled:
@@ -141,8 +168,8 @@ if not cython.compiled:
     # tracked by the cyclic GC (a slotted class is both slower to make and tracked, which
     # costs a growing book every full collection). Cython drops this block from the compiled
     # build, whose Order is book.pxd's C struct.
-    Order = OrderRecord  # type: ignore[misc, assignment]
-    new_order = OrderRecord  # type: ignore[assignment]
+    Order = LiveOrder  # type: ignore[misc, assignment]
+    new_order = LiveOrder  # type: ignore[assignment]
 
 
 class Level:
@@ -189,6 +216,10 @@ class Book:
         "recent",
         "bid",
         "ask",
+        "last",
+        "stops_up",
+        "stops_down",
+        "stop_orders",
     )
 
     def __init__(self, spec: MarketSpec, recent_kept: int = 200_000) -> None:
@@ -222,6 +253,12 @@ class Book:
         # offsets of the base and quote "available" columns in a ledger row (locked = +1)
         self.base_a = 0
         self.quote_a = 0
+        self.last = 0  # the last trade's price (state: stops trigger on it), 0 before any
+        # waiting stop orders, by when the last price reaches them: those that trigger on a
+        # rise by (stop, id), those on a fall by (-stop, id); and by id
+        self.stops_up: SortedList = SortedList()
+        self.stops_down: SortedList = SortedList()
+        self.stop_orders: dict[int, Order] = {}
 
     # ------------------------------------------------------------------ resting orders
     # Every change to a level (its orders, total and count), to the ladder and to the batch's
@@ -356,6 +393,35 @@ class Book:
             self.ask_levels[o.price].total -= lots
             self.dirty_asks.add(o.price)
 
+    # ------------------------------------------------------------ waiting stop orders
+    def pend(self, o: Order) -> None:
+        """A stop order waits for the last price (it is not in the ladder)."""
+        if rises(o):
+            self.stops_up.add((o.stop_price, o.id))
+        else:
+            self.stops_down.add((-o.stop_price, o.id))
+        self.stop_orders[o.id] = o
+
+    def unpend(self, o: Order) -> None:
+        if rises(o):
+            self.stops_up.remove((o.stop_price, o.id))
+        else:
+            self.stops_down.remove((-o.stop_price, o.id))
+        del self.stop_orders[o.id]
+
+    def due_stop(self) -> Order | None:
+        """The next waiting stop order the last price has reached, or None. Stops that trigger
+        on a rise go first, lowest stop first; then those on a fall, highest stop first; the
+        oldest first at one stop price (the order they would have been reached in)."""
+        last = self.last
+        if not last:
+            return None  # no trade yet, no last price
+        if self.stops_up and self.stops_up[0][0] <= last:
+            return self.stop_orders[self.stops_up[0][1]]
+        if self.stops_down and -self.stops_down[0][0] >= last:
+            return self.stop_orders[self.stops_down[0][1]]
+        return None
+
     # ---------------------------------------------------------------------- queries
     def levels(self, side: int, depth: int = 0) -> list[Level]:
         """Levels best first; ``depth`` 0 means all of them."""
@@ -409,6 +475,13 @@ class Book:
         _check(bid == (-self.bids[0] if self.bids else 0), f"{self.symbol}: stale best bid")
         _check(ask == (self.asks[0] if self.asks else 0), f"{self.symbol}: stale best ask")
         _check(not (bid and ask and bid >= ask), f"{self.symbol}: crossed book {bid} >= {ask}")
+        keys = sorted(
+            [(o.stop_price, o.id) for o in self.stop_orders.values() if rises(o)]
+        ) + sorted([(-o.stop_price, o.id) for o in self.stop_orders.values() if not rises(o)])
+        _check(keys == list(self.stops_up) + list(self.stops_down), f"{self.symbol}: stops")
+        for o in self.stop_orders.values():
+            _check(o.waiting and not o.resting, f"stop order {o.id} not waiting")
+        _check(self.due_stop() is None, f"{self.symbol}: a stop the last price reached waits")
 
 
 def _check(ok: bool, message: str) -> None:

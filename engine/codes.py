@@ -11,9 +11,10 @@ from __future__ import annotations
 
 BUY, SELL = 1, 2  # Side
 LIMIT, MARKET = 1, 2  # OrderType
-GTC, IOC, FOK = 1, 2, 3  # TimeInForce
+GTC, IOC, FOK, GTD = 1, 2, 3, 4  # TimeInForce
+STOP_LOSS, TAKE_PROFIT = 1, 2  # TriggerKind
 NEWEST, OLDEST, BOTH = 1, 2, 3  # StpMode: CANCEL_NEWEST, CANCEL_OLDEST, CANCEL_BOTH
-E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL = 1, 2, 3, 4, 5, 6  # ExecType
+E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL, E_TRIG = 1, 2, 3, 4, 5, 6, 8  # ExecType
 S_NEW, S_PART, S_FILLED, S_CXL, S_EXP = 1, 2, 3, 4, 5  # OrderStatus
 MAKER, TAKER = 1, 2  # Liquidity
-C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT = 1, 2, 3, 4, 5, 6  # CancelReason
+C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT, C_TIME = 1, 2, 3, 4, 5, 6, 7  # CancelReason

@@ -14,11 +14,16 @@ cdef class Engine(EngineViews):
     @cython.locals(book=Book, o=Order, seq="long long")
     cpdef _on_new_order(self, c, long long ts, bytes origin)
     cpdef Order _accept(self, Book book, acct, side, otype, tif, price, qty, quote_qty, cid,
-                        post_only, stp, long long ts, bytes origin)
+                        post_only, stp, long long ts, bytes origin, trigger=*, stop_price=*,
+                        expire=*)
     cpdef Order _accept_market(self, Book book, acct, side, otype, tif, price, qty, quote_qty,
-                               cid, post_only, stp, long long ts, bytes origin)
+                               cid, post_only, stp, long long ts, bytes origin, trigger,
+                               stop_price, expire)
     cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
     cpdef _rest(self, Book book, Order o)
+    cpdef _pend(self, Book book, Order o)
+    @cython.locals(o=Order)
+    cpdef _trigger(self, Book book, long long seq, long long ts)
     @cython.locals(
         tlq="long long", lu="long long", ba=Py_ssize_t, qa=Py_ssize_t, accounts=dict,
         fee_row=list, t_row=list, trades=list, fills=dict, budget="long long",
@@ -44,7 +49,7 @@ cdef class Engine(EngineViews):
     @cython.locals(o=Order)
     cpdef _on_cancel(self, c, long long ts, bytes origin)
     @cython.locals(book=Book)
-    cpdef _cancel(self, Order o, long long ts)
+    cpdef _cancel(self, Order o, long long ts, long long status=*)
 
 
 cpdef bint _crosses(Book book, long long side, long long price)

@@ -28,10 +28,38 @@ Matching rules:
 - Accounts only ever see their own orders: another account's order id is "unknown order".
 - A write command with a ``deadline`` (engine time, ns) that its batch timestamp has passed is
   rejected (DEADLINE_PASSED) without effect: a gateway that gave up waiting and the engine agree.
+
+Advanced orders (protocol.enums.TriggerKind, TimeInForce.GTD):
+- A stop order (``trigger`` STOP_LOSS or TAKE_PROFIT, ``stop_price``) carries a limit or market
+  order. It waits outside the book (not in depth or market data; in its owner's open orders,
+  ``waiting``) until the market's last trade price reaches its stop: a stop-loss buy and a
+  take-profit sell when the last price rises to the stop or above, a stop-loss sell and a
+  take-profit buy when it falls to it or below. One whose stop the last price has already
+  reached is rejected (WOULD_TRIGGER_IMMEDIATELY, as Binance); before a market's first trade
+  there is no last price and any stop is accepted.
+- Its funds are locked when it is accepted, as its order would lock them: a limit at its price,
+  a sell its quantity, a market buy by amount its amount. A market buy by quantity carries a
+  protection price ``STOP_COLLAR_BPS`` (10%) through its stop and locks quantity x that price;
+  once triggered it trades like a market order up to that price and the rest expires. Cancel,
+  replace (price, quantity, stop price) and mass cancel work on a waiting stop; its funds are
+  released when it is cancelled or expires.
+- Triggering happens inside the command whose trade moved the last price, after that command's
+  own order is done: each due stop is reported TRIGGERED (to its owner, unsolicited) and runs as
+  a new taker, one at a time, until none is due. Order: those that trigger on a rise first,
+  lowest stop first, then those on a fall, highest stop first, oldest first at one stop price
+  (the order a price path reaches them in). Each stop triggers once, so a cascade ends; its cost
+  is at most the number of waiting stops in that market.
+- Good-till-date (``tif`` GTD, ``expire_ts`` engine ns): a GTC order that expires (EXPIRED,
+  reason EXPIRE_TIME, to its owner, unsolicited) at the first write command whose batch
+  timestamp is at or after its expiry time, before that command runs. The journal holds those
+  timestamps, so replay expires the same orders at the same place; the engine process sends
+  itself a ``Tick`` (a write that does nothing else) when an expiry time has passed and no
+  command came. A stop order may be GTD too: the expiry counts while it waits.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict, deque
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +75,7 @@ from engine.codes import (
     C_FUNDS,
     C_IOC,
     C_STP,
+    C_TIME,
     C_USER,
     E_CXL,
     E_EXP,
@@ -54,8 +83,10 @@ from engine.codes import (
     E_NEW,
     E_PART,
     E_REPL,
+    E_TRIG,
     FOK,
     GTC,
+    GTD,
     IOC,
     LIMIT,
     MAKER,
@@ -68,6 +99,8 @@ from engine.codes import (
     S_NEW,
     S_PART,
     SELL,
+    STOP_LOSS,
+    TAKE_PROFIT,
     TAKER,
 )
 from engine.ledger import Ledger
@@ -91,10 +124,12 @@ from protocol.messages import (
     OrderHistoryRequest,
     OrderStatusRequest,
     Ping,
+    Pong,
     QuoteRequest,
     Rejected,
     Replace,
     SnapshotRequest,
+    Tick,
     Trade,
     TradesRequest,
     Watch,
@@ -107,10 +142,12 @@ MAX_CLIENT_ID = 64
 # Cancel declare them.
 NEW_ORDER_FIELDS = (
     "req", "account", "market", "side", "type", "tif", "price", "qty", "quote_qty",
-    "client_order_id", "post_only", "stp", "deadline",
+    "client_order_id", "post_only", "stp", "deadline", "trigger", "stop_price", "expire_ts",
 )  # fmt: skip
 CANCEL_FIELDS = ("req", "account", "market", "order_id", "client_order_id", "reason", "deadline")
 astuple = msgspec.structs.astuple
+STOP_COLLAR_BPS = 1_000  # a stop market buy by quantity trades up to 10% through its stop
+WRITES = frozenset((NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw, Tick))
 
 R = RejectCode
 
@@ -151,6 +188,9 @@ class Engine(EngineViews):
         # replies and events per destination (gateway routing id), sent after the journal write
         self.outbox: defaultdict[bytes, list] = defaultdict(list)
         self.dirty: set[Book] = set()
+        # (expiry time, order id) of open GTD orders, earliest first; entries of orders that
+        # closed or changed stay until their time comes and are skipped then
+        self.expiries: list[tuple[int, int]] = []
         self.handlers: dict[type, Callable[..., int]] = {
             NewOrder: self._on_new_order,
             Cancel: self._on_cancel,
@@ -169,6 +209,7 @@ class Engine(EngineViews):
             AuditRequest: self._on_audit,
             OrderHistoryRequest: self._on_history,
             Watch: self._on_watch,
+            Tick: self._on_tick,
         }
 
     # -------------------------------------------------------------- the surface
@@ -179,12 +220,39 @@ class Engine(EngineViews):
         watches an account (``Watch``), the command's events of watched accounts are copied to
         their watchers right after it, so each watcher sees them in the engine's order."""
         if not self.watchers:
+            if self.expiries and self.expiries[0][0] <= ts and type(cmd) in WRITES:
+                self._expire_due(ts)
             return self.handlers[type(cmd)](cmd, ts, origin)
         marks = {o: len(msgs) for o, msgs in self.outbox.items()}
+        if self.expiries and self.expiries[0][0] <= ts and type(cmd) in WRITES:
+            self._expire_due(ts)
         seq = self.handlers[type(cmd)](cmd, ts, origin)
         if self.watchers:
             self.copy_to_watchers(marks)
         return seq
+
+    def next_expiry(self) -> int:
+        """When the earliest open GTD order expires (engine ns), 0 if none: the process sends a
+        Tick once that time has passed."""
+        return self.expiries[0][0] if self.expiries else 0
+
+    def _on_tick(self, c: Tick, ts: int, origin: bytes) -> int:
+        self.seq = seq = self.seq + 1  # apply() expired what was due before this ran
+        self.outbox[origin].append(Pong(c.req, seq, self.epoch))
+        return seq
+
+    def _expire_due(self, ts: int) -> None:
+        """Expire every GTD order whose time has come by ``ts``, earliest first (before the
+        write command at ``ts`` runs: its reports carry that command's sequence number)."""
+        seq = self.seq + 1
+        heap = self.expiries
+        while heap and heap[0][0] <= ts:
+            at, oid = heapq.heappop(heap)
+            o = self.orders.get(oid)
+            if o is None or o.expire != at:
+                continue  # closed, or replaced into a new object with its own entry
+            self._cancel(o, ts, S_EXP)
+            self.outbox[o.origin].append(self._report(o, 0, E_EXP, S_EXP, seq, ts, C_TIME))
 
     def _on_watch(self, c: Watch, ts: int, origin: bytes) -> int:
         if not 0 < c.account <= MAX_INT:
@@ -278,7 +346,7 @@ class Engine(EngineViews):
         # NewOrder's fields in one call (each attribute read costs as much as the tuple);
         # NEW_ORDER_FIELDS names them and a test holds it to the message's declaration.
         (req, acct, market, side, otype, tif, price, qty, quote_qty, cid, post_only, stp,
-         deadline) = astuple(c)[:13]
+         deadline, trigger, stop_price, expire) = astuple(c)[:16]
         if deadline and ts > deadline:
             return self._late(origin, req, seq, 0, cid)
         book = self.books.get(market)
@@ -286,22 +354,63 @@ class Engine(EngineViews):
             if book is None:
                 raise Reject(R.UNKNOWN_MARKET, f"unknown market {market!r}")
             o = self._accept(book, acct, side, otype, tif, price, qty, quote_qty, cid, post_only,
-                             stp, ts, origin)
+                             stp, ts, origin, trigger, stop_price, expire)
         except Reject as r:
             return self._reject(origin, req, r.code, r.reason, seq, 0, cid)
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
                               0, 0, seq, ts, o.quote_qty)]
-        if o.type == LIMIT and o.tif == GTC and not _crosses(book, o.side, o.price):
+        if o.waiting:
+            self._pend(book, o)
+            self.outbox[origin].append(Executions(req, reports))
+            return seq
+        if o.type == LIMIT and o.tif != IOC and o.tif != FOK and not _crosses(book, o.side,
+                                                                               o.price):
             self._rest(book, o)  # the common case: a limit order that does not cross
-        else:
-            self._execute(book, o, reports, seq, ts, req)
+            self.outbox[origin].append(Executions(req, reports))
+            return seq
+        self._execute(book, o, reports, seq, ts, req)
         self.outbox[origin].append(Executions(req, reports))
+        if book.stop_orders:
+            self._trigger(book, seq, ts)
         return seq
+
+    def _trigger(self, book: Book, seq: int, ts: int) -> None:
+        """Run every stop order the last price has reached, one at a time, in the book's
+        order (``Book.due_stop``), each as a new taker; their reports go to their owners."""
+        o = book.due_stop()
+        while o is not None:
+            book.unpend(o)
+            self._unindex(o)
+            o.waiting = False
+            o.updated = ts
+            reports = [self._report(o, 0, E_TRIG, S_NEW, seq, ts)]
+            if o.type == LIMIT and o.tif != IOC and o.tif != FOK and not _crosses(
+                book, o.side, o.price
+            ):
+                self._rest(book, o)
+            else:
+                self._execute(book, o, reports, seq, ts, 0)
+            self.outbox[o.origin].extend(reports)
+            o = book.due_stop()
+
+    def _check_stop(self, book: Book, side: int, trigger: int, stop_price: int) -> None:
+        if not STOP_LOSS <= trigger <= TAKE_PROFIT:
+            raise Reject(R.INVALID_ORDER_TYPE, f"trigger must be 0 (none), 1 (stop loss) or 2 "
+                         f"(take profit), was {trigger}")
+        spec = book.spec
+        if not 0 < stop_price <= book.max_price:
+            raise Reject(R.INVALID_STOP_PRICE, f"stop price must be {spec.tick.text}.."
+                         f"{spec.price_text(spec.max_price)}, was {_ticks(spec, stop_price)}")
+        last = book.last
+        if last and ((last >= stop_price) if (trigger == STOP_LOSS) == (side == BUY)
+                     else (last <= stop_price)):
+            raise Reject(R.WOULD_TRIGGER_IMMEDIATELY, f"order would trigger immediately: last "
+                         f"price {spec.price_text(last)}, stop {spec.price_text(stop_price)}")
 
     def _accept(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
                 qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
-                origin: bytes) -> Order:
+                origin: bytes, trigger: int = 0, stop_price: int = 0, expire: int = 0) -> Order:
         """Validate a new order, lock its funds and create it (not yet matched or resting).
         The fields are the command's, unchecked: each rule below checks one, in order, and the
         first that fails names the reject."""
@@ -319,7 +428,7 @@ class Engine(EngineViews):
             raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {given}")
         if otype != LIMIT:
             return self._accept_market(book, acct, side, otype, tif, price, qty, quote_qty, cid,
-                                       post_only, stp, ts, origin)
+                                       post_only, stp, ts, origin, trigger, stop_price, expire)
         spec = book.spec
         tif = tif or GTC
         if not 0 < price <= book.max_price:
@@ -327,13 +436,24 @@ class Engine(EngineViews):
                          f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}")
         if not book.min_qty <= qty <= book.max_qty:
             _check_qty(spec, qty)
-        if not GTC <= tif <= FOK:
-            raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..3, was {tif}")
+        if not GTC <= tif <= GTD:
+            raise Reject(R.INVALID_TIME_IN_FORCE, f"tif must be 1..4, was {tif}")
+        if tif == GTD:
+            if expire <= ts:
+                raise Reject(R.INVALID_EXPIRE_TIME, "expire_ts must be in the future")
+        elif expire:
+            raise Reject(R.INVALID_EXPIRE_TIME, "expire_ts is only for GTD orders")
         if quote_qty:
             raise Reject(R.INVALID_QUANTITY, "quote_qty is only for market buys")
+        if trigger:
+            if post_only:
+                raise Reject(R.INVALID_ORDER_TYPE, "a stop order cannot be post-only")
+            self._check_stop(book, side, trigger, stop_price)
+        elif stop_price:
+            raise Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
         if post_only:
-            if tif != GTC:
-                raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC")
+            if tif != GTC and tif != GTD:
+                raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC or GTD")
             if _crosses(book, side, price):
                 raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         if side == BUY:
@@ -347,11 +467,12 @@ class Engine(EngineViews):
         oid = self.next_order_id
         self.next_order_id = oid + 1
         return new_order(oid, acct, book.symbol, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need,
-                         cid, post_only, stp, origin, ts, ts, S_NEW)
+                         cid, post_only, stp, origin, ts, ts, S_NEW, False, trigger, stop_price,
+                         expire, trigger != 0)
 
     def _accept_market(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
                        qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
-                       origin: bytes) -> Order:
+                       origin: bytes, trigger: int, stop_price: int, expire: int) -> Order:
         spec = book.spec
         tif = tif or IOC
         if otype != MARKET:
@@ -361,6 +482,12 @@ class Engine(EngineViews):
             raise Reject(R.INVALID_TIME_IN_FORCE, "market orders are IOC or FOK")
         if post_only or price:
             raise Reject(R.INVALID_PRICE, "market orders take no price and cannot be post-only")
+        if expire:
+            raise Reject(R.INVALID_EXPIRE_TIME, "expire_ts is only for GTD orders")
+        if trigger:
+            self._check_stop(book, side, trigger, stop_price)
+        elif stop_price:
+            raise Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
         budget = 0
         if side == BUY and quote_qty and not qty:
             budget = need = quote_qty
@@ -375,6 +502,9 @@ class Engine(EngineViews):
             _check_qty(spec, qty)
             if side == SELL:
                 need, col = qty * spec.lot_units, book.base_a
+            elif trigger:  # the book when it triggers is unknown: lock up to its protection price
+                price = min(book.max_price, stop_price + -(-stop_price * STOP_COLLAR_BPS // 10_000))
+                need, col = price * qty * book.tlq, book.quote_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
                 if not lots:
@@ -387,13 +517,14 @@ class Engine(EngineViews):
         oid = self.next_order_id
         self.next_order_id = oid + 1
         leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
-        return new_order(oid, acct, book.symbol, side, MARKET, tif, 0, qty, leaves, 0, 0, budget,
-                         need, cid, False, stp, origin, ts, ts, S_NEW)
+        return new_order(oid, acct, book.symbol, side, MARKET, tif, price, qty, leaves, 0, 0,
+                         budget, need, cid, False, stp, origin, ts, ts, S_NEW, False, trigger,
+                         stop_price, 0, trigger != 0)
 
     def _execute(self, book: Book, o: Order, reports: list, seq: int, ts: int, req: int) -> None:
         """Run an accepted order: FOK check, match, then rest or expire the remainder."""
         side = o.side
-        if o.type == LIMIT:
+        if o.type == LIMIT or o.price:  # a market order with a price: a stop's protection
             limit = o.price
             crosses: int = (book.ask and book.ask <= limit) if side == BUY else book.bid >= limit
         else:
@@ -416,7 +547,7 @@ class Engine(EngineViews):
             self._finish(o, reports, E_EXP, S_EXP, stopped, seq, ts, req)
         elif stopped:
             self._finish(o, reports, E_CXL, S_CXL, stopped, seq, ts, req)
-        elif o.tif == GTC:
+        elif o.tif == GTC or o.tif == GTD:
             self._rest(book, o)
         else:
             self._finish(o, reports, E_EXP, S_EXP, C_IOC, seq, ts, req)
@@ -433,6 +564,23 @@ class Engine(EngineViews):
         if mine is None:
             mine = self.by_account[acct] = {}
         mine[oid] = o
+        if o.expire:
+            heapq.heappush(self.expiries, (o.expire, oid))
+
+    def _pend(self, book: Book, o: Order) -> None:
+        """A stop order waits in its book's stop lists, and in the indexes like a resting
+        order (found by cancel, replace, status and open-order queries)."""
+        book.pend(o)
+        oid, acct = o.id, o.account
+        self.orders[oid] = o
+        if o.client_id:
+            self.cids[(acct, o.client_id)] = o
+        mine = self.by_account.get(acct)
+        if mine is None:
+            mine = self.by_account[acct] = {}
+        mine[oid] = o
+        if o.expire:
+            heapq.heappush(self.expiries, (o.expire, oid))
 
     def _match(self, book: Book, t: Order, reports: list, seq: int, ts: int, req: int) -> int:
         """Match taker ``t`` against the opposite side; returns a CancelReason if it must stop."""
@@ -451,7 +599,7 @@ class Engine(EngineViews):
             b_ppm, s_ppm, maker_side = book.taker_ppm, book.maker_ppm, SELL
         else:
             b_ppm, s_ppm, maker_side = book.maker_ppm, book.taker_ppm, BUY
-        limit = t.price if t.type == LIMIT else (MAX_INT if taker_buys else 1)
+        limit = t.price if t.price else (MAX_INT if taker_buys else 1)
         stopped = 0
         while t.leaves and not stopped:
             level = book.best(maker_side)
@@ -495,6 +643,7 @@ class Engine(EngineViews):
                     t.locked -= base
                 tid = book.next_trade_id
                 book.next_trade_id = tid + 1
+                book.last = px
                 trade = Trade(tid, px, take, t.side, ts, seq)
                 trades.append(trade)
                 recent((trade, m.account, t.account))
@@ -681,12 +830,16 @@ class Engine(EngineViews):
         return seq
     # fmt: on
 
-    def _cancel(self, o: Order, ts: int) -> None:
-        """Take a resting order off its book, unlock what it still holds and close it."""
+    def _cancel(self, o: Order, ts: int, status: int = S_CXL) -> None:
+        """Take a resting (or waiting) order off its book, unlock what it still holds and
+        close it."""
         book = self.books[o.market]
-        book.remove(o)
-        self.dirty.add(book)
-        o.status = S_CXL
+        if o.waiting:
+            book.unpend(o)
+        else:
+            book.remove(o)
+            self.dirty.add(book)
+        o.status = status
         o.updated = ts
         self._close(o)
 
@@ -716,6 +869,8 @@ class Engine(EngineViews):
         try:
             if o is None or (c.market and c.market != o.market):
                 raise Reject(R.UNKNOWN_ORDER, _unknown(c))
+            if c.stop_price and (o is None or not o.waiting):
+                raise Reject(R.INVALID_STOP_PRICE, "only a waiting stop order's stop can change")
             reports = self._replace(o, c, seq, ts, origin)
         except Reject as r:
             self.outbox[origin].append(
@@ -731,6 +886,9 @@ class Engine(EngineViews):
             )  # the order, as it still is
             return seq
         self.outbox[origin].append(Executions(c.req, reports))
+        book = self.books[o.market]
+        if book.stop_orders:
+            self._trigger(book, seq, ts)
         return seq
 
     def _replace(self, o: Order, c: Replace, seq: int, ts: int, origin: bytes) -> list:
@@ -738,18 +896,24 @@ class Engine(EngineViews):
         spec = book.spec
         price, qty = c.price or o.price, c.qty or o.qty
         new_cid = c.new_client_order_id or o.client_id
-        if not 0 < price <= spec.max_price:
+        if o.type != LIMIT:  # a waiting stop market order (no other market order stays open)
+            if c.price:
+                raise Reject(R.INVALID_PRICE, "a stop market order takes no price")
+            if o.quote_qty and c.qty:
+                raise Reject(R.INVALID_QUANTITY, "a market buy by amount has no quantity")
+        elif not 0 < price <= spec.max_price:
             raise Reject(
                 R.INVALID_PRICE,
                 f"price must be {spec.tick.text}.."
                 f"{spec.price_text(spec.max_price)}, was {_ticks(spec, price)}",
             )
-        _check_qty(spec, qty)
-        if qty <= o.cum:
-            raise Reject(
-                R.REPLACE_INVALID,
-                f"new qty {spec.qty_text(qty)} must exceed the filled {spec.qty_text(o.cum)}",
-            )
+        if not o.quote_qty:
+            _check_qty(spec, qty)
+            if qty <= o.cum:
+                raise Reject(
+                    R.REPLACE_INVALID,
+                    f"new qty {spec.qty_text(qty)} must exceed the filled {spec.qty_text(o.cum)}",
+                )
         if len(new_cid) > MAX_CLIENT_ID:
             raise Reject(R.INVALID_CLIENT_ORDER_ID, "client order id longer than 64")
         if new_cid != o.client_id and (o.account, new_cid) in self.cids:
@@ -757,10 +921,17 @@ class Engine(EngineViews):
                 R.DUPLICATE_CLIENT_ORDER_ID,
                 f"client order id {new_cid!r} is invalid or already open",
             )
+        stop = c.stop_price or o.stop_price
+        if o.waiting:
+            self._check_stop(book, o.side, o.trigger, stop)
+            if o.type != LIMIT and o.side == BUY and not o.quote_qty:
+                price = min(spec.max_price, stop + -(-stop * STOP_COLLAR_BPS // 10_000))
         if o.post_only and price != o.price and _crosses(book, o.side, price):
             raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
-        leaves = qty - o.cum
-        if o.side == BUY:
+        leaves = o.leaves if o.quote_qty else qty - o.cum
+        if o.quote_qty:  # a waiting stop market buy by amount: its amount stays the lock
+            need, col = o.locked, book.quote_a
+        elif o.side == BUY:
             need, col = price * leaves * spec.tick_lot_quote, book.quote_a
         else:
             need, col = leaves * spec.lot_units, book.base_a
@@ -774,6 +945,13 @@ class Engine(EngineViews):
             lock(row, col, need - o.locked)
         else:
             release(row, col, o.locked - need)
+        if o.waiting:  # still waiting, at its new stop (oldest first there, by order id)
+            if stop != o.stop_price:
+                book.unpend(o)
+                o.stop_price = stop
+                book.pend(o)
+            o.price, o.qty, o.leaves, o.locked = price, qty, leaves, need
+            return [self._report(o, c.req, E_REPL, o.status, seq, ts)]
         if price == o.price and qty <= o.qty:  # keeps its place in the queue
             book.reduce(o, o.qty - qty)
             o.qty = qty
@@ -802,6 +980,11 @@ class Engine(EngineViews):
             o.created,
             ts,
             o.status,
+            False,
+            o.trigger,
+            o.stop_price,
+            o.expire,
+            False,
         )
         reports = [self._report(n, c.req, E_REPL, n.status, seq, ts)]
         self._execute(book, n, reports, seq, ts, c.req)

@@ -11,3 +11,4 @@ cdef class EngineViews:
     cdef public dict books, orders, cids, by_account, closed_cids, history, watchers, fills
     cdef public dict handlers
     cdef public set dirty
+    cdef public list expiries

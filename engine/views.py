@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from engine.book import ORDER_FIELDS, Book, Order, OrderRecord, new_order
+from engine.book import RECORD_FIELDS, Book, Order, OrderRecord, new_order
 from engine.codes import BUY, NEWEST, S_PART, SELL
 from protocol.config import MAX_INT
 from protocol.enums import RejectCode as R
@@ -53,7 +53,10 @@ if TYPE_CHECKING:
 
 
 class EngineState(msgspec.Struct, array_like=True):
-    """Everything that defines the engine, in a canonical order (snapshots and state_hash)."""
+    """Everything that defines the engine, in a canonical order (snapshots and state_hash).
+
+    Fields are only appended, with defaults, so a snapshot written before a field existed
+    loads (as that default)."""
 
     seq: int
     next_order_id: int
@@ -62,6 +65,11 @@ class EngineState(msgspec.Struct, array_like=True):
     totals: list[int]
     accounts: list[tuple[int, list[int]]]
     books: list[tuple[str, int, list[OrderRecord]]]
+    last_prices: list[int] = []  # per market, in books' order: its last trade price (0: none)
+    # (order id, trigger, stop price, expiry) of the resting orders above that have any
+    order_extras: list[tuple[int, int, int, int]] = []
+    # stop orders waiting for their stop, by order id: (record, trigger, stop price, expiry)
+    waiting: list[tuple[OrderRecord, int, int, int]] = []
 
 
 class EngineViews:
@@ -90,6 +98,7 @@ class EngineViews:
                     order_id: int = 0, cid: str = "") -> int: ...  # fmt: skip
         def _find(self, acct: int, order_id: int, cid: str) -> Order | None: ...
         def _rest(self, book: Book, o: Order) -> None: ...
+        def _pend(self, book: Book, o: Order) -> None: ...
         def _walk(self, book: Book, side: int, acct: int, stp: int, qty: int, budget: int,
                   limit: int) -> tuple[int, int, int]: ...  # fmt: skip
 
@@ -263,6 +272,21 @@ class EngineViews:
             (b.symbol, b.next_trade_id, [_record(o) for o in b.orders_in_priority()])
             for b in self.books.values()
         ]
+        lasts = [b.last for b in self.books.values()]
+        extras = [
+            (o.id, o.trigger, o.stop_price, o.expire)
+            for b in self.books.values()
+            for o in b.orders_in_priority()
+            if o.trigger or o.stop_price or o.expire
+        ]
+        waiting = sorted(
+            [
+                (_record(o), o.trigger, o.stop_price, o.expire)
+                for b in self.books.values()
+                for o in b.stop_orders.values()
+            ],
+            key=lambda w: w[0].id,
+        )
         return EngineState(
             self.seq,
             self.next_order_id,
@@ -271,6 +295,9 @@ class EngineViews:
             list(self.ledger.totals),
             accounts,
             books,
+            lasts if any(lasts) else [],
+            extras,
+            waiting,
         )
 
     def state_hash(self) -> str:
@@ -283,14 +310,27 @@ class EngineViews:
         self.seq, self.next_order_id = st.seq, st.next_order_id
         self.ledger.totals = list(st.totals)
         self.ledger.accounts = {a: list(r) for a, r in st.accounts}
+        extras = {oid: rest for oid, *rest in st.order_extras}
         for symbol, next_trade_id, orders in st.books:
             book = self.books.get(symbol)
             if book is None:
                 raise ValueError(f"snapshot has market {symbol!r}, config does not")
             book.next_trade_id = next_trade_id
-            for o in orders:
-                self._rest(book, new_order(*msgspec.structs.astuple(o)))
+            for rec in orders:
+                o = new_order(*msgspec.structs.astuple(rec))
+                if o.id in extras:
+                    o.trigger, o.stop_price, o.expire = extras[o.id]
+                self._rest(book, o)
             book.forget_changes()
+        for book, last in zip(self.books.values(), st.last_prices, strict=False):
+            book.last = last
+        for rec, trigger, stop_price, expire in st.waiting:
+            book = self.books.get(rec.market)
+            if book is None:
+                raise ValueError(f"snapshot has market {rec.market!r}, config does not")
+            o = new_order(*msgspec.structs.astuple(rec))
+            o.trigger, o.stop_price, o.expire, o.waiting = trigger, stop_price, expire, True
+            self._pend(book, o)
         self.dirty.clear()
 
     def validate(self) -> None:
@@ -312,6 +352,12 @@ class EngineViews:
                     )
                 else:
                     _ensure(o.locked == o.leaves * spec.lot_units, f"order {o.id} base lock")
+            for o in book.stop_orders.values():
+                resting += 1
+                _ensure(self.orders.get(o.id) is o, f"waiting stop order {o.id} not indexed")
+                col = (book.quote_a if o.side == BUY else book.base_a) // 2
+                locked[(o.account, col)] = locked.get((o.account, col), 0) + o.locked
+                _ensure(o.locked > 0 and o.leaves > 0, f"stop order {o.id} holds nothing")
         _ensure(resting == len(self.orders), "order index holds orders not in any book")
         _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
         _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
@@ -325,7 +371,7 @@ def _ensure(ok: bool, message: str) -> None:
 
 
 def _record(o: Order) -> OrderRecord:
-    return OrderRecord(*[getattr(o, f) for f in ORDER_FIELDS])
+    return OrderRecord(*[getattr(o, f) for f in RECORD_FIELDS])
 
 
 def _state(o: Order) -> OrderState:
@@ -348,6 +394,10 @@ def _state(o: Order) -> OrderState:
         o.post_only,
         o.created,
         o.updated,
+        o.trigger,
+        o.stop_price,
+        o.waiting,
+        o.expire,
     )
 
 

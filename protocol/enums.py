@@ -22,6 +22,16 @@ class TimeInForce(IntEnum):
     GTC = 1
     IOC = 2
     FOK = 3
+    GTD = 4  # good till date: GTC until NewOrder.expire_ts (engine time), then EXPIRED
+
+
+class TriggerKind(IntEnum):
+    """A stop order waits, outside the book, until the market's last trade price reaches its
+    stop price; then it enters as the limit or market order it carries (``OrderType``)."""
+
+    NONE = 0
+    STOP_LOSS = 1  # buy: triggers when the last price rises to the stop; sell: when it falls
+    TAKE_PROFIT = 2  # buy: triggers when the last price falls to the stop; sell: when it rises
 
 
 class StpMode(IntEnum):
@@ -42,6 +52,7 @@ class ExecType(IntEnum):
     EXPIRED = 5
     REPLACED = 6
     REJECTED = 7
+    TRIGGERED = 8  # a stop order's stop was reached: it now works as its limit/market order
 
 
 class OrderStatus(IntEnum):
@@ -70,6 +81,7 @@ class CancelReason(IntEnum):
     SELF_TRADE = 4  # self-trade prevention
     NO_FUNDS = 5  # a market order ran out of locked funds
     DISCONNECT = 6  # cancel-on-disconnect
+    EXPIRE_TIME = 7  # a good-till-date order reached its expiry time
 
 
 class RejectCode(IntEnum):
@@ -110,6 +122,9 @@ class RejectCode(IntEnum):
     NO_LIQUIDITY = 3013
     INVALID_CLIENT_ORDER_ID = 3014
     MARKET_HALTED = 3015
+    WOULD_TRIGGER_IMMEDIATELY = 3016  # a stop whose stop price the last price already reached
+    INVALID_STOP_PRICE = 3017
+    INVALID_EXPIRE_TIME = 3018
 
     ENGINE_UNAVAILABLE = 4001
     RATE_LIMITED = 4002

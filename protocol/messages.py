@@ -41,6 +41,9 @@ class NewOrder(_Msg, tag=1):
     post_only: bool = False
     stp: int = 0  # StpMode
     deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
+    trigger: int = 0  # TriggerKind: a stop order, waiting for the last price to reach stop_price
+    stop_price: int = 0  # ticks; stop orders only
+    expire_ts: int = 0  # engine time (ns since epoch) a GTD order expires at; tif GTD only
 
 
 class Cancel(_Msg, tag=2):
@@ -65,6 +68,7 @@ class Replace(_Msg, tag=3):
     price: int = 0
     qty: int = 0
     deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it; 0 = none
+    stop_price: int = 0  # a waiting stop order's new stop price (ticks); 0 = keep
 
 
 class MassCancel(_Msg, tag=4):
@@ -134,6 +138,15 @@ class Ping(_Msg, tag=12):
     mark: int = 0  # echoed in the Pong: the client's last request id sent before this Ping
 
 
+class Tick(_Msg, tag=18):
+    """The engine's clock, journaled like any write: the engine process sends it to itself
+    when a good-till-date order's expiry time has passed and no other command came, so expiry
+    depends only on the journaled command stream (every write command expires what is due at
+    its batch timestamp first; a Tick does nothing else)."""
+
+    req: int
+
+
 class FillsRequest(_Msg, tag=13):
     """The account's most recent fills (newest last), from the engine's bounded memory."""
 
@@ -198,10 +211,11 @@ Command = (
     | AuditRequest
     | OrderHistoryRequest
     | Watch
+    | Tick
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
-WRITE_COMMANDS = (NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw)
+WRITE_COMMANDS = (NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw, Tick)
 
 
 # ------------------------------------------------------------------------ replies and events
@@ -254,7 +268,7 @@ class Rejected(_Msg, tag=102):
     status: int = 0  # OrderStatus of the order a cancel/replace named, when it exists
 
 
-class OrderState(msgspec.Struct, array_like=True, gc=False):
+class OrderState(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     order_id: int
     client_order_id: str
     account: int
@@ -272,6 +286,11 @@ class OrderState(msgspec.Struct, array_like=True, gc=False):
     post_only: bool
     created_ts: int
     updated_ts: int
+    # appended (omitted when default, so an order without them encodes as it always did)
+    trigger: int = 0  # TriggerKind of a stop order (also once triggered)
+    stop_price: int = 0
+    waiting: bool = False  # a stop order whose stop has not been reached: not in the book
+    expire_ts: int = 0  # GTD expiry (engine time, ns)
 
 
 class OrderInfo(_Msg, tag=103):

@@ -16,21 +16,26 @@ from protocol.enums import (
     Side,
     StpMode,
     TimeInForce,
+    TriggerKind,
 )
 
 EXPECTED = {
     "BUY": Side.BUY, "SELL": Side.SELL,
     "LIMIT": OrderType.LIMIT, "MARKET": OrderType.MARKET,
     "GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK,
+    "GTD": TimeInForce.GTD,
+    "STOP_LOSS": TriggerKind.STOP_LOSS, "TAKE_PROFIT": TriggerKind.TAKE_PROFIT,
     "NEWEST": StpMode.CANCEL_NEWEST, "OLDEST": StpMode.CANCEL_OLDEST, "BOTH": StpMode.CANCEL_BOTH,
     "E_NEW": ExecType.NEW, "E_PART": ExecType.PARTIAL_FILL, "E_FILL": ExecType.FILL,
     "E_CXL": ExecType.CANCELED, "E_EXP": ExecType.EXPIRED, "E_REPL": ExecType.REPLACED,
+    "E_TRIG": ExecType.TRIGGERED,
     "S_NEW": OrderStatus.NEW, "S_PART": OrderStatus.PARTIALLY_FILLED,
     "S_FILLED": OrderStatus.FILLED, "S_CXL": OrderStatus.CANCELED, "S_EXP": OrderStatus.EXPIRED,
     "MAKER": Liquidity.MAKER, "TAKER": Liquidity.TAKER,
     "C_USER": CancelReason.USER, "C_IOC": CancelReason.IOC_REMAINDER,
     "C_FOK": CancelReason.FOK_UNFILLABLE, "C_STP": CancelReason.SELF_TRADE,
     "C_FUNDS": CancelReason.NO_FUNDS, "C_DISCONNECT": CancelReason.DISCONNECT,
+    "C_TIME": CancelReason.EXPIRE_TIME,
 }  # fmt: skip
 
 

@@ -888,8 +888,18 @@ def _new(**fields) -> NewOrder:
         ({"side": 3}, R.INVALID_SIDE),
         ({"type": 0}, R.INVALID_ORDER_TYPE),
         ({"type": 3}, R.INVALID_ORDER_TYPE),
-        ({"tif": 4}, R.INVALID_TIME_IN_FORCE),
+        ({"tif": 5}, R.INVALID_TIME_IN_FORCE),
         ({"tif": -1}, R.INVALID_TIME_IN_FORCE),
+        ({"tif": 4}, R.INVALID_EXPIRE_TIME),  # GTD without an expiry time
+        ({"tif": 4, "expire_ts": 1}, R.INVALID_EXPIRE_TIME),  # in the past
+        ({"expire_ts": 2**62}, R.INVALID_EXPIRE_TIME),  # an expiry time on a GTC order
+        ({"type": MARKET, "price": 0, "expire_ts": 2**62}, R.INVALID_EXPIRE_TIME),
+        ({"stop_price": ticks("90")}, R.INVALID_STOP_PRICE),  # not a stop order
+        ({"trigger": 3, "stop_price": ticks("90")}, R.INVALID_ORDER_TYPE),
+        ({"trigger": 1, "stop_price": 0}, R.INVALID_STOP_PRICE),
+        ({"trigger": 1, "stop_price": max_ticks() + 1}, R.INVALID_STOP_PRICE),
+        ({"trigger": 1, "stop_price": ticks("90"), "post_only": True}, R.INVALID_ORDER_TYPE),
+        ({"type": MARKET, "price": 0, "trigger": 2, "stop_price": -1}, R.INVALID_STOP_PRICE),
         ({"stp": 4}, R.INVALID_FIELD),
         ({"account": 0}, R.INVALID_ACCOUNT),
         ({"account": -1}, R.INVALID_ACCOUNT),
