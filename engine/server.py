@@ -38,12 +38,14 @@ from engine import curve, journal
 from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
-from protocol.messages import Command
+from protocol.messages import Command, Tick
 from protocol.metrics import Exporter
 
 log = logging.getLogger("engine")
 
 MAX_FRAME = 1 << 20  # bytes; larger frames are rejected (zmq drops peers beyond 16 MiB)
+CLOCK = b"\x00clock"  # the origin of the engine's own Ticks (no ZeroMQ peer can have it)
+CLOCK_EVERY = 0.05  # seconds between looks at the earliest good-till-date expiry
 MAX_COMMANDS_PER_FRAME = 10_000
 REAP_EVERY = 0.02  # s between looks at a snapshot child still writing
 COMMAND_TAGS = salvage.tags_of(Command)
@@ -62,6 +64,7 @@ class Metrics(msgspec.Struct):
     snapshots: int = 0
     snapshot_fork_ms: float = 0.0  # how long the last snapshot stopped the engine (the fork)
     recovered: int = 0
+    ticks: int = 0  # Ticks sent to expire good-till-date orders
 
 
 class EngineServer:
@@ -137,6 +140,7 @@ class EngineServer:
         assert self.router is not None
         loop.add_reader(self.router.FD, self._on_readable)
         loop.call_soon(self._on_readable)  # messages may have queued before the reader existed
+        loop.call_later(CLOCK_EVERY, self._clock, loop)
         log.info(
             "engine ready: commands on %s, market data on %s, data in %s, epoch %d",
             self.cfg.commands,
@@ -252,6 +256,17 @@ class EngineServer:
             if frames:
                 self.process(frames)
 
+    def _clock(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A good-till-date order's time has passed and no command came: send the engine a
+        Tick (journaled like any write), which expires it (docs: engine/core.py)."""
+        if self._stopping:
+            return
+        due = self.engine.next_expiry()
+        if due and due <= time.time_ns():
+            self.metrics.ticks += 1
+            self.process([[CLOCK, self.encoder.encode([Tick(0)])]])
+        loop.call_later(CLOCK_EVERY, self._clock, loop)
+
     def process(self, frames: list[list[bytes]]) -> None:
         """Apply one batch of frames, journal it, then reply and publish."""
         engine = self.engine
@@ -346,6 +361,8 @@ class EngineServer:
         assert router is not None
         encode = self.encoder.encode
         for origin, msgs in self.engine.drain():
+            if origin == CLOCK:
+                continue  # the answer to our own Tick
             try:
                 router.send_multipart([origin, encode(msgs)], zmq.NOBLOCK)
                 self.metrics.frames_out += 1

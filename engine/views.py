@@ -375,7 +375,7 @@ def _record(o: Order) -> OrderRecord:
 
 
 def _state(o: Order) -> OrderState:
-    leaves = o.leaves if o.status <= S_PART else 0
+    leaves = o.leaves if o.status <= S_PART and not o.quote_qty else 0  # as in reports
     return OrderState(
         o.id,
         o.client_id,

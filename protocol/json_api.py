@@ -50,10 +50,14 @@ class Place(_Req, tag="place"):
     price: str | None = None
     qty: str | None = None
     quote_qty: str | None = None  # market buys: amount of quote to spend
-    tif: Literal["GTC", "IOC", "FOK"] | None = None
+    tif: Literal["GTC", "IOC", "FOK", "GTD"] | None = None
     client_order_id: str = ""
     post_only: bool = False
     stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] | None = None
+    # a stop order: waits until the last trade price reaches stop_price, then is this order
+    trigger: Literal["stop_loss", "take_profit"] | None = None
+    stop_price: str | None = None
+    expire_ts: int = 0  # GTD: expiry time, ns since the epoch (engine clock)
 
 
 class CancelOrder(_Req, tag="cancel"):
@@ -69,6 +73,7 @@ class ReplaceOrder(_Req, tag="replace"):
     new_client_order_id: str = ""
     price: str | None = None
     qty: str | None = None  # the new total quantity
+    stop_price: str | None = None  # a waiting stop order's new stop price
 
 
 class CancelAll(_Req, tag="cancel_all"):
@@ -214,6 +219,10 @@ class Order(msgspec.Struct, omit_defaults=True):
     seq: int | None = None
     ts: int | None = None
     post_only: bool | None = None
+    trigger: str | None = None  # stop_loss / take_profit
+    stop_price: str | None = None
+    waiting: bool | None = None  # a stop order whose stop has not been reached
+    expire_ts: int | None = None
 
 
 class BalanceView(msgspec.Struct):

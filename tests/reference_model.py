@@ -19,7 +19,15 @@ sorting everything again. Scales come from the TOML config through ``Decimal``, 
   order goes to the back (and may trade); the lock becomes price x leaves (buy) or leaves
   (sell); a rejected replace changes nothing;
 - client order ids are unique among an account's open orders; another account's order is
-  unknown.
+  unknown;
+- stop orders (stop-loss / take-profit, limit or market) wait, locked, until the last trade
+  price reaches the stop (a stop-loss buy and a take-profit sell on a rise, the others on a
+  fall); one already reached is rejected; after a command that traded, due stops run one at a
+  time as new orders: rising ones first, lowest stop first, then falling ones, highest first,
+  older first at one stop; a stop market buy by quantity locks and trades up to its stop plus
+  10% (rounded up, at most the max price);
+- GTD orders expire, earliest expiry first (then older first), before the first write command
+  whose timestamp is at or after their expiry time.
 
 ``apply(cmd)`` returns an ``Outcome``; the model never raises on bad input.
 """
@@ -29,11 +37,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from protocol.messages import Cancel, Deposit, MassCancel, NewOrder, Replace, Withdraw
+from protocol.messages import Cancel, Deposit, MassCancel, NewOrder, Replace, Tick, Withdraw
 
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
-GTC, IOC, FOK = 1, 2, 3
+GTC, IOC, FOK, GTD = 1, 2, 3, 4
+STOP_LOSS, TAKE_PROFIT = 1, 2
 NEWEST, OLDEST, BOTH = 1, 2, 3
 MAX_INT = 2**63 - 1
 
@@ -56,6 +65,9 @@ INSUFFICIENT_FUNDS = 2001
 UNKNOWN_ASSET = 2002
 INVALID_AMOUNT = 2003
 INVALID_ACCOUNT = 2004
+WOULD_TRIGGER_IMMEDIATELY = 3016
+INVALID_STOP_PRICE = 3017
+INVALID_EXPIRE_TIME = 3018
 
 
 def _exact(value: Decimal) -> int:
@@ -109,6 +121,15 @@ class Order:
     post_only: bool
     stp: int
     time: int  # priority: smaller is older
+    type: int = LIMIT
+    tif: int = GTC
+    budget: int = 0  # a market buy by quote amount
+    trigger: int = 0
+    stop: int = 0
+    expire: int = 0
+
+    def rises(self) -> bool:
+        return (self.trigger == STOP_LOSS) == (self.side == BUY)
 
 
 @dataclass
@@ -119,6 +140,7 @@ class Outcome:
     maker_fills: list[tuple[int, int, int]] = field(default_factory=list)  # (order id, px, qty)
     trades: list[tuple[str, int, int, int]] = field(default_factory=list)  # market, px, qty, side
     count: int = 0  # mass cancel
+    expired: int = 0  # GTD orders that expired before the command ran
 
 
 class Model:
@@ -131,6 +153,8 @@ class Model:
         self.locked: dict[tuple[int, str], int] = {}
         self.net: dict[str, int] = dict.fromkeys(self.assets, 0)  # deposits - withdrawals
         self.resting: list[Order] = []
+        self.waiting: list[Order] = []  # stop orders not yet triggered
+        self.last: dict[str, int] = {}  # market -> last trade price
         self.next_id = 1
         self.clock = 0
 
@@ -146,15 +170,15 @@ class Model:
         return sorted(orders, key=lambda o: (o.price, o.time))
 
     def open_orders(self, account: int) -> list[Order]:
-        return [o for o in self.resting if o.account == account]
+        return [o for o in self.resting + self.waiting if o.account == account]
 
     def _find(self, account: int, order_id: int, cid: str) -> Order | None:
-        for o in self.resting:
+        for o in self.resting + self.waiting:
             if order_id and o.id == order_id:
                 return o if o.account == account else None
         if order_id:
             return None
-        for o in self.resting:
+        for o in self.resting + self.waiting:
             if cid and o.account == account and o.cid == cid:
                 return o
         return None
@@ -167,7 +191,7 @@ class Model:
         return best <= price if side == BUY else best >= price
 
     def _cid_taken(self, account: int, cid: str) -> bool:
-        return any(o.account == account and o.cid == cid for o in self.resting)
+        return any(o.account == account and o.cid == cid for o in self.resting + self.waiting)
 
     # --------------------------------------------------------------------- money moves
     def _move(self, account: int, asset: str, amount: int) -> None:
@@ -188,21 +212,99 @@ class Model:
 
     def _cancel(self, o: Order) -> None:
         self._release(o)
-        self.resting.remove(o)
+        (self.waiting if o in self.waiting else self.resting).remove(o)
 
     # --------------------------------------------------------------------------- apply
-    def apply(self, cmd: object) -> Outcome:
+    def apply(self, cmd: object, ts: int = 0) -> Outcome:
+        due = sorted(
+            (o for o in self.resting + self.waiting if o.expire and o.expire <= ts),
+            key=lambda o: (o.expire, o.id),
+        )
+        for o in due:
+            self._cancel(o)
+        out = self._apply(cmd, ts)
+        out.expired = len(due)
+        return out
+
+    def _apply(self, cmd: object, ts: int) -> Outcome:
         if isinstance(cmd, NewOrder):
-            return self._new_order(cmd)
-        if isinstance(cmd, Cancel):
+            out = self._new_order(cmd, ts)
+        elif isinstance(cmd, Cancel):
             return self._cancel_cmd(cmd)
-        if isinstance(cmd, Replace):
-            return self._replace(cmd)
-        if isinstance(cmd, MassCancel):
+        elif isinstance(cmd, Replace):
+            out = self._replace(cmd)
+        elif isinstance(cmd, MassCancel):
             return self._mass_cancel(cmd)
-        if isinstance(cmd, Deposit | Withdraw):
+        elif isinstance(cmd, Deposit | Withdraw):
             return self._ledger(cmd)
-        raise TypeError(cmd)
+        elif isinstance(cmd, Tick):
+            return Outcome()
+        else:
+            raise TypeError(cmd)
+        if out.reject is None:
+            for market in self.markets:  # only the command's market can have a stop due
+                self._trigger(market, out)
+        return out
+
+    # ------------------------------------------------------------------------- stops
+    def _stop_check(self, market: str, side: int, trigger: int, stop: int) -> int | None:
+        m = self.markets[market]
+        if trigger not in (STOP_LOSS, TAKE_PROFIT):
+            return INVALID_ORDER_TYPE
+        if not 0 < stop <= m.max_price:
+            return INVALID_STOP_PRICE
+        last = self.last.get(market, 0)
+        rises = (trigger == STOP_LOSS) == (side == BUY)
+        if last and (last >= stop if rises else last <= stop):
+            return WOULD_TRIGGER_IMMEDIATELY
+        return None
+
+    def _due(self, market: str) -> Order | None:
+        last = self.last.get(market, 0)
+        if not last:
+            return None
+        up = sorted(
+            (o for o in self.waiting if o.market == market and o.rises() and o.stop <= last),
+            key=lambda o: (o.stop, o.id),
+        )
+        if up:
+            return up[0]
+        down = sorted(
+            (o for o in self.waiting if o.market == market and not o.rises() and o.stop >= last),
+            key=lambda o: (-o.stop, o.id),
+        )
+        return down[0] if down else None
+
+    def _trigger(self, market: str, out: Outcome) -> None:
+        """Run the due stops; their makers' fills and trades count, their own fills are
+        reported to their owners, not in this command's reply."""
+        o = self._due(market) if market else None
+        while o is not None:
+            self.waiting.remove(o)
+            side_out = Outcome()
+            self._run(o, side_out)
+            out.maker_fills += side_out.maker_fills
+            out.trades += side_out.trades
+            o = self._due(market)
+
+    def _run(self, o: Order, out: Outcome) -> None:
+        """Execute an accepted order (validated, locked) as a new taker."""
+        if o.type == LIMIT:
+            if o.tif == FOK and self._fillable(o, o.price) < o.qty:
+                self._release(o)
+                return
+            stopped = self._match(o, o.price, 0, out)
+            if o.leaves and not stopped and o.tif in (GTC, GTD):
+                self._rest(o)
+            else:
+                self._release(o)
+            return
+        limit = o.price or None  # a stop market buy by quantity: its protection price
+        if o.tif == FOK and self._fillable(o, limit) < o.qty:
+            self._release(o)
+            return
+        self._match(o, limit, o.budget, out)
+        self._release(o)
 
     def _ledger(self, c: Deposit | Withdraw) -> Outcome:
         if c.asset not in self.net:
@@ -260,17 +362,17 @@ class Model:
             return QUANTITY_ABOVE_MAX
         return None
 
-    def _new_order(self, c: NewOrder) -> Outcome:
+    def _new_order(self, c: NewOrder, ts: int) -> Outcome:
         code = self._check_new(c)
         if code is not None:
             return Outcome(code)
         if c.type == LIMIT:
-            return self._new_limit(c)
+            return self._new_limit(c, ts)
         if c.type == MARKET:
             return self._new_market(c)
         return Outcome(INVALID_ORDER_TYPE)
 
-    def _new_limit(self, c: NewOrder) -> Outcome:
+    def _new_limit(self, c: NewOrder, ts: int) -> Outcome:
         m = self.markets[c.market]
         tif = c.tif or GTC
         if not 0 < c.price <= m.max_price:
@@ -278,11 +380,21 @@ class Model:
         code = self._check_qty(m, c.qty)
         if code is not None:
             return Outcome(code)
-        if tif not in (GTC, IOC, FOK):
+        if tif not in (GTC, IOC, FOK, GTD):
             return Outcome(INVALID_TIME_IN_FORCE)
+        if (tif == GTD and c.expire_ts <= ts) or (tif != GTD and c.expire_ts):
+            return Outcome(INVALID_EXPIRE_TIME)
         if c.quote_qty:
             return Outcome(INVALID_QUANTITY)
-        if c.post_only and tif != GTC:
+        if c.trigger:
+            if c.post_only:
+                return Outcome(INVALID_ORDER_TYPE)
+            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price)
+            if code is not None:
+                return Outcome(code)
+        elif c.stop_price:
+            return Outcome(INVALID_STOP_PRICE)
+        if c.post_only and tif not in (GTC, GTD):
             return Outcome(INVALID_TIME_IN_FORCE)
         if c.post_only and self._crosses(c.market, c.side, c.price):
             return Outcome(POST_ONLY_WOULD_CROSS)
@@ -293,15 +405,13 @@ class Model:
         if self.balance(c.account, asset)[0] < need:
             return Outcome(INSUFFICIENT_FUNDS)
         o = self._create(c, c.price, c.qty, need)
+        o.tif, o.expire = tif, c.expire_ts
         out = Outcome(order_id=o.id)
-        if tif == FOK and self._fillable(o, c.price) < o.qty:
-            self._release(o)
+        if c.trigger:
+            o.trigger, o.stop = c.trigger, c.stop_price
+            self.waiting.append(o)
             return out
-        stopped = self._match(o, c.price, 0, out)
-        if o.leaves and not stopped and tif == GTC:
-            self._rest(o)
-        else:
-            self._release(o)
+        self._run(o, out)
         return out
 
     def _new_market(self, c: NewOrder) -> Outcome:
@@ -311,7 +421,15 @@ class Model:
             return Outcome(INVALID_TIME_IN_FORCE)
         if c.post_only or c.price:
             return Outcome(INVALID_PRICE)
-        budget = 0
+        if c.expire_ts:
+            return Outcome(INVALID_EXPIRE_TIME)
+        if c.trigger:
+            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price)
+            if code is not None:
+                return Outcome(code)
+        elif c.stop_price:
+            return Outcome(INVALID_STOP_PRICE)
+        budget = price = 0
         if c.side == BUY and c.quote_qty and not c.qty:
             if not 0 < c.quote_qty <= m.max_price * m.max_qty * m.tick_lot_quote:
                 return Outcome(INVALID_QUANTITY)
@@ -328,6 +446,10 @@ class Model:
             qty = c.qty
             if c.side == SELL:
                 need, asset = qty * m.lot_units, m.base
+            elif c.trigger:
+                stop = c.stop_price
+                price = min(m.max_price, stop + -(-stop * 1_000 // 10_000))
+                need, asset = price * qty * m.tick_lot_quote, m.quote
             else:
                 lots, need = self._walk_cost(c.market, c.account, c.stp or NEWEST, qty)
                 if not lots:
@@ -335,13 +457,14 @@ class Model:
                 asset = m.quote
         if self.balance(c.account, asset)[0] < need:
             return Outcome(INSUFFICIENT_FUNDS)
-        o = self._create(c, 0, qty, need)
+        o = self._create(c, price, qty, need)
+        o.type, o.tif, o.budget = MARKET, tif, budget
         out = Outcome(order_id=o.id)
-        if tif == FOK and self._fillable(o, None) < o.qty:
-            self._release(o)
+        if c.trigger:
+            o.trigger, o.stop = c.trigger, c.stop_price
+            self.waiting.append(o)
             return out
-        self._match(o, None, budget, out)
-        self._release(o)
+        self._run(o, out)
         return out
 
     def _create(self, c: NewOrder, price: int, qty: int, need: int) -> Order:
@@ -441,6 +564,7 @@ class Model:
         self.locked[(buyer.account, m.quote)] -= notional
         buyer.locked -= notional
         self._credit(buyer.account, m.base, base - fee_base)
+        self.last[m.symbol] = price
         self.locked[(seller.account, m.base)] -= base
         seller.locked -= base
         self._credit(seller.account, m.quote, notional - fee_quote)
@@ -461,25 +585,44 @@ class Model:
         o = self._find(c.account, c.order_id, c.client_order_id)
         if o is None or (c.market and c.market != o.market):
             return Outcome(UNKNOWN_ORDER)
+        waits = o in self.waiting
+        if c.stop_price and not waits:
+            return Outcome(INVALID_STOP_PRICE)
         m = self.markets[o.market]
         price = c.price or o.price
         qty = c.qty or o.qty
         cid = c.new_client_order_id or o.cid
-        if not 0 < price <= m.max_price:
+        if o.type == MARKET:
+            if c.price:
+                return Outcome(INVALID_PRICE)
+            if o.budget and c.qty:
+                return Outcome(INVALID_QUANTITY)
+        elif not 0 < price <= m.max_price:
             return Outcome(INVALID_PRICE)
-        code = self._check_qty(m, qty)
-        if code is not None:
-            return Outcome(code)
-        if qty <= o.cum:
-            return Outcome(REPLACE_INVALID)
+        if not o.budget:
+            code = self._check_qty(m, qty)
+            if code is not None:
+                return Outcome(code)
+            if qty <= o.cum:
+                return Outcome(REPLACE_INVALID)
         if len(cid) > 64:
             return Outcome(INVALID_CLIENT_ORDER_ID)
         if cid != o.cid and self._cid_taken(o.account, cid):
             return Outcome(DUPLICATE_CLIENT_ORDER_ID)
+        stop = c.stop_price or o.stop
+        if waits:
+            code = self._stop_check(o.market, o.side, o.trigger, stop)
+            if code is not None:
+                return Outcome(code)
+            if o.type == MARKET and o.side == BUY and not o.budget:
+                price = min(m.max_price, stop + -(-stop * 1_000 // 10_000))
         if o.post_only and price != o.price and self._crosses(o.market, o.side, price):
             return Outcome(POST_ONLY_WOULD_CROSS)
-        leaves = qty - o.cum
-        need = price * leaves * m.tick_lot_quote if o.side == BUY else leaves * m.lot_units
+        leaves = o.leaves if o.budget else qty - o.cum
+        if o.budget:
+            need = o.locked
+        else:
+            need = price * leaves * m.tick_lot_quote if o.side == BUY else leaves * m.lot_units
         asset = self._lock_asset(o)
         if need - o.locked > self.balance(o.account, asset)[0]:
             return Outcome(INSUFFICIENT_FUNDS)
@@ -487,13 +630,16 @@ class Model:
         o.locked = need
         o.cid = cid
         out = Outcome(order_id=o.id)
+        if waits:
+            o.price, o.qty, o.leaves, o.stop = price, qty, leaves, stop
+            return out
         keeps_place = price == o.price and qty <= o.qty
         o.price, o.qty, o.leaves = price, qty, leaves
         if keeps_place:
             return out
         self.resting.remove(o)
         stopped = self._match(o, price, 0, out)
-        if o.leaves and not stopped:
+        if o.leaves and not stopped:  # it was resting: GTC or GTD
             self._rest(o)
         else:
             self._release(o)

@@ -1149,3 +1149,39 @@ def test_loopback_endpoints_are_recognised() -> None:
         assert loopback(ok), ok
     for bad in ("tcp://0.0.0.0:7001", "tcp://10.0.0.5:7001", "tcp://*:7001", "tcp://[::]:1"):
         assert not loopback(bad), bad
+
+
+def test_a_good_till_date_order_expires_by_itself_and_stays_expired_after_kill_9(engine_procs):
+    """No command comes after the order: the engine's own journaled Tick expires it; the
+    journal alone (kill -9, no snapshot) replays into the same expired order."""
+    proc = engine_procs().start()
+    run(_gtd_expires(proc))
+    assert proc.kill() == -signal.SIGKILL
+    run(_gtd_after_restart(proc))
+
+
+async def _gtd_expires(proc: EngineProc) -> None:
+    events: list = []
+    async with connect(proc, b"gtd", events) as client:
+        assert type(await client.request(Deposit(0, 1, "USD", 10**9))) is LedgerReply
+        expire = time.time_ns() + 300_000_000  # 0.3 s from now
+        placed = await client.request(order(1, BUY, PRICE, 10, int(Tif.GTD), expire_ts=expire))
+        assert type(placed) is Executions, placed
+        oid = placed.reports[0].order_id
+        await eventually_async(lambda: events, what="the GTD order's expiry report")
+        (r,) = events
+        assert (r.order_id, r.exec_type, r.status, r.req) == (
+            oid, ExecType.EXPIRED, OrderStatus.EXPIRED, 0
+        )  # fmt: skip
+        assert r.ts >= expire
+        bal = await client.request(BalancesRequest(0, 1))
+        assert [(b.available, b.locked) for b in bal.balances if b.asset == "USD"] == [(10**9, 0)]
+
+
+async def _gtd_after_restart(proc: EngineProc) -> None:
+    await proc.astart()
+    async with connect(proc, b"after") as client:
+        opens = await client.request(OpenOrdersRequest(0, 1))
+        assert opens.orders == []
+        bal = await client.request(BalancesRequest(0, 1))
+        assert [(b.available, b.locked) for b in bal.balances if b.asset == "USD"] == [(10**9, 0)]

@@ -37,6 +37,7 @@ from protocol.messages import (
     Rejected,
     Replace,
     SnapshotRequest,
+    Tick,
     Trades,
     Withdraw,
 )
@@ -101,9 +102,16 @@ stps = st.sampled_from((0, 0, rm.NEWEST, rm.OLDEST, rm.BOTH))
 cids = st.sampled_from(CIDS)
 
 
+# Advanced orders: a stop (mostly valid kinds, stops around the prices traded), an expiry
+# time relative to the command's timestamp (its index in the stream; sometimes in the past).
+triggers = st.integers(0, 99).map(lambda r: 0 if r < 70 else 1 if r < 84 else 2 if r < 98 else 3)
+expiries = st.integers(-2, 25)
+
+
 @st.composite
 def limit_orders(draw: st.DrawFn) -> NewOrder:
-    tif = draw(st.sampled_from((0, rm.GTC, rm.GTC, rm.IOC, rm.FOK)))
+    tif = draw(st.sampled_from((0, rm.GTC, rm.GTC, rm.IOC, rm.FOK, rm.GTD)))
+    trigger = draw(triggers)
     return NewOrder(
         0,
         draw(accounts),
@@ -114,8 +122,12 @@ def limit_orders(draw: st.DrawFn) -> NewOrder:
         price=draw(prices),
         qty=draw(quantities),
         client_order_id=draw(cids),
-        post_only=tif in (0, rm.GTC) and draw(st.integers(0, 4)) == 0,
+        post_only=tif in (0, rm.GTC, rm.GTD) and draw(st.integers(0, 4)) == 0,
         stp=draw(stps),
+        trigger=trigger,
+        stop_price=draw(prices) if trigger or draw(st.integers(0, 30)) == 0 else 0,
+        # relative for now: Run.step makes it absolute (0 stays 0)
+        expire_ts=draw(expiries) if tif == rm.GTD or draw(st.integers(0, 30)) == 0 else 0,
     )
 
 
@@ -128,6 +140,7 @@ def market_orders(draw: st.DrawFn) -> NewOrder:
         spec = EXCHANGE.markets[market]
         # whole lots at some price plus change, sometimes less than one lot at any price
         qty, budget = 0, draw(st.integers(0, 60)) * spec.tick_lot_quote + draw(st.integers(0, 99))
+    trigger = draw(triggers)
     return NewOrder(
         0,
         draw(accounts),
@@ -138,6 +151,8 @@ def market_orders(draw: st.DrawFn) -> NewOrder:
         qty=qty,
         quote_qty=budget,
         stp=draw(stps),
+        trigger=trigger,
+        stop_price=draw(prices) if trigger else 0,
     )
 
 
@@ -155,6 +170,7 @@ class Pick:
     price: int = 0  # 0: keep; -1: the best opposite price (so it crosses when there is one)
     qty: int = 0
     new_cid: str = ""
+    stop: int = 0  # a new stop price (0: keep)
 
 
 picks = st.builds(
@@ -169,6 +185,7 @@ picks = st.builds(
     price=st.one_of(st.just(0), st.just(-1), prices),
     qty=st.one_of(st.just(0), quantities),
     new_cid=st.sampled_from(("", "", "a", "b", "c")),
+    stop=st.one_of(st.just(0), st.just(0), prices),
 )
 
 ledger_ops = st.builds(
@@ -191,6 +208,8 @@ ops = st.integers(0, 99).flatmap(
         if r < 88
         else mass_cancels
         if r < 91
+        else st.just(Tick(0))
+        if r < 94
         else ledger_ops
     )
 )
@@ -223,7 +242,7 @@ class Run:
     def resolve(self, op: object) -> object:
         if not isinstance(op, Pick):
             return op
-        open_ids = sorted(o.id for o in self.model.resting)
+        open_ids = sorted(o.id for o in self.model.resting + self.model.waiting)
         every_id = sorted(self.owners)
         if op.open and open_ids:
             oid = open_ids[op.index % len(open_ids)]
@@ -242,19 +261,21 @@ class Run:
                 market, rm.SELL if mine and mine[0].side == rm.BUY else rm.BUY
             )
             price = opposite[0].price if opposite else 0
-        return Replace(0, account, named, order_id, cid, op.new_cid, price, op.qty)
+        return Replace(0, account, named, order_id, cid, op.new_cid, price, op.qty, 0, op.stop)
 
     def step(self, op: object, check: bool = True) -> None:
         cmd = self.resolve(op)
         ts = len(self.commands) + 1
-        origin = origin_of(cmd.account)
+        if isinstance(cmd, NewOrder) and cmd.expire_ts:
+            cmd = msgspec.structs.replace(cmd, expire_ts=max(0, ts + cmd.expire_ts))
+        origin = origin_of(cmd.account) if not isinstance(cmd, Tick) else b"clock"
         self.commands.append((cmd, ts, origin))
         seq = self.engine.apply(cmd, ts, origin)
         out = self.engine.outbox
         market_data = self.engine.market_data(ts)
         self.replies.append(encode_outbox(out))
         self.market_data.append(encode_market_data(market_data))
-        expected = self.model.apply(cmd)
+        expected = self.model.apply(cmd, ts)
         if isinstance(cmd, NewOrder) and expected.reject is None:
             self.owners[expected.order_id] = (cmd.account, cmd.market)
         if check:
@@ -267,11 +288,14 @@ class Run:
     def compare_outcome(
         self, cmd: object, out: dict, origin: bytes, market_data: list, expected: rm.Outcome
     ) -> None:
-        reply = out[origin][-1]
+        # the reply: the last message to the sender that is not an unsolicited report (a stop
+        # of the sender's own that the command triggered reports after it)
+        reply = [m for m in out[origin] if not isinstance(m, ExecReport)][-1]
         if expected.reject is not None:
             assert isinstance(reply, Rejected), (cmd, reply, expected)
             assert reply.code == expected.reject, (cmd, reply, expected)
-            assert market_data == []
+            if not expected.expired:  # expiries before it may change a book
+                assert market_data == []
             return
         assert not isinstance(reply, Rejected), (cmd, reply, expected)
         if isinstance(cmd, Deposit | Withdraw):
@@ -331,9 +355,10 @@ class Run:
                 )
                 for o in orders
             ) == sorted(
-                (o.id, o.cid, o.market, o.side, o.price, o.qty, o.cum, o.leaves)
+                (o.id, o.cid, o.market, o.side, o.price, 0 if o.budget else o.qty, o.cum,
+                 0 if o.budget else o.leaves)
                 for o in model.open_orders(account)
-            ), account
+            ), account  # fmt: skip
         for symbol, _, orders in state.books:
             assert [(o.id, o.side, o.price, o.leaves) for o in orders] == [
                 (o.id, o.side, o.price, o.leaves)

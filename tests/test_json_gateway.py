@@ -26,6 +26,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 import tomllib
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -650,6 +651,64 @@ async def test_replace_changes_size_and_price_and_keeps_priority_only_when_small
     assert (await rejected(b, "replace", market=market, client_order_id="gone",
                            qty="0.0100")).code == 3006  # fmt: skip
     assert (await b.request("order", client_order_id="r-2"))["qty"] == "0.0200"
+
+
+@async_test
+async def test_a_stop_order_waits_then_triggers_and_a_gtd_order_expires(stack: Stack, market):
+    """Over a real JSON session: a stop-loss sell waits out of the book, is rejected when the
+    last price already reached it, triggers after a trade through its stop and fills; a GTD
+    order expires by itself."""
+    seller, buyer = await stack.funded(BTC="1"), await stack.funded(USD="10000")
+    owner = await stack.funded(BTC="1", USD="1000")
+    s, b, o = [await stack.session(w) for w in (seller, buyer, owner)]
+    await s.request("place", market=market, side="sell", price="100.00", qty="0.0100")
+    await b.request("place", market=market, side="buy", price="100.00", qty="0.0100", tif="IOC")
+    await next_event(s)  # the maker fill: the last price is 100.00 now
+    assert (
+        await rejected(
+            o,
+            "place",
+            market=market,
+            side="sell",
+            type="market",
+            qty="0.0100",
+            trigger="stop_loss",
+            stop_price="100.00",
+        )
+    ).code == 3016
+    (new,) = await o.request(
+        "place",
+        market=market,
+        side="sell",
+        type="market",
+        qty="0.0100",
+        trigger="stop_loss",
+        stop_price="95.00",
+        client_order_id="sl",
+    )
+    assert new["status"] == "new"
+    (shown,) = await o.request("open_orders", market=market)
+    assert (shown["waiting"], shown["trigger"], shown["stop_price"]) == (
+        True, "stop_loss", "95.00")  # fmt: skip
+    assert (await balances(o))["BTC"] == ("0.99000000", "0.01000000")
+    # a bid to sell into, then a trade at 95.00
+    await b.request("place", market=market, side="buy", price="90.00", qty="0.0100")
+    await s.request("place", market=market, side="sell", price="95.00", qty="0.0010")
+    await b.request("place", market=market, side="buy", price="95.00", qty="0.0010", tif="IOC")
+    triggered = await next_event(o)
+    assert (triggered["exec_type"], triggered["client_order_id"]) == ("triggered", "sl")
+    filled = await next_event(o)
+    assert (filled["status"], filled["last_price"], filled["last_qty"]) == (
+        "filled", "90.00", "0.0100")  # fmt: skip
+    assert await o.request("open_orders", market=market) == []
+    # good till date: 0.3 s from now
+    expire = time.time_ns() + 300_000_000
+    await o.request("place", market=market, side="buy", price="10.00", qty="0.0100", tif="GTD",
+                    expire_ts=expire, client_order_id="gtd")  # fmt: skip
+    gone = await next_event(o)
+    assert (gone["client_order_id"], gone["status"], gone["reason"]) == (
+        "gtd", "expired", "expire_time")  # fmt: skip
+    assert (await balances(o))["USD"][1] == "0.000000"
 
 
 @async_test

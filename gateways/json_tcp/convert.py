@@ -12,13 +12,23 @@ from protocol import json_api as J
 from protocol import messages as M
 from protocol.amounts import AmountError, positive_field
 from protocol.config import Exchange, MarketSpec
-from protocol.enums import CancelReason, ExecType, Liquidity, OrderStatus, OrderType, RejectCode
+from protocol.enums import (
+    CancelReason,
+    ExecType,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    RejectCode,
+    TriggerKind,
+)
 from protocol.enums import TimeInForce as Tif
 from protocol.json_api import market_view  # noqa: F401 - part of this module's API
 
 SIDES = {"buy": 1, "sell": 2}
 SIDE_NAMES = {1: "buy", 2: "sell"}
-TIFS = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK}
+TIFS = {"GTC": Tif.GTC, "IOC": Tif.IOC, "FOK": Tif.FOK, "GTD": Tif.GTD}
+TRIGGERS = {"stop_loss": TriggerKind.STOP_LOSS, "take_profit": TriggerKind.TAKE_PROFIT}
+TRIGGER_NAMES = {int(v): k for k, v in TRIGGERS.items()}
 TIF_NAMES = {int(v): k for k, v in TIFS.items()}
 STPS = {"cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
 EXEC_NAMES = {int(e): e.name.lower() for e in ExecType}
@@ -89,6 +99,9 @@ def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -
         raise EdgeReject(RejectCode.INVALID_PRICE, "a market order takes no price")
     if r.type == "market" and bool(qty) == bool(quote_qty):
         raise EdgeReject(RejectCode.INVALID_FIELD, f"a market order needs {q}, or {qq} (buys)")
+    stop = _amount(spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price")
+    if bool(stop) != bool(r.trigger):
+        raise EdgeReject(RejectCode.INVALID_STOP_PRICE, "give trigger and stop_price together")
     return M.NewOrder(
         0,
         account,
@@ -102,6 +115,10 @@ def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -
         r.client_order_id,
         r.post_only,
         STPS[r.stp] if r.stp else 0,
+        0,
+        int(TRIGGERS[r.trigger]) if r.trigger else 0,
+        stop,
+        r.expire_ts,
     )
 
 
@@ -109,16 +126,20 @@ def replace(
     ex: Exchange, account: int, r: J.ReplaceOrder, names: Fields = JSON_FIELDS
 ) -> M.Replace:
     spec = market(ex, r.market, names) if r.market else None
-    if (r.price or r.qty) and spec is None:
+    if (r.price or r.qty or r.stop_price) and spec is None:
         raise EdgeReject(RejectCode.INVALID_FIELD, f"give market with a new price or {names.qty}")
-    price = qty = 0
+    price = qty = stop = 0
     if spec is not None:
         price = _amount(spec.price_to_ticks, r.price, RejectCode.INVALID_PRICE, "price")
         qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, names.qty)
+        stop = _amount(
+            spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price"
+        )
     _need_ref(r.order_id, r.client_order_id)
     return M.Replace(
-        0, account, r.market, r.order_id, r.client_order_id, r.new_client_order_id, price, qty
-    )
+        0, account, r.market, r.order_id, r.client_order_id, r.new_client_order_id, price, qty,
+        0, stop,
+    )  # fmt: skip
 
 
 def quote(ex: Exchange, account: int, r: J.GetQuote, names: Fields = JSON_FIELDS) -> M.QuoteRequest:
@@ -246,6 +267,10 @@ def order_view(ex: Exchange, o: M.OrderState) -> J.Order:
         quote_qty=spec.quote_text(o.quote_qty) if o.quote_qty else None,
         post_only=o.post_only,
         ts=o.updated_ts,
+        trigger=TRIGGER_NAMES.get(o.trigger),
+        stop_price=spec.price_text(o.stop_price) if o.stop_price else None,
+        waiting=True if o.waiting else None,
+        expire_ts=o.expire_ts or None,
     )
 
 
