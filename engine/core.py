@@ -359,7 +359,7 @@ class Engine(EngineViews):
             return self._reject(origin, req, r.code, r.reason, seq, 0, cid)
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
-                              0, 0, seq, ts, o.quote_qty)]
+                              0, 0, seq, ts, o.quote_qty, o.type, o.trigger, o.stop_price)]
         if o.waiting:
             self._pend(book, o)
             self.outbox[origin].append(Executions(req, reports))
@@ -666,12 +666,12 @@ class Engine(EngineViews):
                 r_m = ExecReport(
                     0, m.account, m.id, m.client_id, symbol, m.side, e_m, m.status, m.price, m.qty,
                     px, take, m.cum, m.leaves, m.cum_quote, fee_q if taker_buys else fee_b, MAKER,
-                    tid, 0, seq, ts, 0)
+                    tid, 0, seq, ts, 0, m.type, m.trigger, m.stop_price)
                 r_t = ExecReport(
                     req, t.account, t.id, t.client_id, symbol, t.side,
                     E_PART if t.leaves else E_FILL, t.status, t.price, t.qty, px, take, t.cum,
                     0 if budget else t.leaves, t.cum_quote, fee_b if taker_buys else fee_q, TAKER,
-                    tid, 0, seq, ts, t.quote_qty)
+                    tid, 0, seq, ts, t.quote_qty, t.type, t.trigger, t.stop_price)
                 outbox[m.origin].append(r_m)
                 reports.append(r_t)
                 f = fills.get(m.account)
@@ -797,7 +797,7 @@ class Engine(EngineViews):
         leaves = o.leaves if status <= S_PART and not o.quote_qty else 0
         return ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, exec_type, status,
                           o.price, o.qty, 0, 0, o.cum, leaves, o.cum_quote, 0, 0, 0, reason, seq,
-                          ts, o.quote_qty)
+                          ts, o.quote_qty, o.type, o.trigger, o.stop_price)
     # fmt: on
 
     def _find(self, acct: int, order_id: int, cid: str) -> Order | None:
@@ -826,7 +826,7 @@ class Engine(EngineViews):
         self.outbox[origin].append(Executions(req, [ExecReport(
             req, acct, o.id, o.client_id, o.market, o.side, E_CXL, S_CXL, o.price, o.qty, 0, 0,
             o.cum, 0, o.cum_quote, 0, 0, 0, C_DISCONNECT if reason == C_DISCONNECT else C_USER,
-            seq, ts, o.quote_qty)]))
+            seq, ts, o.quote_qty, o.type, o.trigger, o.stop_price)]))
         return seq
     # fmt: on
 

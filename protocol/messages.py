@@ -249,6 +249,10 @@ class ExecReport(_Msg, tag=100):
     seq: int = 0  # global sequence number of the command that caused it
     ts: int = 0  # engine timestamp (ns since epoch) of that command
     quote_qty: int = 0  # for market buys by amount: the amount to spend
+    # appended: the order's type (OrderType) and, for a stop order, its TriggerKind and stop
+    order_type: int = 0
+    trigger: int = 0
+    stop_price: int = 0
 
 
 class Executions(_Msg, tag=101):

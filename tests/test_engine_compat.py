@@ -21,10 +21,20 @@ from engine import journal
 from engine.core import Engine
 from protocol.config import loads
 from protocol.enums import RejectCode
-from protocol.messages import OpenOrders, OrderHistory, OrderInfo, OrderState, Rejected
+from protocol.messages import (
+    ExecReport,
+    Executions,
+    FillsReply,
+    OpenOrders,
+    OrderHistory,
+    OrderInfo,
+    OrderState,
+    Rejected,
+)
 from tests.engine_streams import run, stream
 
 APPENDED_ORDER_STATE = ("trigger", "stop_price", "waiting", "expire_ts")
+APPENDED_EXEC_REPORT = ("order_type", "trigger", "stop_price")
 
 FIXTURE = Path(__file__).parent / "data" / "engine_v1"
 EXPECT = json.loads((FIXTURE / "expected.json").read_text())
@@ -47,8 +57,8 @@ def v1_hash(e: Engine) -> str:
 def v1_replies(out: list[tuple[bytes, list]]) -> list:
     """Replies as the engine of the fixture encoded them, the changes made on purpose since
     undone (everything else must be the same bytes):
-    - an order's state (OrderInfo, OpenOrders, OrderHistory) without the fields OrderState
-      appended since;
+    - an order's state (OrderInfo, OpenOrders, OrderHistory) and execution reports (alone, in
+      Executions and in FillsReply) without the fields appended since;
     - tif 4 was invalid and is GTD now: the fixture's orders with tif 4 have no expiry time,
       so they are still rejected, with INVALID_EXPIRE_TIME instead of INVALID_TIME_IN_FORCE;
     - post-only orders may be GTD too, which the reject of an IOC/FOK one now says, and the
@@ -61,7 +71,18 @@ def v1_replies(out: list[tuple[bytes, list]]) -> list:
     def state(o: OrderState) -> list:
         return list(msgspec.structs.astuple(o))[:n]
 
+    reports = len(ExecReport.__struct_fields__) - len(APPENDED_EXEC_REPORT)
+
+    def report(r: ExecReport) -> list:
+        return [100, *list(msgspec.structs.astuple(r))[:reports]]
+
     def message(m: object) -> object:
+        if type(m) is ExecReport:
+            return report(m)
+        if type(m) is Executions:
+            return [101, m.req, [report(r) for r in m.reports]]
+        if type(m) is FillsReply:
+            return [111, m.req, [report(r) for r in m.fills]]
         if type(m) is Rejected and m.code == RejectCode.INVALID_EXPIRE_TIME:
             return msgspec.structs.replace(
                 m, code=RejectCode.INVALID_TIME_IN_FORCE, reason="tif must be 1..3, was 4"
@@ -109,6 +130,7 @@ def test_the_fixture_stream_gets_todays_replies_byte_for_byte() -> None:
     e = Engine(EXCHANGE, epoch=1)
     cmds = list(stream(EXCHANGE, EXPECT["commands"], EXPECT["seed"]))
     assert OrderState.__struct_fields__[-len(APPENDED_ORDER_STATE) :] == APPENDED_ORDER_STATE
+    assert ExecReport.__struct_fields__[-len(APPENDED_EXEC_REPORT) :] == APPENDED_EXEC_REPORT
     assert run(e, cmds, EXPECT["batch"], project=v1_replies) == EXPECT["replies_hash"]
     assert v1_hash(e) == EXPECT["state_hash"]
 
@@ -123,10 +145,20 @@ import engine
 from engine.core import Engine
 from protocol.config import loads
 from protocol.enums import RejectCode
-from protocol.messages import OpenOrders, OrderHistory, OrderInfo, OrderState, Rejected
+from protocol.messages import (
+    ExecReport,
+    Executions,
+    FillsReply,
+    OpenOrders,
+    OrderHistory,
+    OrderInfo,
+    OrderState,
+    Rejected,
+)
 from tests.engine_streams import run, stream
 
 APPENDED_ORDER_STATE = ("trigger", "stop_price", "waiting", "expire_ts")
+APPENDED_EXEC_REPORT = ("order_type", "trigger", "stop_price")
 ex = loads(open(sys.argv[1]).read())
 out = {"build": engine.build()}
 for seed in map(int, sys.argv[2].split(",")):

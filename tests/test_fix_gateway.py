@@ -24,6 +24,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
@@ -514,6 +515,62 @@ def test_market_buy_by_cash_order_qty_spends_at_most_the_amount(fix: FixStack, m
     got = D("0.0100") + q2 - fee(D("0.0100"), TAKER_FEE, BTC_PLACES) - fee(q2, TAKER_FEE, 8)
     assert fix.balances(buyer) == {"USD": (D(100000) - spent, D(0)), "BTC": (D(10) + got, D(0))}
     check(er(c2, "ask2", "F"), {39: "1", 14: q2, 151: D("0.0200") - q2})
+
+
+# ------------------------------------------------------------------- stops and GTD
+
+
+def test_a_stop_limit_waits_then_triggers_and_a_stop_market_sell_fills(
+    fix: FixStack, market: str
+) -> None:
+    """OrdType 4 with StopPx(99) waits out of the book; a trade through its stop triggers it
+    (ExecType L), then it trades; OrdType 3 likewise; a stop the last price already reached is
+    rejected; OrdType and StopPx come back in every report."""
+    seller, buyer, owner = funded(fix), funded(fix), funded(fix)
+    s, b, o = fix.session(seller), fix.session(buyer), fix.session(owner)
+    place(s, "a1", market, "sell", "0.0010", "50000.00")
+    send_order(b, "b1", market, "buy", "0.0010", "50000.00", tif="3")
+    check(er(b, "b1", "F"), {39: "2"})  # the last price is 50000.00
+    send_order(o, "now", market, "sell", "0.0100", ord_type="3", tif=None,
+               extra=[(99, "50000.00")])  # fmt: skip
+    rej = er(o, "now", "8")
+    assert "trigger immediately" in (rej.get(58) or ""), rej
+    send_order(o, "sl", market, "sell", "0.0100", "49000.00", ord_type="4",
+               extra=[(99, "49500.00")])  # fmt: skip
+    check(er(o, "sl", "0"), {39: "0", 40: "4", 99: "49500.00", 44: "49000.00", 151: "0.0100"})
+    send_order(o, "slm", market, "sell", "0.0100", ord_type="3", tif=None,
+               extra=[(99, "49400.00")])  # fmt: skip
+    check(er(o, "slm", "0"), {39: "0", 40: "3", 99: "49400.00", 44: None})
+    assert fix.balances(owner)["BTC"] == (D(10) - D("0.0200"), D("0.0200"))
+    # a bid at 49000.00 for them, then one trade at 49400.00: both stops are reached
+    place(b, "bid", market, "buy", "0.0300", "49000.00")
+    place(s, "a2", market, "sell", "0.0010", "49400.00")
+    send_order(b, "b2", market, "buy", "0.0010", "49400.00", tif="3")
+    check(er(b, "b2", "F"), {39: "2"})
+    check(er(o, "sl", "L"), {39: "0", 40: "4", 99: "49500.00"})
+    check(er(o, "sl", "F"), {39: "2", 31: "49000.00", 32: "0.0100", 40: "4"})
+    check(er(o, "slm", "L"), {39: "0", 40: "3"})
+    check(er(o, "slm", "F"), {39: "2", 31: "49000.00", 32: "0.0100", 40: "3"})
+    assert fix.balances(owner)["BTC"] == (D(10) - D("0.0200"), D(0))
+
+
+def test_a_gtd_order_expires_at_its_expire_time(fix: FixStack, market: str) -> None:
+    t = funded(fix, USD="1000")
+    c = fix.session(t)
+    send_order(c, "gtd-past", market, "buy", "0.0100", "10.00", tif="6",
+               extra=[(126, "20200101-00:00:00")])  # fmt: skip
+    check(er(c, "gtd-past", "8"), {39: "8"})
+    soon = utc_text(time.time_ns() + 400_000_000)
+    send_order(c, "gtd", market, "buy", "0.0100", "10.00", tif="6", extra=[(126, soon)])
+    check(er(c, "gtd", "0"), {39: "0", 59: None})
+    end = er(c, "gtd", "C")
+    check(end, {39: "C", 151: "0"})
+    assert "expired" in (end.get(58) or ""), end
+    assert fix.balances(t)["USD"] == (D(1000), D(0))
+
+
+def utc_text(ns: int) -> str:
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 10**6 % 1000:03d}"
 
 
 # ------------------------------------------------------------------- cancel and replace

@@ -43,11 +43,11 @@ from gateways.ratelimit import AccountLimits
 from protocol import messages as M
 from protocol.amounts import AmountError, positive_field
 from protocol.config import Exchange, MarketSpec
-from protocol.enums import CancelReason, OrderStatus, RejectCode
+from protocol.enums import CancelReason, OrderStatus, RejectCode, TriggerKind
 
 log = logging.getLogger("gateways.fix")
 
-EXEC_TYPE = {1: "0", 2: "F", 3: "F", 4: "4", 5: "C", 6: "5", 7: "8"}
+EXEC_TYPE = {1: "0", 2: "F", 3: "F", 4: "4", 5: "C", 6: "5", 7: "8", 8: "L"}  # L: triggered
 ORD_STATUS = {1: "0", 2: "1", 3: "2", 4: "4", 5: "C", 6: "8"}
 REASON_TEXT = {
     1: "cancelled by request",
@@ -56,10 +56,13 @@ REASON_TEXT = {
     4: "self-trade prevention",
     5: "market order out of funds",
     6: "cancel on disconnect",
+    7: "good-till-date order expired",
 }
-TIF = {"1": 1, "3": 2, "4": 3}  # GTC, IOC, FOK
+TIF = {"1": 1, "3": 2, "4": 3, "6": 4}  # GTC, IOC, FOK, GTD (with ExpireTime(126))
+# OrdType(40) by (engine order type, stop or not): 1 market, 2 limit, 3 stop, 4 stop limit
+ORD_TYPE = {(1, False): "2", (1, True): "4", (2, False): "1", (2, True): "3"}
 PENDING = {"D": "A", "F": "6", "G": "E"}  # the ExecType (= OrdStatus) of an in-doubt report
-KEPT_TAGS = frozenset((11, 37, 38, 40, 41, 44, 54, 55, 152, 530))  # what the late replies need
+KEPT_TAGS = frozenset((11, 37, 38, 40, 41, 44, 54, 55, 99, 152, 530))  # what the late replies need
 ORDERS_KEPT = 65_536  # open orders whose last report is remembered (quantities of Pending)
 OPEN = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
 IN_DOUBT = "in doubt: the engine did not answer in time and may have executed this; "
@@ -105,6 +108,20 @@ def utc(ts_ns: int) -> str:
     return time.strftime("%Y%m%d-%H:%M:%S", t) + f".{ts_ns // 1_000_000 % 1000:03d}"
 
 
+def from_utc(text: str) -> int:
+    """A FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.sss[sss]]) as ns since the epoch."""
+    import calendar
+
+    whole, _, frac = text.partition(".")
+    try:
+        t = time.strptime(whole, "%Y%m%d-%H:%M:%S")
+    except ValueError:
+        raise FixReject(f"ExpireTime(126) {text!r} is not YYYYMMDD-HH:MM:SS[.sss]") from None
+    if frac and not (frac.isdigit() and len(frac) <= 9):
+        raise FixReject(f"ExpireTime(126) {text!r}: bad fraction of a second")
+    return calendar.timegm(t) * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+
+
 def order_fields(
     spec: MarketSpec,
     order_id: int,
@@ -119,8 +136,14 @@ def order_fields(
     cum: int,
     cum_quote: int,
     ts: int,
+    order_type: int = 0,
+    trigger: int = 0,
+    stop_price: int = 0,
 ) -> Fields:
     """The fields every ExecutionReport of an order carries (trade and text fields aside)."""
+    ord_type = ORD_TYPE.get((order_type, bool(trigger)), "2" if price else "1")
+    if order_type == 2:
+        price = 0  # a stop market buy's protection price is not a limit
     f: Fields = [
         (37, str(order_id)),
         (11, clordid),
@@ -129,7 +152,7 @@ def order_fields(
         (39, ORD_STATUS.get(status, "0")),
         (55, spec.symbol),
         (54, str(side)),
-        (40, "2" if price else "1"),
+        (40, ord_type),
         (151, spec.qty_text(leaves)),
         (14, spec.qty_text(cum)),
         (6, avg_px(spec, cum_quote, cum)),
@@ -139,6 +162,8 @@ def order_fields(
         f.append((38, spec.qty_text(qty)))
     if price:
         f.append((44, spec.price_text(price)))
+    if stop_price:
+        f.append((99, spec.price_text(stop_price)))
     return f
 
 
@@ -224,6 +249,9 @@ class FixGateway:
             r.cum_qty,
             r.cum_quote,
             r.ts,
+            r.order_type,
+            r.trigger,
+            r.stop_price,
         )
         if r.quote_qty:
             f.append((152, spec.quote_text(r.quote_qty)))
@@ -425,34 +453,67 @@ class FixGateway:
         if side is None:
             raise FixReject(f"Side(54) must be 1 or 2, was {first(f, 54)}")
         ord_type = first(f, 40)
-        if ord_type not in ("1", "2"):
-            raise FixReject(f"OrdType(40) must be 1 (market) or 2 (limit), was {ord_type}")
+        if ord_type not in ("1", "2", "3", "4"):
+            raise FixReject(
+                f"OrdType(40) must be 1 (market), 2 (limit), 3 (stop) or 4 (stop limit), "
+                f"was {ord_type}"
+            )
         tif_text = first(f, 59)
         if tif_text is not None and tif_text not in TIF:
-            raise FixReject(f"TimeInForce(59) {tif_text} unsupported: use 1 GTC, 3 IOC, 4 FOK")
+            raise FixReject(
+                f"TimeInForce(59) {tif_text} unsupported: use 1 GTC, 3 IOC, 4 FOK, 6 GTD"
+            )
         qty = self.amount(spec.qty_to_lots, first(f, 38), "OrderQty")
         price = self.amount(spec.price_to_ticks, first(f, 44), "Price")
         cash = self.amount(spec.quote_to_units, first(f, 152), "CashOrderQty")
-        if ord_type == "2" and not (price and qty):
+        stop = self.amount(spec.price_to_ticks, first(f, 99), "StopPx")
+        if ord_type in ("2", "4") and not (price and qty):
             raise FixReject("a limit order needs Price(44) and OrderQty(38)")
-        if ord_type == "1" and (price or not (qty or cash)):
+        if ord_type in ("1", "3") and (price or not (qty or cash)):
             raise FixReject("a market order takes OrderQty(38) or CashOrderQty(152), no Price")
+        if (ord_type in ("3", "4")) != bool(stop):
+            raise FixReject("StopPx(99) goes with OrdType 3 (stop) or 4 (stop limit), only")
+        trigger = self.trigger_kind(side, first(f, 1109)) if stop else 0
+        expire = 0
+        if tif_text == "6":
+            if not first(f, 126):
+                raise FixReject("TimeInForce 6 (GTD) needs ExpireTime(126)")
+            expire = from_utc(first(f, 126) or "")
+        elif first(f, 126):
+            raise FixReject("ExpireTime(126) goes with TimeInForce 6 (GTD) only")
         post_only = "6" in (first(f, 18) or "").split()
         cmd = M.NewOrder(
             0,
             s.login.account,
             spec.symbol,
             side,
-            2 if ord_type == "1" else 1,
+            2 if ord_type in ("1", "3") else 1,
             TIF.get(tif_text or "", 0),
             price,
             qty,
             cash,
             cid,
             post_only,
+            0,
+            0,
+            trigger,
+            stop,
+            expire,
         )
         self.counts["orders"] += 1
         self.submit(s, f, cmd, "D")
+
+    @staticmethod
+    def trigger_kind(side: int, direction: str | None) -> int:
+        """FIX's stop is a stop-loss (a buy stop above the market, a sell stop below); with
+        TriggerPriceDirection(1109), U triggers on a rise and D on a fall (Binance's FIX), so a
+        sell with U or a buy with D is a take-profit."""
+        if direction is None:
+            return TriggerKind.STOP_LOSS
+        if direction not in ("U", "D"):
+            raise FixReject(f"TriggerPriceDirection(1109) must be U or D, was {direction}")
+        rises = direction == "U"
+        return TriggerKind.STOP_LOSS if rises == (side == 1) else TriggerKind.TAKE_PROFIT
 
     def cancel(self, s: Session, f: Fields) -> None:
         spec = self.spec_of(f)
@@ -473,8 +534,11 @@ class FixGateway:
             raise FixReject("give OrigClOrdID(41) or OrderID(37)")
         qty = self.amount(spec.qty_to_lots, first(f, 38), "OrderQty")
         price = self.amount(spec.price_to_ticks, first(f, 44), "Price")
+        stop = self.amount(spec.price_to_ticks, first(f, 99), "StopPx")
         cid = self.engine_cid(s, orig) if orig and not order_id else ""
-        cmd = M.Replace(0, s.login.account, spec.symbol, order_id, cid, new_cid, price, qty)
+        cmd = M.Replace(
+            0, s.login.account, spec.symbol, order_id, cid, new_cid, price, qty, 0, stop
+        )
         self.submit(s, f, cmd, "G")
 
     def status(self, s: Session, f: Fields) -> None:
@@ -635,6 +699,9 @@ class FixGateway:
             o.cum_qty,
             o.cum_quote,
             o.updated_ts,
+            o.type,
+            o.trigger,
+            o.stop_price,
         )
         if orig:
             f.append((41, orig))
@@ -677,7 +744,7 @@ class FixGateway:
             (58, text[:200]),
             (60, utc(time.time_ns())),
         ]
-        out += [(t, v) for t, v in f if t in (38, 40, 44, 152)]
+        out += [(t, v) for t, v in f if t in (38, 40, 44, 99, 152)]
         self.counts["reports"] += 1
         self.send(ctx.comp, "8", out)
 
@@ -695,7 +762,7 @@ class FixGateway:
         out = order_fields(
             spec, r.order_id, first(ctx.f, 11) or "?", f"pend-{r.order_id}-{cmd.req}",
             exec_type or status, r.status, r.side, r.price, r.qty, r.leaves_qty, r.cum_qty,
-            r.cum_quote, time.time_ns(),
+            r.cum_quote, time.time_ns(), r.order_type, r.trigger, r.stop_price,
         )  # fmt: skip
         out = [(39, status) if t == 39 else (t, v) for t, v in out]
         out += [(41, r.client_order_id.partition("|")[2]), (58, text[:200])]
