@@ -986,8 +986,8 @@ BAD_ORDERS = {
         "1",
         "NOPE-USD",
     ),  # fmt: skip
-    "stop order type": (
-        {"qty": "0.0100", "price": "50000.00", "ord_type": "3"},
+    "pegged order type": (
+        {"qty": "0.0100", "price": "50000.00", "ord_type": "P"},
         None,
         "OrdType",
     ),  # fmt: skip
