@@ -11,7 +11,7 @@ from engine.views cimport EngineViews
 
 
 cdef class Engine(EngineViews):
-    @cython.locals(book=Book, o=Order, seq="long long")
+    @cython.locals(book=Book, o=Order, seq="long long", executed=bint)
     cpdef _on_new_order(self, c, long long ts, bytes origin)
     cpdef Order _accept(self, Book book, acct, side, otype, tif, price, qty, quote_qty, cid,
                         post_only, stp, long long ts, bytes origin, trigger=*, stop_price=*,
@@ -22,6 +22,7 @@ cdef class Engine(EngineViews):
     cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
     cpdef _rest(self, Book book, Order o)
     cpdef _pend(self, Book book, Order o)
+    cpdef _index(self, Order o)
     @cython.locals(o=Order)
     cpdef _trigger(self, Book book, long long seq, long long ts)
     @cython.locals(
@@ -53,3 +54,4 @@ cdef class Engine(EngineViews):
 
 
 cpdef bint _crosses(Book book, long long side, long long price)
+cpdef long long _collar(Book book, long long stop)

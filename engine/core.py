@@ -109,6 +109,7 @@ from engine.views import EngineViews
 from protocol.config import MAX_INT, Exchange
 from protocol.enums import RejectCode
 from protocol.messages import (
+    WRITE_COMMANDS,
     AuditRequest,
     BalancesRequest,
     Cancel,
@@ -147,7 +148,7 @@ NEW_ORDER_FIELDS = (
 CANCEL_FIELDS = ("req", "account", "market", "order_id", "client_order_id", "reason", "deadline")
 astuple = msgspec.structs.astuple
 STOP_COLLAR_BPS = 1_000  # a stop market buy by quantity trades up to 10% through its stop
-WRITES = frozenset((NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw, Tick))
+WRITES = frozenset(WRITE_COMMANDS)
 
 R = RejectCode
 
@@ -219,15 +220,11 @@ class Engine(EngineViews):
         """Apply one command; returns its sequence number (0 for reads). While someone
         watches an account (``Watch``), the command's events of watched accounts are copied to
         their watchers right after it, so each watcher sees them in the engine's order."""
-        if not self.watchers:
-            if self.expiries and self.expiries[0][0] <= ts and type(cmd) in WRITES:
-                self._expire_due(ts)
-            return self.handlers[type(cmd)](cmd, ts, origin)
-        marks = {o: len(msgs) for o, msgs in self.outbox.items()}
+        marks = {o: len(msgs) for o, msgs in self.outbox.items()} if self.watchers else None
         if self.expiries and self.expiries[0][0] <= ts and type(cmd) in WRITES:
-            self._expire_due(ts)
+            self._expire_due(ts)  # GTD orders whose time came go first (reports copied too)
         seq = self.handlers[type(cmd)](cmd, ts, origin)
-        if self.watchers:
+        if marks is not None and self.watchers:
             self.copy_to_watchers(marks)
         return seq
 
@@ -360,19 +357,18 @@ class Engine(EngineViews):
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
                               o.price, o.qty, 0, 0, 0, 0 if o.quote_qty else o.leaves, 0, 0, 0,
                               0, 0, seq, ts, o.quote_qty, o.type, o.trigger, o.stop_price)]
+        executed = False
         if o.waiting:
             self._pend(book, o)
-            self.outbox[origin].append(Executions(req, reports))
-            return seq
-        if o.type == LIMIT and o.tif != IOC and o.tif != FOK and not _crosses(book, o.side,
-                                                                               o.price):
+        elif o.type == LIMIT and o.tif != IOC and o.tif != FOK and not _crosses(book, o.side,
+                                                                                 o.price):
             self._rest(book, o)  # the common case: a limit order that does not cross
-            self.outbox[origin].append(Executions(req, reports))
-            return seq
-        self._execute(book, o, reports, seq, ts, req)
+        else:
+            self._execute(book, o, reports, seq, ts, req)
+            executed = True
         self.outbox[origin].append(Executions(req, reports))
-        if book.stop_orders:
-            self._trigger(book, seq, ts)
+        if executed and book.stop_orders:
+            self._trigger(book, seq, ts)  # its trades may have reached waiting stops
         return seq
 
     def _trigger(self, book: Book, seq: int, ts: int) -> None:
@@ -385,12 +381,7 @@ class Engine(EngineViews):
             o.waiting = False
             o.updated = ts
             reports = [self._report(o, 0, E_TRIG, S_NEW, seq, ts)]
-            if o.type == LIMIT and o.tif != IOC and o.tif != FOK and not _crosses(
-                book, o.side, o.price
-            ):
-                self._rest(book, o)
-            else:
-                self._execute(book, o, reports, seq, ts, 0)
+            self._execute(book, o, reports, seq, ts, 0)
             self.outbox[o.origin].extend(reports)
             o = book.due_stop()
 
@@ -503,7 +494,7 @@ class Engine(EngineViews):
             if side == SELL:
                 need, col = qty * spec.lot_units, book.base_a
             elif trigger:  # the book when it triggers is unknown: lock up to its protection price
-                price = min(book.max_price, stop_price + -(-stop_price * STOP_COLLAR_BPS // 10_000))
+                price = _collar(book, stop_price)
                 need, col = price * qty * book.tlq, book.quote_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
@@ -556,6 +547,10 @@ class Engine(EngineViews):
         """Put an order at the back of its price level and in the indexes."""
         book.rest(o)
         self.dirty.add(book)
+        self._index(o)
+
+    def _index(self, o: Order) -> None:
+        """An open order (resting or waiting) joins the indexes and, if GTD, the expiries."""
         oid, acct = o.id, o.account
         self.orders[oid] = o
         if o.client_id:
@@ -571,16 +566,7 @@ class Engine(EngineViews):
         """A stop order waits in its book's stop lists, and in the indexes like a resting
         order (found by cancel, replace, status and open-order queries)."""
         book.pend(o)
-        oid, acct = o.id, o.account
-        self.orders[oid] = o
-        if o.client_id:
-            self.cids[(acct, o.client_id)] = o
-        mine = self.by_account.get(acct)
-        if mine is None:
-            mine = self.by_account[acct] = {}
-        mine[oid] = o
-        if o.expire:
-            heapq.heappush(self.expiries, (o.expire, oid))
+        self._index(o)
 
     def _match(self, book: Book, t: Order, reports: list, seq: int, ts: int, req: int) -> int:
         """Match taker ``t`` against the opposite side; returns a CancelReason if it must stop."""
@@ -925,7 +911,7 @@ class Engine(EngineViews):
         if o.waiting:
             self._check_stop(book, o.side, o.trigger, stop)
             if o.type != LIMIT and o.side == BUY and not o.quote_qty:
-                price = min(spec.max_price, stop + -(-stop * STOP_COLLAR_BPS // 10_000))
+                price = _collar(book, stop)
         if o.post_only and price != o.price and _crosses(book, o.side, price):
             raise Reject(R.POST_ONLY_WOULD_CROSS, "post-only order would take liquidity")
         leaves = o.leaves if o.quote_qty else qty - o.cum
@@ -1041,6 +1027,12 @@ class Engine(EngineViews):
             LedgerReply(c.req, c.account, c.asset, row[2 * asset], row[2 * asset + 1], seq)
         )
         return seq
+
+
+def _collar(book: Book, stop: int) -> int:
+    """The protection price of a stop market buy by quantity: ``STOP_COLLAR_BPS`` through
+    its stop, rounded up, at most the market's maximum price."""
+    return min(book.max_price, stop + -(-stop * STOP_COLLAR_BPS // 10_000))
 
 
 def _check_qty(spec, qty: int) -> None:

@@ -295,7 +295,7 @@ class EngineViews:
             list(self.ledger.totals),
             accounts,
             books,
-            lasts if any(lasts) else [],
+            lasts,
             extras,
             waiting,
         )

@@ -70,6 +70,11 @@ INVALID_STOP_PRICE = 3017
 INVALID_EXPIRE_TIME = 3018
 
 
+def _collar(m: Market, stop: int) -> int:
+    """A stop market buy by quantity trades up to its stop + 10%, rounded up."""
+    return min(m.max_price, stop + (stop * 1_000 + 9_999) // 10_000)
+
+
 def _exact(value: Decimal) -> int:
     if value != value.to_integral_value():
         raise ValueError(f"{value} is not a whole number")
@@ -447,8 +452,7 @@ class Model:
             if c.side == SELL:
                 need, asset = qty * m.lot_units, m.base
             elif c.trigger:
-                stop = c.stop_price
-                price = min(m.max_price, stop + -(-stop * 1_000 // 10_000))
+                price = _collar(m, c.stop_price)
                 need, asset = price * qty * m.tick_lot_quote, m.quote
             else:
                 lots, need = self._walk_cost(c.market, c.account, c.stp or NEWEST, qty)
@@ -615,7 +619,7 @@ class Model:
             if code is not None:
                 return Outcome(code)
             if o.type == MARKET and o.side == BUY and not o.budget:
-                price = min(m.max_price, stop + -(-stop * 1_000 // 10_000))
+                price = _collar(m, stop)
         if o.post_only and price != o.price and self._crosses(o.market, o.side, price):
             return Outcome(POST_ONLY_WOULD_CROSS)
         leaves = o.leaves if o.budget else qty - o.cum

@@ -144,21 +144,7 @@ import json, sys
 import engine
 from engine.core import Engine
 from protocol.config import loads
-from protocol.enums import RejectCode
-from protocol.messages import (
-    ExecReport,
-    Executions,
-    FillsReply,
-    OpenOrders,
-    OrderHistory,
-    OrderInfo,
-    OrderState,
-    Rejected,
-)
 from tests.engine_streams import run, stream
-
-APPENDED_ORDER_STATE = ("trigger", "stop_price", "waiting", "expire_ts")
-APPENDED_EXEC_REPORT = ("order_type", "trigger", "stop_price")
 ex = loads(open(sys.argv[1]).read())
 out = {"build": engine.build()}
 for seed in map(int, sys.argv[2].split(",")):

@@ -664,28 +664,10 @@ async def test_a_stop_order_waits_then_triggers_and_a_gtd_order_expires(stack: S
     await s.request("place", market=market, side="sell", price="100.00", qty="0.0100")
     await b.request("place", market=market, side="buy", price="100.00", qty="0.0100", tif="IOC")
     await next_event(s)  # the maker fill: the last price is 100.00 now
-    assert (
-        await rejected(
-            o,
-            "place",
-            market=market,
-            side="sell",
-            type="market",
-            qty="0.0100",
-            trigger="stop_loss",
-            stop_price="100.00",
-        )
-    ).code == 3016
-    (new,) = await o.request(
-        "place",
-        market=market,
-        side="sell",
-        type="market",
-        qty="0.0100",
-        trigger="stop_loss",
-        stop_price="95.00",
-        client_order_id="sl",
-    )
+    stop = {"market": market, "side": "sell", "type": "market", "qty": "0.0100",
+            "trigger": "stop_loss"}  # fmt: skip
+    assert (await rejected(o, "place", **stop, stop_price="100.00")).code == 3016
+    (new,) = await o.request("place", **stop, stop_price="95.00", client_order_id="sl")
     assert new["status"] == "new"
     (shown,) = await o.request("open_orders", market=market)
     assert (shown["waiting"], shown["trigger"], shown["stop_price"]) == (

@@ -23,6 +23,7 @@ submit until the final answer; the engine client bounds how long a request stays
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
 import queue
 import threading
@@ -110,8 +111,6 @@ def utc(ts_ns: int) -> str:
 
 def from_utc(text: str) -> int:
     """A FIX UTCTimestamp (YYYYMMDD-HH:MM:SS[.sss[sss]]) as ns since the epoch."""
-    import calendar
-
     whole, _, frac = text.partition(".")
     try:
         t = time.strptime(whole, "%Y%m%d-%H:%M:%S")
