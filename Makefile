@@ -27,7 +27,8 @@ test: $(STAMP) $(KERNEL) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl lint
 
 ENGINE_TESTS := tests/test_engine_orders.py tests/test_engine_property.py \
   tests/test_engine_deadlines.py tests/test_engine_codes.py tests/test_engine_surface.py \
-  tests/test_engine_compat.py tests/test_engine_money.py tests/test_engine_build.py
+  tests/test_engine_compat.py tests/test_engine_money.py tests/test_engine_build.py \
+  tests/test_engine_advanced.py tests/test_engine_iceberg_trailing_oco.py
 
 install: $(STAMP) $(KERNEL) $(CHARTS)
 

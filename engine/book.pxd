@@ -14,6 +14,7 @@ cdef class Order:
     cdef public bint post_only, resting
     cdef public long long trigger, stop_price, expire
     cdef public bint waiting
+    cdef public long long display, shown, trail, peak, link
 
 
 cpdef Order new_order(long long id, long long account, str market, long long side,
@@ -22,8 +23,10 @@ cpdef Order new_order(long long id, long long account, str market, long long sid
                       long long locked, str client_id, bint post_only, long long stp,
                       bytes origin, long long created, long long updated, long long status=*,
                       bint resting=*, long long trigger=*, long long stop_price=*,
-                      long long expire=*, bint waiting=*)
+                      long long expire=*, bint waiting=*, long long display=*,
+                      long long shown=*, long long trail=*, long long peak=*, long long link=*)
 cpdef bint rises(Order o)
+cpdef long long stop_of(Order o)
 
 
 @cython.final
@@ -44,7 +47,7 @@ cdef class Book:
     cdef public tuple last_bbo
     cdef public long long max_price, min_qty, max_qty, tlq, lu, maker_ppm, taker_ppm
     cdef public long long last
-    cdef public object stops_up, stops_down
+    cdef public object stops_up, stops_down, trail_up, trail_down
     cdef public dict stop_orders
 
     @cython.locals(level=Level, price="long long")
@@ -62,6 +65,10 @@ cdef class Book:
     cpdef reduce(self, Order o, long long lots)
     @cython.locals(level=Level)
     cpdef long long level_total(self, long long side, long long price)
+    @cython.locals(level=Level)
+    cpdef show(self, Order o, long long shown)
     cpdef pend(self, Order o)
     cpdef unpend(self, Order o)
     cpdef Order due_stop(self)
+    cpdef follow(self, Order o, long long price)
+    cpdef follow_last(self)

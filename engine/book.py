@@ -69,6 +69,11 @@ class LiveOrder(OrderRecord, gc=False):
     stop_price: int = 0
     expire: int = 0  # GTD expiry, engine time (ns)
     waiting: bool = False  # a stop order whose stop price has not been reached
+    display: int = 0  # an iceberg: the most it shows in its level at a time (0 = all of it)
+    shown: int = 0  # an iceberg resting: what its level shows of it now (1..display)
+    trail: int = 0  # a trailing stop: its distance from the best last price, in bps
+    peak: int = 0  # a trailing stop following the price: the best last price since (0: not yet)
+    link: int = 0  # an order of a one-cancels-the-other list: the other order's id
 
 
 RECORD_FIELDS = OrderRecord.__struct_fields__
@@ -112,6 +117,11 @@ class Order:
     stop_price: int
     expire: int
     waiting: bool
+    display: int
+    shown: int
+    trail: int
+    peak: int
+    link: int
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in ORDER_FIELDS)
@@ -124,7 +134,8 @@ def new_order(
     leaves: int, cum: int, cum_quote: int, quote_qty: int, locked: int, client_id: str,
     post_only: bool, stp: int, origin: bytes, created: int, updated: int, status: int = 0,
     resting: bool = False, trigger: int = 0, stop_price: int = 0, expire: int = 0,
-    waiting: bool = False,
+    waiting: bool = False, display: int = 0, shown: int = 0, trail: int = 0, peak: int = 0,
+    link: int = 0,
 ) -> Order:  # fmt: skip
     """A new ``Order`` (its constructor: a plain function the compiled core calls in C, where
     a class call would parse 21 arguments by keyword)."""
@@ -154,13 +165,32 @@ def new_order(
     o.stop_price = stop_price
     o.expire = expire
     o.waiting = waiting
+    o.display = display
+    o.shown = shown
+    o.trail = trail
+    o.peak = peak
+    o.link = link
     return o
 
 
 def rises(o: Order) -> bool:
     """A stop order that triggers when the last price rises to its stop (a stop-loss buy, a
-    take-profit sell); the others trigger when it falls to it."""
+    take-profit sell); the others trigger when it falls to it. A trailing stop that follows
+    the price (``peak`` set) triggers on the way back: a buy on a rise, a sell on a fall."""
+    if o.peak:
+        return o.side == BUY
     return (o.trigger == STOP_LOSS) == (o.side == BUY)
+
+
+def stop_of(o: Order) -> int:
+    """The price at which a waiting stop triggers (or, a trailing stop not yet following the
+    price, starts to): its stop price, or for a trailing stop following the price its best
+    last price ``peak`` less (a sell) or plus (a buy) ``trail`` bps of it, rounded up to a
+    tick away from the peak (at least one)."""
+    if not o.peak:
+        return o.stop_price
+    distance = -(-o.peak * o.trail // 10_000)
+    return o.peak + distance if o.side == BUY else o.peak - distance
 
 
 if not cython.compiled:
@@ -220,6 +250,8 @@ class Book:
         "stops_up",
         "stops_down",
         "stop_orders",
+        "trail_up",
+        "trail_down",
     )
 
     def __init__(self, spec: MarketSpec, recent_kept: int = 200_000) -> None:
@@ -259,6 +291,10 @@ class Book:
         self.stops_up: SortedList = SortedList()
         self.stops_down: SortedList = SortedList()
         self.stop_orders: dict[int, Order] = {}
+        # trailing stops following the price, by (peak, id): buys (their peak is the lowest
+        # last price since they started; they trigger on a rise) and sells (the highest)
+        self.trail_up: SortedList = SortedList()
+        self.trail_down: SortedList = SortedList()
 
     # ------------------------------------------------------------------ resting orders
     # Every change to a level (its orders, total and count), to the ladder and to the batch's
@@ -284,7 +320,11 @@ class Book:
                     self.ask = price
             self.dirty_asks.add(price)
         level.orders.append(o)
-        level.total += o.leaves
+        if o.display:
+            o.shown = o.display if o.display < o.leaves else o.leaves
+            level.total += o.shown
+        else:
+            level.total += o.leaves
         level.count += 1
         o.resting = True
 
@@ -333,13 +373,20 @@ class Book:
         m.leaves -= lots
         level.total -= lots
         if m.leaves:
+            if m.display:
+                m.shown -= lots
+                if not m.shown:  # an iceberg's visible part is gone: it shows more, at the back
+                    level.orders.popleft()
+                    m.shown = m.display if m.display < m.leaves else m.leaves
+                    level.total += m.shown
+                    level.orders.append(m)
             return False
         self._pop_front(level, m)
         return True
 
     def take_front(self, level: Level, m: Order) -> None:
         """The front order ``m`` of ``level`` leaves untraded (self-trade prevention)."""
-        level.total -= m.leaves
+        level.total -= m.shown if m.display else m.leaves
         self._pop_front(level, m)
 
     def _pop_front(self, level: Level, m: Order) -> None:
@@ -359,7 +406,7 @@ class Book:
         else:
             level = self.ask_levels[price]
             self.dirty_asks.add(price)
-        level.total -= o.leaves
+        level.total -= o.shown if o.display else o.leaves
         level.count -= 1
         if level.count == 0:
             self.drop_level(o.side, price)
@@ -384,8 +431,12 @@ class Book:
                 self.asks.remove(price)
 
     def reduce(self, o: Order, lots: int) -> None:
-        """A resting order shrinks in place (keeps its queue position)."""
+        """A resting order shrinks in place (keeps its queue position); an iceberg shows at
+        most what is left."""
         o.leaves -= lots
+        if o.display:
+            lots = o.shown - o.leaves if o.shown > o.leaves else 0
+            o.shown -= lots
         if o.side == BUY:
             self.bid_levels[o.price].total -= lots
             self.dirty_bids.add(o.price)
@@ -393,21 +444,49 @@ class Book:
             self.ask_levels[o.price].total -= lots
             self.dirty_asks.add(o.price)
 
+    def show(self, o: Order, shown: int) -> None:
+        """A resting iceberg shows ``shown`` lots (a restore: what it showed when saved)."""
+        level = (self.bid_levels if o.side == BUY else self.ask_levels)[o.price]
+        level.total += shown - o.shown
+        o.shown = shown
+
     # ------------------------------------------------------------ waiting stop orders
     def pend(self, o: Order) -> None:
         """A stop order waits for the last price (it is not in the ladder)."""
         if rises(o):
-            self.stops_up.add((o.stop_price, o.id))
+            self.stops_up.add((stop_of(o), o.id))
         else:
-            self.stops_down.add((-o.stop_price, o.id))
+            self.stops_down.add((-stop_of(o), o.id))
+        if o.peak:
+            (self.trail_up if o.side == BUY else self.trail_down).add((o.peak, o.id))
         self.stop_orders[o.id] = o
 
     def unpend(self, o: Order) -> None:
         if rises(o):
-            self.stops_up.remove((o.stop_price, o.id))
+            self.stops_up.remove((stop_of(o), o.id))
         else:
-            self.stops_down.remove((-o.stop_price, o.id))
+            self.stops_down.remove((-stop_of(o), o.id))
+        if o.peak:
+            (self.trail_up if o.side == BUY else self.trail_down).remove((o.peak, o.id))
         del self.stop_orders[o.id]
+
+    def follow(self, o: Order, price: int) -> None:
+        """A trailing stop's best last price is now ``price`` (it starts following the price,
+        or the price went its way): its trigger price moves with it."""
+        self.unpend(o)
+        o.peak = price
+        self.pend(o)
+
+    def follow_last(self) -> None:
+        """Every trailing stop following the price takes the last price if it is better for
+        it: sells a higher one, buys a lower one."""
+        last = self.last
+        down = self.trail_down
+        while down and down[0][0] < last:
+            self.follow(self.stop_orders[down[0][1]], last)
+        up = self.trail_up
+        while up and up[-1][0] > last:
+            self.follow(self.stop_orders[up[-1][1]], last)
 
     def due_stop(self) -> Order | None:
         """The next waiting stop order the last price has reached, or None. Stops that trigger
@@ -465,22 +544,36 @@ class Book:
                 live = level.live()
                 _check(level.count == len(live) > 0, f"{self.symbol} {price}: count {level.count}")
                 _check(
-                    level.total == sum(o.leaves for o in live),
-                    f"{self.symbol} {price}: total {level.total} != sum of leaves",
+                    level.total == sum(o.shown if o.display else o.leaves for o in live),
+                    f"{self.symbol} {price}: total {level.total} != sum of visible leaves",
                 )
                 for o in live:
                     _check(o.side == side and o.price == price, f"order {o.id} on wrong level")
                     _check(o.leaves > 0, f"order {o.id} rests with no quantity")
+                    _check(
+                        not o.display or 0 < o.shown <= min(o.display, o.leaves),
+                        f"iceberg {o.id} shows {o.shown}",
+                    )
         bid, ask = self.bid, self.ask
         _check(bid == (-self.bids[0] if self.bids else 0), f"{self.symbol}: stale best bid")
         _check(ask == (self.asks[0] if self.asks else 0), f"{self.symbol}: stale best ask")
         _check(not (bid and ask and bid >= ask), f"{self.symbol}: crossed book {bid} >= {ask}")
-        keys = sorted(
-            [(o.stop_price, o.id) for o in self.stop_orders.values() if rises(o)]
-        ) + sorted([(-o.stop_price, o.id) for o in self.stop_orders.values() if not rises(o)])
+        stops = self.stop_orders.values()
+        keys = sorted([(stop_of(o), o.id) for o in stops if rises(o)]) + sorted(
+            [(-stop_of(o), o.id) for o in stops if not rises(o)]
+        )
         _check(keys == list(self.stops_up) + list(self.stops_down), f"{self.symbol}: stops")
-        for o in self.stop_orders.values():
+        trails = sorted([(o.peak, o.id) for o in stops if o.peak and o.side == BUY]) + sorted(
+            [(o.peak, o.id) for o in stops if o.peak and o.side == SELL]
+        )
+        _check(trails == list(self.trail_up) + list(self.trail_down), f"{self.symbol}: trails")
+        for o in stops:
             _check(o.waiting and not o.resting, f"stop order {o.id} not waiting")
+            _check(not o.peak or o.trail > 0, f"stop order {o.id} follows with no distance")
+            _check(
+                not o.peak or (o.peak <= self.last if o.side == BUY else o.peak >= self.last),
+                f"trailing stop {o.id} lags the last price",
+            )
         _check(self.due_stop() is None, f"{self.symbol}: a stop the last price reached waits")
 
 

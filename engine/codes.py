@@ -18,3 +18,4 @@ E_NEW, E_PART, E_FILL, E_CXL, E_EXP, E_REPL, E_TRIG = 1, 2, 3, 4, 5, 6, 8  # Exe
 S_NEW, S_PART, S_FILLED, S_CXL, S_EXP = 1, 2, 3, 4, 5  # OrderStatus
 MAKER, TAKER = 1, 2  # Liquidity
 C_USER, C_IOC, C_FOK, C_STP, C_FUNDS, C_DISCONNECT, C_TIME = 1, 2, 3, 4, 5, 6, 7  # CancelReason
+C_LINKED = 8  # CancelReason.LINKED

@@ -15,10 +15,10 @@ cdef class Engine(EngineViews):
     cpdef _on_new_order(self, c, long long ts, bytes origin)
     cpdef Order _accept(self, Book book, acct, side, otype, tif, price, qty, quote_qty, cid,
                         post_only, stp, long long ts, bytes origin, trigger=*, stop_price=*,
-                        expire=*)
+                        expire=*, display=*, trail=*)
     cpdef Order _accept_market(self, Book book, acct, side, otype, tif, price, qty, quote_qty,
                                cid, post_only, stp, long long ts, bytes origin, trigger,
-                               stop_price, expire)
+                               stop_price, expire, trail=*)
     cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
     cpdef _rest(self, Book book, Order o)
     cpdef _pend(self, Book book, Order o)

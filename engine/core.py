@@ -55,6 +55,30 @@ Advanced orders (protocol.enums.TriggerKind, TimeInForce.GTD):
   timestamps, so replay expires the same orders at the same place; the engine process sends
   itself a ``Tick`` (a write that does nothing else) when an expiry time has passed and no
   command came. A stop order may be GTD too: the expiry counts while it waits.
+- Iceberg (``display_qty``, a limit GTC/GTD order, 1 lot .. its quantity): its level shows
+  (depth, BBO, snapshots) at most ``display_qty`` of it. A taker trades at most what it shows;
+  when that is gone it shows the next part (``display_qty`` or what is left) at the back of its
+  level, behind everything there, and the same taker may go on to it. It locks its whole size.
+  A FOK's or a market buy's walk counts what the matching would reach: behind a taker's own
+  order in that level (where self-trade prevention stops it) only the part an iceberg shows.
+- Trailing stop (``trailing_bps``, 10..2000, on a stop order): without a stop price it follows
+  the last price from its acceptance (which needs one); with one it starts following when the
+  last price reaches that (in the stop's usual direction; that does not trigger it). Following,
+  a sell keeps the highest last price seen (``peak``) and triggers when the last price falls to
+  the peak less ``trailing_bps`` of it (rounded up to a whole tick, at least one); a buy keeps
+  the lowest and triggers on a rise to it plus that. The last price is sampled after each taker
+  order (the command's own, each triggered stop), as stops are triggered; a stop market buy by
+  quantity keeps the protection price of its first trigger price (its activation price, or the
+  last price plus the distance). A following stop's size can be replaced, its stop cannot.
+- One-cancels-the-other (``NewOrderList``): a post-only GTC limit order and a stop-loss (limit
+  or market) of one side and quantity. A sell has limit > last price > stop (a buy the reverse;
+  before a market's first trade only limit > stop, or <). The funds are locked once, the larger
+  need of the two, held by the limit order; the stop holds none while it waits. A trade of the
+  limit order (even partial) cancels the stop (reason LINKED) and a buy then releases what it
+  held beyond its own need; the stop's trigger cancels the limit order, and its funds pass to the
+  stop, which keeps its need and releases the rest; cancelling either (a user cancel, or
+  self-trade prevention's) cancels both; mass cancel cancels both as any two orders; its orders
+  cannot be replaced. The list's id is its limit order's id (``OrderState.list_id``).
 """
 
 from __future__ import annotations
@@ -74,6 +98,7 @@ from engine.codes import (
     C_FOK,
     C_FUNDS,
     C_IOC,
+    C_LINKED,
     C_STP,
     C_TIME,
     C_USER,
@@ -121,6 +146,7 @@ from protocol.messages import (
     MassCancel,
     MassCancelReply,
     NewOrder,
+    NewOrderList,
     OpenOrdersRequest,
     OrderHistoryRequest,
     OrderStatusRequest,
@@ -144,10 +170,12 @@ MAX_CLIENT_ID = 64
 NEW_ORDER_FIELDS = (
     "req", "account", "market", "side", "type", "tif", "price", "qty", "quote_qty",
     "client_order_id", "post_only", "stp", "deadline", "trigger", "stop_price", "expire_ts",
+    "display_qty", "trailing_bps",
 )  # fmt: skip
 CANCEL_FIELDS = ("req", "account", "market", "order_id", "client_order_id", "reason", "deadline")
 astuple = msgspec.structs.astuple
 STOP_COLLAR_BPS = 1_000  # a stop market buy by quantity trades up to 10% through its stop
+TRAILING_BPS = (10, 2_000)  # a trailing stop's distance, as Binance's TRAILING_DELTA filter
 WRITES = frozenset(WRITE_COMMANDS)
 
 R = RejectCode
@@ -211,6 +239,7 @@ class Engine(EngineViews):
             OrderHistoryRequest: self._on_history,
             Watch: self._on_watch,
             Tick: self._on_tick,
+            NewOrderList: self._on_new_list,
         }
 
     # -------------------------------------------------------------- the surface
@@ -343,7 +372,7 @@ class Engine(EngineViews):
         # NewOrder's fields in one call (each attribute read costs as much as the tuple);
         # NEW_ORDER_FIELDS names them and a test holds it to the message's declaration.
         (req, acct, market, side, otype, tif, price, qty, quote_qty, cid, post_only, stp,
-         deadline, trigger, stop_price, expire) = astuple(c)[:16]
+         deadline, trigger, stop_price, expire, display, trail) = astuple(c)[:18]
         if deadline and ts > deadline:
             return self._late(origin, req, seq, 0, cid)
         book = self.books.get(market)
@@ -351,7 +380,7 @@ class Engine(EngineViews):
             if book is None:
                 raise Reject(R.UNKNOWN_MARKET, f"unknown market {market!r}")
             o = self._accept(book, acct, side, otype, tif, price, qty, quote_qty, cid, post_only,
-                             stp, ts, origin, trigger, stop_price, expire)
+                             stp, ts, origin, trigger, stop_price, expire, display, trail)
         except Reject as r:
             return self._reject(origin, req, r.code, r.reason, seq, 0, cid)
         reports = [ExecReport(req, o.account, o.id, o.client_id, o.market, o.side, E_NEW, S_NEW,
@@ -373,23 +402,133 @@ class Engine(EngineViews):
 
     def _trigger(self, book: Book, seq: int, ts: int) -> None:
         """Run every stop order the last price has reached, one at a time, in the book's
-        order (``Book.due_stop``), each as a new taker; their reports go to their owners."""
+        order (``Book.due_stop``), each as a new taker; their reports go to their owners.
+        Before each, trailing stops follow the last price; a trailing stop whose activation
+        price is reached starts following it (it does not trigger then)."""
+        book.follow_last()
         o = book.due_stop()
         while o is not None:
-            book.unpend(o)
-            self._unindex(o)
-            o.waiting = False
-            o.updated = ts
-            reports = [self._report(o, 0, E_TRIG, S_NEW, seq, ts)]
-            self._execute(book, o, reports, seq, ts, 0)
-            self.outbox[o.origin].extend(reports)
+            if o.trail and not o.peak:
+                book.follow(o, book.last)
+            else:
+                book.unpend(o)
+                self._unindex(o)
+                o.waiting = False
+                o.updated = ts
+                reports = [self._report(o, 0, E_TRIG, S_NEW, seq, ts)]
+                if o.link:
+                    self._take_list_funds(book, o, seq, ts)
+                self._execute(book, o, reports, seq, ts, 0)
+                self.outbox[o.origin].extend(reports)
+                book.follow_last()
             o = book.due_stop()
 
-    def _check_stop(self, book: Book, side: int, trigger: int, stop_price: int) -> None:
+    def _take_list_funds(self, book: Book, o: Order, seq: int, ts: int) -> None:
+        """The stop order of a list triggered: the list's limit order is cancelled and its
+        funds pass to the stop, which keeps what it needs and releases the rest."""
+        p = self.orders.get(o.link)
+        if p is None:
+            return
+        o.locked, p.locked = p.locked, 0
+        self._cancel(p, ts)
+        self.outbox[p.origin].append(self._report(p, 0, E_CXL, S_CXL, seq, ts, C_LINKED))
+        need = o.price * o.leaves * book.tlq if o.side == BUY else o.leaves * book.lu
+        if o.locked > need:
+            col = book.quote_a if o.side == BUY else book.base_a
+            release(self.ledger.accounts[o.account], col, o.locked - need)
+            o.locked = need
+
+    def _break_list(self, o: Order, seq: int, ts: int) -> None:
+        """The limit order of a list traded: the list's stop order is cancelled (it holds
+        none of the funds), and a buy releases what it held for the stop beyond its own need."""
+        p = self.orders.get(o.link)
+        if p is None:
+            return
+        self._cancel(p, ts)
+        self.outbox[p.origin].append(self._report(p, 0, E_CXL, S_CXL, seq, ts, C_LINKED))
+        if o.resting and o.side == BUY:
+            book = self.books[o.market]
+            need = o.price * o.leaves * book.tlq
+            if o.locked > need:
+                release(self.ledger.accounts[o.account], book.quote_a, o.locked - need)
+                o.locked = need
+
+    def _on_new_list(self, c: NewOrderList, ts: int, origin: bytes) -> int:
+        """A one-cancels-the-other list: its limit order rests (post-only), its stop-loss
+        waits; both lock the list's funds once, held by the limit order (the larger need of
+        the two). The reply has both orders' NEW reports; the list's id is the limit order's."""
+        self.seq = seq = self.seq + 1
+        req = c.req
+        if c.deadline and ts > c.deadline:
+            return self._late(origin, req, seq, 0, c.limit_client_order_id)
+        book = self.books.get(c.market)
+        try:
+            if book is None:
+                raise Reject(R.UNKNOWN_MARKET, f"unknown market {c.market!r}")
+            a, b = self._accept_list(book, c, ts, origin)
+        except Reject as r:
+            return self._reject(origin, req, r.code, r.reason, seq, 0, c.limit_client_order_id)
+        self._rest(book, a)
+        self._pend(book, b)
+        self.outbox[origin].append(Executions(req, [
+            self._report(a, req, E_NEW, S_NEW, seq, ts),
+            self._report(b, req, E_NEW, S_NEW, seq, ts)]))
+        return seq
+
+    def _accept_list(self, book: Book, c: NewOrderList, ts: int, origin: bytes
+                     ) -> tuple[Order, Order]:
+        """Both orders of a list, checked as new orders are, then against each other; the
+        funds are locked once. Nothing changes unless both are accepted."""
+        side, last = c.side, book.last
+        if c.limit_client_order_id and c.limit_client_order_id == c.stop_client_order_id:
+            raise Reject(R.DUPLICATE_CLIENT_ORDER_ID, "the list's two orders need different "
+                         "client order ids")
+        if side == SELL and not (c.price > c.stop_price and (not last or
+                                                            c.price > last > c.stop_price)):
+            raise Reject(R.INVALID_ORDER_LIST, "a sell list needs limit price > last price > "
+                         "stop price")
+        if side == BUY and not (c.price < c.stop_price and (not last or
+                                                           c.price < last < c.stop_price)):
+            raise Reject(R.INVALID_ORDER_LIST, "a buy list needs limit price < last price < "
+                         "stop price")
+        first = self.next_order_id
+        a = self._accept(book, c.account, side, LIMIT, GTC, c.price, c.qty, 0,
+                         c.limit_client_order_id, True, c.stp, ts, origin)
+        row = self.ledger.accounts[c.account]  # (the limit order was accepted: it exists)
+        col = book.quote_a if side == BUY else book.base_a
+        release(row, col, a.locked)  # the stop order is checked against the same funds
+        try:
+            b = self._accept(book, c.account, side, LIMIT if c.stop_limit_price else MARKET,
+                             GTC if c.stop_limit_price else IOC, c.stop_limit_price, c.qty, 0,
+                             c.stop_client_order_id, False, c.stp, ts, origin, STOP_LOSS,
+                             c.stop_price)
+        except Reject:
+            self.next_order_id = first  # as if neither had been accepted
+            raise
+        extra = a.locked - b.locked
+        if extra > 0:
+            lock(row, col, extra)  # available: the limit order alone was accepted
+        else:
+            a.locked = b.locked
+        b.locked = 0
+        a.link, b.link = b.id, a.id
+        return a, b
+
+    def _check_stop(self, book: Book, side: int, trigger: int, stop_price: int,
+                    trail: int = 0) -> None:
         if not STOP_LOSS <= trigger <= TAKE_PROFIT:
             raise Reject(R.INVALID_ORDER_TYPE, f"trigger must be 0 (none), 1 (stop loss) or 2 "
                          f"(take profit), was {trigger}")
         spec = book.spec
+        if trail:
+            if not TRAILING_BPS[0] <= trail <= TRAILING_BPS[1]:
+                raise Reject(R.INVALID_TRAILING, f"trailing_bps must be {TRAILING_BPS[0]}.."
+                             f"{TRAILING_BPS[1]}, was {trail}")
+            if not stop_price:
+                if not book.last:
+                    raise Reject(R.INVALID_TRAILING, "a trailing stop without an activation "
+                                 "price follows the last price: the market has none yet")
+                return
         if not 0 < stop_price <= book.max_price:
             raise Reject(R.INVALID_STOP_PRICE, f"stop price must be {spec.tick.text}.."
                          f"{spec.price_text(spec.max_price)}, was {_ticks(spec, stop_price)}")
@@ -401,7 +540,8 @@ class Engine(EngineViews):
 
     def _accept(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
                 qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
-                origin: bytes, trigger: int = 0, stop_price: int = 0, expire: int = 0) -> Order:
+                origin: bytes, trigger: int = 0, stop_price: int = 0, expire: int = 0,
+                display: int = 0, trail: int = 0) -> Order:
         """Validate a new order, lock its funds and create it (not yet matched or resting).
         The fields are the command's, unchecked: each rule below checks one, in order, and the
         first that fails names the reject."""
@@ -418,8 +558,11 @@ class Engine(EngineViews):
         if not NEWEST <= stp <= BOTH:
             raise Reject(R.INVALID_FIELD, f"stp must be 0..3, was {given}")
         if otype != LIMIT:
+            if display:
+                raise Reject(R.INVALID_DISPLAY_QTY, "only a limit order can be an iceberg")
             return self._accept_market(book, acct, side, otype, tif, price, qty, quote_qty, cid,
-                                       post_only, stp, ts, origin, trigger, stop_price, expire)
+                                       post_only, stp, ts, origin, trigger, stop_price, expire,
+                                       trail)
         spec = book.spec
         tif = tif or GTC
         if not 0 < price <= book.max_price:
@@ -436,12 +579,19 @@ class Engine(EngineViews):
             raise Reject(R.INVALID_EXPIRE_TIME, "expire_ts is only for GTD orders")
         if quote_qty:
             raise Reject(R.INVALID_QUANTITY, "quote_qty is only for market buys")
+        if display:
+            if tif != GTC and tif != GTD:
+                raise Reject(R.INVALID_TIME_IN_FORCE, "an iceberg must be GTC or GTD")
+            if not book.min_qty <= display <= qty:
+                raise Reject(R.INVALID_DISPLAY_QTY, f"display_qty must be "
+                             f"{spec.qty_text(spec.min_qty)}..{spec.qty_text(qty)} (the order's "
+                             f"quantity), was {_lots(spec, display)}")
         if trigger:
             if post_only:
                 raise Reject(R.INVALID_ORDER_TYPE, "a stop order cannot be post-only")
-            self._check_stop(book, side, trigger, stop_price)
-        elif stop_price:
-            raise Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
+            self._check_stop(book, side, trigger, stop_price, trail)
+        elif stop_price or trail:
+            raise _not_a_stop(stop_price)
         if post_only:
             if tif != GTC and tif != GTD:
                 raise Reject(R.INVALID_TIME_IN_FORCE, "post-only orders must be GTC or GTD")
@@ -459,11 +609,13 @@ class Engine(EngineViews):
         self.next_order_id = oid + 1
         return new_order(oid, acct, book.symbol, side, LIMIT, tif, price, qty, qty, 0, 0, 0, need,
                          cid, post_only, stp, origin, ts, ts, S_NEW, False, trigger, stop_price,
-                         expire, trigger != 0)
+                         expire, trigger != 0, display, 0, trail,
+                         book.last if trail and not stop_price else 0)
 
     def _accept_market(self, book: Book, acct: int, side: int, otype: int, tif: int, price: int,
                        qty: int, quote_qty: int, cid: str, post_only: bool, stp: int, ts: int,
-                       origin: bytes, trigger: int, stop_price: int, expire: int) -> Order:
+                       origin: bytes, trigger: int, stop_price: int, expire: int,
+                       trail: int = 0) -> Order:
         spec = book.spec
         tif = tif or IOC
         if otype != MARKET:
@@ -476,9 +628,9 @@ class Engine(EngineViews):
         if expire:
             raise Reject(R.INVALID_EXPIRE_TIME, "expire_ts is only for GTD orders")
         if trigger:
-            self._check_stop(book, side, trigger, stop_price)
-        elif stop_price:
-            raise Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
+            self._check_stop(book, side, trigger, stop_price, trail)
+        elif stop_price or trail:
+            raise _not_a_stop(stop_price)
         budget = 0
         if side == BUY and quote_qty and not qty:
             budget = need = quote_qty
@@ -494,7 +646,7 @@ class Engine(EngineViews):
             if side == SELL:
                 need, col = qty * spec.lot_units, book.base_a
             elif trigger:  # the book when it triggers is unknown: lock up to its protection price
-                price = _collar(book, stop_price)
+                price = _collar(book, stop_price or _trail_stop(book.last, trail))
                 need, col = price * qty * book.tlq, book.quote_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
@@ -510,7 +662,8 @@ class Engine(EngineViews):
         leaves = qty or spec.max_qty  # a buy by amount is bounded by its budget, not a size
         return new_order(oid, acct, book.symbol, side, MARKET, tif, price, qty, leaves, 0, 0,
                          budget, need, cid, False, stp, origin, ts, ts, S_NEW, False, trigger,
-                         stop_price, 0, trigger != 0)
+                         stop_price, 0, trigger != 0, 0, 0, trail,
+                         book.last if trail and not stop_price else 0)
 
     def _execute(self, book: Book, o: Order, reports: list, seq: int, ts: int, req: int) -> None:
         """Run an accepted order: FOK check, match, then rest or expire the remainder."""
@@ -606,6 +759,8 @@ class Engine(EngineViews):
                         break
                     continue
                 take = t.leaves if t.leaves < m.leaves else m.leaves
+                if m.display and take > m.shown:
+                    take = m.shown  # an iceberg trades what it shows, then shows more
                 if budget:
                     affordable = t.locked // (px * tlq)
                     if affordable < take:
@@ -665,6 +820,8 @@ class Engine(EngineViews):
                     f = fills[m.account] = deque(maxlen=self.fills_kept)
                 f.append(r_m)
                 t_fills.append(r_t)
+                if m.link:
+                    self._break_list(m, seq, ts)
         t.updated = ts
         return stopped
     # fmt: on
@@ -678,6 +835,8 @@ class Engine(EngineViews):
         m.updated = ts
         self._close(m)
         self.outbox[m.origin].append(self._report(m, 0, E_CXL, S_CXL, seq, ts, C_STP))
+        if m.link:
+            self._break_list(m, seq, ts)
         return C_STP if t.stp == BOTH else 0
 
     def _walk(
@@ -694,6 +853,8 @@ class Engine(EngineViews):
             px = level.price
             if (side == BUY and px > limit) or (side == SELL and px < limit):
                 break
+            before = (lots, cost, worst)  # where this level starts
+            checked = not acct or stp == OLDEST  # (no own order can stop the taker)
             for m in level.orders:
                 if not m.resting:
                     continue
@@ -701,6 +862,13 @@ class Engine(EngineViews):
                     if stp == OLDEST:
                         continue
                     return lots, cost, worst
+                if m.display and not checked:
+                    # An iceberg shows more at the back of its level: behind an own order
+                    # there, where self-trade prevention stops the taker, that is not reached.
+                    checked = True
+                    own = _own_order(level, acct)
+                    if own is not None:
+                        return self._walk_shown(level, own, qty, budget, tlq, *before)
                 take = min(qty - lots, m.leaves) if qty else m.leaves
                 if budget:
                     take = min(take, (budget - cost) // (px * tlq))
@@ -711,6 +879,38 @@ class Engine(EngineViews):
                 worst = px
                 if qty and lots >= qty:
                     return lots, cost, worst
+        return lots, cost, worst
+
+    def _walk_shown(
+        self,
+        level: Level,
+        own: Order,
+        qty: int,
+        budget: int,
+        tlq: int,
+        lots: int,
+        cost: int,
+        worst: int,
+    ) -> tuple[int, int, int]:
+        """``_walk`` within the level where the taker meets its own order ``own`` and stops:
+        the orders before it give all they have, icebergs only what they show."""
+        px = level.price
+        for m in level.orders:
+            if m is own:
+                break
+            if not m.resting:
+                continue
+            have = m.shown if m.display else m.leaves
+            take = min(qty - lots, have) if qty else have
+            if budget:
+                take = min(take, (budget - cost) // (px * tlq))
+                if not take:
+                    break
+            lots += take
+            cost += px * take * tlq
+            worst = px
+            if qty and lots >= qty:
+                break
         return lots, cost, worst
 
     # --------------------------------------------------------------- order lifecycle
@@ -809,10 +1009,16 @@ class Engine(EngineViews):
         if o is None or o.account != acct or (market and market != o.market):
             return self._reject(origin, req, R.UNKNOWN_ORDER, _unknown(c), seq, order_id, cid)
         self._cancel(o, ts)
-        self.outbox[origin].append(Executions(req, [ExecReport(
+        reports = [ExecReport(
             req, acct, o.id, o.client_id, o.market, o.side, E_CXL, S_CXL, o.price, o.qty, 0, 0,
             o.cum, 0, o.cum_quote, 0, 0, 0, C_DISCONNECT if reason == C_DISCONNECT else C_USER,
-            seq, ts, o.quote_qty, o.type, o.trigger, o.stop_price)]))
+            seq, ts, o.quote_qty, o.type, o.trigger, o.stop_price)]
+        if o.link:  # the other order of its list goes too, in the same reply
+            p = self.orders.get(o.link)
+            if p is not None:
+                self._cancel(p, ts)
+                reports.append(self._report(p, req, E_CXL, S_CXL, seq, ts, C_LINKED))
+        self.outbox[origin].append(Executions(req, reports))
         return seq
     # fmt: on
 
@@ -857,6 +1063,17 @@ class Engine(EngineViews):
                 raise Reject(R.UNKNOWN_ORDER, _unknown(c))
             if c.stop_price and (o is None or not o.waiting):
                 raise Reject(R.INVALID_STOP_PRICE, "only a waiting stop order's stop can change")
+            if o.link:
+                raise Reject(
+                    R.ORDER_LIST_LEG,
+                    "an order of a one-cancels-the-other list cannot "
+                    "be replaced: cancel the list and place a new one",
+                )
+            if c.stop_price and o.peak:
+                raise Reject(
+                    R.INVALID_STOP_PRICE,
+                    "a trailing stop following the price has no stop price to change",
+                )
             reports = self._replace(o, c, seq, ts, origin)
         except Reject as r:
             self.outbox[origin].append(
@@ -908,8 +1125,8 @@ class Engine(EngineViews):
                 f"client order id {new_cid!r} is invalid or already open",
             )
         stop = c.stop_price or o.stop_price
-        if o.waiting:
-            self._check_stop(book, o.side, o.trigger, stop)
+        if o.waiting and not o.peak:  # (one following the price keeps its protection price)
+            self._check_stop(book, o.side, o.trigger, stop, o.trail)
             if o.type != LIMIT and o.side == BUY and not o.quote_qty:
                 price = _collar(book, stop)
         if o.post_only and price != o.price and _crosses(book, o.side, price):
@@ -971,6 +1188,10 @@ class Engine(EngineViews):
             o.stop_price,
             o.expire,
             False,
+            o.display,
+            0,
+            o.trail,
+            o.peak,
         )
         reports = [self._report(n, c.req, E_REPL, n.status, seq, ts)]
         self._execute(book, n, reports, seq, ts, c.req)
@@ -1027,6 +1248,25 @@ class Engine(EngineViews):
             LedgerReply(c.req, c.account, c.asset, row[2 * asset], row[2 * asset + 1], seq)
         )
         return seq
+
+
+def _own_order(level: Level, acct: int) -> Order | None:
+    """The first resting order of ``acct`` in ``level``, if any."""
+    for m in level.orders:
+        if m.resting and m.account == acct:
+            return m
+    return None
+
+
+def _not_a_stop(stop_price: int) -> Reject:
+    if stop_price:
+        return Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
+    return Reject(R.INVALID_TRAILING, "trailing_bps is only for stop orders")
+
+
+def _trail_stop(last: int, trail: int) -> int:
+    """Where a trailing buy that starts following the price at ``last`` would trigger first."""
+    return last + -(-last * trail // 10_000)
 
 
 def _collar(book: Book, stop: int) -> int:

@@ -70,6 +70,9 @@ class EngineState(msgspec.Struct, array_like=True):
     order_extras: list[tuple[int, int, int, int]] = []
     # stop orders waiting for their stop, by order id: (record, trigger, stop price, expiry)
     waiting: list[tuple[OrderRecord, int, int, int]] = []
+    # (order id, iceberg display, shown, trailing bps, peak, list link) of the open orders
+    # above (resting and waiting) that have any
+    order_more: list[tuple[int, int, int, int, int, int]] = []
 
 
 class EngineViews:
@@ -287,6 +290,11 @@ class EngineViews:
             ],
             key=lambda w: w[0].id,
         )
+        more = sorted(
+            (o.id, o.display, o.shown, o.trail, o.peak, o.link)
+            for o in self.orders.values()
+            if o.display or o.trail or o.link
+        )
         return EngineState(
             self.seq,
             self.next_order_id,
@@ -298,6 +306,7 @@ class EngineViews:
             lasts,
             extras,
             waiting,
+            more,
         )
 
     def state_hash(self) -> str:
@@ -311,27 +320,34 @@ class EngineViews:
         self.ledger.totals = list(st.totals)
         self.ledger.accounts = {a: list(r) for a, r in st.accounts}
         extras = {oid: rest for oid, *rest in st.order_extras}
+        more = {oid: rest for oid, *rest in st.order_more}
         for symbol, next_trade_id, orders in st.books:
-            book = self.books.get(symbol)
-            if book is None:
-                raise ValueError(f"snapshot has market {symbol!r}, config does not")
+            book = self._book_of(symbol)
             book.next_trade_id = next_trade_id
             for rec in orders:
                 o = new_order(*msgspec.structs.astuple(rec))
                 if o.id in extras:
                     o.trigger, o.stop_price, o.expire = extras[o.id]
+                shown = _more(o, more)
                 self._rest(book, o)
+                if o.display:
+                    book.show(o, shown)  # rest() showed a whole peak; it had shown this
             book.forget_changes()
         for book, last in zip(self.books.values(), st.last_prices, strict=False):
             book.last = last
         for rec, trigger, stop_price, expire in st.waiting:
-            book = self.books.get(rec.market)
-            if book is None:
-                raise ValueError(f"snapshot has market {rec.market!r}, config does not")
+            book = self._book_of(rec.market)
             o = new_order(*msgspec.structs.astuple(rec))
             o.trigger, o.stop_price, o.expire, o.waiting = trigger, stop_price, expire, True
+            o.shown = _more(o, more)
             self._pend(book, o)
         self.dirty.clear()
+
+    def _book_of(self, symbol: str) -> Book:
+        book = self.books.get(symbol)
+        if book is None:
+            raise ValueError(f"snapshot has market {symbol!r}, config does not")
+        return book
 
     def validate(self) -> None:
         """Raise AssertionError if any invariant of any book or the ledger is broken."""
@@ -357,7 +373,11 @@ class EngineViews:
                 _ensure(self.orders.get(o.id) is o, f"waiting stop order {o.id} not indexed")
                 col = (book.quote_a if o.side == BUY else book.base_a) // 2
                 locked[(o.account, col)] = locked.get((o.account, col), 0) + o.locked
-                _ensure(o.locked > 0 and o.leaves > 0, f"stop order {o.id} holds nothing")
+                _ensure(o.leaves > 0, f"stop order {o.id} has no quantity")
+                _ensure(
+                    o.locked > 0 or (o.link in self.orders and self.orders[o.link].resting),
+                    f"stop order {o.id} holds nothing (and is not a list's)",
+                )
         _ensure(resting == len(self.orders), "order index holds orders not in any book")
         _ensure(sum(len(d) for d in self.by_account.values()) == resting, "account index")
         _ensure(len(self.cids) == sum(1 for o in self.orders.values() if o.client_id), "cids")
@@ -368,6 +388,15 @@ class EngineViews:
 def _ensure(ok: bool, message: str) -> None:
     if not ok:
         raise AssertionError(message)
+
+
+def _more(o: Order, more: dict[int, list[int]]) -> int:
+    """Set an order's fields appended with icebergs, trailing stops and lists from a snapshot's
+    ``order_more``; returns what an iceberg showed."""
+    if o.id not in more:
+        return 0
+    o.display, shown, o.trail, o.peak, o.link = more[o.id]
+    return shown
 
 
 def _record(o: Order) -> OrderRecord:
@@ -398,6 +427,10 @@ def _state(o: Order) -> OrderState:
         o.stop_price,
         o.waiting,
         o.expire,
+        o.display,
+        o.trail,
+        o.peak,
+        min(o.id, o.link) if o.link else 0,
     )
 
 

@@ -82,6 +82,7 @@ class CancelReason(IntEnum):
     NO_FUNDS = 5  # a market order ran out of locked funds
     DISCONNECT = 6  # cancel-on-disconnect
     EXPIRE_TIME = 7  # a good-till-date order reached its expiry time
+    LINKED = 8  # the other order of its one-cancels-the-other list filled, triggered or went
 
 
 class RejectCode(IntEnum):
@@ -125,6 +126,10 @@ class RejectCode(IntEnum):
     WOULD_TRIGGER_IMMEDIATELY = 3016  # a stop whose stop price the last price already reached
     INVALID_STOP_PRICE = 3017
     INVALID_EXPIRE_TIME = 3018
+    INVALID_DISPLAY_QTY = 3019  # an iceberg's visible part: 1 lot .. the order's quantity
+    INVALID_TRAILING = 3020  # a trailing distance out of range, or on a non-stop order
+    INVALID_ORDER_LIST = 3021  # a one-cancels-the-other list whose prices are on wrong sides
+    ORDER_LIST_LEG = 3022  # an order of a list cannot be replaced (cancel the list instead)
 
     ENGINE_UNAVAILABLE = 4001
     RATE_LIMITED = 4002

@@ -44,6 +44,8 @@ class NewOrder(_Msg, tag=1):
     trigger: int = 0  # TriggerKind: a stop order, waiting for the last price to reach stop_price
     stop_price: int = 0  # ticks; stop orders only
     expire_ts: int = 0  # engine time (ns since epoch) a GTD order expires at; tif GTD only
+    display_qty: int = 0  # lots; an iceberg shows this much in the book at a time (0 = all)
+    trailing_bps: int = 0  # a trailing stop: its distance from the best last price, in bps
 
 
 class Cancel(_Msg, tag=2):
@@ -147,6 +149,28 @@ class Tick(_Msg, tag=18):
     req: int
 
 
+class NewOrderList(_Msg, tag=19):
+    """One-cancels-the-other: a post-only limit order and a stop-loss order of one side and
+    quantity, placed together. A fill of the limit order, or the stop's trigger, cancels the
+    other; cancelling either cancels both. A sell list has its limit above the last price and
+    its stop below (a buy list the reverse); both lock the funds once (the larger need).
+    ``stop_limit_price`` 0 makes the stop leg a market order once triggered."""
+
+    req: int
+    account: int
+    market: str
+    side: int  # Side
+    qty: int  # lots, both legs
+    price: int  # ticks: the limit leg
+    stop_price: int  # ticks: the stop leg's trigger
+    stop_limit_price: int = 0  # ticks: the stop leg's limit once triggered (0 = market)
+    client_list_id: str = ""
+    limit_client_order_id: str = ""
+    stop_client_order_id: str = ""
+    stp: int = 0  # StpMode
+    deadline: int = 0  # engine time (ns since epoch) after which the engine refuses it
+
+
 class FillsRequest(_Msg, tag=13):
     """The account's most recent fills (newest last), from the engine's bounded memory."""
 
@@ -212,10 +236,11 @@ Command = (
     | OrderHistoryRequest
     | Watch
     | Tick
+    | NewOrderList
 )
 
 # Commands that change state: they get a sequence number and go to the journal.
-WRITE_COMMANDS = (NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw, Tick)
+WRITE_COMMANDS = (NewOrder, Cancel, Replace, MassCancel, Deposit, Withdraw, Tick, NewOrderList)
 
 
 # ------------------------------------------------------------------------ replies and events
@@ -295,6 +320,10 @@ class OrderState(msgspec.Struct, array_like=True, gc=False, omit_defaults=True):
     stop_price: int = 0
     waiting: bool = False  # a stop order whose stop has not been reached: not in the book
     expire_ts: int = 0  # GTD expiry (engine time, ns)
+    display_qty: int = 0  # an iceberg's visible size (lots)
+    trailing_bps: int = 0  # a trailing stop's distance
+    trail_price: int = 0  # a trailing stop: the best last price it follows (0: not yet active)
+    list_id: int = 0  # an order of a one-cancels-the-other list: the list's id
 
 
 class OrderInfo(_Msg, tag=103):

@@ -27,7 +27,19 @@ sorting everything again. Scales come from the TOML config through ``Decimal``, 
   older first at one stop; a stop market buy by quantity locks and trades up to its stop plus
   10% (rounded up, at most the max price);
 - GTD orders expire, earliest expiry first (then older first), before the first write command
-  whose timestamp is at or after their expiry time.
+  whose timestamp is at or after their expiry time;
+- an iceberg (limit, GTC/GTD) shows at most its display quantity; a taker gets at most what
+  it shows, and when that is gone it shows the next part at the back of its price (a new
+  time); a FOK or a market buy's walk counts what the matching would reach;
+- a trailing stop without a stop price follows the last price from its acceptance; with one,
+  from when the last price reaches it (the stop's usual direction; that does not trigger it);
+  following, a sell keeps the highest last price seen after each taker and triggers when the
+  last price falls to that less its distance (bps, rounded up to a tick), a buy the lowest and
+  triggers on a rise to it plus its distance;
+- a one-cancels-the-other list: a post-only limit and a stop-loss of one side and quantity,
+  locked once (the larger need, held by the limit); a fill of the limit cancels the stop (a buy
+  then holds only its own need), the stop's trigger cancels the limit (the stop takes its
+  funds, keeping its own need), cancelling either cancels both; its orders cannot be replaced.
 
 ``apply(cmd)`` returns an ``Outcome``; the model never raises on bad input.
 """
@@ -37,7 +49,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from protocol.messages import Cancel, Deposit, MassCancel, NewOrder, Replace, Tick, Withdraw
+from protocol.messages import (
+    Cancel,
+    Deposit,
+    MassCancel,
+    NewOrder,
+    NewOrderList,
+    Replace,
+    Tick,
+    Withdraw,
+)
 
 BUY, SELL = 1, 2
 LIMIT, MARKET = 1, 2
@@ -68,6 +89,10 @@ INVALID_ACCOUNT = 2004
 WOULD_TRIGGER_IMMEDIATELY = 3016
 INVALID_STOP_PRICE = 3017
 INVALID_EXPIRE_TIME = 3018
+INVALID_DISPLAY_QTY = 3019
+INVALID_TRAILING = 3020
+INVALID_ORDER_LIST = 3021
+ORDER_LIST_LEG = 3022
 
 
 def _collar(m: Market, stop: int) -> int:
@@ -132,9 +157,25 @@ class Order:
     trigger: int = 0
     stop: int = 0
     expire: int = 0
+    display: int = 0  # an iceberg's peak (0: not one)
+    shown: int = 0  # what it shows now
+    trail: int = 0  # a trailing stop's distance (bps)
+    peak: int = 0  # the best last price it has seen (0: not following yet)
+    link: int = 0  # the other order of its list
 
     def rises(self) -> bool:
+        if self.peak:
+            return self.side == BUY
         return (self.trigger == STOP_LOSS) == (self.side == BUY)
+
+    def trigger_price(self) -> int:
+        if not self.peak:
+            return self.stop
+        distance = (self.peak * self.trail + 9_999) // 10_000
+        return self.peak + distance if self.side == BUY else self.peak - distance
+
+    def visible(self) -> int:
+        return self.shown if self.display else self.leaves
 
 
 @dataclass
@@ -219,6 +260,22 @@ class Model:
         self._release(o)
         (self.waiting if o in self.waiting else self.resting).remove(o)
 
+    def _partner(self, o: Order) -> Order | None:
+        """The other order of ``o``'s list, if it is still open."""
+        for p in self.resting + self.waiting:
+            if o.link and p.id == o.link:
+                return p
+        return None
+
+    def _cancel_partner(self, o: Order) -> None:
+        p = self._partner(o)
+        if p is not None:
+            self._cancel(p)
+
+    def _need(self, o: Order) -> int:
+        m = self.markets[o.market]
+        return o.price * o.leaves * m.tick_lot_quote if o.side == BUY else o.leaves * m.lot_units
+
     # --------------------------------------------------------------------------- apply
     def apply(self, cmd: object, ts: int = 0) -> Outcome:
         due = sorted(
@@ -244,6 +301,8 @@ class Model:
             return self._ledger(cmd)
         elif isinstance(cmd, Tick):
             return Outcome()
+        elif isinstance(cmd, NewOrderList):
+            return self._new_list(cmd)
         else:
             raise TypeError(cmd)
         if out.reject is None:
@@ -252,10 +311,17 @@ class Model:
         return out
 
     # ------------------------------------------------------------------------- stops
-    def _stop_check(self, market: str, side: int, trigger: int, stop: int) -> int | None:
+    def _stop_check(
+        self, market: str, side: int, trigger: int, stop: int, trail: int = 0
+    ) -> int | None:
         m = self.markets[market]
         if trigger not in (STOP_LOSS, TAKE_PROFIT):
             return INVALID_ORDER_TYPE
+        if trail:
+            if not 10 <= trail <= 2_000:
+                return INVALID_TRAILING
+            if not stop:
+                return None if self.last.get(market) else INVALID_TRAILING
         if not 0 < stop <= m.max_price:
             return INVALID_STOP_PRICE
         last = self.last.get(market, 0)
@@ -268,28 +334,50 @@ class Model:
         last = self.last.get(market, 0)
         if not last:
             return None
+        here = [o for o in self.waiting if o.market == market]
         up = sorted(
-            (o for o in self.waiting if o.market == market and o.rises() and o.stop <= last),
-            key=lambda o: (o.stop, o.id),
+            (o for o in here if o.rises() and o.trigger_price() <= last),
+            key=lambda o: (o.trigger_price(), o.id),
         )
         if up:
             return up[0]
         down = sorted(
-            (o for o in self.waiting if o.market == market and not o.rises() and o.stop >= last),
-            key=lambda o: (-o.stop, o.id),
+            (o for o in here if not o.rises() and o.trigger_price() >= last),
+            key=lambda o: (-o.trigger_price(), o.id),
         )
         return down[0] if down else None
+
+    def _follow(self, market: str) -> None:
+        """Trailing stops following the price take the last price when it is better for them."""
+        last = self.last.get(market, 0)
+        for o in self.waiting:
+            if o.market == market and o.peak:
+                o.peak = min(o.peak, last) if o.side == BUY else max(o.peak, last)
 
     def _trigger(self, market: str, out: Outcome) -> None:
         """Run the due stops; their makers' fills and trades count, their own fills are
         reported to their owners, not in this command's reply."""
-        o = self._due(market) if market else None
+        if not market:
+            return
+        self._follow(market)
+        o = self._due(market)
         while o is not None:
-            self.waiting.remove(o)
-            side_out = Outcome()
-            self._run(o, side_out)
-            out.maker_fills += side_out.maker_fills
-            out.trades += side_out.trades
+            if o.trail and not o.peak:
+                o.peak = self.last[market]  # it starts following the price
+            else:
+                self.waiting.remove(o)
+                p = self._partner(o)
+                if p is not None:  # the list's limit order goes; its funds pass to the stop
+                    o.locked, p.locked = p.locked, 0
+                    self.resting.remove(p)
+                    surplus = o.locked - self._need(o)
+                    self._move(o.account, self._lock_asset(o), -surplus)
+                    o.locked -= surplus
+                side_out = Outcome()
+                self._run(o, side_out)
+                out.maker_fills += side_out.maker_fills
+                out.trades += side_out.trades
+                self._follow(market)
             o = self._due(market)
 
     def _run(self, o: Order, out: Outcome) -> None:
@@ -332,6 +420,7 @@ class Model:
         if o is None or (c.market and c.market != o.market):
             return Outcome(UNKNOWN_ORDER)
         self._cancel(o)
+        self._cancel_partner(o)
         return Outcome(order_id=o.id)
 
     def _mass_cancel(self, c: MassCancel) -> Outcome:
@@ -391,14 +480,21 @@ class Model:
             return Outcome(INVALID_EXPIRE_TIME)
         if c.quote_qty:
             return Outcome(INVALID_QUANTITY)
+        if c.display_qty:
+            if tif not in (GTC, GTD):
+                return Outcome(INVALID_TIME_IN_FORCE)
+            if not m.min_qty <= c.display_qty <= c.qty:
+                return Outcome(INVALID_DISPLAY_QTY)
         if c.trigger:
             if c.post_only:
                 return Outcome(INVALID_ORDER_TYPE)
-            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price)
+            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price, c.trailing_bps)
             if code is not None:
                 return Outcome(code)
         elif c.stop_price:
             return Outcome(INVALID_STOP_PRICE)
+        elif c.trailing_bps:
+            return Outcome(INVALID_TRAILING)
         if c.post_only and tif not in (GTC, GTD):
             return Outcome(INVALID_TIME_IN_FORCE)
         if c.post_only and self._crosses(c.market, c.side, c.price):
@@ -410,10 +506,16 @@ class Model:
         if self.balance(c.account, asset)[0] < need:
             return Outcome(INSUFFICIENT_FUNDS)
         o = self._create(c, c.price, c.qty, need)
-        o.tif, o.expire = tif, c.expire_ts
+        o.tif, o.expire, o.display = tif, c.expire_ts, c.display_qty
+        return self._place(o, c)
+
+    def _place(self, o: Order, c: NewOrder) -> Outcome:
+        """An accepted new order waits (a stop) or runs."""
         out = Outcome(order_id=o.id)
         if c.trigger:
-            o.trigger, o.stop = c.trigger, c.stop_price
+            o.trigger, o.stop, o.trail = c.trigger, c.stop_price, c.trailing_bps
+            if o.trail and not o.stop:
+                o.peak = self.last[o.market]
             self.waiting.append(o)
             return out
         self._run(o, out)
@@ -421,6 +523,8 @@ class Model:
 
     def _new_market(self, c: NewOrder) -> Outcome:
         m = self.markets[c.market]
+        if c.display_qty:
+            return Outcome(INVALID_DISPLAY_QTY)
         tif = c.tif or IOC
         if tif not in (IOC, FOK):
             return Outcome(INVALID_TIME_IN_FORCE)
@@ -429,11 +533,13 @@ class Model:
         if c.expire_ts:
             return Outcome(INVALID_EXPIRE_TIME)
         if c.trigger:
-            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price)
+            code = self._stop_check(c.market, c.side, c.trigger, c.stop_price, c.trailing_bps)
             if code is not None:
                 return Outcome(code)
         elif c.stop_price:
             return Outcome(INVALID_STOP_PRICE)
+        elif c.trailing_bps:
+            return Outcome(INVALID_TRAILING)
         budget = price = 0
         if c.side == BUY and c.quote_qty and not c.qty:
             if not 0 < c.quote_qty <= m.max_price * m.max_qty * m.tick_lot_quote:
@@ -452,7 +558,11 @@ class Model:
             if c.side == SELL:
                 need, asset = qty * m.lot_units, m.base
             elif c.trigger:
-                price = _collar(m, c.stop_price)
+                stop = c.stop_price  # a trailing stop without one: where it would trigger first
+                if not stop:
+                    last = self.last[c.market]
+                    stop = last + (last * c.trailing_bps + 9_999) // 10_000
+                price = _collar(m, stop)
                 need, asset = price * qty * m.tick_lot_quote, m.quote
             else:
                 lots, need = self._walk_cost(c.market, c.account, c.stp or NEWEST, qty)
@@ -463,13 +573,77 @@ class Model:
             return Outcome(INSUFFICIENT_FUNDS)
         o = self._create(c, price, qty, need)
         o.type, o.tif, o.budget = MARKET, tif, budget
-        out = Outcome(order_id=o.id)
-        if c.trigger:
-            o.trigger, o.stop = c.trigger, c.stop_price
-            self.waiting.append(o)
-            return out
-        self._run(o, out)
-        return out
+        return self._place(o, c)
+
+    def _new_list(self, c: NewOrderList) -> Outcome:
+        """A one-cancels-the-other list, checked in the engine's order: the two client ids,
+        the prices against each other and the last price, the limit order as a post-only GTC
+        order, the stop-loss as a stop order (against the same funds), then locked once."""
+        m = self.markets.get(c.market)
+        if m is None:
+            return Outcome(UNKNOWN_MARKET)
+        if c.limit_client_order_id and c.limit_client_order_id == c.stop_client_order_id:
+            return Outcome(DUPLICATE_CLIENT_ORDER_ID)
+        last = self.last.get(c.market, 0)
+        if c.side == SELL and not (
+            c.price > c.stop_price and (not last or c.price > last > c.stop_price)
+        ):
+            return Outcome(INVALID_ORDER_LIST)
+        if c.side == BUY and not (
+            c.price < c.stop_price and (not last or c.price < last < c.stop_price)
+        ):
+            return Outcome(INVALID_ORDER_LIST)
+        limit = NewOrder(
+            0,
+            c.account,
+            c.market,
+            c.side,
+            LIMIT,
+            GTC,
+            c.price,
+            c.qty,
+            0,
+            c.limit_client_order_id,
+            True,
+            c.stp,
+        )
+        stop_type = LIMIT if c.stop_limit_price else MARKET
+        stop = NewOrder(
+            0,
+            c.account,
+            c.market,
+            c.side,
+            stop_type,
+            GTC if c.stop_limit_price else IOC,
+            c.stop_limit_price,
+            c.qty,
+            0,
+            c.stop_client_order_id,
+            False,
+            c.stp,
+            trigger=STOP_LOSS,
+            stop_price=c.stop_price,
+        )
+        first = self.next_id
+        a = self._new_order(limit, 0)
+        if a.reject is not None:
+            return a
+        held = self.resting[-1]  # the limit order just rested (post-only: it did not trade)
+        self.resting.remove(held)
+        self._release(held)
+        b = self._new_order(stop, 0)
+        if b.reject is not None:
+            self.next_id = first
+            return b
+        waits = self.waiting[-1]
+        self._release(waits)
+        need = max(self._need(held), self._need(waits))
+        asset = self._lock_asset(held)
+        self._move(c.account, asset, need)
+        held.locked, waits.locked = need, 0
+        held.link, waits.link = waits.id, held.id
+        self.resting.append(held)
+        return Outcome(order_id=held.id)
 
     def _create(self, c: NewOrder, price: int, qty: int, need: int) -> Order:
         o = Order(
@@ -494,6 +668,7 @@ class Model:
     def _rest(self, o: Order) -> None:
         self.clock += 1
         o.time = self.clock
+        o.shown = min(o.display, o.leaves)
         self.resting.append(o)
 
     # ------------------------------------------------------------------------ matching
@@ -506,31 +681,46 @@ class Model:
             out.append(o)
         return out
 
+    def _dry_run(
+        self, market: str, side: int, account: int, stp: int, qty: int, limit: int | None
+    ) -> list[tuple[int, int]]:
+        """The fills (price, lots) a taker would get now, found by matching copies of the
+        opposite orders as ``_match`` would (icebergs showing more at the back), the book
+        untouched."""
+        book = [
+            [o.price, o.time, o.leaves, o.visible(), o.display, o.account]
+            for o in self.side(market, SELL if side == BUY else BUY)
+            if limit is None or (o.price <= limit if side == BUY else o.price >= limit)
+        ]
+        clock, fills, left = self.clock, [], qty
+        while left and book:
+            book.sort(key=lambda e: ((e[0] if side == BUY else -e[0]), e[1]))
+            e = book[0]
+            if e[5] == account:
+                if stp != OLDEST:
+                    break
+                book.pop(0)
+                continue
+            take = min(left, e[3])
+            fills.append((e[0], take))
+            left -= take
+            e[2] -= take
+            e[3] -= take
+            if not e[2]:
+                book.pop(0)
+            elif not e[3]:
+                clock += 1
+                e[1], e[3] = clock, min(e[4], e[2])
+        return fills
+
     def _fillable(self, t: Order, limit: int | None) -> int:
         """How much a FOK taker could fill now, as self-trade prevention would let it."""
-        total = 0
-        for o in self._candidates(t, limit):
-            if o.account == t.account:
-                if t.stp == OLDEST:
-                    continue
-                break
-            total += o.leaves
-        return total
+        return sum(q for _, q in self._dry_run(t.market, t.side, t.account, t.stp, t.qty, limit))
 
     def _walk_cost(self, market: str, account: int, stp: int, qty: int) -> tuple[int, int]:
         m = self.markets[market]
-        lots = cost = 0
-        for o in self.side(market, SELL):
-            if lots == qty:
-                break
-            if o.account == account:
-                if stp == OLDEST:
-                    continue
-                break
-            take = min(qty - lots, o.leaves)
-            lots += take
-            cost += o.price * take * m.tick_lot_quote
-        return lots, cost
+        fills = self._dry_run(market, BUY, account, stp, qty, None)
+        return sum(q for _, q in fills), sum(p * q * m.tick_lot_quote for p, q in fills)
 
     def _match(self, t: Order, limit: int | None, budget: int, out: Outcome) -> bool:
         """Trade taker ``t`` against the book; True if it was stopped (STP, out of budget)."""
@@ -547,10 +737,11 @@ class Model:
                 if t.stp == NEWEST:
                     return True
                 self._cancel(maker)
+                self._cancel_partner(maker)
                 if t.stp == BOTH:
                     return True
                 continue
-            take = min(t.leaves, maker.leaves)
+            take = min(t.leaves, maker.visible())
             if budget:
                 take = min(take, t.locked // lot_cost)
             self._fill(m, t, maker, take, out)
@@ -580,6 +771,17 @@ class Model:
         if not maker.leaves:
             self._release(maker)
             self.resting.remove(maker)
+        elif maker.display:
+            maker.shown -= take
+            if not maker.shown:  # it shows its next part, at the back of its price
+                self.clock += 1
+                maker.time, maker.shown = self.clock, min(maker.display, maker.leaves)
+        if maker.link and self._partner(maker) is not None:
+            self._cancel_partner(maker)  # the list's stop goes (it holds none of the funds)
+            if maker.leaves and maker.side == BUY:
+                surplus = maker.locked - self._need(maker)
+                self._move(maker.account, m.quote, -surplus)
+                maker.locked -= surplus
         out.taker_fills.append((price, take))
         out.maker_fills.append((maker.id, price, take))
         out.trades.append((m.symbol, price, take, t.side))
@@ -591,6 +793,10 @@ class Model:
             return Outcome(UNKNOWN_ORDER)
         waits = o in self.waiting
         if c.stop_price and not waits:
+            return Outcome(INVALID_STOP_PRICE)
+        if o.link:
+            return Outcome(ORDER_LIST_LEG)
+        if c.stop_price and o.peak:
             return Outcome(INVALID_STOP_PRICE)
         m = self.markets[o.market]
         price = c.price or o.price
@@ -614,8 +820,8 @@ class Model:
         if cid != o.cid and self._cid_taken(o.account, cid):
             return Outcome(DUPLICATE_CLIENT_ORDER_ID)
         stop = c.stop_price or o.stop
-        if waits:
-            code = self._stop_check(o.market, o.side, o.trigger, stop)
+        if waits and not o.peak:
+            code = self._stop_check(o.market, o.side, o.trigger, stop, o.trail)
             if code is not None:
                 return Outcome(code)
             if o.type == MARKET and o.side == BUY and not o.budget:
@@ -640,6 +846,7 @@ class Model:
         keeps_place = price == o.price and qty <= o.qty
         o.price, o.qty, o.leaves = price, qty, leaves
         if keeps_place:
+            o.shown = min(o.shown, o.leaves)
             return out
         self.resting.remove(o)
         stopped = self._match(o, price, 0, out)

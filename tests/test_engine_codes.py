@@ -35,7 +35,7 @@ EXPECTED = {
     "C_USER": CancelReason.USER, "C_IOC": CancelReason.IOC_REMAINDER,
     "C_FOK": CancelReason.FOK_UNFILLABLE, "C_STP": CancelReason.SELF_TRADE,
     "C_FUNDS": CancelReason.NO_FUNDS, "C_DISCONNECT": CancelReason.DISCONNECT,
-    "C_TIME": CancelReason.EXPIRE_TIME,
+    "C_TIME": CancelReason.EXPIRE_TIME, "C_LINKED": CancelReason.LINKED,
 }  # fmt: skip
 
 

@@ -33,7 +33,10 @@ from protocol.messages import (
 )
 from tests.engine_streams import run, stream
 
-APPENDED_ORDER_STATE = ("trigger", "stop_price", "waiting", "expire_ts")
+APPENDED_ORDER_STATE = (
+    "trigger", "stop_price", "waiting", "expire_ts", "display_qty", "trailing_bps",
+    "trail_price", "list_id",
+)  # fmt: skip
 APPENDED_EXEC_REPORT = ("order_type", "trigger", "stop_price")
 
 FIXTURE = Path(__file__).parent / "data" / "engine_v1"

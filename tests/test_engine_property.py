@@ -32,6 +32,7 @@ from protocol.messages import (
     MassCancel,
     MassCancelReply,
     NewOrder,
+    NewOrderList,
     OpenOrders,
     OpenOrdersRequest,
     Rejected,
@@ -106,6 +107,20 @@ cids = st.sampled_from(CIDS)
 # time relative to the command's timestamp (its index in the stream; sometimes in the past).
 triggers = st.integers(0, 99).map(lambda r: 0 if r < 70 else 1 if r < 84 else 2 if r < 98 else 3)
 expiries = st.integers(-2, 25)
+# icebergs: a visible part, mostly valid (max qty is 10 lots); trailing stops: a distance in
+# bps, mostly within 10..2000 (10 bps of these prices is under a tick: one tick at least)
+displays = st.integers(0, 99).flatmap(
+    lambda r: st.just(0) if r < 75 else st.integers(1, 4) if r < 96 else st.integers(0, 12)
+)
+trails = st.integers(0, 99).flatmap(
+    lambda r: (
+        st.just(0)
+        if r < 45
+        else st.sampled_from((10, 500, 1_000, 2_000))
+        if r < 97
+        else st.sampled_from((9, 2_001))
+    )
+)
 
 
 @st.composite
@@ -125,10 +140,21 @@ def limit_orders(draw: st.DrawFn) -> NewOrder:
         post_only=tif in (0, rm.GTC, rm.GTD) and draw(st.integers(0, 4)) == 0,
         stp=draw(stps),
         trigger=trigger,
-        stop_price=draw(prices) if trigger or draw(st.integers(0, 30)) == 0 else 0,
         # relative for now: Run.step makes it absolute (0 stays 0)
         expire_ts=draw(expiries) if tif == rm.GTD or draw(st.integers(0, 30)) == 0 else 0,
+        display_qty=draw(displays),
+        **_stop(draw, trigger, trigger or draw(st.integers(0, 30)) == 0),
     )
+
+
+def _stop(draw: st.DrawFn, trigger: int, priced: bool) -> dict:
+    """A stop price (when ``priced``) and, for 40% of stops, a trailing distance, half of
+    those without an activation price; now and then a distance on an order that is no stop."""
+    stop = draw(prices) if priced else 0
+    trail = draw(trails) if trigger or draw(st.integers(0, 40)) == 0 else 0
+    if trail and draw(st.booleans()):
+        stop = 0
+    return {"stop_price": stop, "trailing_bps": trail}
 
 
 @st.composite
@@ -152,7 +178,32 @@ def market_orders(draw: st.DrawFn) -> NewOrder:
         quote_qty=budget,
         stp=draw(stps),
         trigger=trigger,
-        stop_price=draw(prices) if trigger else 0,
+        **_stop(draw, trigger, bool(trigger)),
+    )
+
+
+@st.composite
+def order_lists(draw: st.DrawFn) -> NewOrderList:
+    """One-cancels-the-other lists: the limit above and the stop below the traded prices for
+    a sell (the reverse for a buy) most of the time; a market stop leg now and then."""
+    side = draw(sides)
+    low, high = draw(st.integers(1, 8)), draw(st.integers(8, 14))
+    if draw(st.integers(0, 9)) == 0:
+        low, high = high, low  # the wrong way round
+    price, stop = (high, low) if side == rm.SELL else (low, high)
+    return NewOrderList(
+        0,
+        draw(accounts),
+        draw(markets),
+        side,
+        draw(quantities),
+        price,
+        stop,
+        draw(st.one_of(st.just(0), prices)),
+        "",
+        draw(cids),
+        draw(cids),
+        draw(stps),
     )
 
 
@@ -201,6 +252,8 @@ mass_cancels = st.builds(MassCancel, st.just(0), accounts, st.sampled_from(("", 
 ops = st.integers(0, 99).flatmap(
     lambda r: (
         limit_orders()
+        if r < 46
+        else order_lists()
         if r < 50
         else market_orders()
         if r < 62
@@ -276,7 +329,9 @@ class Run:
         self.replies.append(encode_outbox(out))
         self.market_data.append(encode_market_data(market_data))
         expected = self.model.apply(cmd, ts)
-        if isinstance(cmd, NewOrder) and expected.reject is None:
+        if isinstance(cmd, NewOrderList) and expected.reject is None:
+            self.owners[expected.order_id + 1] = (cmd.account, cmd.market)
+        if isinstance(cmd, NewOrder | NewOrderList) and expected.reject is None:
             self.owners[expected.order_id] = (cmd.account, cmd.market)
         if check:
             assert seq == ts, (seq, ts)
@@ -304,7 +359,7 @@ class Run:
         if isinstance(cmd, MassCancel):
             assert isinstance(reply, MassCancelReply)
             assert reply.count == expected.count
-        if isinstance(cmd, NewOrder | Cancel | Replace):
+        if isinstance(cmd, NewOrder | Cancel | Replace | NewOrderList):
             assert isinstance(reply, Executions), (cmd, reply)
             assert reply.reports[0].order_id == expected.order_id, (cmd, reply, expected)
             taken = [
@@ -368,6 +423,14 @@ class Run:
             book = engine_reply(engine, SnapshotRequest(0, symbol), BookSnapshot)
             if book.bids and book.asks:
                 assert book.bids[0][0] < book.asks[0][0], symbol
+            for side, levels in ((rm.BUY, book.bids), (rm.SELL, book.asks)):
+                shown: dict[int, int] = {}  # the public book: icebergs' visible parts only
+                for o in model.side(symbol, side):
+                    shown[o.price] = shown.get(o.price, 0) + o.visible()
+                assert [(p, q) for p, q, _ in levels] == list(shown.items()), (symbol, side)
+        for o in model.waiting:  # a trailing stop's trigger price (OrderState: its peak)
+            mine = engine.orders[o.id]
+            assert (mine.peak, mine.trail, mine.link) == (o.peak, o.trail, o.link), o
 
 
 def encode_outbox(outbox: dict) -> bytes:
