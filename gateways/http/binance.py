@@ -24,8 +24,15 @@ from gateways.http.server import Deferred, Request, Response
 from protocol import market_api as A
 from protocol import messages as M
 from protocol.amounts import AmountError, format_decimal
-from protocol.config import MarketSpec
-from protocol.enums import CancelReason, OrderStatus, OrderType, TimeInForce
+from protocol.config import MAX_INT, MarketSpec
+from protocol.enums import (
+    CancelReason,
+    ExecType,
+    OrderStatus,
+    OrderType,
+    TimeInForce,
+    TriggerKind,
+)
 from protocol.enums import RejectCode as R
 
 V3 = "/api/v3"
@@ -38,15 +45,37 @@ STATUS = {
     OrderStatus.EXPIRED: "EXPIRED",
     OrderStatus.REJECTED: "REJECTED",
 }
-EXPIRING = {CancelReason.IOC_REMAINDER, CancelReason.FOK_UNFILLABLE, CancelReason.NO_FUNDS}
+EXPIRING = {
+    CancelReason.IOC_REMAINDER,
+    CancelReason.FOK_UNFILLABLE,
+    CancelReason.NO_FUNDS,
+    CancelReason.EXPIRE_TIME,
+}
 SIDES = {"BUY": 1, "SELL": 2}
 SIDE_NAMES = {1: "BUY", 2: "SELL"}
-TIFS = {"GTC": TimeInForce.GTC, "IOC": TimeInForce.IOC, "FOK": TimeInForce.FOK}
+TIFS = {
+    "GTC": TimeInForce.GTC,
+    "IOC": TimeInForce.IOC,
+    "FOK": TimeInForce.FOK,
+    "GTD": TimeInForce.GTD,  # with goodTillDate (ms), Binance's parameter name
+}
 TIF_NAMES = {int(v): k for k, v in TIFS.items()}
 STPS = {"NONE": 0, "EXPIRE_TAKER": 1, "EXPIRE_MAKER": 2, "EXPIRE_BOTH": 3}
 STP_NAMES = {0: "EXPIRE_TAKER", 1: "EXPIRE_TAKER", 2: "EXPIRE_MAKER", 3: "EXPIRE_BOTH"}
-ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET"]
-KNOWN_TYPES = {"STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT"}
+# Binance's stop types: the engine's trigger and the order it carries once triggered.
+STOP_TYPES = {
+    "STOP_LOSS": (TriggerKind.STOP_LOSS, OrderType.MARKET),
+    "STOP_LOSS_LIMIT": (TriggerKind.STOP_LOSS, OrderType.LIMIT),
+    "TAKE_PROFIT": (TriggerKind.TAKE_PROFIT, OrderType.MARKET),
+    "TAKE_PROFIT_LIMIT": (TriggerKind.TAKE_PROFIT, OrderType.LIMIT),
+}
+STOP_NAMES = {(int(t), int(k)): name for name, (t, k) in STOP_TYPES.items()}
+ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", *STOP_TYPES]
+LIMIT_TYPES = {"LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}  # price + timeInForce
+PRICED_TYPES = LIMIT_TYPES | {"LIMIT_MAKER"}
+MARKET_TYPES = {"MARKET", "STOP_LOSS", "TAKE_PROFIT"}  # no price shown
+UNSUPPORTED = {"trailingDelta": "trailing stops", "icebergQty": "iceberg orders"}
+MAX_GTD_MS = MAX_INT // 1_000_000  # the latest goodTillDate whose ns fit the engine's int64
 INTERVAL_MS = {k: v * 1000 for k, v in A.INTERVALS.items()}
 
 # What an engine reject is on Binance: (HTTP status, code, message). ccxt matches some
@@ -59,6 +88,9 @@ REJECTS: dict[int, tuple[int, int, str | None]] = {
     R.NO_LIQUIDITY: (400, -2010, None),
     R.UNKNOWN_MARKET: (400, -1121, "Invalid symbol."),
     R.INVALID_PRICE: (400, -1013, "Filter failure: PRICE_FILTER"),
+    R.INVALID_STOP_PRICE: (400, -1013, "Filter failure: PRICE_FILTER"),
+    R.WOULD_TRIGGER_IMMEDIATELY: (400, -2010, "Order would trigger immediately."),
+    R.INVALID_EXPIRE_TIME: (400, -2010, "goodTillDate must be in the future."),
     R.INVALID_QUANTITY: (400, -1013, "Filter failure: LOT_SIZE"),
     R.QUANTITY_BELOW_MIN: (400, -1013, "Filter failure: LOT_SIZE"),
     R.QUANTITY_ABOVE_MAX: (400, -1013, "Filter failure: LOT_SIZE"),
@@ -341,9 +373,13 @@ class BinanceNewOrderParams(BinanceSigned):
     quantity: str | None = None
     quoteOrderQty: str | None = None
     price: str | None = None
+    stopPrice: str | None = None  # STOP_LOSS(_LIMIT), TAKE_PROFIT(_LIMIT) only, and required
+    goodTillDate: int | None = None  # ms; with timeInForce GTD only, and required
     newClientOrderId: str | None = None
     newOrderRespType: str | None = None  # ACK | RESULT | FULL (default FULL for every type)
     selfTradePreventionMode: str | None = None
+    trailingDelta: str | None = None  # not supported: rejected (-1014)
+    icebergQty: str | None = None  # not supported: rejected (-1014)
 
 
 class BinanceOrderRef(BinanceSigned):
@@ -727,14 +763,20 @@ class Binance(Api):
         return self.gw.call(self, cmd, ok)
 
     def test_order(self, key: ApiKey, p: dict) -> Response:
-        self.order_command(key, self.spec(p.get("symbol")), p)
+        """Validates what the gateway can without the engine: parameters, filters, and a
+        goodTillDate in the past (balances, and a stop the last price already reached, are
+        the engine's to judge, when the order is placed)."""
+        cmd, _ = self.order_command(key, self.spec(p.get("symbol")), p)
+        if cmd.tif == TimeInForce.GTD and cmd.expire_ts <= time.time_ns():
+            status, code, text = REJECTS[R.INVALID_EXPIRE_TIME]
+            raise BinanceReject(code, text or "", status)
         return Response(200, b"{}")
 
     def order_command(self, key: ApiKey, spec: MarketSpec, p: dict) -> tuple[M.NewOrder, str]:
         side = SIDES.get(p.get("side", ""))
         if side is None:
             raise BinanceReject(-1117, "Invalid side.")
-        kind, tif = _kind_and_tif(p)
+        kind, tif, trigger, stop, expire = _order_kind(spec, p)
         price, qty, quote_qty = _order_amounts(spec, kind, side, p)
         stp_text = p.get("selfTradePreventionMode") or "NONE"
         if stp_text not in STPS:
@@ -751,10 +793,11 @@ class Binance(Api):
                 "Illegal characters found in parameter 'newClientOrderId'; "
                 "legal range is '^[a-zA-Z0-9-_]{1,36}$'.",
             )
-        market = OrderType.MARKET if kind == "MARKET" else OrderType.LIMIT
+        market = OrderType.MARKET if kind in MARKET_TYPES else OrderType.LIMIT
         cmd = M.NewOrder(
             0, key.account_id, spec.symbol, side, market, tif, price, qty, quote_qty, cid,
-            kind == "LIMIT_MAKER", STPS[stp_text],
+            kind == "LIMIT_MAKER", STPS[stp_text], trigger=trigger, stop_price=stop,
+            expire_ts=expire,
         )  # fmt: skip
         return cmd, resp_type
 
@@ -763,14 +806,19 @@ class Binance(Api):
     ) -> BinanceOrder:
         last = msg.reports[-1]
         ms = last.ts // 1_000_000
+        # A stop is not working until it triggers: Binance's workingTime is -1 then, which
+        # ccxt would take for the order's timestamp (it prefers workingTime to
+        # transactTime), so a waiting stop's answer leaves workingTime out.
+        waiting = cmd.trigger != 0 and last.exec_type == ExecType.NEW
         order = self.order_view(
             spec,
             last,
             _status(last.status, last.reason_code),
             _tif_name(cmd.tif, cmd.type),
-            _type_name(cmd.type, cmd.post_only),
+            _type_name(cmd.type, cmd.post_only, cmd.trigger),
             transactTime=ms,
-            workingTime=ms,
+            workingTime=None if waiting else ms,
+            stopPrice=spec.price_text(cmd.stop_price) if cmd.trigger else None,
             origQuoteOrderQty=spec.quote_text(cmd.quote_qty),
             selfTradePreventionMode=STP_NAMES[cmd.stp],
         )
@@ -825,12 +873,14 @@ class Binance(Api):
     ) -> BinanceOrder:
         if state is not None:
             tif = _tif_name(state.tif, state.type)
-            kind = _type_name(state.type, state.post_only)
-        else:  # only limit orders rest, so only they are cancelled
-            tif, kind = "GTC", "LIMIT" if r.price else "MARKET"
+            kind = _type_name(state.type, state.post_only, state.trigger)
+        else:  # limit orders rest and stops wait, so only they are cancelled
+            kind = _type_name(r.order_type, False, r.trigger)
+            tif = _tif_name(0, r.order_type)
         status = _status(r.status, r.reason_code)
         return self.order_view(
             spec, r, status, tif, kind, transactTime=r.ts // 1_000_000,
+            stopPrice=spec.price_text(r.stop_price) if r.trigger else None,
             origClientOrderId=r.client_order_id,
         )  # fmt: skip
 
@@ -840,12 +890,12 @@ class Binance(Api):
             o,
             _status(o.status, 0),
             _tif_name(o.tif, o.type),
-            _type_name(o.type, o.post_only),
+            _type_name(o.type, o.post_only, o.trigger),
             time=o.created_ts // 1_000_000,
             updateTime=o.updated_ts // 1_000_000,
-            workingTime=o.created_ts // 1_000_000,
-            isWorking=True,
-            stopPrice=_zero(spec.tick.text),
+            workingTime=-1 if o.waiting else o.created_ts // 1_000_000,
+            isWorking=not o.waiting,  # a stop works (is in the book or traded) once triggered
+            stopPrice=spec.price_text(o.stop_price) if o.stop_price else _zero(spec.tick.text),
             icebergQty=_zero(spec.lot.text),
             origQuoteOrderQty=spec.quote_text(o.quote_qty),
             selfTradePreventionMode="EXPIRE_TAKER",
@@ -857,12 +907,14 @@ class Binance(Api):
     ) -> BinanceOrder:  # fmt: skip
         """What every Binance order answer shows, from an execution report or an order's
         state (both carry these fields); ``extra``: the fields of that kind of answer."""
+        # a stop-market buy carries the engine's protection price: Binance shows none
+        shown = o.price if kind not in MARKET_TYPES else 0
         return BinanceOrder(
             self.symbols.binance[spec.symbol],
             o.order_id,
             -1,
             o.client_order_id,
-            spec.price_text(o.price) if o.price else _zero(spec.tick.text),
+            spec.price_text(shown) if shown else _zero(spec.tick.text),
             spec.qty_text(o.qty) if o.qty else _zero(spec.lot.text),
             spec.qty_text(o.cum_qty),
             spec.quote_text(o.cum_quote),
@@ -1012,7 +1064,9 @@ def _tif_name(tif: int, kind: int) -> str:
     return TIF_NAMES.get(tif, "GTC" if kind == OrderType.LIMIT else "IOC")
 
 
-def _type_name(kind: int, post_only: bool) -> str:
+def _type_name(kind: int, post_only: bool, trigger: int = 0) -> str:
+    if trigger:
+        return STOP_NAMES.get((trigger, kind), "STOP_LOSS_LIMIT")
     if kind == OrderType.MARKET:
         return "MARKET"
     return "LIMIT_MAKER" if post_only else "LIMIT"
@@ -1073,39 +1127,75 @@ def _public_trade(spec: MarketSpec, t: M.Trade) -> BinancePublicTrade:
     )
 
 
-def _kind_and_tif(p: dict) -> tuple[str, int]:
+def _order_kind(spec: MarketSpec, p: dict) -> tuple[str, int, int, int, int]:
+    """(type, time in force, trigger, stop price ticks, expiry ns) of an order's parameters,
+    as Binance requires them: stopPrice with the stop types only, timeInForce with the limit
+    types only, goodTillDate with GTD only."""
     kind = p.get("type", "")
-    if kind in KNOWN_TYPES:
-        raise BinanceReject(-1013, f"Order type {kind} is not supported by this exchange.")
     if kind not in ORDER_TYPES:
         raise BinanceReject(-1116, "Invalid orderType.")
-    for name in ("stopPrice", "trailingDelta", "icebergQty"):
+    for name, what in UNSUPPORTED.items():
         if p.get(name):
-            raise BinanceReject(-1106, f"Parameter '{name}' sent when not required.")
+            raise BinanceReject(
+                -1014, f"Unsupported order combination: {what} ({name}) are not supported."
+            )
+    trigger = int(STOP_TYPES[kind][0]) if kind in STOP_TYPES else 0
+    stop = _stop_price(spec, p) if trigger else 0
+    if not trigger and p.get("stopPrice"):
+        raise BinanceReject(-1106, "Parameter 'stopPrice' sent when not required.")
     tif = p.get("timeInForce")
-    if kind != "LIMIT":
+    if kind not in LIMIT_TYPES:
         if tif:
             raise BinanceReject(-1106, "Parameter 'timeInForce' sent when not required.")
-        return kind, 0
+        return kind, 0, trigger, stop, _expiry(p, False)
     if not tif:
         raise BinanceReject(
             -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
         )
     if tif not in TIFS:
         raise BinanceReject(-1115, "Invalid timeInForce.")
-    return kind, int(TIFS[tif])
+    gtd = TIFS[tif] == TimeInForce.GTD
+    return kind, int(TIFS[tif]), trigger, stop, _expiry(p, gtd)
+
+
+def _stop_price(spec: MarketSpec, p: dict) -> int:
+    stop = _amount(spec.price_to_ticks, p.get("stopPrice"), "stopPrice", "PRICE_FILTER", True)
+    if stop > spec.max_price:
+        raise BinanceReject(-1013, "Filter failure: PRICE_FILTER")
+    return stop
+
+
+def _expiry(p: dict, gtd: bool) -> int:
+    """A GTD order's expiry time (engine ns) from goodTillDate (ms); 0 for any other order,
+    which must not send one. The engine rejects a time not in the future."""
+    ms = _opt_int(p, "goodTillDate")
+    if not gtd:
+        if ms is not None:
+            raise BinanceReject(-1106, "Parameter 'goodTillDate' sent when not required.")
+        return 0
+    if ms is None:
+        raise BinanceReject(
+            -1102, "Mandatory parameter 'goodTillDate' was not sent, was empty/null, or malformed."
+        )
+    if ms > MAX_GTD_MS:
+        raise BinanceReject(
+            -1130, f"Invalid data sent for a parameter: goodTillDate must be at most {MAX_GTD_MS}."
+        )
+    return ms * 1_000_000
 
 
 def _order_amounts(spec: MarketSpec, kind: str, side: int, p: dict) -> tuple[int, int, int]:
     """(price ticks, qty lots, quote units) of an order's parameters, within the filters."""
     price = qty = quote_qty = 0
-    if kind != "MARKET":
+    if kind in PRICED_TYPES:
         price = _amount(spec.price_to_ticks, p.get("price"), "price", "PRICE_FILTER", True)
         if price > spec.max_price:
             raise BinanceReject(-1013, "Filter failure: PRICE_FILTER")
         qty = _amount(spec.qty_to_lots, p.get("quantity"), "quantity", "LOT_SIZE", True)
     elif p.get("price"):
         raise BinanceReject(-1106, "Parameter 'price' sent when not required.")
+    elif kind != "MARKET" and p.get("quoteOrderQty"):  # a stop-market: by quantity only
+        raise BinanceReject(-1106, "Parameter 'quoteOrderQty' sent when not required.")
     elif p.get("quantity") and p.get("quoteOrderQty"):
         raise BinanceReject(-1106, "Parameter 'quoteOrderQty' sent when not required.")
     elif p.get("quoteOrderQty"):
@@ -1208,7 +1298,9 @@ def register(gw: Gateway) -> Binance:
         gw.add(route, b.public(fn))
     signed = [  # method, path, summary, permission, is an order write, params, response, fn
         ("GET", "account", "Balances", read, False, BinanceSigned, BinanceAccount, b.account),
-        ("POST", "order", "Place an order (LIMIT, LIMIT_MAKER, MARKET)", trade, True,
+        ("POST", "order", "Place an order (LIMIT, LIMIT_MAKER, MARKET, STOP_LOSS, "
+         "STOP_LOSS_LIMIT, TAKE_PROFIT, TAKE_PROFIT_LIMIT; timeInForce GTD with goodTillDate)",
+         trade, True,
          BinanceNewOrderParams, BinanceOrder, b.new_order),
         ("POST", "order/test", "Validate an order without placing it", trade, False,
          BinanceNewOrderParams, dict, b.test_order),
