@@ -35,6 +35,7 @@ from tests.fixtures_http import (
     v1_headers,
 )
 from tests.procs import REPO, eventually_async
+from tests.test_http_private_stream import Stream
 
 V1 = "/api/v1"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "openapi.json"
@@ -389,6 +390,147 @@ async def test_markets_lists_the_configured_markets_and_their_rules(
     assert (q["base"], q["quote"], q["tick"], q["lot"]) == ("Q00", "USD", "0.01", "0.0001")
 
 
+# ------------------------------------------------------------- stop orders and GTD
+
+
+async def trade_at(s: aiohttp.ClientSession, stack: HttpStack, market: str, price: str,
+                   qty: str = "0.1") -> None:  # fmt: skip
+    """A trade at ``price`` between two accounts of its own: the market's last price."""
+    seller = await stack.funded(**{market.split("-")[0]: "10"})
+    buyer = await stack.funded(USD="100000")
+    st, p = await v1(s, stack.url, seller, "POST", f"{V1}/order", order(market, "sell", price, qty))
+    assert st == 200, p
+    body = order(market, "buy", price, qty, time_in_force="IOC")
+    st, p = await v1(s, stack.url, buyer, "POST", f"{V1}/order", body)
+    assert st == 200 and p["order"]["status"] == "filled" and p["fills"][0]["price"] == price, p
+
+
+@http_test
+async def test_a_stop_limit_waits_outside_the_book_then_triggers_on_a_trade_through_its_stop(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    await trade_at(s, http_stack, market, "100.00")  # the last price: 100.00
+    stop = order(market, "buy", "106.00", "0.5", trigger="stop_loss", stop_price="105.00",
+                 client_order_id="stop-1")  # fmt: skip
+    st, placed = await v1(s, url, who, "POST", f"{V1}/order", stop)
+    assert st == 200, placed
+    o = placed["order"]
+    assert (o["status"], o["exec_type"], o["type"], o["trigger"], o["stop_price"], o["waiting"],
+            o["price"], o["tif"], placed["fills"]) == (
+        "new", "new", "limit", "stop_loss", "105.00", True, "106.00", "GTC", [])  # fmt: skip
+    [mine] = await open_in_engine(http_stack, who, market)
+    assert (mine.waiting, mine.trigger, mine.stop_price, mine.price) == (
+        True, 1, ticks("105.00"), ticks("106.00"))  # fmt: skip
+    assert (await balances_in_engine(http_stack, who))["USD"][1] == usd("53")  # 0.5 x 106.00
+    for path in (f"order/{mine.order_id}", "order/stop-1"):
+        st, got = await v1(s, url, who, "GET", f"{V1}/{path}")
+        assert st == 200 and (got["waiting"], got["trigger"], got["stop_price"]) == (
+            True, "stop_loss", "105.00"), got  # fmt: skip
+    st, listed = await v1(s, url, who, "GET", f"{V1}/order/open", query={"market": market})
+    assert st == 200 and [(x["order_id"], x.get("waiting")) for x in listed] == [
+        (mine.order_id, True)], listed  # fmt: skip
+    _, book = await v1(s, url, None, "GET", f"{V1}/depth", query={"market": market})
+    assert book["bids"] == [], book  # a waiting stop is not in the public book
+
+    # One whose stop the last price has reached already is refused, and so is a new stop
+    # price for an order that is not a stop.
+    at_once = {**stop, "stop_price": "100.00", "client_order_id": ""}
+    st, err = await v1(s, url, who, "POST", f"{V1}/order", at_once)
+    assert (st, err["error"]["code"]) == (400, 3016) and "immediately" in err["error"]["reason"]
+    st, plain = await v1(s, url, who, "POST", f"{V1}/order", order(market, "buy", "1.00", "1"))
+    assert st == 200, plain
+    st, err = await v1(s, url, who, "PUT", f"{V1}/order/{plain['order']['order_id']}",
+                       {"market": market, "stop_price": "2.00"})  # fmt: skip
+    assert (st, err["error"]["code"]) == (400, 3017), err
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/order/{plain['order']['order_id']}")
+    assert st == 200, c
+
+    # Its stop moves with a replace; it stays waiting.
+    st, rep = await v1(s, url, who, "PUT", f"{V1}/order/stop-1",
+                       {"market": market, "stop_price": "104.00"})  # fmt: skip
+    assert st == 200 and rep[-1]["exec_type"] == "replaced" and rep[-1]["stop_price"] == "104.00"
+    [mine] = await open_in_engine(http_stack, who, market)
+    assert (mine.waiting, mine.stop_price) == (True, ticks("104.00"))
+
+    # A trade at 104.00 between two others triggers it: the private stream says so, then it
+    # takes the rest of the seller's 104.00 offer.
+    stream = await Stream.signed_in(s, http_stack, who)
+    try:
+        await trade_at(s, http_stack, market, "104.00", qty="0.1")
+        st, p = await v1(s, url, await http_stack.funded(**{market.split("-")[0]: "1"}), "POST",
+                         f"{V1}/order", order(market, "sell", "104.00", "0.5"))  # fmt: skip
+        assert st == 200, p
+        mid = mine.order_id
+        events = await stream.until(
+            lambda: [e for e in stream.of("order") if e["order_id"] == mid
+                     and e["status"] == "filled"], "the stop filled")  # fmt: skip
+        mine_events = [e for e in stream.of("order") if e["order_id"] == mid]
+        kinds = [e["exec_type"] for e in mine_events]
+        assert kinds[0] == "triggered" and kinds[-1] == "fill", kinds
+        assert (mine_events[0]["waiting"], mine_events[0]["stop_price"]) == (False, "104.00")
+        assert events[-1]["cum_qty"] == "0.5000"
+    finally:
+        await stream.close()
+    st, got = await v1(s, url, who, "GET", f"{V1}/order/stop-1")
+    assert st == 200 and (got["status"], got["cum_qty"], got.get("waiting")) == (
+        "filled", "0.5000", None), got  # fmt: skip
+    assert (await balances_in_engine(http_stack, who))["USD"][1] == 0
+
+
+@http_test
+async def test_stop_market_and_take_profit_orders_wait_and_cancel_and_gtd_expires(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    await trade_at(s, http_stack, market, "100.00")
+    cases = [  # body, the order's trigger and type as shown
+        ({"market": market, "kind": "sell", "type": "market", "quantity": "0.2",
+          "trigger": "stop_loss", "stop_price": "95.00"}, ("stop_loss", "market")),
+        ({"market": market, "kind": "buy", "type": "market", "quote_quantity": "50.00",
+          "trigger": "take_profit", "stop_price": "90.00"}, ("take_profit", "market")),
+        (order(market, "sell", "119.00", "0.3", trigger="take_profit", stop_price="120.00"),
+         ("take_profit", "limit")),
+    ]  # fmt: skip
+    ids = []
+    for body, (trigger, kind) in cases:
+        st, p = await v1(s, url, who, "POST", f"{V1}/order", body)
+        assert st == 200, (body, p)
+        o = p["order"]
+        assert (o["trigger"], o["type"], o["stop_price"], o["waiting"]) == (
+            trigger, kind, body["stop_price"], True), o  # fmt: skip
+        ids.append(o["order_id"])
+    st, listed = await v1(s, url, who, "GET", f"{V1}/orders", query={"market": market})
+    assert st == 200 and sorted((x["order_id"], x["waiting"]) for x in listed) == [
+        (i, True) for i in sorted(ids)], listed  # fmt: skip
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/order/{ids[0]}")
+    assert st == 200 and c[-1]["status"] == "canceled" and c[-1]["trigger"] == "stop_loss", c
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/orders", query={"market": market})
+    assert (st, c) == (200, {"cancelled": 2})
+    funds = await balances_in_engine(http_stack, who)  # every lock released
+    assert (funds["USD"], funds[market.split("-")[0]]) == ((usd("100000"), 0), (10 * 10**8, 0))
+
+    # Good-till-date: shown with its expiry, then expired at it (the engine's own tick).
+    expire = time.time_ns() + 1_500_000_000
+    body = order(market, "buy", "90.00", "0.1", time_in_force="GTD", expire_ts=expire)
+    st, p = await v1(s, url, who, "POST", f"{V1}/order", body)
+    assert st == 200 and (p["order"]["tif"], p["order"]["expire_ts"]) == ("GTD", expire), p
+    oid = p["order"]["order_id"]
+    st, got = await v1(s, url, who, "GET", f"{V1}/order/{oid}")
+    assert st == 200 and (got["status"], got["tif"], got["expire_ts"]) == ("new", "GTD", expire)
+
+    async def expired() -> bool:
+        _, got = await v1(s, url, who, "GET", f"{V1}/order/{oid}")
+        return bool(got["status"] == "expired")
+
+    await eventually_async(expired, REPLY_TIMEOUT, 0.1, "the GTD order expired")
+    st, hist = await v1(s, url, who, "GET", f"{V1}/order-history", query={"market": market})
+    assert st == 200 and hist[-1]["order_id"] == oid and hist[-1]["status"] == "expired", hist
+    assert time.time_ns() >= expire
+
+
 # ---------------------------------------------------------------------- bad inputs
 
 M0 = "Q00-USD"
@@ -430,6 +572,46 @@ async def test_a_bad_order_is_refused_with_its_code_and_nothing_is_placed(
     assert err["error"]["reason"]
     if name.endswith("as a number"):
         assert "decimal strings" in err["error"]["reason"]
+    assert await open_in_engine(http_stack, who) == []
+
+
+FUTURE = 4_102_444_800 * 10**9  # 2100-01-01, ns
+BAD_ADVANCED = [  # (name, extra fields of a good limit buy, code, words in the reason)
+    ("stop with post_only", {"trigger": "stop_loss", "stop_price": "2.00", "post_only": True},
+     3009, "post_only"),
+    ("stop price malformed", {"trigger": "stop_loss", "stop_price": "2.0.0"}, 3017,
+     "stop_price"),
+    ("stop price off the tick", {"trigger": "stop_loss", "stop_price": "2.001"}, 3017, "0.01"),
+    ("stop price zero", {"trigger": "stop_loss", "stop_price": "0"}, 3017, "stop_price"),
+    ("stop price as a number", {"trigger": "stop_loss", "stop_price": 2.0}, 1007,
+     "decimal strings"),
+    ("stop price without trigger", {"stop_price": "2.00"}, 3017, "trigger"),
+    ("trigger without stop price", {"trigger": "take_profit"}, 3017, "stop_price"),
+    ("unknown trigger", {"trigger": "trailing", "stop_price": "2.00"}, 1007, "trigger"),
+    ("GTD without expiry", {"time_in_force": "GTD"}, 3018, "expire_ts"),
+    ("expiry in the past", {"time_in_force": "GTD", "expire_ts": time.time_ns() - 10**9}, 3018,
+     "in the past"),
+    ("expiry in milliseconds", {"time_in_force": "GTD", "expire_ts": FUTURE // 10**6}, 3018,
+     "nanoseconds"),
+    ("expiry without GTD", {"expire_ts": FUTURE}, 3018, "only for time_in_force GTD"),
+    ("expiry as a string", {"time_in_force": "GTD", "expire_ts": str(FUTURE)}, 1007,
+     "expire_ts"),
+    ("negative expiry", {"time_in_force": "GTD", "expire_ts": -1}, 1007, "expire_ts"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "code", "words"), BAD_ADVANCED, ids=[b[0] for b in BAD_ADVANCED]
+)
+@http_test
+async def test_a_bad_stop_or_gtd_order_is_refused_in_words_and_nothing_is_placed(
+    http_stack: HttpStack, name: str, extra: dict, code: int, words: str,
+    s: aiohttp.ClientSession,
+) -> None:  # fmt: skip
+    who = await http_stack.funded(USD="1000")
+    st, err = await v1(s, http_stack.url, who, "POST", f"{V1}/order", {**GOOD, **extra})
+    assert (st, err["error"]["code"]) == (400, code), err
+    assert words in err["error"]["reason"], err
     assert await open_in_engine(http_stack, who) == []
 
 

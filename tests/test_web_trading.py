@@ -92,8 +92,9 @@ def async_test(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 class Exchange:
     """Engine, JSON gateway, market maker, bridge and HTTP gateway, all on loopback."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, market_maker: bool = True) -> None:
         self.workdir = workdir
+        self.market_maker = market_maker
         self.accounts = workdir / "accounts.db"
         self.vault = workdir / "vault.key"
         self.sections: dict[str, dict] = {
@@ -132,6 +133,8 @@ class Exchange:
         funds = ",".join(f"{asset}={amount}" for asset, amount in SIGNUP_FUNDS.items())
         self.http.extra.append(f"--signup-funds={funds}")
         await self.http.astart()
+        if not self.market_maker:
+            return
         argv = [
             "--config", str(self.config), "--credentials", str(mm_creds),
             "--port", str(self.gateway.port), "--commands", self.engine.commands,
@@ -412,7 +415,7 @@ async def book(page: Page) -> dict:
 async def rest_and_cancel(page: Page) -> None:
     p = page.p
     price = (best(await book(page), "bids") * Decimal("0.8")).quantize(Decimal("0.01"))
-    await p.click("#t-types button[data-type=limit]")
+    await p.select_option("#t-type", "limit")
     await p.click("#t-buy")
     await page.ticket(price=str(price), qty="0.0100")
     await page.until("() => document.getElementById('t-total').textContent !== '-'")
@@ -421,7 +424,8 @@ async def rest_and_cancel(page: Page) -> None:
     await p.click("#t-submit")
     await page.until("() => document.querySelectorAll('#open-orders tr[data-order]').length === 1")
     [row] = await page.rows("#open-orders")
-    assert row[1:6] == [MARKET, "Buy", "limit", str(price), "0.0100"]
+    assert row[1:7] == [MARKET, "Buy", "limit", str(price), "-", "0.0100"]
+    assert row[8] == "Open"
     assert "placed" in await page.text("#t-result")
     await page.screenshot_to("orders")
     order_id = int(await p.get_attribute("#open-orders tr[data-order]", "data-order"))
@@ -463,7 +467,7 @@ async def cancelled_elsewhere(page: Page) -> None:
 async def buy_at_market(page: Page) -> None:
     p = page.p
     await p.click("#t-buy")
-    await p.click("#t-types button[data-type=market]")
+    await p.select_option("#t-type", "market")
     await p.click("#t-by button[data-by=amount]")
     await page.ticket(amount="250.00")
     assert (await page.text("#t-total")).startswith("≈ 250")
@@ -499,7 +503,7 @@ async def buy_at_market(page: Page) -> None:
 
 async def validation_and_rejects(page: Page) -> None:
     p = page.p
-    await p.click("#t-types button[data-type=limit]")
+    await p.select_option("#t-type", "limit")
     await p.click("#t-buy")
     await page.ticket(price="100.005", qty="0.0100")
     assert await page.text("#t-problem") == "price must be a multiple of 0.01"
@@ -539,3 +543,175 @@ async def screenshots(page: Page) -> None:
     assert box["y"] > chart["y"]
     assert await p.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     await p.set_viewport_size(LAPTOP)
+
+
+# ------------------------------------------------------------------ stop orders, GTD
+
+
+class ApiUser:
+    """Another person, trading through /api/v1 with a session of its own (signed up there)."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str, token: str) -> None:
+        self.http, self.base, self.token = http, base, token
+
+    @classmethod
+    async def sign_up(cls, http: aiohttp.ClientSession, base: str, email: str) -> ApiUser:
+        body = {"email": email, "password": PASSWORD}
+        async with http.post(f"{base}/api/v1/signup", json=body) as r:
+            answer = await r.json()
+            assert r.status == 201, answer
+        return cls(http, base, answer["access_token"])
+
+    async def order(self, **body: Any) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.post(f"{self.base}/api/v1/order", json={"market": MARKET, **body},
+                                  headers=headers) as r:  # fmt: skip
+            answer = await r.json()
+            assert r.status == 200, answer
+            return answer
+
+
+async def trade_at(seller: ApiUser, buyer: ApiUser, price: str, qty: str, rest: str = "0") -> None:
+    """A trade of ``qty`` at ``price`` between two others (the market's last price), leaving
+    ``rest`` more offered at that price."""
+    total = Decimal(qty) + Decimal(rest)
+    await seller.order(side="sell", price=price, quantity=str(total))
+    placed = await buyer.order(side="buy", price=price, quantity=qty, time_in_force="IOC")
+    assert placed["order"]["status"] == "filled" and placed["fills"][0]["price"] == price, placed
+
+
+@async_test
+async def test_a_stop_limit_from_the_ticket_waits_then_triggers_and_fills(tmp_path: Path) -> None:
+    """On a book of our own (no market maker): a stop-limit buy placed from the ticket waits
+    in Open orders ("Waiting", its stop shown) and out of the book; a take-profit market order
+    waits too and is cancelled from the table; two other people trade through the stop over
+    the API, and the page, told only by the private stream, shows the order triggered and
+    filled. Then a GTD order from the ticket, with its expiry; and the ticket's own checks of
+    the new fields."""
+    chromium()
+    ex = Exchange(tmp_path, market_maker=False)
+    try:
+        await ex.start()
+        assert ex.http is not None
+        base = ex.http.url
+        async with aiohttp.ClientSession() as http, browser_page(LAPTOP, console_problem) as (
+            page, problems,
+        ):  # fmt: skip
+            await page.goto(f"{base}/?market={MARKET}")
+            pg = Page(page, http, base)
+            await page.wait_for_function("() => window.dashboard && window.dashboard.ready"
+                                         " && window.dashboard.site", timeout=WAIT_MS)  # fmt: skip
+            await sign_up(pg)
+            seller = await ApiUser.sign_up(http, base, "sam@example.com")
+            buyer = await ApiUser.sign_up(http, base, "bea@example.com")
+            await trade_at(seller, buyer, "30000.00", "0.0010")
+            await pg.until("() => document.getElementById('last').textContent === '30000.00'")
+            await stop_flow(pg, seller, buyer)
+            await gtd_flow(pg)
+            await pg.screenshot_to("stop-final")
+            assert problems == [], "\n".join(problems)
+    except BaseException:
+        print(ex.logs())
+        raise
+    finally:
+        ex.close()
+
+
+async def open_rows(page: Page, n: int) -> list[list[str]]:
+    rows = "document.querySelectorAll('#open-orders tr[data-order]').length"
+    await page.until(f"() => {rows} === {n}")
+    return await page.rows("#open-orders")
+
+
+async def stop_flow(page: Page, seller: ApiUser, buyer: ApiUser) -> None:
+    p = page.p
+    await p.click("#t-buy")
+    await p.select_option("#t-type", "stop_limit")
+    assert await p.is_visible("#f-stop") and await p.is_visible("#f-price")
+    assert await p.is_hidden("#f-post")  # a stop cannot be post-only
+    # The ticket's own checks of the stop price.
+    await page.ticket(stop="31000.005", price="31100.00", qty="0.0100")
+    assert await page.text("#t-problem") == "stop price must be a multiple of 0.01"
+    await page.ticket(stop="29000.00")
+    assert "already reached this stop" in await page.text("#t-stop-note")
+    await page.ticket(stop="31000.00")
+    assert await page.text("#t-problem") == ""
+    assert await page.text("#t-stop-note") == (
+        "waits until the last price (now 30000.00) rises to 31000.00"
+    )
+    await page.screenshot_to("stop-ticket")
+    await p.click("#t-submit")
+    [row] = await open_rows(page, 1)
+    assert row[1:9] == [MARKET, "Buy", "stop-limit", "31100.00", "31000.00", "0.0100", "0.0000",
+                        "Waiting"], row  # fmt: skip
+    assert "waiting" in await page.text("#t-result")
+    stop_id = int(await p.get_attribute("#open-orders tr[data-order]", "data-order"))
+    status, got = await page.api("GET", f"/order/{stop_id}")
+    assert status == 200 and (got["waiting"], got["trigger"], got["stop_price"]) == (
+        True, "stop_loss", "31000.00"), got  # fmt: skip
+    status, depth = await page.api("GET", f"/depth?market={MARKET}")
+    assert status == 200 and depth["bids"] == [], depth  # not in the book while it waits
+
+    # A take-profit market sell waits too, and is cancelled from the table.
+    await p.click("#t-sell")
+    await p.select_option("#t-type", "take_profit_market")
+    assert await p.is_hidden("#f-price") and await p.is_visible("#f-stop")
+    await page.ticket(stop="35000.00", qty="0.0200")
+    assert "rises to 35000.00" in await page.text("#t-stop-note")
+    await p.click("#t-submit")
+    rows = await open_rows(page, 2)
+    tp = next(r for r in rows if r[3] == "take-profit market")
+    assert tp[4:6] == ["market", "35000.00"] and tp[8] == "Waiting", tp
+    await page.screenshot_to("stop-waiting")
+    ids = await p.evaluate(
+        "() => [...document.querySelectorAll('#open-orders tr[data-order]')].map((tr) =>"
+        " +tr.dataset.order)"
+    )
+    [tp_id] = [i for i in ids if i != stop_id]
+    await p.click(f'#open-orders tr[data-order="{tp_id}"] button.cancel')
+    [row] = await open_rows(page, 1)
+    assert row[3] == "stop-limit"
+    await page.until(f"() => document.querySelector('#order-history tr[data-order=\"{tp_id}\"]')")
+
+    # Two others trade at 31000.00: the stop triggers, and buys the 0.01 they left offered.
+    await trade_at(seller, buyer, "31000.00", "0.0010", rest="0.0100")
+    await open_rows(page, 0)
+    await p.click("#order-tabs button[data-tab=history]")
+    await page.until(f"() => document.querySelector('#order-history tr[data-order=\"{stop_id}\"]')")
+    row = next(r for r in await page.rows("#order-history") if r[3] == "stop-limit")
+    assert row[1:8] == [MARKET, "Buy", "stop-limit", "31100.00", "0.0100", "0.0100", "Filled"], row
+    closed = {o["order_id"]: o for o in (await page.account())["history"]}
+    assert closed[stop_id]["waiting"] is False and closed[stop_id]["status"] == "filled"
+    await p.click("#order-tabs button[data-tab=fills]")
+    fills = await page.rows("#fills")
+    assert [(r[2], r[3], r[4]) for r in fills] == [("Buy", "31000.00", "0.0100")], fills
+    await p.click("#order-tabs button[data-tab=open]")
+
+
+async def gtd_flow(page: Page) -> None:
+    p = page.p
+    await p.click("#t-buy")
+    await p.select_option("#t-type", "limit")
+    assert await p.is_hidden("#f-stop") and await p.is_hidden("#f-expire")
+    await p.select_option("#t-tif", "GTD")
+    assert await p.is_visible("#f-expire")
+    await page.ticket(price="20000.00", qty="0.0100", expire="")
+    assert await page.text("#t-problem") == "enter the expiry date and time (GTD)"
+    local = "(m) => { const d = new Date(Date.now() + m * 60000); d.setSeconds(0, 0);"
+    local += " return new Date(d - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); }"
+    await page.ticket(expire=await p.evaluate(local, -5))
+    assert await page.text("#t-problem") == "the expiry time is in the past"
+    later = await p.evaluate(local, 30)
+    await page.ticket(expire=later)
+    assert await page.text("#t-problem") == ""
+    await page.screenshot_to("gtd-ticket")
+    await p.click("#t-submit")
+    [row] = await open_rows(page, 1)
+    assert row[3:9] == ["limit", "20000.00", "-", "0.0100", "0.0000", "Open"], row
+    order_id = int(await p.get_attribute("#open-orders tr[data-order]", "data-order"))
+    status, got = await page.api("GET", f"/order/{order_id}")
+    want = int(await p.evaluate("(t) => new Date(t).getTime()", later)) * 1_000_000
+    assert status == 200 and (got["tif"], got["expire_ts"]) == ("GTD", want), got
+    await p.select_option("#t-tif", "GTC")
+    await p.select_option("#t-type", "stop_limit")
+    await page.ticket(stop="", price="", qty="")

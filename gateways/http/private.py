@@ -7,7 +7,8 @@ gateways/http/web.py) or an API key (``{"op": "auth", "api_key", "timestamp", "s
 signed like a v1 request over ``timestamp + "GET" + "/api/v1/stream"``, read permission
 enough). Then ``{"event": "authenticated", "account_id", "expires"}``, the snapshot
 (``balances``, ``orders``) and live events ``{"stream", "data"}``: ``order`` (the /api/v1
-order view), ``fill`` (the /api/v1/fills view), ``balances`` (the whole set, after a change).
+order view; a stop order's trigger is an ``order`` event with ``exec_type`` ``triggered`` and
+``waiting`` false), ``fill`` (the /api/v1/fills view), ``balances`` (the whole set, after a change).
 
 Where the events come from: the engine sends execution reports to the gateway that placed
 the order. Those of this gateway reach it as replies to its own commands (a new order, cancel
@@ -60,6 +61,7 @@ from feed.fanout import Client, Fanout, FanoutMetrics
 from feed.frames import StrictWebSocket, ws_frame
 from gateways.accounts import Permission
 from gateways.http.auth import AuthError
+from gateways.http.v1 import report_view
 from gateways.json_tcp import convert
 from protocol import messages as M
 from protocol.enums import RejectCode as R
@@ -396,7 +398,7 @@ class PrivateStream:
         conns = self.by_account.get(r.account)
         if not conns:
             return
-        order = _event("order", convert.report_view(self.ex, r))
+        order = _event("order", report_view(self.ex, r))  # a trigger too: exec_type triggered
         fill = _event("fill", convert.fill_view(self.ex, r)) if r.last_qty else None
         for c in list(conns):
             if c.snapshot:  # its snapshot is newer than this order event

@@ -11,6 +11,7 @@ client order id to look the order up with).
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -23,12 +24,14 @@ from gateways.json_tcp import convert
 from protocol import json_api as J
 from protocol import market_api as A
 from protocol import messages as M
-from protocol.config import MarketSpec
+from protocol.config import Exchange, MarketSpec
+from protocol.enums import ExecType
 from protocol.enums import RejectCode as R
 
 PREFIX = "/api/v1"
 Side = Literal["buy", "sell"]
 Amount = Annotated[str, msgspec.Meta(max_length=64, examples=["50000.00"])]
+ExpireTs = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1, examples=[1798761600000000000])]
 STATUS: dict[int, int] = {
     R.UNKNOWN_ORDER: 404,
     R.DUPLICATE_CLIENT_ORDER_ID: 409,
@@ -65,21 +68,29 @@ class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
     price: Amount | None = None
     quantity: Amount | None = None
     quote_quantity: Amount | None = None  # market buys: the quote amount to spend
-    time_in_force: Literal["GTC", "IOC", "FOK"] | None = None
+    time_in_force: Literal["GTC", "IOC", "FOK", "GTD"] | None = None
     post_only: bool = False
     client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] | None = None
+    # A stop order (limit or market): waits outside the book until the market's last trade
+    # price reaches stop_price (stop_loss buys / take_profit sells on a rise to it, stop_loss
+    # sells / take_profit buys on a fall to it), then is this order.
+    trigger: Literal["stop_loss", "take_profit"] | None = None
+    stop_price: Amount | None = None
+    expire_ts: ExpireTs = 0  # GTD: expiry time, nanoseconds since the epoch
 
 
 class ReplaceBody(msgspec.Struct, forbid_unknown_fields=True):
-    """Cancel-replace: a new price and/or total quantity (the filled part included, as FIX).
-    The same price with a smaller quantity keeps the order's place in the queue; anything else
-    queues it again. ``market`` is the order's market."""
+    """Cancel-replace: a new price and/or total quantity (the filled part included, as FIX)
+    and/or, for a waiting stop order, a new stop price. The same price with a smaller quantity
+    keeps the order's place in the queue; anything else queues it again. ``market`` is the
+    order's market."""
 
     market: str
     price: Amount | None = None
     quantity: Amount | None = None
     new_client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    stop_price: Amount | None = None  # a waiting stop order's new stop price
 
 
 class QuoteBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -243,23 +254,37 @@ class V1(Api):
         return self.error(STATUS.get(e.code, 400), e.code, e.reason)
 
     def result(self, msg: Any) -> Response:
+        if type(msg) is M.Executions:  # cancel, replace: with the order's type and stop
+            return Gateway.json([report_view(self.ex, r) for r in msg.reports])
         return Gateway.json(convert.result(self.ex, msg))
 
     # -------------------------------------------------------------------- orders
     def place(self, key: ApiKey, req: Request) -> Any:
         b = self.decode(req.body, OrderBody)
         side = _side(b.kind, b.side)
+        _check_advanced(b)
         place = J.Place(
             0, b.market, side, b.type, b.price, b.quantity, b.quote_quantity,
-            b.time_in_force, b.client_order_id, b.post_only, b.stp,
+            b.time_in_force, b.client_order_id, b.post_only, b.stp, b.trigger, b.stop_price,
+            b.expire_ts,
         )  # fmt: skip
-        cmd = convert.place(self.ex, key.account_id, place, FIELDS)
+        try:
+            cmd = convert.place(self.ex, key.account_id, place, FIELDS)
+        except convert.EdgeReject as e:
+            if e.code == R.INVALID_STOP_PRICE and "stop_price" not in e.reason:
+                raise V1Error(400, e.code, f"stop_price: {e.reason}") from None  # which field
+            raise
         self.gw.metrics.orders += 1
-        return self.gw.call(self, cmd, self.placed)
+        return self.gw.call(self, cmd, lambda msg: self.placed(cmd, msg))
 
-    def placed(self, msg: M.Executions) -> Response:
+    def placed(self, cmd: M.NewOrder, msg: M.Executions) -> Response:
         reports = msg.reports
-        view = convert.report_view(self.ex, reports[-1])
+        view = report_view(self.ex, reports[-1])
+        # What the reports do not carry, from the order as sent (the engine took it as is).
+        view.tif = convert.TIF_NAMES.get(cmd.tif) or ("GTC" if cmd.type == 1 else "IOC")
+        view.expire_ts = cmd.expire_ts or None
+        if cmd.post_only:
+            view.post_only = True
         fills = [convert.fill_view(self.ex, r) for r in reports if r.last_qty]
         return Gateway.json(Placed(view, fills))
 
@@ -289,9 +314,11 @@ class V1(Api):
         b = self.decode(req.body, ReplaceBody)
         self.spec(b.market)
         _, order_id, cid = self.order_ref(key, req)
-        if not (b.price or b.quantity):
-            raise V1Error(400, R.INVALID_FIELD, "give price, quantity or both")
-        r = J.ReplaceOrder(0, b.market, order_id, cid, b.new_client_order_id, b.price, b.quantity)
+        if not (b.price or b.quantity or b.stop_price):
+            raise V1Error(400, R.INVALID_FIELD, "give price, quantity and/or stop_price")
+        r = J.ReplaceOrder(
+            0, b.market, order_id, cid, b.new_client_order_id, b.price, b.quantity, b.stop_price
+        )
         return self.gw.call(self, convert.replace(self.ex, key.account_id, r, FIELDS), self.result)
 
     def quote(self, key: ApiKey, req: Request) -> Any:
@@ -387,6 +414,51 @@ def _decoder(kind: Any) -> msgspec.json.Decoder:
 
 
 FIELDS = convert.Fields("quantity", "quote_quantity", "GET /api/v1/markets")
+
+
+def _check_advanced(b: OrderBody) -> None:
+    """The stop and good-till-date fields of a new order, as a whole, with words that say what
+    to send (the engine checks them again; convert.place checks stop_price and trigger)."""
+    if b.trigger and b.post_only:
+        raise V1Error(
+            400, R.INVALID_ORDER_TYPE, "a stop order (trigger) cannot be post_only: drop one"
+        )
+    if b.time_in_force == "GTD":
+        if not b.expire_ts:
+            raise V1Error(
+                400, R.INVALID_EXPIRE_TIME,
+                "time_in_force GTD needs expire_ts: the expiry, in nanoseconds since the epoch",
+            )  # fmt: skip
+        now = time.time_ns()
+        if b.expire_ts <= now:
+            ms = b.expire_ts < 10**15  # seconds or milliseconds, by the look of it
+            hint = " (it counts nanoseconds, not seconds or milliseconds)" if ms else ""
+            raise V1Error(
+                400, R.INVALID_EXPIRE_TIME,
+                f"expire_ts {b.expire_ts} is in the past{hint}: now is {now} ns since the epoch",
+            )  # fmt: skip
+    elif b.expire_ts:
+        raise V1Error(
+            400, R.INVALID_EXPIRE_TIME,
+            f"expire_ts is only for time_in_force GTD, not {b.time_in_force or 'the default'}",
+        )  # fmt: skip
+
+
+def report_view(ex: Exchange, r: M.ExecReport) -> J.Order:
+    """An execution report as the order view, with its type and, for a stop order, its trigger,
+    stop price and whether it waits: a stop is placed waiting (NEW) and waits no longer once it
+    is TRIGGERED or fills; other reports (replaced, canceled, expired) leave ``waiting`` out,
+    since a replace never changes it and a closed order waits for nothing."""
+    view = convert.report_view(ex, r)
+    view.type = convert.TYPE_NAMES.get(r.order_type)
+    if r.trigger:
+        view.trigger = convert.TRIGGER_NAMES.get(r.trigger)
+        view.stop_price = ex.markets[r.market].price_text(r.stop_price) if r.stop_price else None
+        if r.exec_type == ExecType.NEW:
+            view.waiting = True
+        elif r.exec_type == ExecType.TRIGGERED or r.last_qty:
+            view.waiting = False
+    return view
 
 
 def _side(kind: Side | None, side: Side | None) -> Side:

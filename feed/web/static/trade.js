@@ -16,6 +16,26 @@ export const ticket = { side: "buy", type: "limit", by: "amount", spec: null, pr
 const STATUS = { new: "Open", partially_filled: "Partially filled", filled: "Filled",
                  canceled: "Canceled", expired: "Expired", rejected: "Rejected" };
 
+// The ticket's order types: the order it becomes (limit or market) and, for a stop order,
+// its trigger (docs/rest.md: a stop waits outside the book until the last price reaches it).
+const TYPES = {
+  limit: { base: "limit", trigger: null }, market: { base: "market", trigger: null },
+  stop_limit: { base: "limit", trigger: "stop_loss" },
+  stop_market: { base: "market", trigger: "stop_loss" },
+  take_profit_limit: { base: "limit", trigger: "take_profit" },
+  take_profit_market: { base: "market", trigger: "take_profit" },
+};
+const kind = () => TYPES[ticket.type] ?? TYPES.limit;
+// A stop-loss buy and a take-profit sell trigger when the last price rises to the stop.
+const rises = (side, trigger) => (trigger === "stop_loss") === (side === "buy");
+
+// How an order's type reads in the tables: "limit", "stop-limit", "take-profit market".
+export function typeName(o) {
+  const base = o.type ?? (o.price ? "limit" : "market");
+  if (!o.trigger) return base;
+  return o.trigger === "stop_loss" ? `stop-${base}` : `take-profit ${base}`;
+}
+
 function spec() { return ticket.spec; }
 function avail(asset) {
   const b = account.balances.get(asset);
@@ -39,11 +59,11 @@ function checkNumber(text, what) {
   return [d, null];
 }
 
-function checkPrice(text) {
+function checkPrice(text, what = "price") {
   const m = spec();
-  const [p, bad] = checkNumber(text, "price");
+  const [p, bad] = checkNumber(text, what);
   if (bad) return [null, bad];
-  if (!D.isMultiple(p, D.parse(m.tick))) return [null, `price must be a multiple of ${m.tick}`];
+  if (!D.isMultiple(p, D.parse(m.tick))) return [null, `${what} must be a multiple of ${m.tick}`];
   if (D.cmp(p, D.parse(m.max_price)) > 0) return [null, `above the maximum price ${m.max_price}`];
   return [p, null];
 }
@@ -84,14 +104,32 @@ function walk(side, { qty = null, amount = null }) {
 // The order the form describes: {body, total, fee, problem}.
 function describe() {
   const m = spec();
-  const side = ticket.side, type = ticket.type;
+  const side = ticket.side;
   const out = { body: null, total: null, fee: null, problem: "", field: null };
   if (!m) return { ...out, problem: "no market" };
+  const { base: type, trigger } = kind();
   const body = { market: m.symbol, side, type };
-  const feeRate = D.parse(type === "market" || !$("t-post").checked ? m.taker_fee : m.maker_fee);
+  const feeRate = D.parse(type === "market" || trigger || !$("t-post").checked ? m.taker_fee
+    : m.maker_fee);
   const qd = decimals(m.quote, 2), bd = decimals(m.base, D.parse(m.lot).s);
   const fail = (problem, field) => ({ ...out, problem, field });
-  let qty = null, cost = null;
+  let qty = null, cost = null, stop = null;
+  if (trigger) {
+    const [st, sBad] = checkPrice($("t-stop").value, "stop price");
+    if (sBad) return fail(sBad, "t-stop");
+    body.trigger = trigger; body.stop_price = $("t-stop").value.trim();
+    stop = st;
+    const last = D.parse(market.ticker?.last ?? "");
+    if (last) {
+      const up = rises(side, trigger);
+      const reached = up ? D.cmp(last, st) >= 0 : D.cmp(last, st) <= 0;
+      out.stopNote = reached
+        ? `the last price ${market.ticker.last} has already reached this stop: it would trigger at once, and the exchange refuses that`
+        : `waits until the last price (now ${market.ticker.last}) ${up ? "rises" : "falls"} to ${body.stop_price}`;
+    } else {
+      out.stopNote = `waits until the last price ${rises(side, trigger) ? "rises" : "falls"} to ${body.stop_price}`;
+    }
+  }
   if (type === "limit") {
     const [p, pBad] = checkPrice($("t-price").value);
     if (pBad) return fail(pBad, "t-price");
@@ -99,7 +137,14 @@ function describe() {
     if (qBad) return fail(qBad, "t-qty");
     body.price = $("t-price").value.trim(); body.quantity = $("t-qty").value.trim();
     body.time_in_force = $("t-tif").value;
-    if ($("t-post").checked) body.post_only = true;
+    if (body.time_in_force === "GTD") {
+      const text = $("t-expire").value;
+      const ms = text ? new Date(text).getTime() : NaN;
+      if (!text || Number.isNaN(ms)) return fail("enter the expiry date and time (GTD)", "t-expire");
+      if (ms <= Date.now()) return fail("the expiry time is in the past", "t-expire");
+      body.expire_ts = ms * 1e6;  // ns since the epoch; exact in JSON (a whole millisecond)
+    }
+    if ($("t-post").checked && !trigger) body.post_only = true;
     qty = q; cost = D.mul(p, q);
   } else if (side === "buy" && ticket.by === "amount") {
     const [a, aBad] = checkNumber($("t-amount").value, "amount");
@@ -108,14 +153,18 @@ function describe() {
                               "t-amount");
     body.quote_quantity = $("t-amount").value.trim();
     const w = walk("buy", { amount: a });
-    qty = w.got; cost = a;
+    qty = stop ? D.div(a, stop, D.parse(m.lot).s) : w.got; cost = a;
   } else {
     const [q, qBad] = checkQty($("t-qty").value);
     if (qBad) return fail(qBad, "t-qty");
     body.quantity = $("t-qty").value.trim();
-    const w = walk(side, { qty: q });
-    qty = q; cost = w.paid;
-    if (!w.complete) out.note = `the book holds only ${show(m.base, w.got)} now`;
+    if (stop) {  // a stop market order: it trades when the price reaches its stop
+      qty = q; cost = D.mul(q, stop);
+    } else {
+      const w = walk(side, { qty: q });
+      qty = q; cost = w.paid;
+      if (!w.complete) out.note = `the book holds only ${show(m.base, w.got)} now`;
+    }
   }
   out.total = cost;
   out.fee = side === "buy" ? [D.floor(D.mul(qty, feeRate), bd), m.base]
@@ -127,7 +176,8 @@ function describe() {
     const asset = side === "buy" ? m.quote : m.base;
     if (have && D.cmp(need, have) > 0)
       return { ...out, problem: `not enough ${asset}: ${D.trim(D.format(have), 2)} available`,
-               field: side === "buy" && type !== "limit" ? "t-amount" : "t-qty" };
+               field: side === "buy" && type !== "limit" && ticket.by === "amount" ? "t-amount"
+                 : "t-qty" };
   }
   return out;
 }
@@ -137,12 +187,13 @@ function render() {
   const m = spec();
   if (!m) return;
   const buy = ticket.side === "buy";
-  const limit = ticket.type === "limit";
+  const { base, trigger } = kind();
+  const limit = base === "limit";
   const byAmount = !limit && buy && ticket.by === "amount";
   $("t-buy").classList.toggle("on", buy);
   $("t-sell").classList.toggle("on", !buy);
-  for (const b of document.querySelectorAll("#t-types button"))
-    b.classList.toggle("on", b.dataset.type === ticket.type);
+  $("t-type").value = ticket.type;
+  $("f-stop").hidden = !trigger;
   for (const b of document.querySelectorAll("#t-by button"))
     b.classList.toggle("on", b.dataset.by === ticket.by);
   $("f-price").hidden = !limit;
@@ -151,12 +202,15 @@ function render() {
   $("f-qty").hidden = byAmount;
   $("f-amount").hidden = !byAmount;
   $("f-limit-opts").hidden = !limit;
+  $("f-post").hidden = !!trigger;  // a stop order cannot be post-only
+  if (trigger) $("t-post").checked = false;
   $("t-tif").disabled = $("t-post").checked;
-  if ($("t-post").checked) $("t-tif").value = "GTC";
+  if ($("t-post").checked && $("t-tif").value !== "GTD") $("t-tif").value = "GTC";
+  $("f-expire").hidden = !limit || $("t-tif").value !== "GTD";
   for (const u of document.querySelectorAll(".u-base")) u.textContent = m.base;
   for (const u of document.querySelectorAll(".u-quote")) u.textContent = m.quote;
-  $("t-price").step = m.tick; $("t-qty").step = m.lot; $("t-qty").min = m.min_qty;
-  $("t-qty").max = m.max_qty;
+  $("t-price").step = m.tick; $("t-stop").step = m.tick;
+  $("t-qty").step = m.lot; $("t-qty").min = m.min_qty; $("t-qty").max = m.max_qty;
   $("t-rules").textContent = `tick ${m.tick} · lot ${m.lot} · min ${m.min_qty} · max ${m.max_qty}`;
   const asset = buy ? m.quote : m.base;
   $("t-avail").textContent = account.user ? show(asset, avail(asset) ?? D.parse("0")) : "-";
@@ -167,17 +221,18 @@ function render() {
   const d = describe();
   ticket.problem = d.problem;
   const shown = (id) => !$(id).closest(".field").hidden;
-  const touched = ticket.tried || ["t-price", "t-qty", "t-amount"].some((id) => shown(id)
-    && $(id).value !== "");
+  const inputs = ["t-stop", "t-price", "t-qty", "t-amount", "t-expire"];
+  const touched = ticket.tried || inputs.some((id) => shown(id) && $(id).value !== "");
   const p = $("t-problem");
   p.textContent = touched && account.user ? d.problem : "";
-  for (const id of ["t-price", "t-qty", "t-amount"])
+  for (const id of inputs)
     $(id).classList.toggle("bad", touched && account.user && d.field === id);
+  $("t-stop-note").textContent = trigger ? (d.stopNote ?? "") : "";
   const est = (label) => (limit ? label : `≈ ${label}`);
   $("t-total").textContent = d.total ? est(show(m.quote, D.ceil(d.total, decimals(m.quote, 2))))
     : "-";
   // A limit order that may rest pays the maker fee there: the taker fee is the most it pays.
-  const most = limit && !$("t-post").checked ? "up to " : "";
+  const most = limit && (trigger || !$("t-post").checked) ? "up to " : "";
   $("t-fee").textContent = d.fee ? `${most}${est(show(d.fee[1], d.fee[0]))}` : "-";
   $("t-note").textContent = d.note ?? "";
 }
@@ -196,6 +251,12 @@ function describeAnswer(o, fills) {
       ? D.trim(D.format(D.div(D.parse(o.cum_quote), D.parse(o.cum_qty), D.parse(spec().tick).s)), 2)
       : "";
     return `${what} ${o.cum_qty} ${spec().base}${avg ? ` at ${avg} average` : ""} · ${st}`;
+  }
+  if (o.waiting) {
+    const what = o.type === "market" ? "at market" : `at ${o.price}`;
+    const name = typeName(o);
+    return `${name[0].toUpperCase()}${name.slice(1)} order ${o.order_id} placed: ${o.side} ${o.qty ?? o.quote_qty} ${what}`
+      + ` when the price reaches ${o.stop_price} (waiting)`;
   }
   if (o.status === "new") return `Order ${o.order_id} placed: ${o.side} ${o.qty} at ${o.price}`;
   return `Order ${o.order_id}: ${st}${o.reason ? ` (${o.reason.replace(/_/g, " ")})` : ""}`;
@@ -235,13 +296,14 @@ function share(pct) {
   if (ticket.side === "sell") {
     const have = avail(m.base);
     if (have) $("t-qty").value = D.format(D.floorTo(frac(have), lot));
-  } else if (ticket.type === "market" && ticket.by === "amount") {
+  } else if (kind().base === "market" && ticket.by === "amount") {
     const have = avail(m.quote);
     if (have) $("t-amount").value = D.trim(D.format(frac(have)), 2);
   } else {
     const have = avail(m.quote);
-    const price = ticket.type === "limit" ? D.parse($("t-price").value)
-      : D.parse(sortedLevels("asks")[0]?.[0] ?? "");
+    const price = kind().base === "limit" ? D.parse($("t-price").value)
+      : kind().trigger ? D.parse($("t-stop").value)
+        : D.parse(sortedLevels("asks")[0]?.[0] ?? "");
     if (have && price && !D.isZero(price))
       $("t-qty").value = D.format(D.floorTo(D.div(frac(have), price, lot.s), lot));
   }
@@ -251,13 +313,13 @@ function share(pct) {
 function setupTicket() {
   $("t-buy").onclick = () => { ticket.side = "buy"; render(); };
   $("t-sell").onclick = () => { ticket.side = "sell"; render(); };
-  for (const b of document.querySelectorAll("#t-types button"))
-    b.onclick = () => { ticket.type = b.dataset.type; render(); };
+  $("t-type").onchange = () => { ticket.type = $("t-type").value; render(); };
   for (const b of document.querySelectorAll("#t-by button"))
     b.onclick = () => { ticket.by = b.dataset.by; render(); };
   for (const b of document.querySelectorAll("#t-shares button"))
     b.onclick = () => share(+b.dataset.pct);
   $("ticket-form").addEventListener("input", () => {
+    ticket.type = $("t-type").value;  // "input" comes before the select's "change"
     setResult("", "");
     ticket.tried = false;
     render();
@@ -268,6 +330,7 @@ function setupTicket() {
 export function setMarket(symbol) {
   ticket.spec = market.markets.find((m) => m.symbol === symbol) ?? null;
   $("t-price").value = ""; $("t-qty").value = ""; $("t-amount").value = "";
+  $("t-stop").value = "";
   ticket.tried = false;
   setResult("", "");
   render();
@@ -275,7 +338,9 @@ export function setMarket(symbol) {
 }
 
 export function pickPrice(price) {
-  ticket.type = "limit";
+  // A price picked from the book or the trades: the limit price of a limit-like type.
+  ticket.type = { market: "limit", stop_market: "stop_limit",
+                  take_profit_market: "take_profit_limit" }[ticket.type] ?? ticket.type;
   $("t-price").value = price;
   render();
   if (window.matchMedia("(max-width: 900px)").matches)
@@ -283,7 +348,7 @@ export function pickPrice(price) {
 }
 
 export function bookChanged() {
-  if (ticket.type === "market") render();
+  if (kind().base === "market" || kind().trigger) render();
 }
 
 // ------------------------------------------------------------------ balances and orders
@@ -308,15 +373,17 @@ function renderOrders() {
   $("n-open").textContent = open.length ? ` (${open.length})` : "";
   $("open-orders").innerHTML = open.map((o) =>
     `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
-    + `<td>${esc(o.type ?? "limit")}</td><td>${esc(o.price ?? "market")}</td><td>${esc(o.qty ?? "-")}</td>`
-    + `<td>${esc(o.cum_qty)}</td><td>${esc(STATUS[o.status] ?? o.status)}</td>`
+    + `<td>${esc(typeName(o))}</td><td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
+    + `<td>${esc(o.stop_price ?? "-")}</td><td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
+    + (o.waiting ? `<td class="st-waiting" title="waits for the last price to reach ${esc(o.stop_price)}">Waiting</td>`
+      : `<td>${esc(STATUS[o.status] ?? o.status)}</td>`)
     + `<td><button class="cancel" data-cancel="${o.order_id}">Cancel</button></td></tr>`).join("")
-    || `<tr><td colspan="9" class="empty">${account.user ? "no open orders" : "sign in to trade"}</td></tr>`;
+    || `<tr><td colspan="10" class="empty">${account.user ? "no open orders" : "sign in to trade"}</td></tr>`;
   const closed = [...account.history.values()].reverse();
   $("order-history").innerHTML = closed.map((o) => {
     const why = o.reason ? ` <span class="muted">(${esc(o.reason.replace(/_/g, " "))})</span>` : "";
     return `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
-      + `<td>${esc(o.type ?? (o.price ? "limit" : "market"))}</td><td>${esc(o.price ?? "market")}</td>`
+      + `<td>${esc(typeName(o))}</td><td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
       + `<td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
       + `<td class="st-${esc(o.status)}">${esc(STATUS[o.status] ?? o.status)}${why}</td></tr>`;
   }).join("") || `<tr><td colspan="8" class="empty">no closed orders yet</td></tr>`;
