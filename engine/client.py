@@ -63,6 +63,7 @@ from protocol.messages import (
     WRITE_COMMANDS,
     Cancel,
     NewOrder,
+    NewOrderList,
     OrderInfo,
     OrderStatusRequest,
     Ping,
@@ -246,6 +247,8 @@ class EngineClient:
             cmd.deadline = time.time_ns() + int(t * 1e9)
             if kind is NewOrder and not cmd.client_order_id:
                 cmd.client_order_id = self._cid_prefix + hex(req)  # findable if lost
+            elif kind is NewOrderList and not cmd.limit_client_order_id:
+                cmd.limit_client_order_id = self._cid_prefix + hex(req)  # its limit order
         self._pending[req] = (cmd, fut, t)
         if timeout is None or timeout == self.timeout:
             self._due.append((at, req))
@@ -488,6 +491,8 @@ def _status_query(cmd: Any) -> OrderStatusRequest | None:
     kind = type(cmd)
     if kind is NewOrder:
         return OrderStatusRequest(0, cmd.account, cmd.market, 0, cmd.client_order_id)
+    if kind is NewOrderList:  # a list is there if its limit order is
+        return OrderStatusRequest(0, cmd.account, cmd.market, 0, cmd.limit_client_order_id)
     if kind is Cancel:
         return OrderStatusRequest(0, cmd.account, cmd.market, cmd.order_id, cmd.client_order_id)
     if kind is Replace:
@@ -499,7 +504,7 @@ def _status_query(cmd: Any) -> OrderStatusRequest | None:
 def _interpret(p: _Pending, answer: Any) -> Any:
     """The status query's answer, as the outcome of the lost command."""
     cmd = p.cmd
-    if type(cmd) is NewOrder:
+    if type(cmd) is NewOrder or type(cmd) is NewOrderList:
         # The client order id may be an older order's (ids are unique among open orders only):
         # ours, if it exists, was created at or before its deadline and after it was sent.
         sent = cmd.deadline - int(p.timeout * 1e9) - CLOCK_SLACK_NS
@@ -510,7 +515,7 @@ def _interpret(p: _Pending, answer: Any) -> Any:
             RejectCode.NOT_EXECUTED,
             "the engine's reply was lost and it has no such order: not executed",
             0,
-            cmd.client_order_id,
+            cmd.limit_client_order_id if isinstance(cmd, NewOrderList) else cmd.client_order_id,
         )
     if type(answer) is OrderInfo:
         return OrderInfo(cmd.req, answer.order)

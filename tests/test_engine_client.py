@@ -38,6 +38,7 @@ from protocol.messages import (
     LedgerReply,
     MassCancel,
     NewOrder,
+    NewOrderList,
     OpenOrders,
     OpenOrdersRequest,
     OrderInfo,
@@ -174,6 +175,21 @@ def test_a_lost_reply_to_an_accepted_order_is_learned_from_the_engine() -> None:
             assert reply.order.client_order_id.startswith("~")
             assert client.stats["lost_replies"] == 1 and not resolved
             assert list(peer.engine.orders) == [reply.order.order_id]
+
+    run(main())
+
+
+def test_a_lost_reply_to_an_order_list_is_learned_from_its_limit_order() -> None:
+    async def main() -> None:
+        async with peer_and_client() as (peer, client, _):
+            peer.drop = only_first(NewOrderList)
+            # a buy list: limit below the stop (no trade yet, so no last price to be between)
+            cmd = NewOrderList(0, 1, M, Side.BUY, 10, PRICE - 50, PRICE + 50)
+            reply = await client.send(cmd)
+            assert isinstance(reply, OrderInfo), reply
+            assert reply.order.client_order_id.startswith("~")
+            assert reply.order.list_id == reply.order.order_id
+            assert len(peer.engine.orders) == 2  # both of the list's orders, placed once
 
     run(main())
 
