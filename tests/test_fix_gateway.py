@@ -554,6 +554,42 @@ def test_a_stop_limit_waits_then_triggers_and_a_stop_market_sell_fills(
     assert fix.balances(owner)["BTC"] == (D(10) - D("0.0200"), D(0))
 
 
+def test_an_iceberg_with_max_floor_and_a_trailing_stop_with_trailing_delta_bips(
+    fix: FixStack, market: str
+) -> None:
+    """MaxFloor(111) makes an iceberg: a taker gets its visible part, then the refill; the
+    status report shows MaxFloor. TriggerTrailingDeltaBips(25009) on OrdType 3 without StopPx
+    makes a trailing stop that follows a new high and triggers on the retrace."""
+    seller, buyer, owner = funded(fix), funded(fix), funded(fix)
+    s, b, o = fix.session(seller), fix.session(buyer), fix.session(owner)
+    send_order(s, "ice", market, "sell", "0.0300", "50000.00", extra=[(111, "0.0100")])
+    check(er(s, "ice", "0"), {39: "0", 151: "0.0300"})
+    send_order(b, "t1", market, "buy", "0.0150", "50000.00", tif="3")
+    check(er(b, "t1", "F"), {32: "0.0100", 31: "50000.00"})  # what it showed
+    check(er(b, "t1", "F"), {32: "0.0050", 31: "50000.00"})  # then its refill
+    s.send("H", [(11, "ice"), (55, market), (54, "2")])
+    check(er(s, "ice", "I"), {39: "1", 111: "0.0100", 151: "0.0150"})
+    send_order(b, "t2", market, "buy", "0.0150", "50000.00", tif="3")  # the rest of it
+    check(er(b, "t2", "F"), {32: "0.0050"})  # what is left of the part it shows
+    check(er(b, "t2", "F"), {32: "0.0100", 39: "2"})
+    # the last price is 50000.00: a 1% trailing sell stop follows from there
+    send_order(o, "trail", market, "sell", "0.0100", ord_type="3", tif=None,
+               extra=[(25009, "100")])  # fmt: skip
+    check(er(o, "trail", "0"), {39: "0", 40: "3", 99: None})
+    place(b, "bid", market, "buy", "0.0100", "45000.00")  # for it to sell into
+    for cid, px in (("up", "51000.00"), ("dn", "50500.00")):  # a new high, then above 50490
+        place(s, f"a-{cid}", market, "sell", "0.0010", px)
+        send_order(b, cid, market, "buy", "0.0010", px, tif="3")
+        check(er(b, cid, "F"), {39: "2"})
+    send_order(o, "bad", market, "sell", "0.0100", ord_type="3", tif=None,
+               extra=[(25009, "5000")])  # fmt: skip
+    check(er(o, "bad", "8"), {39: "8"})
+    place(s, "a-tr", market, "sell", "0.0010", "50490.00")
+    send_order(b, "tr", market, "buy", "0.0010", "50490.00", tif="3")
+    check(er(o, "trail", "L"), {39: "0", 40: "3"})
+    check(er(o, "trail", "F"), {39: "2", 31: "45000.00", 32: "0.0100"})
+
+
 def test_a_gtd_order_expires_at_its_expire_time(fix: FixStack, market: str) -> None:
     t = funded(fix, USD="1000")
     c = fix.session(t)

@@ -466,13 +466,18 @@ class FixGateway:
         price = self.amount(spec.price_to_ticks, first(f, 44), "Price")
         cash = self.amount(spec.quote_to_units, first(f, 152), "CashOrderQty")
         stop = self.amount(spec.price_to_ticks, first(f, 99), "StopPx")
+        display = self.amount(spec.qty_to_lots, first(f, 111), "MaxFloor")
+        trail = self.bips(first(f, 25009))
         if ord_type in ("2", "4") and not (price and qty):
             raise FixReject("a limit order needs Price(44) and OrderQty(38)")
         if ord_type in ("1", "3") and (price or not (qty or cash)):
             raise FixReject("a market order takes OrderQty(38) or CashOrderQty(152), no Price")
-        if (ord_type in ("3", "4")) != bool(stop):
-            raise FixReject("StopPx(99) goes with OrdType 3 (stop) or 4 (stop limit), only")
-        trigger = self.trigger_kind(side, first(f, 1109)) if stop else 0
+        if (ord_type in ("3", "4")) != bool(stop or trail):
+            raise FixReject(
+                "StopPx(99) (or, trailing, TriggerTrailingDeltaBips(25009)) goes with OrdType 3 "
+                "(stop) or 4 (stop limit), only"
+            )
+        trigger = self.trigger_kind(side, first(f, 1109)) if stop or trail else 0
         expire = 0
         if tif_text == "6":
             if not first(f, 126):
@@ -498,9 +503,20 @@ class FixGateway:
             trigger,
             stop,
             expire,
+            display,
+            trail,
         )
         self.counts["orders"] += 1
         self.submit(s, f, cmd, "D")
+
+    @staticmethod
+    def bips(text: str | None) -> int:
+        """TriggerTrailingDeltaBips(25009) (Binance's FIX): a trailing stop's distance."""
+        if text is None:
+            return 0
+        if not text.isdigit() or len(text) > 6:
+            raise FixReject(f"TriggerTrailingDeltaBips(25009) must be a whole number, was {text}")
+        return int(text)
 
     @staticmethod
     def trigger_kind(side: int, direction: str | None) -> int:
@@ -702,6 +718,10 @@ class FixGateway:
             o.trigger,
             o.stop_price,
         )
+        if o.display_qty:
+            f.append((111, spec.qty_text(o.display_qty)))
+        if o.trailing_bps:
+            f.append((25009, str(o.trailing_bps)))
         if orig:
             f.append((41, orig))
         if text:
