@@ -27,6 +27,7 @@ from protocol.messages import (
     FillsRequest,
     MassCancel,
     NewOrder,
+    NewOrderList,
     OpenOrdersRequest,
     OrderHistoryRequest,
     OrderStatusRequest,
@@ -34,6 +35,7 @@ from protocol.messages import (
     QuoteRequest,
     Replace,
     SnapshotRequest,
+    Tick,
     TradesRequest,
     Watch,
     Withdraw,
@@ -47,8 +49,13 @@ def origin_of(account: int) -> bytes:
     return b"gw-%d" % (account % 3)
 
 
-def stream(ex: Exchange, n: int, seed: int, accounts: int = 6) -> Iterator[tuple[object, bytes]]:
-    """``n`` (command, origin) pairs after a funding prelude; deterministic for a seed."""
+def stream(
+    ex: Exchange, n: int, seed: int, accounts: int = 6, advanced: bool = False
+) -> Iterator[tuple[object, bytes]]:
+    """``n`` (command, origin) pairs after a funding prelude; deterministic for a seed. With
+    ``advanced``, a quarter of them are the advanced orders (stops, trailing stops, icebergs,
+    GTD, one-cancels-the-other lists, Ticks; valid and not); without, the stream is the one the
+    ``tests/data/engine_v1`` fixture was recorded from."""
     rng = random.Random(seed)
     markets = list(ex.markets.values())
     assets = list(ex.assets)
@@ -71,7 +78,10 @@ def stream(ex: Exchange, n: int, seed: int, accounts: int = 6) -> Iterator[tuple
         if r >= 0.47 and r < 0.75 and recent and rng.random() < 0.7:
             acct, cid = recent[-rng.randint(1, min(len(recent), 25))]
         deadline = rng.choice((0, 0, 0, 0, 1, 2**62)) if rng.random() < 0.1 else 0
-        if r < 0.40:
+        if advanced and rng.random() < 0.25:
+            cmd = _advanced(rng, req, acct, m, mid, cid, deadline)
+            next_id += 2
+        elif r < 0.40:
             side = rng.choice((1, 1, 2, 2, 1, 2, 3)) if rng.random() < 0.05 else rng.choice((1, 2))
             away = rng.randint(0, 8) if rng.random() < 0.8 else rng.randint(-8, 0)
             price = mid - away if side == 1 else mid + away
@@ -128,6 +138,47 @@ def stream(ex: Exchange, n: int, seed: int, accounts: int = 6) -> Iterator[tuple
         else:
             cmd = _read(rng, req, acct, m, oid, cid)
         yield cmd, origin_of(acct)
+
+
+def _advanced(rng: random.Random, req: int, acct: int, m, mid: int, cid: str,
+              deadline: int) -> object:  # fmt: skip
+    """A stop (limit or market, maybe trailing, maybe GTD), an iceberg, a list or a Tick."""
+    side = rng.choice((1, 2))
+    away = rng.randint(-6, 6)
+    qty = rng.randint(m.min_qty, min(m.max_qty, m.min_qty * 20))
+    k = rng.randrange(10)
+    if k < 4:
+        trail = rng.choice((0, 0, 10, 500, 2_000, 5)) if k < 2 else 0
+        stop = mid + away if not trail or rng.random() < 0.5 else 0
+        limit = rng.random() < 0.6
+        expire = _soon(rng, req) if limit and rng.random() < 0.2 else 0
+        return NewOrder(
+            req, acct, m.symbol, side, 1 if limit else 2, 4 if expire else 0,
+            mid + rng.randint(-8, 8) if limit else 0, qty, 0, cid, False, 0, deadline,
+            rng.choice((1, 2, 1, 2, 3)), stop, expire, 0, trail,
+        )  # fmt: skip
+    if k < 7:
+        tif = rng.choice((1, 1, 4, 2))
+        return NewOrder(
+            req, acct, m.symbol, side, 1, tif, mid + away, qty, 0, cid, rng.random() < 0.2,
+            rng.choice((0, 1, 2, 3)), deadline, 0, 0,
+            _soon(rng, req) if tif == 4 else 0, rng.randint(0, qty + 1),
+        )  # fmt: skip
+    if k < 9:
+        lo, hi = mid - rng.randint(1, 8), mid + rng.randint(1, 8)
+        price, stop = (hi, lo) if side == 2 else (lo, hi)
+        if rng.random() < 0.1:
+            price, stop = stop, price
+        return NewOrderList(
+            req, acct, m.symbol, side, qty, price, stop, rng.choice((0, stop, stop + 1)), "",
+            cid, rng.choice(("", "s1", cid)), rng.choice((0, 1, 2, 3)), deadline,
+        )  # fmt: skip
+    return Tick(req)
+
+
+def _soon(rng: random.Random, req: int) -> int:
+    """An expiry time a few batches of 64 after this command's (now and then before it)."""
+    return TS0 + (req // 64 + rng.randint(-1, 6)) * 1_000_003
 
 
 def _read(rng: random.Random, req: int, acct: int, m, oid: int, cid: str) -> object:

@@ -152,7 +152,8 @@ ex = loads(open(sys.argv[1]).read())
 out = {"build": engine.build()}
 for seed in map(int, sys.argv[2].split(",")):
     e = Engine(ex, epoch=1)
-    out[seed] = [run(e, list(stream(ex, int(sys.argv[3]), seed)), 64), e.state_hash()]
+    cmds = list(stream(ex, int(sys.argv[3]), seed, advanced=True))
+    out[seed] = [run(e, cmds, 64), e.state_hash()]
 print(json.dumps(out))
 """
 
@@ -161,7 +162,8 @@ def digests() -> dict[str, list[str]]:
     out = {}
     for seed in DIFF_SEEDS:
         e = Engine(EXCHANGE, epoch=1)
-        out[str(seed)] = [run(e, list(stream(EXCHANGE, DIFF_COMMANDS, seed)), 64), e.state_hash()]
+        cmds = list(stream(EXCHANGE, DIFF_COMMANDS, seed, advanced=True))
+        out[str(seed)] = [run(e, cmds, 64), e.state_hash()]
         e.validate()
     return out
 
