@@ -11,6 +11,7 @@ from engine.core import Engine
 from protocol.enums import CancelReason, ExecType, OrderStatus, TriggerKind
 from protocol.messages import (
     Cancel,
+    Command,
     MassCancel,
     MassCancelReply,
     NewOrder,
@@ -380,3 +381,18 @@ def test_lists_and_trailing_stops_survive_a_snapshot(engine, send, fund) -> None
         o.id: (o.link, o.trail, o.peak) for o in engine.orders.values()
     }
     assert all(o.status == OrderStatus.NEW for o in restored.orders.values())
+
+
+# ------------------------------------------------------------------------ wire and journal
+
+
+def test_a_new_order_frame_from_before_the_appended_fields_decodes_with_their_defaults() -> None:
+    """Journals and gateways older than icebergs and trailing stops sent NewOrder without
+    ``display_qty`` and ``trailing_bps`` (and before stops, without trigger, stop price and
+    expiry): such a frame is still a NewOrder, the missing fields their defaults."""
+    full = msgspec.msgpack.decode(msgspec.msgpack.encode(limit(1, BUY, "100", "0.1")))
+    for dropped in (2, 5):  # before icebergs/trailing; before stops and GTD too
+        old = msgspec.msgpack.encode(full[:-dropped])
+        cmd = msgspec.msgpack.decode(old, type=Command)
+        assert cmd == limit(1, BUY, "100", "0.1")
+        assert (cmd.display_qty, cmd.trailing_bps, cmd.trigger) == (0, 0, 0)
