@@ -26,9 +26,9 @@ from typing import Any
 from bench.procs import REPO, LoadMeter
 
 PROBE = (
-    "import json, engine, engine.core as core, bench.core_child as child; "
+    "import json, engine, engine.core as core, bench.core_child as child, protocol.messages as m; "
     "print(json.dumps({'engine': core.__file__, 'child': child.__file__, "
-    "'build': engine.build()}))"
+    "'protocol': m.__file__, 'build': engine.build()}))"
 )
 
 
@@ -47,7 +47,7 @@ def probe(python: str, tree: Path, build: str) -> dict[str, str]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     got: dict[str, str] = json.loads(out)
-    for key in ("engine", "child"):
+    for key in ("engine", "child", "protocol"):
         if not Path(got[key]).resolve().is_relative_to(tree):
             raise RuntimeError(f"a child in {tree} imports {key} from {got[key]}, not from it")
     return got
@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", help="also write the results as JSON to this file")
     args = p.parse_args(argv)
+    args.python = os.path.abspath(args.python)  # the children run elsewhere; a venv's symlink
     res = compare(args)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
