@@ -9,7 +9,9 @@ too (ABBA), for the growing stream and the capped one. Before any run a probe in
 child's environment says which files ``engine.core`` and ``bench.core_child`` come from and
 which build runs: the comparison refuses to start if a tree would import another tree's code,
 or the two would run different builds. Prints every run with the load other processes put on
-the machine meanwhile, the medians and this/other per stream.
+the machine meanwhile, the medians and this/other per stream. With ``--instructions``, instead
+of timing, instructions per command under callgrind (a pass that applies the measured commands
+minus one that does not), which other processes' load does not move.
 """
 
 from __future__ import annotations
@@ -30,6 +32,23 @@ PROBE = (
     "print(json.dumps({'engine': core.__file__, 'child': child.__file__, "
     "'protocol': m.__file__, 'build': engine.build()}))"
 )
+
+
+# One core pass without a timer, for callgrind: the stream generated and warmed up, then the
+# measured part applied only if asked; the difference of the two runs' instruction totals is
+# the engine's own cost of those commands (the same generator runs in both). Uses only what
+# bench.engine_bench has had since before stop orders, so it runs in an older tree too.
+PASS = """
+import sys
+from bench.engine_bench import CoreStream, _drive, _engine_drain, fresh_engine
+from protocol import config
+warmup, n, seed, accounts, max_open, apply = map(int, sys.argv[1:])
+ex = config.load()
+stream = CoreStream(ex, warmup, n, seed, accounts, max_open)
+engine, ts = fresh_engine(ex, stream)
+if apply:
+    _drive(engine.apply, _engine_drain(engine), stream.measured, ts, engine.handlers)
+"""
 
 
 def child_env(tree: Path, build: str) -> dict[str, str]:
@@ -64,6 +83,46 @@ def one_run(python: str, tree: Path, build: str, args: argparse.Namespace, max_o
     return float(json.loads(out.strip().splitlines()[-1])["rate"])
 
 
+def instructions(
+    python: str, tree: Path, build: str, args: argparse.Namespace, max_open: int, out: Path
+) -> float:
+    """Instructions per measured command (callgrind: a pass that applies them minus one that
+    only generates and warms up)."""
+    totals = []
+    for apply in (0, 1):
+        dump = out / f"{tree.name}-{max_open}-{apply}.callgrind"
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", python, "-c", PASS,
+             str(args.warmup), str(args.commands), str(args.seed), str(args.accounts),
+             str(max_open), str(apply)],
+            cwd=tree, env=child_env(tree, build), capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        summary = [ln for ln in dump.read_text().splitlines() if ln.startswith("summary:")]
+        totals.append(int(summary[0].split()[1]))
+    return (totals[1] - totals[0]) / args.commands
+
+
+def count_instructions(args: argparse.Namespace, trees: dict[str, Path]) -> dict[str, Any]:
+    out = Path(args.callgrind_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    streams = {"growing": 0, "capped": args.max_open}
+    res: dict[str, Any] = {}
+    for stream in args.streams:
+        got = {
+            name: instructions(args.python, tree, args.build, args, streams[stream], out)
+            for name, tree in trees.items()
+        }
+        got["ratio"] = got["this"] / got["other"]
+        res[stream] = got
+        print(
+            f"{stream:<7} this {got['this']:,.0f}  other {got['other']:,.0f} instructions per "
+            f"command (callgrind, {args.commands:,} after {args.warmup:,}): this/other "
+            f"{got['ratio']:.3f}; the dumps are in {out}",
+            flush=True,
+        )
+    return res
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     trees = {"this": REPO.resolve(), "other": Path(args.other).resolve()}
     found = {name: probe(args.python, tree, args.build) for name, tree in trees.items()}
@@ -77,6 +136,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         "probe": found,
         "args": vars(args),
     }
+    if args.instructions:
+        res["instructions"] = count_instructions(args, trees)
+        return res
     for stream in args.streams:
         res[stream] = {"this": [], "other": [], "foreign_cores": []}
     for i in range(args.rounds):
@@ -131,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["growing", "capped"],
         help="comma list: growing, capped",
     )
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per command with callgrind instead of timing (immune to the "
+        "load of other processes; try --warmup 20000 --commands 100000)",
+    )
+    p.add_argument("--callgrind-dir", default="/tmp/tree_compare", help="where the dumps go")
     p.add_argument("--json", help="also write the results as JSON to this file")
     args = p.parse_args(argv)
     args.python = os.path.abspath(args.python)  # the children run elsewhere; a venv's symlink
