@@ -49,11 +49,11 @@ import msgspec
 from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
 from bench.procs import Child, Children, LoadMeter, free_ports, interrupt_on_sigterm, percentiles
-from bench.workload import funding, mixed
+from bench.workload import E_TRIG, StopStream, funding, mixed, mixed_with_stops
 from engine import build as engine_build
 from engine.core import Engine
 from protocol import config
-from protocol.messages import Cancel, NewOrder, Rejected
+from protocol.messages import Cancel, ExecReport, NewOrder, Rejected
 
 ORIGIN = b"bench-gw"
 DRAIN_EVERY = 256  # commands per simulated batch: outbox cleared, market data drained
@@ -108,6 +108,8 @@ def mix_of(stream: CoreStream) -> str:
 def kind_of(cmd: object) -> str:
     if type(cmd) is Cancel:
         return "cancel"
+    if type(cmd) is NewOrder and cmd.trigger:
+        return "new stop (waits)"
     if type(cmd) is NewOrder:
         return "new IOC (marketable)" if cmd.tif == 2 else "new GTC (resting)"
     return type(cmd).__name__
@@ -137,13 +139,31 @@ def machine_info(args: argparse.Namespace) -> list[str]:
 
 # --------------------------------------------------------------------- 1. engine core
 class CoreStream:
-    """One seeded command stream: deposits, warm-up, then the measured commands."""
+    """One seeded command stream: deposits, warm-up, then the measured commands. With
+    ``stop_share``, that share of the new orders are stop orders (``mixed_with_stops``), in the
+    warm-up too, so stops are waiting when the measured part starts; ``stops`` says what its
+    planning engine saw."""
 
     def __init__(
-        self, ex: config.Exchange, warmup: int, n: int, seed: int, accounts: int, max_open: int = 0
+        self,
+        ex: config.Exchange,
+        warmup: int,
+        n: int,
+        seed: int,
+        accounts: int,
+        max_open: int = 0,
+        stop_share: float = 0.0,
     ) -> None:
         self.funding = funding(ex, accounts)
-        cmds = list(mixed(ex, warmup + n, seed=seed, accounts=accounts, max_open=max_open))
+        self.stops: StopStream | None = None
+        if stop_share:
+            self.stops = mixed_with_stops(
+                ex, warmup + n, seed=seed, accounts=accounts, max_open=max_open,
+                stop_share=stop_share,
+            )  # fmt: skip
+            cmds, self.stops.commands = self.stops.commands, []
+        else:
+            cmds = list(mixed(ex, warmup + n, seed=seed, accounts=accounts, max_open=max_open))
         self.warmup = cmds[:warmup]
         self.measured = cmds[warmup:]
 
@@ -438,6 +458,225 @@ def core_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
         say(f"    drain per {DRAIN_EVERY} cmds   {fmt_pct(lat['drain'])}")
         if args.profile:
             profile_core(ex, stream)
+    return res
+
+
+# ------------------------------------------------------- 1b. stop orders, cascades
+def stops_pass(ex: config.Exchange, stream: CoreStream) -> dict[str, Any]:
+    """Every measured command of the stop stream timed alone (``perf_counter_ns`` around
+    ``apply()``), and what each did, read from the outbox after its timer stopped: stops
+    placed (a stop command not rejected), stops triggered (TRIGGERED reports)."""
+    engine, ts = fresh_engine(ex, stream)
+    apply = engine.apply
+    drain = _engine_drain(engine)
+    pc = time.perf_counter_ns
+    cmds = stream.measured
+    samples: list[int] = []
+    triggered_by: dict[int, int] = {}  # command index -> stops it triggered
+    placed = rejected_stops = 0
+    for start in range(0, len(cmds), DRAIN_EVERY):
+        ts += 1
+        box = engine.outbox[ORIGIN]  # the list the engine appends to until the drain
+        for j, c in enumerate(cmds[start : start + DRAIN_EVERY], start):
+            n0 = len(box)
+            t0 = pc()
+            apply(c, ts, ORIGIN)
+            samples.append(pc() - t0)
+            trig = 0
+            for m in box[n0:]:
+                if type(m) is ExecReport and m.exec_type == E_TRIG:
+                    trig += 1
+                elif type(m) is Rejected and type(c) is NewOrder and m.req == c.req:
+                    rejected_stops += bool(c.trigger)
+            if trig:
+                triggered_by[j] = trig
+            if type(c) is NewOrder and c.trigger:
+                placed += 1
+        drain(ts)
+    placed -= rejected_stops
+    slowest = sorted(range(len(samples)), key=samples.__getitem__)[-5:][::-1]
+    worst = slowest[0]
+    with_trig = [samples[j] for j in triggered_by]
+    biggest = max(triggered_by, key=lambda j: (triggered_by[j], samples[j]), default=-1)
+    return {
+        "all": percentiles(samples),
+        "triggering": percentiles(with_trig),
+        "placed": placed,
+        "rejected_stops": rejected_stops,
+        "triggered": sum(triggered_by.values()),
+        "triggering_commands": len(triggered_by),
+        "cascades": sum(1 for v in triggered_by.values() if v > 1),
+        "worst": {
+            "us": samples[worst] / 1000,
+            "kind": kind_of(cmds[worst]),
+            "triggered": triggered_by.get(worst, 0),
+        },
+        "slowest": [(samples[j] / 1000, kind_of(cmds[j]), triggered_by.get(j, 0)) for j in slowest],
+        "largest_cascade": {
+            "triggered": triggered_by.get(biggest, 0),
+            "us": samples[biggest] / 1000 if biggest >= 0 else 0.0,
+        },
+        "waiting_at_end": sum(len(b.stop_orders) for b in engine.books.values()),
+        "open_at_end": len(engine.orders),
+    }
+
+
+def cascade_run(ex: config.Exchange, n: int, accounts: int = 50) -> dict[str, Any]:
+    """One aggressive order that triggers ``n`` waiting stops at once; its apply() timed.
+
+    On a fresh engine's first market: a trade at P (the last price); stop-loss buys (stop
+    limits, one lot each, owners spread over half the accounts) at P+1 .. P+n, their limit
+    P+n+1; one ask of a lot at P+n and, behind it at P+n+1, n asks of a lot (the other
+    accounts), so each triggered stop fills once. Then an IOC buy of a lot at P+n: it fills at
+    P+n, which reaches every stop; they trigger one after the other, lowest first, each taking
+    an ask at P+n+1. Raises if any stop did not trigger and fill.
+    """
+    engine = Engine(ex, epoch=1)
+    for c in funding(ex, accounts):
+        engine.apply(c, 1, ORIGIN)
+    check_funding(engine)
+    spec = next(iter(ex.markets.values()))
+    sym, lot = spec.symbol, spec.min_qty
+    p = max(1, spec.max_price // 1000)
+    if p + n + 1 > spec.max_price:
+        raise ValueError(f"{sym}: {n:,} stops above {p} do not fit under its max price")
+    half = accounts // 2
+    req = 10_000_000
+    setup: list[object] = [
+        NewOrder(req, 1, sym, 2, 1, 1, p, lot),
+        NewOrder(req + 1, 2, sym, 1, 1, 2, p, lot),  # the trade that sets the last price
+    ]
+    req += 2
+    for k in range(1, n + 1):
+        setup.append(NewOrder(req, 1 + k % half, sym, 1, 1, 1, p + n + 1, lot, trigger=1,
+                              stop_price=p + k))  # fmt: skip
+        setup.append(NewOrder(req + 1, 1 + half + k % (accounts - half), sym, 2, 1, 1,
+                              p + n + 1, lot))  # fmt: skip
+        req += 2
+    setup.append(NewOrder(req, 1 + half, sym, 2, 1, 1, p + n, lot))
+    ts = 2
+    drain = _engine_drain(engine)
+    for i, cmd in enumerate(setup):
+        engine.apply(cmd, ts, ORIGIN)
+        if i % DRAIN_EVERY == 0:
+            bad = [m for m in engine.outbox[ORIGIN] if type(m) is Rejected]
+            if bad:
+                raise RuntimeError(f"cascade setup rejected: {bad[0].reason}")
+            drain(ts)
+            ts += 1
+    drain(ts)
+    book = engine.books[sym]
+    if len(book.stop_orders) != n:
+        raise RuntimeError(f"{len(book.stop_orders):,} stops waiting, not {n:,}")
+    ts += 1
+    aggressor = NewOrder(req + 1, 1, sym, 1, 1, 2, p + n, lot)
+    gc.collect()
+    c0 = time.thread_time_ns()
+    t0 = time.perf_counter_ns()
+    engine.apply(aggressor, ts, ORIGIN)
+    dt = time.perf_counter_ns() - t0
+    cpu = time.thread_time_ns() - c0  # what preemption by other processes does not inflate
+    out = engine.outbox[ORIGIN]
+    triggered = sum(1 for m in out if type(m) is ExecReport and m.exec_type == E_TRIG)
+    messages = len(out)
+    t1 = time.perf_counter_ns()
+    drain(ts)
+    dt_drain = time.perf_counter_ns() - t1
+    if triggered != n or book.stop_orders or book.last != p + n + 1:
+        raise RuntimeError(
+            f"cascade of {n:,}: {triggered:,} triggered, {len(book.stop_orders):,} still "
+            f"waiting, last price {book.last} (expected {p + n + 1})"
+        )
+    return {"ms": dt / 1e6, "cpu_ms": cpu / 1e6, "per_stop_us": dt / 1000 / n,
+            "drain_ms": dt_drain / 1e6, "messages": messages}  # fmt: skip
+
+
+def stops_phase(args: argparse.Namespace, ex: config.Exchange) -> dict[str, Any]:
+    share = args.stop_share
+    say(
+        f"\n## 1b. Stop orders, in process, cpu {args.cpu}: the core stream with "
+        f"{share:.0%} of new orders stops, {args.commands:,} commands after {args.warmup:,} "
+        f"warm-up (stops in both), alternating with the plain stream; then cascades"
+    )
+    t0 = time.perf_counter()
+    plain = CoreStream(ex, args.warmup, args.commands, args.seed, args.accounts)
+    stream = CoreStream(ex, args.warmup, args.commands, args.seed, args.accounts, stop_share=share)
+    plan = stream.stops
+    assert plan is not None
+    say(
+        f"  workloads generated in {time.perf_counter() - t0:.1f}s (the stop stream planned "
+        f"against an engine): {mix_of(stream)}"
+    )
+    kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(plan.placed_by_kind.items()))
+    say(
+        f"  planned: {plan.placed():,} stops placed ({kinds}), {plan.rejected_stops} rejected, "
+        f"{plan.triggered():,} triggered, {plan.waiting_at_end:,} waiting at the end; in the "
+        f"measured part {plan.placed(args.warmup):,} placed, "
+        f"{plan.triggered(args.warmup):,} triggered"
+    )
+    res: dict[str, Any] = {"share": share, "stops_runs": [], "plain_runs": [],
+                           "foreign_cores": []}  # fmt: skip
+    with pinned(args.cpu):
+        for i in range(args.runs):
+            for name, cmds in (("plain", plain), ("stops", stream)):
+                meter = LoadMeter()
+                rate, _ = core_run(ex, cmds)
+                noise = meter.foreign_cores()
+                res[f"{name}_runs"].append(rate)
+                res["foreign_cores"].append(noise)
+                say(
+                    f"  run {i + 1}/{args.runs}  {name:<6} {rate:>9,.0f} cmds/s   "
+                    f"other load {noise:.2f} cores"
+                )
+        res["stops_median"] = statistics.median(res["stops_runs"])
+        res["plain_median"] = statistics.median(res["plain_runs"])
+        res["ratio"] = res["stops_median"] / res["plain_median"]
+        say(
+            f"  stops median {res['stops_median']:,.0f} cmds/s, plain {res['plain_median']:,.0f}:"
+            f" stops/plain {res['ratio']:.2f}x (same run, alternating)"
+        )
+        meter = LoadMeter()
+        lat = stops_pass(ex, stream)
+        lat["foreign_cores"] = meter.foreign_cores()
+        res["latency"] = lat
+        w, big = lat["worst"], lat["largest_cascade"]
+        say(
+            f"  every measured command timed alone (other load {lat['foreign_cores']:.2f} "
+            f"cores): {lat['placed']:,} stops placed, {lat['rejected_stops']} rejected, "
+            f"{lat['triggered']:,} triggered by {lat['triggering_commands']:,} commands "
+            f"({lat['cascades']:,} triggered 2 or more); {lat['waiting_at_end']:,} waiting at "
+            f"the end"
+        )
+        say(f"    all                   {fmt_pct(lat['all'])}")
+        say(f"    commands that trigger {fmt_pct(lat['triggering'])}")
+        say(
+            f"    worst command: {w['us']:,.1f} us ({w['kind']}, {w['triggered']} stops "
+            f"triggered); the largest cascade: {big['triggered']} stops in {big['us']:,.1f} us"
+        )
+        slow = "; ".join(f"{us:,.0f} us {k} ({t} triggered)" for us, k, t in lat["slowest"])
+        say(f"    the 5 slowest: {slow}")
+        res["cascade"] = {}
+        for n in args.cascade:
+            runs = []
+            for _ in range(args.cascade_runs):
+                meter = LoadMeter()
+                got = cascade_run(ex, n, args.accounts)
+                got["foreign_cores"] = meter.foreign_cores()
+                runs.append(got)
+            med = statistics.median(r["ms"] for r in runs)
+            cpu = statistics.median(r["cpu_ms"] for r in runs)
+            res["cascade"][n] = {"runs": runs, "median_ms": med, "per_stop_us": med * 1000 / n,
+                                 "median_cpu_ms": cpu}  # fmt: skip
+            each = " / ".join(f"{r['ms']:.2f}" for r in runs)
+            say(
+                f"  cascade: one IOC buy triggers {n:,} waiting stops (each then fills once): "
+                f"median {med:,.2f} ms for the command, {med * 1000 / n:.2f} us per stop; "
+                f"CPU time {cpu:,.2f} ms, {cpu * 1000 / n:.2f} us per stop "
+                f"(runs {each} ms; its drain "
+                f"{statistics.median(r['drain_ms'] for r in runs):.2f} ms; "
+                f"{runs[0]['messages']:,} messages; other load "
+                f"{max(r['foreign_cores'] for r in runs):.2f} cores)"
+            )
     return res
 
 
@@ -745,6 +984,7 @@ def summary(results: dict[str, Any]) -> list[str]:
                 "-",
             )
         )
+    rows += stops_rows(results.get("stops"))
     zmq = results.get("zmq")
     if zmq and zmq.get("fixed_rate"):
         fr = zmq["fixed_rate"]
@@ -842,6 +1082,40 @@ def summary(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def stops_rows(stops: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    if not stops:
+        return []
+    lat = stops["latency"]
+    rows = [
+        (
+            f"engine core, {stops['share']:.0%} of new orders stops (median)",
+            f"{stops['stops_median']:,.0f} cmds/s ({stops['ratio']:.2f}x the plain stream)",
+            "-",
+        ),
+        (
+            "  stops placed / triggered (measured part)",
+            f"{lat['placed']:,} / {lat['triggered']:,} ({lat['cascades']:,} commands triggered 2+)",
+            "-",
+        ),
+        (
+            "  apply() p99 / worst command",
+            f"{lat['all']['p99_us']:.1f} us / {lat['worst']['us']:,.1f} us "
+            f"({lat['worst']['kind']}, {lat['worst']['triggered']} triggered)",
+            "-",
+        ),
+    ]
+    for n, c in stops["cascade"].items():
+        rows.append(
+            (
+                f"cascade: one order triggers {n:,} stops (median)",
+                f"{c['median_ms']:,.2f} ms, {c['per_stop_us']:.2f} us per stop "
+                f"(CPU {c['median_cpu_ms']:,.2f} ms)",
+                "-",
+            )
+        )
+    return rows
+
+
 # ------------------------------------------------------------------------------- main
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short smoke run (well under a minute)")
@@ -881,8 +1155,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recovery-runs", type=int, default=3)
     p.add_argument("--journal-batch", type=int, default=1_000)
     p.add_argument(
-        "--only", default="core,zmq,recovery", help="comma list of phases: core,zmq,recovery"
+        "--only",
+        default="core,zmq,recovery",
+        help="comma list of phases: core (includes stops), stops, zmq, recovery",
     )
+    p.add_argument(
+        "--stop-share",
+        type=float,
+        default=0.10,
+        help="stop stream: share of new orders that are stop orders (default 0.10)",
+    )
+    p.add_argument(
+        "--cascade",
+        type=lambda v: [int(x) for x in v.split(",") if x],
+        default=[1_000, 10_000],
+        help="cascade sizes: waiting stops one order triggers (default 1000,10000)",
+    )
+    p.add_argument("--cascade-runs", type=int, help="runs per cascade size (default 5, quick 3)")
     p.add_argument("--profile", action="store_true", help="cProfile one core pass")
     p.add_argument(
         "--no-other-build",
@@ -897,6 +1186,7 @@ def _defaults(args: argparse.Namespace) -> None:
     quick = args.quick
     for name, full, short in (
         ("runs", 5, 3),
+        ("cascade_runs", 5, 3),
         ("commands", 500_000, 100_000),
         ("warmup", 50_000, 20_000),
         ("zmq_seconds", 5.0, 2.0),
@@ -914,6 +1204,11 @@ def _max_foreign(results: dict[str, Any]) -> float:
     core = results.get("core") or {}
     vals += core.get("foreign_cores", [])
     vals.append((core.get("latency") or {}).get("foreign_cores", 0.0))
+    stops = results.get("stops") or {}
+    vals += stops.get("foreign_cores", [])
+    vals.append((stops.get("latency") or {}).get("foreign_cores", 0.0))
+    for c in (stops.get("cascade") or {}).values():
+        vals += [r["foreign_cores"] for r in c["runs"]]
     vals.append((results.get("zmq") or {}).get("foreign_cores", 0.0))
     vals += (results.get("recovery") or {}).get("foreign_cores", [])
     return max(vals, default=0.0)
@@ -932,8 +1227,11 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     failures = []
     try:
+        if "core" in phases:
+            phases.add("stops")  # the core benchmark includes the stop stream and cascades
         for name, fn in (
             ("core", lambda: core_phase(args, ex)),
+            ("stops", lambda: stops_phase(args, ex)),
             ("zmq", lambda: zmq_phase(args)),
             ("recovery", lambda: recovery_phase(args, ex)),
         ):

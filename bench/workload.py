@@ -4,6 +4,13 @@
 cancels of a random open order, 15% marketable limit orders (IOC) that cross the spread. Over
 every market of the config, with N funded accounts, so the ledger is exercised on every fill.
 
+``mixed_with_stops()`` is the same mix with a share of the new orders replaced by stop orders
+(stop-loss and take-profit, limit and market, both sides) whose stops lie a few ticks either
+side of the market's last price, so the wandering price triggers some of them (cascades
+included). Whether a stop is accepted, and the id it gets, depend on the last price, which only
+matching decides: the stream is planned against a real engine (the oracle), so every stop is
+accepted and every cancel names an order id the engine gave out, as in ``mixed()``.
+
 ``ZmqMix`` is the closed-loop variant for a live engine (bench/zmq_client.py): it learns order
 ids from the replies, cancels only its own resting orders and caps how many it keeps open, so a
 run of any length leaves the books bounded.
@@ -16,10 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from protocol.config import Exchange
-from protocol.messages import Cancel, Deposit, ExecReport, Executions, NewOrder
+from protocol.messages import Cancel, Deposit, ExecReport, Executions, NewOrder, Rejected
 
 BUY, SELL = 1, 2
-LIMIT, GTC, IOC = 1, 1, 2
+LIMIT, MARKET, GTC, IOC = 1, 2, 1, 2
+STOP_LOSS, TAKE_PROFIT = 1, 2  # protocol.enums.TriggerKind
+E_TRIG = 8  # protocol.enums.ExecType.TRIGGERED
+MAKER = 1  # protocol.enums.Liquidity
 
 
 def funding(ex: Exchange, accounts: int, req_base: int = 1) -> list[Deposit]:
@@ -77,6 +87,143 @@ def mixed(ex: Exchange, n: int, seed: int = 1, accounts: int = 100,
         if rng.random() < 0.01:
             mids[m.symbol] = max(50, mid + rng.randint(-3, 3))
     del _first_order_id
+
+
+class StopStream:
+    """What ``mixed_with_stops()`` planned: the commands, and what its oracle engine saw."""
+
+    def __init__(self) -> None:
+        self.commands: list[object] = []
+        self.placed_at: list[int] = []  # index of each stop order in ``commands`` (accepted)
+        self.placed_by_kind: dict[str, int] = {}  # "stop-loss buy limit": count
+        self.rejected_stops = 0  # none is planned to be; more than 0 is a planning bug
+        self.triggered_at: dict[int, int] = {}  # command index -> stops it triggered
+        self.trades = 0
+        self.waiting_at_end = 0
+
+    def placed(self, start: int = 0) -> int:
+        """Stop orders placed from command ``start`` on."""
+        return sum(1 for i in self.placed_at if i >= start)
+
+    def triggered(self, start: int = 0) -> int:
+        """Stops triggered by the commands from ``start`` on."""
+        return sum(n for i, n in self.triggered_at.items() if i >= start)
+
+
+def mixed_with_stops(ex: Exchange, n: int, seed: int = 1, accounts: int = 100,
+                     req_base: int = 1_000_000, max_open: int = 0, stop_share: float = 0.10,
+                     max_offset: int = 30) -> StopStream:  # fmt: skip
+    """``n`` commands of the 60/25/15 mix (as ``mixed()``, same parameters) where a share
+    ``stop_share`` of the new orders are stops instead: trigger, side and type (limit or
+    market) drawn evenly, the stop 1..``max_offset`` ticks from the market's last price on the
+    side where it waits (a stop-loss buy above it, a stop-loss sell below it, take-profits the
+    other way round), a stop-limit's price 0..5 ticks through its stop (it trades when it
+    triggers, unless the book has moved on).
+
+    Planned by applying each command to a fresh engine funded with ``funding(ex, accounts)``,
+    as the benchmark funds the one it runs the stream on (the engine is deterministic): stops
+    are placed against the real last price, so none is rejected, and cancels name order ids
+    from the engine's replies. The stream is the same on either engine build.
+    """
+    from engine.core import Engine  # here: the other workloads need no engine
+
+    origin = b"plan"
+    oracle = Engine(ex, epoch=1)
+    for c in funding(ex, accounts):
+        oracle.apply(c, 1, origin)
+    oracle.outbox.clear()
+    oracle.market_data(1)
+    out = StopStream()
+    rng = random.Random(seed)
+    markets = list(ex.markets.values())
+    mids = {m.symbol: max(1, m.max_price // 1000) for m in markets}
+    open_ids: list[tuple[int, str, int]] = []  # (account, market, order id)
+    req = req_base
+    ts = 1
+    for i in range(n):
+        if i % 256 == 0:
+            ts += 1
+            oracle.market_data(ts)  # the changed sets, as the benchmark drains them
+        req += 1
+        m = markets[rng.randrange(len(markets))]
+        mid = mids[m.symbol]
+        acct = rng.randint(1, accounts)
+        r = rng.random()
+        cmd: object
+        kind = ""  # "gtc", a stop's kind, or "" (cancels and IOCs are not remembered)
+        if (r < 0.25 or len(open_ids) >= max_open > 0) and open_ids:
+            j = rng.randrange(len(open_ids))
+            open_ids[j], open_ids[-1] = open_ids[-1], open_ids[j]
+            a, sym, oid = open_ids.pop()
+            cmd = Cancel(req, a, sym, oid)
+        else:
+            side = BUY if rng.random() < 0.5 else SELL
+            qty = m.min_qty * rng.randint(1, 20)
+            if rng.random() < stop_share:
+                last = oracle.books[m.symbol].last or mid
+                cmd, kind = _stop_order(rng, req, acct, m.symbol, side, qty, last, max_offset)
+            elif r < 0.85:
+                off = rng.randint(1, 20)
+                price = mid - off if side == BUY else mid + off
+                cmd, kind = NewOrder(req, acct, m.symbol, side, LIMIT, GTC, price, qty), "gtc"
+            else:
+                off = rng.randint(0, 5)
+                price = mid + off if side == BUY else mid - off
+                cmd = NewOrder(req, acct, m.symbol, side, LIMIT, IOC, price, qty)
+            if rng.random() < 0.01:
+                mids[m.symbol] = max(50, mid + rng.randint(-3, 3))
+        out.commands.append(cmd)
+        oracle.apply(cmd, ts, origin)
+        oid = _tally(out, oracle.outbox[origin], i, req, kind)
+        oracle.outbox.clear()
+        if oid:
+            open_ids.append((acct, m.symbol, oid))
+    out.waiting_at_end = sum(len(b.stop_orders) for b in oracle.books.values())
+    return out
+
+
+def _stop_order(rng: random.Random, req: int, acct: int, symbol: str, side: int, qty: int,
+                last: int, max_offset: int) -> tuple[NewOrder, str]:  # fmt: skip
+    """A stop order a few ticks from ``last``, where it waits (not yet reached), and its kind."""
+    trigger = STOP_LOSS if rng.random() < 0.5 else TAKE_PROFIT
+    otype = LIMIT if rng.random() < 0.5 else MARKET
+    off = rng.randint(1, max_offset)
+    through = rng.randint(0, 5)
+    rises = (trigger == STOP_LOSS) == (side == BUY)  # waits for the price to rise to it
+    stop = last + off if rises else max(1, last - off)
+    price = 0  # a stop-market order (a buy carries the engine's protection price)
+    if otype == LIMIT:
+        price = stop + through if side == BUY else max(1, stop - through)
+    tif = GTC if otype == LIMIT else IOC
+    kind = (
+        f"{'stop-loss' if trigger == STOP_LOSS else 'take-profit'} "
+        f"{'buy' if side == BUY else 'sell'} {'limit' if otype == LIMIT else 'market'}"
+    )
+    return NewOrder(req, acct, symbol, side, otype, tif, price, qty, trigger=trigger,
+                    stop_price=stop), kind  # fmt: skip
+
+
+def _tally(out: StopStream, msgs: list, i: int, req: int, kind: str) -> int:
+    """Count what command ``i`` did (its messages ``msgs``); the id of the order it placed if
+    it is one to remember (a GTC or a stop), else 0."""
+    oid = triggered = 0
+    for msg in msgs:
+        t = type(msg)
+        if t is ExecReport:
+            if msg.exec_type == E_TRIG:
+                triggered += 1
+            elif msg.trade_id and msg.liquidity == MAKER:  # one maker report per trade
+                out.trades += 1
+        elif t is Executions and kind and msg.req == req:  # this order's reply
+            oid = msg.reports[0].order_id
+            if kind != "gtc":
+                out.placed_at.append(i)
+                out.placed_by_kind[kind] = out.placed_by_kind.get(kind, 0) + 1
+        elif t is Rejected and kind and kind != "gtc" and msg.req == req:
+            out.rejected_stops += 1
+    if triggered:
+        out.triggered_at[i] = triggered
+    return oid
 
 
 class ZmqMix:
