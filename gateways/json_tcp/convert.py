@@ -66,16 +66,21 @@ def market(ex: Exchange, symbol: str, names: Fields = JSON_FIELDS) -> MarketSpec
     return spec
 
 
-def _amount(convert, text: str | None, code: int, what: str) -> int:
+def _amount(convert, text: str | None, code: int, what: str, name_it: bool = False) -> int:
+    """``name_it``: a reason that does not name the field (a stop_price off the tick reads
+    "price must be a multiple of ...") is prefixed with it."""
     try:
         return positive_field(convert, text, what)
     except AmountError as e:
-        raise EdgeReject(code, str(e)) from None
+        reason = str(e)
+        if name_it and what not in reason:
+            reason = f"{what}: {reason}"
+        raise EdgeReject(code, reason) from None
 
 
 def _price(spec: MarketSpec, text: str | None, code: int, what: str) -> int:
     """A price field in ticks (0 when absent), at most the market's maximum."""
-    ticks = _amount(spec.price_to_ticks, text, code, what)
+    ticks = _amount(spec.price_to_ticks, text, code, what, name_it=True)
     if ticks > spec.max_price:
         raise EdgeReject(
             code, f"{what} must be at most {spec.price_text(spec.max_price)}, was {text}"
@@ -113,11 +118,13 @@ def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -
         raise EdgeReject(RejectCode.INVALID_PRICE, "a market order takes no price")
     if r.type == "market" and bool(qty) == bool(quote_qty):
         raise EdgeReject(RejectCode.INVALID_FIELD, f"a market order needs {q}, or {qq} (buys)")
-    stop = _amount(spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price")
+    stop = _amount(
+        spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price", True
+    )
     display = trail = 0
     if isinstance(r, A.Place):
         display = _amount(
-            spec.qty_to_lots, r.display_qty, RejectCode.INVALID_DISPLAY_QTY, "display_qty"
+            spec.qty_to_lots, r.display_qty, RejectCode.INVALID_DISPLAY_QTY, "display_qty", True
         )
         trail = r.trailing_bps  # its range is the engine's to check (INVALID_TRAILING)
     if stop and not r.trigger:
