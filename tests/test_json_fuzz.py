@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from gateways.json_tcp.server import OPS
 from protocol.enums import RejectCode
 from tests.fixtures_gateway import LineSession, Stack, Trader, async_test, make_stack
 
@@ -71,6 +72,18 @@ def templates(market: str) -> list[dict[str, Any]]:
         {"op": "place", "market": market, "side": "buy", "type": "market", "quote_qty": "10.00"},
         {"op": "place", "market": market, "side": "sell", "type": "market", "qty": "0.0010",
          "tif": "FOK"},
+        {"op": "place", "market": market, "side": "sell", "price": "101.00", "qty": "0.0100",
+         "display_qty": "0.0010"},
+        {"op": "place", "market": market, "side": "sell", "type": "market", "qty": "0.0010",
+         "trigger": "stop_loss", "trailing_bps": 100},
+        {"op": "place", "market": market, "side": "buy", "price": "99.00", "qty": "0.0010",
+         "trigger": "take_profit", "stop_price": "98.00", "trailing_bps": 50, "tif": "GTD",
+         "expire_ts": 2**62},
+        {"op": "place_oco", "market": market, "side": "sell", "qty": "0.0100", "price": "110.00",
+         "stop_price": "90.00", "stop_limit_price": "89.00", "limit_client_order_id": "l1",
+         "stop_client_order_id": "s1", "stp": "cancel_oldest"},
+        {"op": "place_oco", "market": market, "side": "buy", "qty": "0.0100", "price": "90.00",
+         "stop_price": "110.00"},
         {"op": "cancel", "market": market, "order_id": 1},
         {"op": "cancel", "client_order_id": "c1"},
         {"op": "replace", "market": market, "order_id": 1, "price": "99.00", "qty": "0.0200",
@@ -80,10 +93,18 @@ def templates(market: str) -> list[dict[str, Any]]:
         {"op": "open_orders"},
         {"op": "balances"},
         {"op": "fills", "market": market, "limit": 5},
+        {"op": "history", "market": market, "limit": 5},
         {"op": "quote", "market": market, "side": "sell", "qty": "0.0100"},
         {"op": "deposit", "account": 1, "asset": "USD", "amount": "1.00"},
         {"op": "withdraw", "account": 1, "asset": "USD", "amount": "1.00"},
     ]  # fmt: skip
+
+
+def test_the_templates_cover_every_op_the_gateway_decodes() -> None:
+    """A new op must be fuzzed too: every tag of the gateway's request union has a template,
+    and every template's op is one of them."""
+    ops = {t["op"] for t in templates("P00-USD")}
+    assert ops == set(OPS)
 
 
 class Fuzzer:

@@ -34,7 +34,9 @@ from typing import Any
 
 import pytest
 
+from engine.client import EngineClient
 from gateways.json_tcp.client import JsonClient, JsonError
+from protocol.messages import BookSnapshot, SnapshotRequest
 from tests.fixtures_gateway import (
     REPLY_TIMEOUT,
     GatewayProc,
@@ -693,6 +695,303 @@ async def test_a_stop_order_waits_then_triggers_and_a_gtd_order_expires(stack: S
     assert (await balances(o))["USD"][1] == "0.000000"
 
 
+# ------------------------------------------------- icebergs, trailing stops, OCO lists
+
+
+async def depth(stack: Stack, market: str) -> tuple[list, list]:
+    """The market's book as the engine publishes it (the market data the feed serves): bids
+    and asks as [price ticks, lots, orders], best first. Asked of the engine itself, beside the
+    gateway, so the depth is not the code under test's own account of it."""
+    client = EngineClient(stack.engine.commands, f"json-test-depth-{os.getpid()}".encode())
+    await client.start(wait=REPLY_TIMEOUT)
+    try:
+        snap = await client.request(SnapshotRequest(0, market), timeout=REPLY_TIMEOUT)
+    finally:
+        await client.close()
+    assert isinstance(snap, BookSnapshot), snap
+    return [list(lv) for lv in snap.bids], [list(lv) for lv in snap.asks]
+
+
+async def trade_at(s: JsonClient, b: JsonClient, market: str, price: str) -> None:
+    """One small trade at ``price`` between seller ``s`` and buyer ``b``: the last price."""
+    await s.request("place", market=market, side="sell", price=price, qty="0.0010")
+    fill = await b.request("place", market=market, side="buy", price=price, qty="0.0010",
+                           tif="IOC")  # fmt: skip
+    assert fill[-1]["status"] == "filled", fill
+    assert (await next_event(s))["status"] == "filled"
+
+
+def without_ts(view: dict) -> dict:
+    assert isinstance(view.pop("ts"), int)
+    return view
+
+
+async def events_of(client: JsonClient, n: int) -> dict[tuple[int, str], dict]:
+    """The next ``n`` execution events, by (order id, exec_type), then no more."""
+    got = [await next_event(client) for _ in range(n)]
+    await assert_no_events(client)
+    by = {(e["order_id"], e["exec_type"]): e for e in got}
+    assert len(by) == n, got
+    return by
+
+
+@async_test
+async def test_an_iceberg_shows_only_its_visible_part_and_refills_at_the_back(
+    stack: Stack, market
+) -> None:
+    maker, other = await stack.funded(BTC="1"), await stack.funded(BTC="1")
+    taker = await stack.funded(USD="10000")
+    m, x, t = [await stack.session(w) for w in (maker, other, taker)]
+    (new,) = await m.request("place", market=market, side="sell", price="100.00", qty="0.0500",
+                             display_qty="0.0100", client_order_id="ice")  # fmt: skip
+    assert new["status"] == "new" and new["qty"] == "0.0500"
+    (shown,) = await m.request("open_orders", market=market)
+    assert without_ts(shown) == {
+        "order_id": new["order_id"], "client_order_id": "ice", "market": market,
+        "side": "sell", "status": "new", "price": "100.00", "qty": "0.0500",
+        "cum_qty": "0.0000", "leaves_qty": "0.0500", "cum_quote": "0.000000", "type": "limit",
+        "tif": "GTC", "post_only": False, "display_qty": "0.0100",
+    }  # fmt: skip
+    assert (await balances(m))["BTC"] == ("0.95000000", "0.05000000")  # locks its whole size
+    # 100.00 = 10000 ticks; the book shows 0.0100 (100 lots) of the 0.0500
+    assert await depth(stack, market) == ([], [[10000, 100, 1]])
+    await x.request("place", market=market, side="sell", price="100.00", qty="0.0100")
+    assert await depth(stack, market) == ([], [[10000, 200, 2]])
+    # A buy of 0.0150: the iceberg's shown 0.0100, then its next part goes to the back of the
+    # level, behind the other order, which gives the remaining 0.0050.
+    taken = await t.request("place", market=market, side="buy", price="100.00", qty="0.0150",
+                            tif="IOC")  # fmt: skip
+    assert [(r["status"], r.get("last_qty")) for r in taken] == [
+        ("new", None), ("partially_filled", "0.0100"), ("filled", "0.0050"),
+    ]  # fmt: skip
+    ice = await next_event(m)
+    assert (ice["order_id"], ice["last_qty"], ice["leaves_qty"]) == (
+        new["order_id"], "0.0100", "0.0400")  # fmt: skip
+    assert (await next_event(x))["last_qty"] == "0.0050"
+    await assert_no_events(m, x)
+    assert await depth(stack, market) == ([], [[10000, 50 + 100, 2]])
+    got = await m.request("order", client_order_id="ice")
+    assert (got["leaves_qty"], got["display_qty"], got["status"]) == (
+        "0.0400", "0.0100", "partially_filled")  # fmt: skip
+
+
+@async_test
+async def test_a_trailing_stop_waits_follows_the_price_and_triggers_on_a_retrace(
+    stack: Stack, market
+) -> None:
+    """A trailing stop-loss sell of 100 bps without an activation price: it follows the best
+    last price from its acceptance and triggers when the price falls 1% (rounded up to the
+    tick) below the highest seen."""
+    seller, buyer = await stack.funded(BTC="1"), await stack.funded(USD="100000")
+    owner = await stack.funded(BTC="1")
+    s, b, o = [await stack.session(w) for w in (seller, buyer, owner)]
+    trail = {"market": market, "side": "sell", "type": "market", "qty": "0.0100",
+             "trigger": "stop_loss", "trailing_bps": 100}  # fmt: skip
+    e = await rejected(o, "place", **trail)  # no trade yet: nothing to follow
+    assert (e.code, e.reason) == (3020, "a trailing stop without an activation price follows "
+                                        "the last price: the market has none yet")  # fmt: skip
+    await trade_at(s, b, market, "100.00")
+    (new,) = await o.request("place", **trail, client_order_id="trail")
+    assert new["status"] == "new"
+
+    async def view() -> dict:
+        (v,) = await o.request("open_orders", market=market)
+        return v
+
+    v = await view()
+    assert (v["waiting"], v["trigger"], v["trailing_bps"], v["trail_price"], v.get("stop_price"),
+            v["type"]) == (True, "stop_loss", 100, "100.00", None, "market")  # fmt: skip
+    assert (await balances(o))["BTC"] == ("0.99000000", "0.01000000")
+    await b.request("place", market=market, side="buy", price="90.00", qty="0.0100")
+    await trade_at(s, b, market, "99.01")  # above 99.00 = 100.00 - 1%: waits
+    await assert_no_events(o)
+    assert (await view())["trail_price"] == "100.00"
+    await trade_at(s, b, market, "110.00")  # it follows the rise
+    assert (await view())["trail_price"] == "110.00"
+    await trade_at(s, b, market, "108.91")  # 110.00 - 1.10 = 108.90: still waits
+    await assert_no_events(o)
+    assert (await view())["waiting"] is True
+    await trade_at(s, b, market, "108.90")
+    triggered, filled = await next_event(o), await next_event(o)
+    assert (triggered["exec_type"], triggered["client_order_id"]) == ("triggered", "trail")
+    assert (filled["status"], filled["last_price"], filled["last_qty"]) == (
+        "filled", "90.00", "0.0100")  # fmt: skip
+    assert await o.request("open_orders", market=market) == []
+    done = await o.request("order", client_order_id="trail")
+    assert (done["status"], done["trailing_bps"]) == ("filled", 100)
+
+
+@async_test
+async def test_an_oco_whose_limit_trades_cancels_its_stop(stack: Stack, market) -> None:
+    seller, buyer = await stack.funded(BTC="1"), await stack.funded(USD="100000")
+    owner = await stack.funded(BTC="1")
+    s, b, o = [await stack.session(w) for w in (seller, buyer, owner)]
+    await trade_at(s, b, market, "100.00")
+    placed = await o.request("place_oco", market=market, side="sell", qty="0.0100",
+                             price="110.00", stop_price="90.00", stop_limit_price="89.00",
+                             limit_client_order_id="tp", stop_client_order_id="sl")  # fmt: skip
+    limit, stop = placed["reports"]
+    assert placed["list_id"] == limit["order_id"] != stop["order_id"]
+    base = {"market": market, "side": "sell", "status": "new", "qty": "0.0100",
+            "cum_qty": "0.0000", "leaves_qty": "0.0100", "cum_quote": "0.000000",
+            "exec_type": "new"}  # fmt: skip
+    assert [report(r) for r in placed["reports"]] == [
+        {**base, "client_order_id": "tp", "price": "110.00"},
+        {**base, "client_order_id": "sl", "price": "89.00"},
+    ]
+    views = {v["client_order_id"]: v for v in await o.request("open_orders", market=market)}
+    assert {k: views["tp"].get(k) for k in ("list_id", "post_only", "waiting", "price")} == {
+        "list_id": placed["list_id"],
+        "post_only": True,
+        "waiting": None,
+        "price": "110.00",
+    }
+    assert {k: views["sl"].get(k) for k in ("list_id", "waiting", "trigger", "stop_price")} == {
+        "list_id": placed["list_id"], "waiting": True, "trigger": "stop_loss",
+        "stop_price": "90.00"}  # fmt: skip
+    assert (await balances(o))["BTC"] == ("0.99000000", "0.01000000")  # locked once
+    # A partial fill of the limit order cancels the stop (reason linked).
+    await b.request("place", market=market, side="buy", price="110.00", qty="0.0040", tif="IOC")
+    got = await events_of(o, 2)
+    fill = got[(limit["order_id"], "partial_fill")]
+    assert (fill["last_qty"], fill["leaves_qty"]) == ("0.0040", "0.0060")
+    gone = got[(stop["order_id"], "canceled")]
+    assert (gone["client_order_id"], gone["status"], gone["reason"]) == (
+        "sl", "canceled", "linked")  # fmt: skip
+    (left,) = await o.request("open_orders", market=market)
+    assert (left["order_id"], left["leaves_qty"]) == (limit["order_id"], "0.0060")
+    assert (await balances(o))["BTC"] == ("0.99000000", "0.00600000")  # 0.0040 sold
+    # A trade through the old stop triggers nothing now.
+    await b.request("place", market=market, side="buy", price="80.00", qty="0.0010")
+    await trade_at(s, b, market, "89.00")
+    await assert_no_events(o)
+
+
+@async_test
+async def test_an_oco_whose_stop_triggers_cancels_its_limit(stack: Stack, market) -> None:
+    seller, buyer = await stack.funded(BTC="1"), await stack.funded(USD="100000")
+    owner = await stack.funded(BTC="1")
+    s, b, o = [await stack.session(w) for w in (seller, buyer, owner)]
+    await trade_at(s, b, market, "100.00")
+    placed = await o.request("place_oco", market=market, side="sell", qty="0.0100",
+                             price="110.00", stop_price="95.00")  # fmt: skip
+    limit, stop = placed["reports"]
+    assert stop["price"] is None  # no stop_limit_price: a market order once triggered
+    await b.request("place", market=market, side="buy", price="90.00", qty="0.0100")
+    await trade_at(s, b, market, "95.00")
+    got = await events_of(o, 3)
+    assert got[(stop["order_id"], "triggered")]["status"] == "new"
+    cxl = got[(limit["order_id"], "canceled")]
+    assert (cxl["reason"], cxl["leaves_qty"]) == ("linked", "0.0000")
+    fill = got[(stop["order_id"], "fill")]
+    assert (fill["last_price"], fill["last_qty"], fill["status"]) == ("90.00", "0.0100", "filled")
+    assert await o.request("open_orders", market=market) == []
+    assert (await balances(o))["BTC"] == ("0.99000000", "0.00000000")
+    assert (await o.request("order", order_id=limit["order_id"]))["list_id"] == placed["list_id"]
+
+
+@async_test
+async def test_cancelling_either_order_of_an_oco_cancels_both(stack: Stack, market) -> None:
+    owner, intruder = await stack.funded(USD="1000"), await stack.funded(USD="1000")
+    o, x = await stack.session(owner), await stack.session(intruder)
+    oco = {"market": market, "side": "buy", "qty": "1.0000", "price": "10.00",
+           "stop_price": "20.00", "stop_limit_price": "21.00"}  # fmt: skip
+    first = await o.request("place_oco", **oco)
+    limit, stop = first["reports"]
+    # no trade in this market yet: a buy list needs only price < stop_price; funds locked
+    # once, the larger need (the stop's 21.00)
+    assert (await balances(o))["USD"] == ("979.000000", "21.000000")
+    for oid in (limit["order_id"], stop["order_id"]):  # other accounts' ids are unknown
+        assert (await rejected(x, "cancel", order_id=oid)).code == 3006
+    assert len(await o.request("open_orders", market=market)) == 2
+    # an order of a list cannot be replaced
+    e = await rejected(o, "replace", market=market, order_id=limit["order_id"], qty="0.5000")
+    assert e.code == 3022
+    cancelled = await o.request("cancel", order_id=stop["order_id"])
+    assert [(r["order_id"], r["status"], r["reason"]) for r in cancelled] == [
+        (stop["order_id"], "canceled", "user"), (limit["order_id"], "canceled", "linked"),
+    ]  # fmt: skip
+    assert await o.request("open_orders", market=market) == []
+    assert (await balances(o))["USD"] == ("1000.000000", "0.000000")
+    assert (await rejected(o, "cancel", order_id=limit["order_id"])).code == 3006
+    # and by the limit order's id, with client ids
+    second = await o.request("place_oco", **oco, limit_client_order_id="l",
+                             stop_client_order_id="s")  # fmt: skip
+    cancelled = await o.request("cancel", client_order_id="l")
+    assert [(r["client_order_id"], r["reason"]) for r in cancelled] == [
+        ("l", "user"), ("s", "linked")]  # fmt: skip
+    assert second["list_id"] == second["reports"][0]["order_id"]
+    await assert_no_events(o, x)
+
+
+@async_test
+async def test_iceberg_trailing_and_oco_rejects_carry_the_engines_codes(
+    stack: Stack, market
+) -> None:
+    seller, buyer = await stack.funded(BTC="1"), await stack.funded(USD="10000")
+    who = await stack.funded(BTC="1", USD="1000")
+    s, b, c = [await stack.session(w) for w in (seller, buyer, who)]
+    await trade_at(s, b, market, "100.00")
+    limit = {"market": market, "side": "buy", "price": "10.00", "qty": "1.0000"}
+    stop = {"market": market, "side": "sell", "type": "market", "qty": "0.0100",
+            "trigger": "stop_loss"}  # fmt: skip
+    sell = {"market": market, "side": "sell", "qty": "0.0100"}
+    buy = {"market": market, "side": "buy", "qty": "0.0100"}
+    cases: list[tuple[str, dict, int, str]] = [
+        ("place", {**limit, "display_qty": "1.0001"}, 3019,
+         "display_qty must be 0.0001..1.0000 (the order's quantity), was 1.0001"),
+        ("place", {**limit, "display_qty": "0.00001"}, 3019,
+         "display_qty: quantity must be a multiple of 0.0001"),
+        ("place", {**limit, "display_qty": "0.0000"}, 3019, "display_qty must be positive"),
+        ("place", {**limit, "display_qty": "0.1000", "tif": "IOC"}, 3010,
+         "an iceberg must be GTC or GTD"),
+        ("place", {**stop, "trigger": None, "display_qty": "0.0010"}, 3019,
+         "only a limit order can be an iceberg"),
+        ("place", {**stop, "trailing_bps": 9}, 3020, "trailing_bps must be 10..2000, was 9"),
+        ("place", {**stop, "trailing_bps": 2001}, 3020, "trailing_bps must be 10..2000, was 2001"),
+        ("place", {**limit, "trailing_bps": 100}, 3020, "trailing_bps is only for stop orders"),
+        ("place", stop, 3017, "a stop order needs stop_price (or trailing_bps"),
+        ("place", {**limit, "stop_price": "9.00"}, 3017, "give trigger and stop_price together"),
+        ("place", {**limit, "display_qty": 1}, 1007, "decimal strings"),
+        ("place", {**stop, "trailing_bps": "100"}, 1007, "trailing_bps"),
+        ("place_oco", {**sell, "price": "99.00", "stop_price": "90.00"}, 3021,
+         "a sell list needs limit price > last price > stop price"),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": "100.00"}, 3021,
+         "a sell list needs limit price > last price > stop price"),
+        ("place_oco", {**buy, "price": "110.00", "stop_price": "120.00"}, 3021,
+         "a buy list needs limit price < last price < stop price"),
+        ("place_oco", {**sell, "market": "DOGE-USD", "price": "110.00", "stop_price": "90.00"},
+         3001, "unknown market 'DOGE-USD'"),
+        ("place_oco", {**sell, "price": 110.0, "stop_price": "90.00"}, 1007, "decimal strings"),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": 90}, 1007, "decimal strings"),
+        ("place_oco", {**sell, "price": "110.00"}, 1007, "stop_price"),
+        ("place_oco", {**sell, "side": "up", "price": "110.00", "stop_price": "90.00"}, 1007,
+         "side"),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": "90.001"}, 3017,
+         "stop_price: price must be a multiple of 0.01, was 90.001"),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": "90.00",
+                       "stop_limit_price": "0.00"}, 3002,
+         "stop_limit_price must be positive, was 0.00"),
+        ("place_oco", {**sell, "qty": "0.00001", "price": "110.00", "stop_price": "90.00"},
+         3003, "quantity must be a multiple of 0.0001, was 0.00001"),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": "90.00",
+                       "limit_client_order_id": "same", "stop_client_order_id": "same"}, 3007,
+         "the list's two orders need different client order ids"),
+        ("place_oco", {**sell, "qty": "2.0000", "price": "110.00", "stop_price": "90.00"}, 2001,
+         ""),
+        ("place_oco", {**sell, "price": "110.00", "stop_price": "90.00", "tif": "GTC"}, 1007,
+         "tif"),
+    ]  # fmt: skip
+    for op, fields, code, reason in cases:
+        e = await rejected(c, op, **fields)
+        assert (e.code, reason in e.reason) == (code, True), (op, fields, e)
+    assert await c.request("open_orders") == []
+    assert await balances(c) == {
+        "BTC": ("1.00000000", "0.00000000"), "ETH": ("0.00000000", "0.00000000"),
+        "USD": ("1000.000000", "0.000000"),
+    }  # fmt: skip
+
+
 @async_test
 async def test_cancel_all_cancels_per_market_or_everything(stack: Stack, market) -> None:
     other = stack.new_market()
@@ -839,6 +1138,14 @@ BAD_LINES = [  # (line, expected code(s), expected id, a piece of the reason)
     bad("order-id-below-int64", b'{"id": 7, "op": "order", "order_id": -100000000000000000000}',
         (1007, 3006), 7),
     bad("price-past-64-bits", place_line(price='"99999999999999999999999.00"'), 3002, 7),
+    bad("display-qty-number", place_line(display_qty="0.01"), 1007, 7, "decimal strings"),
+    bad("trailing-bps-past-64-bits", place_line(trigger='"stop_loss"', trailing_bps=str(2**64)),
+        1007, 7, "trailing_bps"),
+    bad("oco-stop-number", b'{"id": 7, "op": "place_oco", "market": "BTC-USD", "side": "sell", '
+        b'"qty": "0.0100", "price": "60000.00", "stop_price": 40000}', 1007, 7, "decimal strings"),
+    bad("oco-unknown-field", b'{"id": 7, "op": "place_oco", "market": "BTC-USD", "side": "sell", '
+        b'"qty": "0.0100", "price": "60000.00", "stop_price": "40000.00", "tif": "GTC"}', 1007, 7,
+        "tif"),
 ]  # fmt: skip
 
 

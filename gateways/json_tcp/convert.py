@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from gateways.json_tcp import api as A
 from protocol import json_api as J
 from protocol import messages as M
 from protocol.amounts import AmountError, positive_field
@@ -65,43 +66,74 @@ def market(ex: Exchange, symbol: str, names: Fields = JSON_FIELDS) -> MarketSpec
     return spec
 
 
-def _amount(convert, text: str | None, code: int, what: str) -> int:
+def _amount(convert, text: str | None, code: int, what: str, name_it: bool = False) -> int:
+    """``name_it``: a reason that does not name the field (a stop_price off the tick reads
+    "price must be a multiple of ...") is prefixed with it."""
     try:
         return positive_field(convert, text, what)
     except AmountError as e:
-        raise EdgeReject(code, str(e)) from None
+        reason = str(e)
+        if name_it and what not in reason:
+            reason = f"{what}: {reason}"
+        raise EdgeReject(code, reason) from None
 
 
-def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -> M.NewOrder:
-    spec = market(ex, r.market, names)
-    q, qq = names.qty, names.quote_qty
-    price = _amount(spec.price_to_ticks, r.price, RejectCode.INVALID_PRICE, "price")
-    qty = _amount(spec.qty_to_lots, r.qty, RejectCode.INVALID_QUANTITY, q)
-    quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, qq)
-    if price > spec.max_price:
+def _price(spec: MarketSpec, text: str | None, code: int, what: str) -> int:
+    """A price field in ticks (0 when absent), at most the market's maximum."""
+    ticks = _amount(spec.price_to_ticks, text, code, what, name_it=True)
+    if ticks > spec.max_price:
         raise EdgeReject(
-            RejectCode.INVALID_PRICE,
-            f"price must be at most {spec.price_text(spec.max_price)}, was {r.price}",
+            code, f"{what} must be at most {spec.price_text(spec.max_price)}, was {text}"
         )
+    return ticks
+
+
+def _qty(spec: MarketSpec, text: str | None, what: str) -> int:
+    """An order quantity in lots (0 when absent), within the market's minimum and maximum."""
+    qty = _amount(spec.qty_to_lots, text, RejectCode.INVALID_QUANTITY, what)
     if qty > spec.max_qty:
         raise EdgeReject(
             RejectCode.QUANTITY_ABOVE_MAX,
-            f"{q} must be at most {spec.qty_text(spec.max_qty)}, was {r.qty}",
+            f"{what} must be at most {spec.qty_text(spec.max_qty)}, was {text}",
         )
     if qty and qty < spec.min_qty:
         raise EdgeReject(
             RejectCode.QUANTITY_BELOW_MIN,
-            f"{q} must be at least {spec.qty_text(spec.min_qty)}, was {r.qty}",
+            f"{what} must be at least {spec.qty_text(spec.min_qty)}, was {text}",
         )
+    return qty
+
+
+def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -> M.NewOrder:
+    """``r`` is this gateway's place (api.Place: icebergs and trailing stops too) or the shared
+    one (the REST gateway's, without them)."""
+    spec = market(ex, r.market, names)
+    q, qq = names.qty, names.quote_qty
+    price = _price(spec, r.price, RejectCode.INVALID_PRICE, "price")
+    qty = _qty(spec, r.qty, q)
+    quote_qty = _amount(spec.quote_to_units, r.quote_qty, RejectCode.INVALID_QUANTITY, qq)
     if r.type == "limit" and not (price and qty):
         raise EdgeReject(RejectCode.INVALID_FIELD, f"a limit order needs price and {q}")
     if r.type == "market" and price:
         raise EdgeReject(RejectCode.INVALID_PRICE, "a market order takes no price")
     if r.type == "market" and bool(qty) == bool(quote_qty):
         raise EdgeReject(RejectCode.INVALID_FIELD, f"a market order needs {q}, or {qq} (buys)")
-    stop = _amount(spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price")
-    if bool(stop) != bool(r.trigger):
+    stop = _amount(
+        spec.price_to_ticks, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price", True
+    )
+    display = trail = 0
+    if isinstance(r, A.Place):
+        display = _amount(
+            spec.qty_to_lots, r.display_qty, RejectCode.INVALID_DISPLAY_QTY, "display_qty", True
+        )
+        trail = r.trailing_bps  # its range is the engine's to check (INVALID_TRAILING)
+    if stop and not r.trigger:
         raise EdgeReject(RejectCode.INVALID_STOP_PRICE, "give trigger and stop_price together")
+    if r.trigger and not stop and not trail:
+        raise EdgeReject(
+            RejectCode.INVALID_STOP_PRICE,
+            "a stop order needs stop_price (or trailing_bps, for a trailing stop)",
+        )
     return M.NewOrder(
         0,
         account,
@@ -119,6 +151,28 @@ def place(ex: Exchange, account: int, r: J.Place, names: Fields = JSON_FIELDS) -
         int(TRIGGERS[r.trigger]) if r.trigger else 0,
         stop,
         r.expire_ts,
+        display,
+        trail,
+    )
+
+
+def place_oco(ex: Exchange, account: int, r: A.PlaceOco) -> M.NewOrderList:
+    """A one-cancels-the-other list: amounts converted here; which side of the last price each
+    price is on, funds and client ids are the engine's to check."""
+    spec = market(ex, r.market)
+    return M.NewOrderList(
+        0,
+        account,
+        r.market,
+        SIDES[r.side],
+        _qty(spec, r.qty, "qty"),
+        _price(spec, r.price, RejectCode.INVALID_PRICE, "price"),
+        _price(spec, r.stop_price, RejectCode.INVALID_STOP_PRICE, "stop_price"),
+        _price(spec, r.stop_limit_price, RejectCode.INVALID_PRICE, "stop_limit_price"),
+        "",
+        r.limit_client_order_id,
+        r.stop_client_order_id,
+        STPS[r.stp] if r.stp else 0,
     )
 
 
@@ -181,6 +235,8 @@ def command(ex: Exchange, account: int, r: J.Request) -> M.Command:  # noqa: C90
     match r:
         case J.Place():
             return place(ex, account, r)
+        case A.PlaceOco():
+            return place_oco(ex, account, r)
         case J.CancelOrder():
             check_market(ex, r.market)
             _need_ref(r.order_id, r.client_order_id)
@@ -251,7 +307,7 @@ def report_view(ex: Exchange, r: M.ExecReport) -> J.Order:
 
 def order_view(ex: Exchange, o: M.OrderState) -> J.Order:
     spec = ex.markets[o.market]
-    return J.Order(
+    return A.Order(
         o.order_id,
         o.client_order_id,
         o.market,
@@ -271,6 +327,10 @@ def order_view(ex: Exchange, o: M.OrderState) -> J.Order:
         stop_price=spec.price_text(o.stop_price) if o.stop_price else None,
         waiting=True if o.waiting else None,
         expire_ts=o.expire_ts or None,
+        display_qty=spec.qty_text(o.display_qty) if o.display_qty else None,
+        trailing_bps=o.trailing_bps or None,
+        trail_price=spec.price_text(o.trail_price) if o.trail_price else None,
+        list_id=o.list_id or None,
     )
 
 
@@ -292,9 +352,12 @@ def fill_view(ex: Exchange, r: M.ExecReport) -> J.Fill:
     )
 
 
-def result(ex: Exchange, msg: object) -> object:
-    """The JSON ``result`` for an engine reply (Rejected is handled by the caller)."""
+def result(ex: Exchange, msg: object, cmd: object = None) -> object:
+    """The JSON ``result`` for an engine reply (Rejected is handled by the caller); ``cmd``,
+    the command it answers, where its shape depends on it (a list's reports)."""
     match msg:
+        case M.Executions() if type(cmd) is M.NewOrderList and msg.reports:
+            return A.OcoResult(msg.reports[0].order_id, [report_view(ex, r) for r in msg.reports])
         case M.Executions():
             return [report_view(ex, r) for r in msg.reports]
         case M.OrderInfo():

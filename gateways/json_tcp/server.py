@@ -33,6 +33,7 @@ import msgspec
 
 from engine.client import WRITES, EngineClient, EngineTimeout, EngineUnavailable
 from gateways.accounts import AccountStore, ApiKey, Permission, b64, check_proof
+from gateways.json_tcp import api as A
 from gateways.json_tcp import convert
 from gateways.ratelimit import AccountLimits, TokenBucket
 from protocol import json_api as J
@@ -87,7 +88,7 @@ class Gateway:
             on_resolved=self.on_resolved,
         )
         self.encoder = msgspec.json.Encoder()
-        self.decoder = msgspec.json.Decoder(J.Request)
+        self.decoder = msgspec.json.Decoder(A.Request)
         self.server: asyncio.base_events.Server | None = None
 
     async def start(self) -> None:
@@ -152,7 +153,7 @@ class Gateway:
         elif type(outcome) is M.Rejected:
             body = J.Err(req_id, J.Error(outcome.code, outcome.reason))
         else:
-            body = J.Ok(req_id, convert.result(self.ex, outcome))
+            body = J.Ok(req_id, convert.result(self.ex, outcome, cmd))
         session.send(J.Event("resolved", body))
 
     def fake_salt(self, api_key: str) -> bytes:
@@ -358,7 +359,7 @@ class Session(asyncio.Protocol):
     def within_limits(self, req: Any) -> bool:
         assert self.key is not None
         wait = self.gw.limits.take(
-            self.key.account_id, isinstance(req, J.ORDER_OPS), time.monotonic()
+            self.key.account_id, isinstance(req, A.ORDER_OPS), time.monotonic()
         )
         if not wait:
             return True
@@ -404,7 +405,7 @@ class Session(asyncio.Protocol):
         msg = fut.result()
         if type(msg) is M.Rejected:
             return self.error(req_id, msg.code, msg.reason)
-        self.ok(req_id, convert.result(self.gw.ex, msg))
+        self.ok(req_id, convert.result(self.gw.ex, msg, cmd))
 
     # ---------------------------------------------------------------------- logon
     def challenge(self, req: J.ChallengeReq) -> None:
@@ -469,8 +470,10 @@ def _unb64(text: str) -> bytes:
         raise ValueError(str(e)) from None
 
 
-AMOUNT_FIELDS = ("price", "qty", "quote_qty", "amount")
-OPS = salvage.tags_of(J.Request)
+AMOUNT_FIELDS = (
+    "price", "qty", "quote_qty", "amount", "stop_price", "stop_limit_price", "display_qty",
+)  # fmt: skip
+OPS = salvage.tags_of(A.Request)
 
 
 def _explain(obj: Any, e: msgspec.ValidationError) -> tuple[int, str]:
