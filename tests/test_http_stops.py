@@ -264,12 +264,18 @@ async def test_stop_rejects_arrive_as_the_ccxt_classes_binance_users_expect(
         (ccxt.BadRequest, -1013, {**raw, "type": "STOP_LOSS", "trailingDelta": "2001"}),
         (ccxt.BadRequest, -1100, {**raw, "type": "STOP_LOSS", "trailingDelta": "1.5"}),
         (ccxt.BadRequest, -1106, {**raw, "type": "MARKET", "trailingDelta": "100"}),
-        (ccxt.BadRequest, -1106, {**raw, "type": "STOP_LOSS", "stopPrice": "91",
-                                  "icebergQty": "0.01"}),  # fmt: skip
+        (
+            ccxt.BadRequest,
+            -1106,
+            {**raw, "type": "STOP_LOSS", "stopPrice": "91", "icebergQty": "0.01"},
+        ),
         (ccxt.InvalidOrder, -2010, {**lim, "stopPrice": "91", "icebergQty": "0.2"}),  # > qty
         (ccxt.InvalidOrder, -1013, {**lim, "stopPrice": "91", "icebergQty": "0.00001"}),
-        (ccxt.InvalidOrder, -2010, {**lim, "stopPrice": "91", "icebergQty": "0.01",
-                                    "timeInForce": "IOC"}),  # fmt: skip
+        (
+            ccxt.InvalidOrder,
+            -2010,
+            {**lim, "stopPrice": "91", "icebergQty": "0.01", "timeInForce": "IOC"},
+        ),
         (ccxt.BadRequest, -1116, {**lim, "type": "STOP"}),
     ]
     for cls, code, params in cases:
