@@ -66,7 +66,7 @@ async def waiting(stack: HttpStack, who: Trader, mkt: Market, order_id: str) -> 
 
 
 @async_test
-async def test_exchange_info_lists_the_stop_types_and_nothing_it_lacks(
+async def test_exchange_info_lists_the_stop_types_and_what_else_it_has(
     http_stack: HttpStack,
 ) -> None:
     ex = client(http_stack)
@@ -74,9 +74,9 @@ async def test_exchange_info_lists_the_stop_types_and_nothing_it_lacks(
     mkt = market(http_stack)
     info = ex.market(mkt.symbol)["info"]
     assert info["orderTypes"] == ["LIMIT", "LIMIT_MAKER", "MARKET", *STOP_TYPES]
-    # still no OCO / OTO, trailing stops, icebergs or cancel-replace
-    assert (info["ocoAllowed"], info["otoAllowed"], info["allowTrailingStop"],
-            info["icebergAllowed"], info["cancelReplaceAllowed"]) == (False,) * 5  # fmt: skip
+    # OCO, trailing stops and icebergs (tests/test_http_oco.py); still no OTO or cancel-replace
+    assert (info["ocoAllowed"], info["allowTrailingStop"], info["icebergAllowed"]) == (True,) * 3
+    assert (info["otoAllowed"], info["cancelReplaceAllowed"]) == (False, False)
 
 
 # ----------------------------------------------------------------- falling: stop-loss sells
@@ -260,9 +260,22 @@ async def test_stop_rejects_arrive_as_the_ccxt_classes_binance_users_expect(
             },
         ),
         (ccxt.BadRequest, -1102, {**raw, "type": "STOP_LOSS", "stopPrice": "91", "quantity": ""}),
-        (ccxt.InvalidOrder, -1014, {**lim, "stopPrice": "91", "trailingDelta": "100"}),
-        (ccxt.InvalidOrder, -1014, {**raw, "type": "STOP_LOSS", "trailingDelta": "100"}),
-        (ccxt.InvalidOrder, -1014, {**lim, "stopPrice": "91", "icebergQty": "0.01"}),
+        (ccxt.BadRequest, -1013, {**lim, "stopPrice": "91", "trailingDelta": "9"}),  # 10..2000
+        (ccxt.BadRequest, -1013, {**raw, "type": "STOP_LOSS", "trailingDelta": "2001"}),
+        (ccxt.BadRequest, -1100, {**raw, "type": "STOP_LOSS", "trailingDelta": "1.5"}),
+        (ccxt.BadRequest, -1106, {**raw, "type": "MARKET", "trailingDelta": "100"}),
+        (
+            ccxt.BadRequest,
+            -1106,
+            {**raw, "type": "STOP_LOSS", "stopPrice": "91", "icebergQty": "0.01"},
+        ),
+        (ccxt.InvalidOrder, -2010, {**lim, "stopPrice": "91", "icebergQty": "0.2"}),  # > qty
+        (ccxt.InvalidOrder, -1013, {**lim, "stopPrice": "91", "icebergQty": "0.00001"}),
+        (
+            ccxt.InvalidOrder,
+            -2010,
+            {**lim, "stopPrice": "91", "icebergQty": "0.01", "timeInForce": "IOC"},
+        ),
         (ccxt.BadRequest, -1116, {**lim, "type": "STOP"}),
     ]
     for cls, code, params in cases:

@@ -11,6 +11,7 @@ authentication, timestamp outside the window). A write the engine did not answer
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -74,7 +75,11 @@ ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", *STOP_TYPES]
 LIMIT_TYPES = {"LIMIT", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"}  # price + timeInForce
 PRICED_TYPES = LIMIT_TYPES | {"LIMIT_MAKER"}
 MARKET_TYPES = {"MARKET", "STOP_LOSS", "TAKE_PROFIT"}  # no price shown
-UNSUPPORTED = {"trailingDelta": "trailing stops", "icebergQty": "iceberg orders"}
+ICEBERG_TYPES = PRICED_TYPES  # icebergQty: the limit types (timeInForce GTC) and LIMIT_MAKER
+LEG_EXTRAS = ("IcebergQty", "TrailingDelta", "StrategyId", "StrategyType", "PegPriceType",
+              "PegOffsetType", "PegOffsetValue")  # fmt: skip
+LIST_MEMORY = 100_000  # listClientOrderIds the gateway remembers
+TRAILING_DELTA = (10, 2_000)  # BIPS: the engine's trailing_bps range (engine/core.py)
 MAX_GTD_MS = MAX_INT // 1_000_000  # the latest goodTillDate whose ns fit the engine's int64
 INTERVAL_MS = {k: v * 1000 for k, v in A.INTERVALS.items()}
 
@@ -91,6 +96,17 @@ REJECTS: dict[int, tuple[int, int, str | None]] = {
     R.INVALID_STOP_PRICE: (400, -1013, "Filter failure: PRICE_FILTER"),
     R.WOULD_TRIGGER_IMMEDIATELY: (400, -2010, "Order would trigger immediately."),
     R.INVALID_EXPIRE_TIME: (400, -2010, "goodTillDate must be in the future."),
+    # the gateway checks icebergQty and trailingDelta first, in Binance's words; what only
+    # the engine can judge (a trailing stop without stopPrice before the first trade) keeps
+    # its reason
+    R.INVALID_DISPLAY_QTY: (400, -2010, None),
+    R.INVALID_TRAILING: (400, -2010, None),
+    R.INVALID_ORDER_LIST: (
+        400,
+        -2010,
+        "The relationship of the prices for the orders is not correct.",
+    ),
+    R.ORDER_LIST_LEG: (400, -2010, None),
     R.INVALID_QUANTITY: (400, -1013, "Filter failure: LOT_SIZE"),
     R.QUANTITY_BELOW_MIN: (400, -1013, "Filter failure: LOT_SIZE"),
     R.QUANTITY_ABOVE_MAX: (400, -1013, "Filter failure: LOT_SIZE"),
@@ -138,6 +154,11 @@ class BinanceFilter(msgspec.Struct, omit_defaults=True):
     minQty: str | None = None
     maxQty: str | None = None
     stepSize: str | None = None
+    limit: int | None = None  # ICEBERG_PARTS
+    minTrailingAboveDelta: int | None = None  # TRAILING_DELTA (BIPS)
+    maxTrailingAboveDelta: int | None = None
+    minTrailingBelowDelta: int | None = None
+    maxTrailingBelowDelta: int | None = None
 
 
 class BinanceSymbolInfo(msgspec.Struct):
@@ -275,10 +296,32 @@ class BinanceOrder(msgspec.Struct, omit_defaults=True):
     isWorking: bool | None = None
     stopPrice: str | None = None
     icebergQty: str | None = None
+    trailingDelta: int | None = None  # a trailing stop's distance (BIPS)
+    trailingTime: int | None = None  # when it started following (ms); -1 not yet
     origQuoteOrderQty: str | None = None
     origClientOrderId: str | None = None
     selfTradePreventionMode: str | None = None
     fills: list[BinanceOrderFill] | None = None
+
+
+class BinanceListOrder(msgspec.Struct):
+    symbol: str
+    orderId: int
+    clientOrderId: str
+
+
+class BinanceOrderList(msgspec.Struct, omit_defaults=True):
+    """An OCO list as Binance shows it: placement and cancel answers carry orderReports."""
+
+    orderListId: int
+    contingencyType: str
+    listStatusType: str  # EXEC_STARTED (both orders working) | ALL_DONE
+    listOrderStatus: str  # EXECUTING | ALL_DONE
+    listClientOrderId: str
+    transactionTime: int
+    symbol: str
+    orders: list[BinanceListOrder]
+    orderReports: list[BinanceOrder] | None = None
 
 
 class BinanceAssetBalance(msgspec.Struct):
@@ -378,8 +421,8 @@ class BinanceNewOrderParams(BinanceSigned):
     newClientOrderId: str | None = None
     newOrderRespType: str | None = None  # ACK | RESULT | FULL (default FULL for every type)
     selfTradePreventionMode: str | None = None
-    trailingDelta: str | None = None  # not supported: rejected (-1014)
-    icebergQty: str | None = None  # not supported: rejected (-1014)
+    trailingDelta: int | None = None  # BIPS (10..2000), stop types only; stopPrice optional
+    icebergQty: str | None = None  # limit types with timeInForce GTC, and LIMIT_MAKER
 
 
 class BinanceOrderRef(BinanceSigned):
@@ -395,6 +438,65 @@ class BinanceOpenOrdersParams(BinanceSigned):
 class BinanceAllOrdersParams(BinanceSigned):
     symbol: str = ""
     orderId: int | None = None
+    startTime: int | None = None
+    endTime: int | None = None
+    limit: int = 500
+
+
+class BinanceOcoParams(BinanceSigned):
+    """POST /api/v3/order/oco (Binance's older OCO route): a LIMIT_MAKER at ``price`` and a
+    STOP_LOSS at ``stopPrice`` (STOP_LOSS_LIMIT at ``stopLimitPrice``, GTC)."""
+
+    symbol: str = ""
+    side: str = ""
+    quantity: str = ""
+    price: str = ""
+    stopPrice: str = ""
+    stopLimitPrice: str | None = None
+    stopLimitTimeInForce: str | None = None  # GTC; required with stopLimitPrice
+    listClientOrderId: str | None = None
+    limitClientOrderId: str | None = None
+    stopClientOrderId: str | None = None
+    newOrderRespType: str | None = None
+    selfTradePreventionMode: str | None = None
+
+
+class BinanceOrderListOcoParams(BinanceSigned):
+    """POST /api/v3/orderList/oco: a SELL list is aboveType LIMIT_MAKER (abovePrice) with
+    belowType STOP_LOSS or STOP_LOSS_LIMIT (belowStopPrice; belowPrice and belowTimeInForce
+    GTC for the limit); a BUY list the mirror (belowType LIMIT_MAKER, aboveType the stop)."""
+
+    symbol: str = ""
+    side: str = ""
+    quantity: str = ""
+    aboveType: str = ""
+    belowType: str = ""
+    abovePrice: str | None = None
+    aboveStopPrice: str | None = None
+    aboveTimeInForce: str | None = None
+    aboveClientOrderId: str | None = None
+    belowPrice: str | None = None
+    belowStopPrice: str | None = None
+    belowTimeInForce: str | None = None
+    belowClientOrderId: str | None = None
+    listClientOrderId: str | None = None
+    newOrderRespType: str | None = None
+    selfTradePreventionMode: str | None = None
+
+
+class BinanceOrderListRef(BinanceSigned):
+    symbol: str = ""
+    orderListId: int | None = None
+    listClientOrderId: str | None = None  # those this gateway placed since it started
+
+
+class BinanceOrderListQuery(BinanceSigned):
+    orderListId: int | None = None
+    origClientOrderId: str | None = None  # a listClientOrderId this gateway placed
+
+
+class BinanceAllOrderListParams(BinanceSigned):
+    fromId: int | None = None
     startTime: int | None = None
     endTime: int | None = None
     limit: int = 500
@@ -421,6 +523,10 @@ class Binance(Api):
         self.gw = gw
         self.ex = gw.ex
         self.symbols = gw.symbols
+        # listClientOrderId <-> orderListId of the lists placed here (the engine keeps no
+        # list client id): in memory, the newest LIST_MEMORY
+        self.list_cids: dict[tuple[int, int], str] = {}
+        self.list_ids: dict[tuple[int, str], int] = {}
 
     # --------------------------------------------------------------- error shapes
     def body(self, status: int, code: int, message: str) -> bytes:
@@ -444,7 +550,7 @@ class Binance(Api):
         return Response(status, JSON.encode(BinanceError(code, text or msg.reason)))
 
     def in_doubt(self, cmd: Any) -> Response:
-        cid = getattr(cmd, "client_order_id", "")
+        cid = getattr(cmd, "client_order_id", "") or getattr(cmd, "limit_client_order_id", "")
         ref = f" Look it up with GET /api/v3/order?origClientOrderId={cid}." if cid else ""
         return Response(
             503,
@@ -569,12 +675,12 @@ class Binance(Api):
             spec.base_decimals,
             spec.quote_decimals,
             ORDER_TYPES,
-            False,
-            False,
-            False,
-            True,
-            False,
-            False,
+            True,  # icebergAllowed
+            True,  # ocoAllowed (order/oco, orderList/oco: LIMIT_MAKER + STOP_LOSS(_LIMIT))
+            False,  # otoAllowed
+            True,  # quoteOrderQtyMarketAllowed
+            True,  # allowTrailingStop
+            False,  # cancelReplaceAllowed
             True,
             False,
             [
@@ -595,6 +701,16 @@ class Binance(Api):
                     minQty=spec.qty_text(spec.min_qty),
                     maxQty=spec.qty_text(spec.max_qty),
                     stepSize=spec.lot.text,
+                ),
+                # the engine bounds an iceberg's parts only by LOT_SIZE: any icebergQty from
+                # minQty up (CEIL(quantity / icebergQty) parts) is taken
+                BinanceFilter("ICEBERG_PARTS", limit=-(-spec.max_qty // spec.min_qty)),
+                BinanceFilter(
+                    "TRAILING_DELTA",
+                    minTrailingAboveDelta=TRAILING_DELTA[0],
+                    maxTrailingAboveDelta=TRAILING_DELTA[1],
+                    minTrailingBelowDelta=TRAILING_DELTA[0],
+                    maxTrailingBelowDelta=TRAILING_DELTA[1],
                 ),
             ],
             [],
@@ -776,8 +892,9 @@ class Binance(Api):
         side = SIDES.get(p.get("side", ""))
         if side is None:
             raise BinanceReject(-1117, "Invalid side.")
-        kind, tif, trigger, stop, expire = _order_kind(spec, p)
+        kind, tif, trigger, stop, expire, trail = _order_kind(spec, p)
         price, qty, quote_qty = _order_amounts(spec, kind, side, p)
+        display = _iceberg_qty(spec, kind, tif, qty, p)
         stp_text = p.get("selfTradePreventionMode") or "NONE"
         if stp_text not in STPS:
             raise BinanceReject(
@@ -797,7 +914,7 @@ class Binance(Api):
         cmd = M.NewOrder(
             0, key.account_id, spec.symbol, side, market, tif, price, qty, quote_qty, cid,
             kind == "LIMIT_MAKER", STPS[stp_text], trigger=trigger, stop_price=stop,
-            expire_ts=expire,
+            expire_ts=expire, display_qty=display, trailing_bps=trail,
         )  # fmt: skip
         return cmd, resp_type
 
@@ -818,7 +935,12 @@ class Binance(Api):
             _type_name(cmd.type, cmd.post_only, cmd.trigger),
             transactTime=ms,
             workingTime=None if waiting else ms,
-            stopPrice=spec.price_text(cmd.stop_price) if cmd.trigger else None,
+            stopPrice=_stop_text(spec, cmd.stop_price) if cmd.trigger else None,
+            icebergQty=spec.qty_text(cmd.display_qty) if cmd.display_qty else None,
+            trailingDelta=cmd.trailing_bps or None,
+            # without a stopPrice a trailing stop follows the price from its acceptance;
+            # with one it follows once the last price reaches it (-1 until then)
+            trailingTime=(-1 if cmd.stop_price else ms) if cmd.trailing_bps else None,
             origQuoteOrderQty=spec.quote_text(cmd.quote_qty),
             selfTradePreventionMode=STP_NAMES[cmd.stp],
         )
@@ -855,9 +977,12 @@ class Binance(Api):
         acct = key.account_id
         before = self.gw.engine.send(M.OrderStatusRequest(0, acct, spec.symbol, order_id, cid))
         call = self.gw.call(self, M.Cancel(0, acct, spec.symbol, order_id, cid), _raw)
-        return self._cancel_one(spec, before, call)
+        return self._cancel_one(spec, before, call, order_id, cid)
 
-    async def _cancel_one(self, spec: MarketSpec, before: Any, call: Deferred) -> Response:
+    async def _cancel_one(self, spec: MarketSpec, before: Any, call: Deferred, order_id: int,
+                          cid: str) -> Response:  # fmt: skip
+        """The cancelled order's answer. The order of a list cancels its list: the engine's
+        reply then holds both orders' reports, and the answer is the one asked for."""
         out = await _settle(call)
         try:
             info = await before
@@ -866,7 +991,12 @@ class Binance(Api):
         if isinstance(out, Response):
             return out
         state = info.order if type(info) is M.OrderInfo else None
-        return Gateway.json(self.cancelled(spec, out.reports[-1], state))
+        if state is not None:
+            order_id = state.order_id
+        mine = [
+            r for r in out.reports if r.order_id == order_id or (cid and r.client_order_id == cid)
+        ]
+        return Gateway.json(self.cancelled(spec, (mine or out.reports)[-1], state))
 
     def cancelled(
         self, spec: MarketSpec, r: M.ExecReport, state: M.OrderState | None = None
@@ -879,8 +1009,11 @@ class Binance(Api):
             tif = _tif_name(0, r.order_type)
         status = _status(r.status, r.reason_code)
         return self.order_view(
-            spec, r, status, tif, kind, transactTime=r.ts // 1_000_000,
-            stopPrice=spec.price_text(r.stop_price) if r.trigger else None,
+            spec, r, status, tif, kind, state.list_id if state is not None else 0,
+            transactTime=r.ts // 1_000_000,
+            stopPrice=_stop_text(spec, r.stop_price) if r.trigger else None,
+            icebergQty=spec.qty_text(state.display_qty) if state and state.display_qty else None,
+            trailingDelta=state.trailing_bps or None if state is not None else None,
             origClientOrderId=r.client_order_id,
         )  # fmt: skip
 
@@ -895,24 +1028,29 @@ class Binance(Api):
             updateTime=o.updated_ts // 1_000_000,
             workingTime=-1 if o.waiting else o.created_ts // 1_000_000,
             isWorking=not o.waiting,  # a stop works (is in the book or traded) once triggered
-            stopPrice=spec.price_text(o.stop_price) if o.stop_price else _zero(spec.tick.text),
-            icebergQty=_zero(spec.lot.text),
+            stopPrice=_stop_text(spec, o.stop_price),
+            icebergQty=spec.qty_text(o.display_qty) if o.display_qty else _zero(spec.lot.text),
+            trailingDelta=o.trailing_bps or None,
+            trailingTime=_trailing_time(o),
             origQuoteOrderQty=spec.quote_text(o.quote_qty),
             selfTradePreventionMode="EXPIRE_TAKER",
         )
 
     def order_view(
         self, spec: MarketSpec, o: M.ExecReport | M.OrderState, status: str, tif: str,
-        kind: str, **extra: Any,
+        kind: str, list_id: int = 0, **extra: Any,
     ) -> BinanceOrder:  # fmt: skip
         """What every Binance order answer shows, from an execution report or an order's
-        state (both carry these fields); ``extra``: the fields of that kind of answer."""
+        state (both carry these fields); ``list_id``: its order list's (an order's state
+        has it, a report does not); ``extra``: the fields of that kind of answer."""
+        if isinstance(o, M.OrderState):
+            list_id = o.list_id
         # a stop-market buy carries the engine's protection price: Binance shows none
         shown = o.price if kind not in MARKET_TYPES else 0
         return BinanceOrder(
             self.symbols.binance[spec.symbol],
             o.order_id,
-            -1,
+            list_id or -1,
             o.client_order_id,
             spec.price_text(shown) if shown else _zero(spec.tick.text),
             spec.qty_text(o.qty) if o.qty else _zero(spec.lot.text),
@@ -948,15 +1086,18 @@ class Binance(Api):
             return listing
         calls = [gw.call(self, M.Cancel(0, acct, spec.symbol, o.order_id), _raw)
                  for o in listing.orders]  # fmt: skip
-        done = []
-        for call, state in zip(calls, listing.orders, strict=True):  # one frame, in order
+        states = {o.order_id: o for o in listing.orders}
+        done: dict[int, BinanceOrder] = {}
+        for call in calls:  # one frame, in order
             out = await _settle(call)
             if isinstance(out, Response):
                 if out.status >= 500:  # in doubt or unavailable: say so, not a short list
                     return out
-                continue  # already gone (filled or cancelled meanwhile)
-            done.append(self.cancelled(spec, out.reports[-1], state))
-        return Gateway.json(done)
+                continue  # already gone (filled or cancelled meanwhile, or with its list)
+            for r in out.reports:  # an order of a list: both of the list's orders
+                if r.exec_type == ExecType.CANCELED and r.order_id not in done:
+                    done[r.order_id] = self.cancelled(spec, r, states.get(r.order_id))
+        return Gateway.json(list(done.values()))
 
     def all_orders(self, key: ApiKey, p: dict) -> Any:
         """GET /api/v3/allOrders: open and closed orders of a symbol, oldest first (closed
@@ -1017,6 +1158,261 @@ class Binance(Api):
 
         return self.gw.call(self, M.FillsRequest(0, key.account_id, spec.symbol, 1000), ok)
 
+    # ------------------------------------------------------- one-cancels-the-other
+    # The engine's list (engine/core.py, NewOrderList): a LIMIT_MAKER and a STOP_LOSS (or
+    # STOP_LOSS_LIMIT) of one side and quantity; its id is the limit order's, the stop order's
+    # is the next. listClientOrderId is the gateway's: kept here while it runs.
+
+    def new_oco_legacy(self, key: ApiKey, p: dict) -> Deferred:
+        """POST /api/v3/order/oco: price (LIMIT_MAKER), stopPrice, stopLimitPrice."""
+        spec = self.spec(p.get("symbol"))
+        _refuse(p, ("limitIcebergQty", "stopIcebergQty", "trailingDelta", "limitStrategyId",
+                    "limitStrategyType", "stopStrategyId", "stopStrategyType"))  # fmt: skip
+        price = _price(spec, p, "price")
+        stop = _price(spec, p, "stopPrice")
+        stop_limit = 0
+        if p.get("stopLimitPrice"):
+            stop_limit = _price(spec, p, "stopLimitPrice")
+            _gtc_only(p, "stopLimitTimeInForce")
+        elif p.get("stopLimitTimeInForce"):
+            raise BinanceReject(-1106, "Parameter 'stopLimitTimeInForce' sent when not required.")
+        cids = (p.get("limitClientOrderId") or "", p.get("stopClientOrderId") or "")
+        return self.place_list(key, spec, p, price, stop, stop_limit, cids)
+
+    def new_oco(self, key: ApiKey, p: dict) -> Deferred:
+        """POST /api/v3/orderList/oco: the above and below legs named by their types."""
+        spec = self.spec(p.get("symbol"))
+        side = _side(p)
+        for leg in ("above", "below"):
+            kind = p.get(f"{leg}Type")
+            if not kind:
+                raise BinanceReject(
+                    -1102,
+                    f"Mandatory parameter '{leg}Type' was not sent, was empty/null, or malformed.",
+                )
+            if kind not in ("LIMIT_MAKER", *STOP_TYPES):
+                raise BinanceReject(-1116, "Invalid orderType.")
+            _refuse(p, tuple(f"{leg}{k}" for k in LEG_EXTRAS))
+        lim, stp = ("above", "below") if side == 2 else ("below", "above")
+        if p[f"{lim}Type"] != "LIMIT_MAKER" or p[f"{stp}Type"] not in (
+            "STOP_LOSS",
+            "STOP_LOSS_LIMIT",
+        ):
+            raise BinanceReject(
+                -1014,
+                "Unsupported order combination: this exchange's OCO is a LIMIT_MAKER and a "
+                "STOP_LOSS or STOP_LOSS_LIMIT: a SELL list aboveType=LIMIT_MAKER with belowType"
+                "=STOP_LOSS(_LIMIT), a BUY list belowType=LIMIT_MAKER with aboveType="
+                "STOP_LOSS(_LIMIT).",
+            )
+        for name in (f"{lim}StopPrice", f"{lim}TimeInForce"):
+            if p.get(name):
+                raise BinanceReject(-1106, f"Parameter '{name}' sent when not required.")
+        price = _price(spec, p, f"{lim}Price")
+        stop = _price(spec, p, f"{stp}StopPrice")
+        stop_limit = 0
+        if p[f"{stp}Type"] == "STOP_LOSS_LIMIT":
+            stop_limit = _price(spec, p, f"{stp}Price")
+            _gtc_only(p, f"{stp}TimeInForce")
+        else:
+            for name in (f"{stp}Price", f"{stp}TimeInForce"):
+                if p.get(name):
+                    raise BinanceReject(-1106, f"Parameter '{name}' sent when not required.")
+        cids = (p.get(f"{lim}ClientOrderId") or "", p.get(f"{stp}ClientOrderId") or "")
+        return self.place_list(key, spec, p, price, stop, stop_limit, cids)
+
+    def place_list(self, key: ApiKey, spec: MarketSpec, p: dict, price: int, stop: int,
+                   stop_limit: int, cids: tuple[str, str]) -> Deferred:  # fmt: skip
+        side = _side(p)
+        qty = _amount(spec.qty_to_lots, p.get("quantity"), "quantity", "LOT_SIZE", True)
+        if not spec.min_qty <= qty <= spec.max_qty:
+            raise BinanceReject(-1013, "Filter failure: LOT_SIZE")
+        stp_text = p.get("selfTradePreventionMode") or "NONE"
+        if stp_text not in STPS:
+            raise BinanceReject(
+                -1130, "Invalid data sent for a parameter: selfTradePreventionMode."
+            )
+        if (p.get("newOrderRespType") or "FULL") not in ("ACK", "RESULT", "FULL"):
+            raise BinanceReject(-1130, "Invalid data sent for a parameter: newOrderRespType.")
+        list_cid = p.get("listClientOrderId") or ""
+        names = ("listClientOrderId", "limitClientOrderId", "stopClientOrderId")
+        for name, cid in zip(names, (list_cid, *cids), strict=True):
+            if len(cid) > 36 or not _CID.match(cid):
+                raise BinanceReject(
+                    -1100,
+                    f"Illegal characters found in parameter '{name}'; "
+                    "legal range is '^[a-zA-Z0-9-_]{1,36}$'.",
+                )
+        # generated as Binance does when none is sent: the limit order's client id is what an
+        # in-doubt list is looked up by
+        list_cid = list_cid or _new_cid()
+        limit_cid, stop_cid = cids[0] or _new_cid(), cids[1] or _new_cid()
+        acct = key.account_id
+        cmd = M.NewOrderList(0, acct, spec.symbol, side, qty, price, stop, stop_limit, list_cid,
+                             limit_cid, stop_cid, STPS[stp_text])  # fmt: skip
+        self.gw.metrics.orders += 2
+
+        def ok(msg: M.Executions) -> Response:
+            limit, stop_r = msg.reports[0], msg.reports[1]
+            list_id = limit.order_id
+            self.remember_list(acct, list_id, list_cid)
+            ms = limit.ts // 1_000_000
+            views = {
+                limit.order_id: self.order_view(
+                    spec, limit, "NEW", "GTC", "LIMIT_MAKER", list_id, transactTime=ms,
+                    workingTime=ms, selfTradePreventionMode=STP_NAMES[cmd.stp]),
+                stop_r.order_id: self.order_view(
+                    spec, stop_r, "NEW", _tif_name(0, stop_r.order_type),
+                    _type_name(stop_r.order_type, False, stop_r.trigger), list_id,
+                    transactTime=ms, stopPrice=spec.price_text(stop),
+                    selfTradePreventionMode=STP_NAMES[cmd.stp]),
+            }  # fmt: skip
+            below = [limit, stop_r] if side == 1 else [stop_r, limit]
+            return Gateway.json(
+                self.list_view(spec, list_id, list_cid, True, ms, below,
+                               [views[r.order_id] for r in below])
+            )  # fmt: skip
+
+        return self.gw.call(self, cmd, ok)
+
+    def remember_list(self, acct: int, list_id: int, cid: str) -> None:
+        self.list_cids[(acct, list_id)] = cid
+        self.list_ids[(acct, cid)] = list_id
+        while len(self.list_cids) > LIST_MEMORY:
+            (a, lid), old = next(iter(self.list_cids.items()))
+            del self.list_cids[(a, lid)]
+            if self.list_ids.get((a, old)) == lid:
+                del self.list_ids[(a, old)]
+
+    def list_view(self, spec: MarketSpec, list_id: int, cid: str | None, working: bool,
+                  ms: int, legs: list[Any], reports: list[BinanceOrder] | None = None,
+                  ) -> BinanceOrderList:  # fmt: skip
+        sym = self.symbols.binance[spec.symbol]
+        status = ("EXEC_STARTED", "EXECUTING") if working else ("ALL_DONE", "ALL_DONE")
+        return BinanceOrderList(
+            list_id, "OCO", status[0], status[1], cid or "", ms, sym,
+            [BinanceListOrder(sym, o.order_id, o.client_order_id) for o in legs], reports,
+        )  # fmt: skip
+
+    def list_ref(self, key: ApiKey, p: dict, cid_name: str) -> int:
+        list_id = _opt_int(p, "orderListId")
+        cid = p.get(cid_name) or ""
+        if list_id is None and not cid:
+            raise BinanceReject(
+                -1102,
+                f"Param '{cid_name}' or 'orderListId' must be sent, but both were empty/null!",
+            )
+        if list_id is None:
+            found = self.list_ids.get((key.account_id, cid))
+            if found is None:
+                raise BinanceReject(-2011 if cid_name == "listClientOrderId" else -2013,
+                                    "Order list does not exist.")  # fmt: skip
+            list_id = found
+        return list_id
+
+    async def list_states(self, acct: int, market: str, list_id: int, code: int,
+                          ) -> tuple[M.OrderState, M.OrderState] | Response:  # fmt: skip
+        """The list's two orders (limit, stop) as the engine has them, or the answer that
+        there is no such list (``code``: -2011 for a cancel, -2013 for a query)."""
+        calls = [self.gw.call(self, M.OrderStatusRequest(0, acct, market, oid), _raw)
+                 for oid in (list_id, list_id + 1)]  # fmt: skip
+        got = [await _settle(c) for c in calls]
+        for g in got:
+            if isinstance(g, Response) and g.status >= 500:
+                return g
+        if any(isinstance(g, Response) or g.order.list_id != list_id for g in got):
+            return self.fail(BinanceReject(code, "Order list does not exist."))
+        return got[0].order, got[1].order
+
+    def cancel_list(self, key: ApiKey, p: dict) -> Any:
+        """DELETE /api/v3/orderList: cancels both orders (one cancel: the engine cancels the
+        list's other order with it)."""
+        spec = self.spec(p.get("symbol"))
+        return self._cancel_list(key, spec, self.list_ref(key, p, "listClientOrderId"))
+
+    async def _cancel_list(self, key: ApiKey, spec: MarketSpec, list_id: int) -> Response:
+        acct = key.account_id
+        states = await self.list_states(acct, spec.symbol, list_id, -2011)
+        if isinstance(states, Response):
+            return states
+        target = next((o for o in states if o.status <= OrderStatus.PARTIALLY_FILLED), None)
+        if target is None:  # both done: nothing to cancel
+            return self.fail(BinanceReject(-2011, "Unknown order sent."))
+        out = await _settle(
+            self.gw.call(self, M.Cancel(0, acct, spec.symbol, target.order_id), _raw)
+        )
+        if isinstance(out, Response):
+            return out
+        reports = {r.order_id: r for r in out.reports if r.exec_type == ExecType.CANCELED}
+        legs = _below_first(states)
+        views = [
+            self.cancelled(spec, reports[o.order_id], o) if o.order_id in reports
+            else self.state(spec, o)
+            for o in legs
+        ]  # fmt: skip
+        ms = out.reports[-1].ts // 1_000_000
+        cid = self.list_cids.get((acct, list_id))
+        return Gateway.json(self.list_view(spec, list_id, cid, False, ms, legs, views))
+
+    def get_list(self, key: ApiKey, p: dict) -> Any:
+        return self._get_list(key, self.list_ref(key, p, "origClientOrderId"))
+
+    async def _get_list(self, key: ApiKey, list_id: int) -> Response:
+        states = await self.list_states(key.account_id, "", list_id, -2013)
+        if isinstance(states, Response):
+            return states
+        return Gateway.json(self.list_of(key.account_id, list(states)))
+
+    def list_of(self, acct: int, legs: list[M.OrderState]) -> BinanceOrderList:
+        """A list from its two orders' states: working while both are."""
+        spec = self.ex.markets[legs[0].market]
+        list_id = legs[0].list_id
+        working = all(o.status <= OrderStatus.PARTIALLY_FILLED for o in legs)
+        ms = max(o.updated_ts for o in legs) // 1_000_000
+        return self.list_view(spec, list_id, self.list_cids.get((acct, list_id)), working, ms,
+                              _below_first(legs))  # fmt: skip
+
+    def open_lists(self, key: ApiKey, p: dict) -> Deferred:
+        """GET /api/v3/openOrderList: the lists whose two orders both still work."""
+        acct = key.account_id
+
+        def ok(msg: M.OpenOrders) -> Response:
+            groups = _lists(msg.orders)
+            return Gateway.json([self.list_of(acct, legs) for legs in groups if len(legs) == 2])
+
+        return self.gw.call(self, M.OpenOrdersRequest(0, acct), ok)
+
+    def all_lists(self, key: ApiKey, p: dict) -> Any:
+        """GET /api/v3/allOrderList: open and closed lists, oldest first (closed ones: from
+        the newest 1000 orders the engine keeps for the account)."""
+        limit = _int_param(p, "limit", 500, 1, 1000)
+        from_id, start, end = (_opt_int(p, n) for n in ("fromId", "startTime", "endTime"))
+        acct = key.account_id
+        calls = (
+            self.gw.call(self, M.OrderHistoryRequest(0, acct, "", 1000), _raw),
+            self.gw.call(self, M.OpenOrdersRequest(0, acct), _raw),
+        )
+        return self._all_lists(acct, calls, limit, from_id, start, end)
+
+    async def _all_lists(self, acct: int, calls: tuple[Deferred, Deferred], limit: int,
+                         from_id: int | None, start: int | None, end: int | None,
+                         ) -> Response:  # fmt: skip
+        orders: list[M.OrderState] = []
+        for call in calls:
+            got = await _settle(call)
+            if isinstance(got, Response):
+                return got
+            orders += got.orders
+        rows = [
+            legs for legs in _lists(orders)
+            if len(legs) == 2
+            and (from_id is None or legs[0].list_id >= from_id)
+            and (start is None or legs[0].created_ts // 1_000_000 >= start)
+            and (end is None or legs[0].created_ts // 1_000_000 <= end)
+        ]  # fmt: skip
+        rows = rows[:limit] if from_id is not None else rows[-limit:]
+        return Gateway.json([self.list_of(acct, legs) for legs in rows])
+
     def unsupported(self, req: Request) -> Response:
         return self.error(
             404, -1016, f"This service is not available on this exchange: {req.method} {req.path}"
@@ -1049,6 +1445,79 @@ def _zero(step_text: str) -> str:
     """Zero written with a step's decimals, as Binance writes "0.00000000"."""
     places = len(step_text.partition(".")[2])
     return "0." + "0" * places if places else "0"
+
+
+def _side(p: dict) -> int:
+    side = SIDES.get(p.get("side", ""))
+    if side is None:
+        raise BinanceReject(-1117, "Invalid side.")
+    return side
+
+
+def _price(spec: MarketSpec, p: dict, name: str) -> int:
+    price = _amount(spec.price_to_ticks, p.get(name), name, "PRICE_FILTER", True)
+    if price > spec.max_price:
+        raise BinanceReject(-1013, "Filter failure: PRICE_FILTER")
+    return price
+
+
+def _refuse(p: dict, names: tuple[str, ...]) -> None:
+    """Parameters of Binance's order lists the engine's lists do not have."""
+    for name in names:
+        if p.get(name):
+            raise BinanceReject(
+                -1014, f"Unsupported order combination: {name} is not supported in order lists."
+            )
+
+
+def _gtc_only(p: dict, name: str) -> None:
+    tif = p.get(name)
+    if not tif:
+        raise BinanceReject(
+            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+        )
+    if tif not in TIFS:
+        raise BinanceReject(-1115, "Invalid timeInForce.")
+    if tif != "GTC":
+        raise BinanceReject(
+            -1014, f"Unsupported order combination: {name} must be GTC (the engine's stop leg)."
+        )
+
+
+def _new_cid() -> str:
+    return secrets.token_hex(11)  # 22 characters, as Binance's generated ids
+
+
+def _lists(orders: list[M.OrderState]) -> list[list[M.OrderState]]:
+    """Orders of lists grouped by list (limit order first), oldest list first."""
+    groups: dict[int, list[M.OrderState]] = {}
+    for o in orders:
+        if o.list_id:
+            groups.setdefault(o.list_id, []).append(o)
+    return [sorted(g, key=lambda o: o.order_id) for _, g in sorted(groups.items())]
+
+
+def _below_first(legs: Any) -> list[M.OrderState]:
+    """A list's orders by price, as Binance lists them: a sell's stop then its limit, a
+    buy's limit then its stop."""
+    limit, stop = sorted(legs, key=lambda o: o.order_id)
+    return [limit, stop] if limit.side == 1 else [stop, limit]
+
+
+def _stop_text(spec: MarketSpec, stop: int) -> str:
+    """A stop price; zero (written as Binance does) for a trailing stop without one."""
+    return spec.price_text(stop) if stop else _zero(spec.tick.text)
+
+
+def _trailing_time(o: M.OrderState) -> int | None:
+    """When a trailing stop started following the price (ms), as far as the engine's state
+    tells it: -1 not yet (its activation price not reached); its acceptance when it has no
+    activation price; left out when it started at a trade the state does not date."""
+    if not o.trailing_bps:
+        return None
+    if not o.trail_price:
+        return -1
+    return None if o.stop_price else o.created_ts // 1_000_000
 
 
 def _status(status: int, reason: int) -> str:
@@ -1127,27 +1596,27 @@ def _public_trade(spec: MarketSpec, t: M.Trade) -> BinancePublicTrade:
     )
 
 
-def _order_kind(spec: MarketSpec, p: dict) -> tuple[str, int, int, int, int]:
-    """(type, time in force, trigger, stop price ticks, expiry ns) of an order's parameters,
-    as Binance requires them: stopPrice with the stop types only, timeInForce with the limit
-    types only, goodTillDate with GTD only."""
+def _order_kind(spec: MarketSpec, p: dict) -> tuple[str, int, int, int, int, int]:
+    """(type, time in force, trigger, stop price ticks, expiry ns, trailing BIPS) of an
+    order's parameters, as Binance requires them: stopPrice with the stop types only (and
+    required there unless trailingDelta is sent: then it is the activation price),
+    trailingDelta with the stop types only, timeInForce with the limit types only,
+    goodTillDate with GTD only."""
     kind = p.get("type", "")
     if kind not in ORDER_TYPES:
         raise BinanceReject(-1116, "Invalid orderType.")
-    for name, what in UNSUPPORTED.items():
-        if p.get(name):
-            raise BinanceReject(
-                -1014, f"Unsupported order combination: {what} ({name}) are not supported."
-            )
     trigger = int(STOP_TYPES[kind][0]) if kind in STOP_TYPES else 0
-    stop = _stop_price(spec, p) if trigger else 0
+    trail = _trailing_delta(p) if trigger else 0
+    if not trigger and p.get("trailingDelta"):
+        raise BinanceReject(-1106, "Parameter 'trailingDelta' sent when not required.")
+    stop = _stop_price(spec, p) if trigger and (p.get("stopPrice") or not trail) else 0
     if not trigger and p.get("stopPrice"):
         raise BinanceReject(-1106, "Parameter 'stopPrice' sent when not required.")
     tif = p.get("timeInForce")
     if kind not in LIMIT_TYPES:
         if tif:
             raise BinanceReject(-1106, "Parameter 'timeInForce' sent when not required.")
-        return kind, 0, trigger, stop, _expiry(p, False)
+        return kind, 0, trigger, stop, _expiry(p, False), trail
     if not tif:
         raise BinanceReject(
             -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
@@ -1155,7 +1624,34 @@ def _order_kind(spec: MarketSpec, p: dict) -> tuple[str, int, int, int, int]:
     if tif not in TIFS:
         raise BinanceReject(-1115, "Invalid timeInForce.")
     gtd = TIFS[tif] == TimeInForce.GTD
-    return kind, int(TIFS[tif]), trigger, stop, _expiry(p, gtd)
+    return kind, int(TIFS[tif]), trigger, stop, _expiry(p, gtd), trail
+
+
+def _trailing_delta(p: dict) -> int:
+    """trailingDelta (BIPS) within the TRAILING_DELTA filter; 0 if not sent."""
+    delta = _opt_int(p, "trailingDelta")
+    if delta is None:
+        return 0
+    if not TRAILING_DELTA[0] <= delta <= TRAILING_DELTA[1]:
+        raise BinanceReject(-1013, "Filter failure: TRAILING_DELTA")
+    return delta
+
+
+def _iceberg_qty(spec: MarketSpec, kind: str, tif: int, qty: int, p: dict) -> int:
+    """icebergQty (lots) within LOT_SIZE and the order's quantity; 0 if not sent. Binance
+    takes it on the limit types with timeInForce GTC and on LIMIT_MAKER."""
+    if not p.get("icebergQty"):
+        return 0
+    if kind not in ICEBERG_TYPES:
+        raise BinanceReject(-1106, "Parameter 'icebergQty' sent when not required.")
+    if tif not in (0, TimeInForce.GTC):
+        raise BinanceReject(-2010, "Iceberg orders require timeInForce GTC.")
+    display = _amount(spec.qty_to_lots, p.get("icebergQty"), "icebergQty", "LOT_SIZE", True)
+    if display < spec.min_qty:
+        raise BinanceReject(-1013, "Filter failure: LOT_SIZE")
+    if display > qty:
+        raise BinanceReject(-2010, "icebergQty cannot be larger than quantity.")
+    return display
 
 
 def _stop_price(spec: MarketSpec, p: dict) -> int:
@@ -1308,6 +1804,20 @@ def register(gw: Gateway) -> Binance:
          b.get_order),
         ("DELETE", "order", "Cancel an order", trade, True, BinanceOrderRef, BinanceOrder,
          b.cancel_order),
+        ("POST", "orderList/oco", "Place an OCO list: LIMIT_MAKER and STOP_LOSS(_LIMIT) "
+         "(aboveType/belowType)", trade, True, BinanceOrderListOcoParams, BinanceOrderList,
+         b.new_oco),
+        ("POST", "order/oco", "Place an OCO list (Binance's older route: price, stopPrice, "
+         "stopLimitPrice)", trade, True, BinanceOcoParams, BinanceOrderList, b.new_oco_legacy),
+        ("DELETE", "orderList", "Cancel an OCO list (both orders)", trade, True,
+         BinanceOrderListRef, BinanceOrderList, b.cancel_list),
+        ("GET", "orderList", "Query an OCO list", read, False, BinanceOrderListQuery,
+         BinanceOrderList, b.get_list),
+        ("GET", "openOrderList", "OCO lists whose two orders both work", read, False,
+         BinanceSigned, list[BinanceOrderList], b.open_lists),
+        ("GET", "allOrderList", "OCO lists, open and closed (closed: among the newest 1000 "
+         "orders the engine keeps)", read, False, BinanceAllOrderListParams,
+         list[BinanceOrderList], b.all_lists),
         ("GET", "openOrders", "Open orders (one symbol or all)", read, False,
          BinanceOpenOrdersParams, list[BinanceOrder], b.open_orders),
         ("DELETE", "openOrders", "Cancel every open order of a symbol", trade, True,
