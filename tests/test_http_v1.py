@@ -1196,6 +1196,8 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("PUT", f"{V1}/order/{{id}}"),
         ("PUT", f"{V1}/orders/{{id}}"),
         ("POST", f"{V1}/order/quote"),
+        ("POST", f"{V1}/order/oco"),
+        ("POST", f"{V1}/orders/oco"),
         ("GET", f"{V1}/order/open"),
         ("GET", f"{V1}/orders"),
         ("DELETE", f"{V1}/orders"),
