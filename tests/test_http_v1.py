@@ -531,6 +531,199 @@ async def test_stop_market_and_take_profit_orders_wait_and_cancel_and_gtd_expire
     assert time.time_ns() >= expire
 
 
+async def depth_is(s: aiohttp.ClientSession, stack: HttpStack, market: str, side: str,
+                   levels: list[list[str]], what: str) -> None:  # fmt: skip
+    async def shown() -> bool:
+        _, book = await v1(s, stack.url, None, "GET", f"{V1}/depth", query={"market": market})
+        return bool(book[side] == levels)
+
+    await eventually_async(shown, REPLY_TIMEOUT, 0.05, what)
+
+
+@http_test
+async def test_an_iceberg_shows_only_its_visible_part_in_the_public_depth(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    ice = order(market, "sell", "101.00", "1", display_qty="0.2", client_order_id="ice-1")
+    st, placed = await v1(s, url, who, "POST", f"{V1}/order", ice)
+    assert st == 200, placed
+    o = placed["order"]
+    assert (o["status"], o["qty"], o["leaves_qty"], o["display_qty"]) == (
+        "new", "1.0000", "1.0000", "0.2000"), o  # fmt: skip
+    [mine] = await open_in_engine(http_stack, who, market)
+    assert (mine.display_qty, mine.leaves_qty) == (lots("0.2"), lots("1"))
+    assert (await balances_in_engine(http_stack, who))[market.split("-")[0]][1] == 10**8  # all
+    st, got = await v1(s, url, who, "GET", f"{V1}/order/ice-1")
+    assert st == 200 and (got["display_qty"], got["leaves_qty"]) == ("0.2000", "1.0000"), got
+    st, listed = await v1(s, url, who, "GET", f"{V1}/order/open", query={"market": market})
+    assert st == 200 and [x.get("display_qty") for x in listed] == ["0.2000"], listed
+    await depth_is(s, http_stack, market, "asks", [["101.00", "0.2000"]], "the visible part")
+
+    # A taker of 0.3 takes the shown 0.2, then 0.1 of the next part; 0.1 shows now.
+    taker = await http_stack.funded(USD="1000")
+    body = order(market, "buy", "101.00", "0.3", time_in_force="IOC")
+    st, p = await v1(s, url, taker, "POST", f"{V1}/order", body)
+    assert st == 200 and p["order"]["status"] == "filled", p
+    assert [f["qty"] for f in p["fills"]] == ["0.2000", "0.1000"], p["fills"]
+    await depth_is(s, http_stack, market, "asks", [["101.00", "0.1000"]], "the refilled part")
+    st, got = await v1(s, url, who, "GET", f"{V1}/order/ice-1")
+    assert st == 200 and (got["status"], got["leaves_qty"], got["display_qty"]) == (
+        "partially_filled", "0.7000", "0.2000"), got  # fmt: skip
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/order/ice-1")
+    assert st == 200 and c[-1]["status"] == "canceled", c
+    await depth_is(s, http_stack, market, "asks", [], "the iceberg gone")
+
+
+@http_test
+async def test_a_trailing_stop_waits_follows_the_price_and_triggers_on_its_distance(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    url = http_stack.url
+    trail = {"market": market, "kind": "sell", "type": "market", "quantity": "0.2",
+             "trigger": "stop_loss", "trailing_bps": 500, "client_order_id": "trail-1"}  # fmt: skip
+    st, err = await v1(s, url, who, "POST", f"{V1}/order", trail)  # no trade, no last price
+    assert (st, err["error"]["code"]) == (400, 3020) and "last price" in err["error"]["reason"]
+    await trade_at(s, http_stack, market, "100.00")
+    st, placed = await v1(s, url, who, "POST", f"{V1}/order", trail)
+    assert st == 200, placed
+    o = placed["order"]
+    assert (o["trigger"], o["trailing_bps"], o["waiting"], o.get("stop_price")) == (
+        "stop_loss", 500, True, None), o  # fmt: skip
+    # A take-profit sell that starts following at 109.00 (its activation price).
+    tp = {**trail, "quantity": "0.1", "trigger": "take_profit", "stop_price": "109.00",
+          "client_order_id": "trail-2"}  # fmt: skip
+    st, placed = await v1(s, url, who, "POST", f"{V1}/order", tp)
+    assert st == 200 and placed["order"]["stop_price"] == "109.00", placed
+
+    async def trails() -> list[Any]:
+        out = []
+        for cid in ("trail-1", "trail-2"):
+            st, got = await v1(s, url, who, "GET", f"{V1}/order/{cid}")
+            assert st == 200, got
+            out.append((got["status"], got.get("waiting"), got.get("trail_price")))
+        return out
+
+    assert await trails() == [("new", True, "100.00"), ("new", True, None)]
+    await trade_at(s, http_stack, market, "98.00")  # above 95.00: nothing triggers
+    assert await trails() == [("new", True, "100.00"), ("new", True, None)]
+    await trade_at(s, http_stack, market, "110.00")  # both follow 110.00 now: 104.50
+    assert await trails() == [("new", True, "110.00"), ("new", True, "110.00")]
+    st, listed = await v1(s, url, who, "GET", f"{V1}/order/open", query={"market": market})
+    assert st == 200 and sorted((x["trailing_bps"], x["trail_price"]) for x in listed) == [
+        (500, "110.00"), (500, "110.00")], listed  # fmt: skip
+    await trade_at(s, http_stack, market, "105.00")  # not yet
+    assert await trails() == [("new", True, "110.00"), ("new", True, "110.00")]
+
+    bidder = await http_stack.funded(USD="1000")
+    st, p = await v1(s, url, bidder, "POST", f"{V1}/order", order(market, "buy", "104.00", "1"))
+    assert st == 200, p
+    stream = await Stream.signed_in(s, http_stack, who)
+    try:
+        await trade_at(s, http_stack, market, "104.50")  # 110.00 less 5%: both trigger
+
+        def both_filled() -> list[Any] | None:
+            filled = [e for e in stream.of("order") if e["status"] == "filled"]
+            return filled if len(filled) == 2 else None
+
+        events = await stream.until(both_filled, "both trailing stops filled")
+        mine = stream.of("order")
+        assert [(e["client_order_id"], e["exec_type"]) for e in mine] == [
+            ("trail-1", "triggered"), ("trail-1", "fill"),
+            ("trail-2", "triggered"), ("trail-2", "fill")], mine  # fmt: skip
+        assert all(e["last_price"] == "104.00" for e in events), events
+    finally:
+        await stream.close()
+    assert [x[:2] for x in await trails()] == [("filled", None), ("filled", None)]
+
+
+async def place_oco(s: aiohttp.ClientSession, stack: HttpStack, who: Trader,
+                    body: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    st, placed = await v1(s, stack.url, who, "POST", f"{V1}/order/oco", body)
+    assert st == 200, placed
+    return placed
+
+
+@http_test
+async def test_oco_a_fill_of_the_limit_cancels_the_stop_and_cancelling_one_cancels_both(
+    http_stack: HttpStack, s: aiohttp.ClientSession
+) -> None:
+    market, who = await setup(http_stack)
+    base = market.split("-")[0]
+    url = http_stack.url
+    await trade_at(s, http_stack, market, "100.00")
+    body = {"market": market, "kind": "sell", "quantity": "0.5", "price": "110.00",
+            "stop_price": "95.00", "stop_limit_price": "94.00", "list_client_id": "L1",
+            "limit_client_order_id": "oco-tp", "stop_client_order_id": "oco-sl"}  # fmt: skip
+    placed = await place_oco(s, http_stack, who, body)
+    lim, stop = placed["orders"]
+    assert placed["list_id"] == lim["order_id"] and placed["list_client_id"] == "L1", placed
+    assert (lim["client_order_id"], lim["type"], lim["price"], lim["post_only"],
+            lim["list_id"]) == ("oco-tp", "limit", "110.00", True, lim["order_id"])  # fmt: skip
+    assert (stop["client_order_id"], stop["trigger"], stop["stop_price"], stop["price"],
+            stop["waiting"], stop["list_id"]) == (
+        "oco-sl", "stop_loss", "95.00", "94.00", True, lim["order_id"])  # fmt: skip
+    st, listed = await v1(s, url, who, "GET", f"{V1}/order/open", query={"market": market})
+    assert st == 200 and sorted((x["order_id"], x["list_id"]) for x in listed) == [
+        (lim["order_id"], lim["order_id"]),
+        (stop["order_id"], lim["order_id"]),
+    ], listed
+    assert (await balances_in_engine(http_stack, who))[base][1] == 5 * 10**7  # locked once
+    await depth_is(s, http_stack, market, "asks", [["110.00", "0.5000"]], "the limit order")
+    # An order of a list cannot be replaced.
+    st, err = await v1(s, url, who, "PUT", f"{V1}/order/oco-tp",
+                       {"market": market, "quantity": "0.4"})  # fmt: skip
+    assert (st, err["error"]["code"]) == (400, 3022), err
+
+    # A partial fill of the limit order cancels the stop (LINKED), told by the private stream.
+    stream = await Stream.signed_in(s, http_stack, who)
+    try:
+        taker = await http_stack.funded(USD="1000")
+        st, p = await v1(s, url, taker, "POST", f"{V1}/order",
+                         order(market, "buy", "110.00", "0.2", time_in_force="IOC"))  # fmt: skip
+        assert st == 200 and p["order"]["status"] == "filled", p
+        [gone] = await stream.until(
+            lambda: [e for e in stream.of("order") if e["order_id"] == stop["order_id"]],
+            "the stop cancelled")  # fmt: skip
+        assert (gone["status"], gone["reason"]) == ("canceled", "linked"), gone
+    finally:
+        await stream.close()
+    [left] = await open_in_engine(http_stack, who, market)
+    assert (left.order_id, left.leaves_qty, left.list_id) == (
+        lim["order_id"], lots("0.3"), lim["order_id"])  # fmt: skip
+    st, got = await v1(s, url, who, "GET", f"{V1}/order/oco-sl")
+    assert st == 200 and (got["status"], got.get("waiting")) == ("canceled", None), got
+    assert (await balances_in_engine(http_stack, who))[base][1] == 3 * 10**7
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/order/oco-tp")
+    assert st == 200 and [x["status"] for x in c] == ["canceled"], c  # its stop went before
+
+    # Cancelling the stop of a buy list (a stop-market) cancels its limit order too.
+    body = {"market": market, "side": "buy", "quantity": "0.1", "price": "90.00",
+            "stop_price": "115.00"}  # fmt: skip
+    placed = await place_oco(s, http_stack, who, body)
+    lim, stop = placed["orders"]
+    # A stop-market buy carries its protection price: 10% through its stop.
+    assert (stop["type"], stop["price"], stop["stop_price"]) == ("market", "126.50", "115.00")
+    assert len(await open_in_engine(http_stack, who, market)) == 2
+    st, c = await v1(s, url, who, "DELETE", f"{V1}/order/{stop['order_id']}")
+    assert st == 200, c
+    assert [(x["order_id"], x["status"], x["reason"], x["list_id"]) for x in c] == [
+        (stop["order_id"], "canceled", "user", lim["order_id"]),
+        (lim["order_id"], "canceled", "linked", lim["order_id"])], c  # fmt: skip
+    assert await open_in_engine(http_stack, who, market) == []
+    funds = await balances_in_engine(http_stack, who)
+    assert (funds["USD"][1], funds[base][1]) == (0, 0)
+
+    # Refused by the engine: a sell list whose limit is not above the last price (100.00).
+    body = {"market": market, "kind": "sell", "quantity": "0.1", "price": "99.00",
+            "stop_price": "95.00"}  # fmt: skip
+    st, err = await v1(s, url, who, "POST", f"{V1}/order/oco", body)
+    assert (st, err["error"]["code"]) == (400, 3021) and "last price" in err["error"]["reason"]
+    assert await open_in_engine(http_stack, who, market) == []
+
+
 # ---------------------------------------------------------------------- bad inputs
 
 M0 = "Q00-USD"
@@ -597,6 +790,18 @@ BAD_ADVANCED = [  # (name, extra fields of a good limit buy, code, words in the 
     ("expiry as a string", {"time_in_force": "GTD", "expire_ts": str(FUTURE)}, 1007,
      "expire_ts"),
     ("negative expiry", {"time_in_force": "GTD", "expire_ts": -1}, 1007, "expire_ts"),
+    ("display above the quantity", {"display_qty": "0.2"}, 3019, "at most the quantity"),
+    ("display malformed", {"display_qty": "0.1.0"}, 3019, "display_qty"),
+    ("display off the lot", {"display_qty": "0.00001"}, 3019, "display_qty"),
+    ("display zero", {"display_qty": "0"}, 3019, "display_qty"),
+    ("display as a number", {"display_qty": 0.05}, 1007, "decimal strings"),
+    ("display on an IOC", {"display_qty": "0.05", "time_in_force": "IOC"}, 3010, "GTC or GTD"),
+    ("trailing without trigger", {"trailing_bps": 100}, 3020, "trigger"),
+    ("trailing too small", {"trigger": "stop_loss", "trailing_bps": 5}, 3020, "10..2000"),
+    ("trailing too large", {"trigger": "stop_loss", "trailing_bps": 2001}, 3020, "10..2000"),
+    ("trailing negative", {"trigger": "stop_loss", "trailing_bps": -100}, 3020, "10..2000"),
+    ("trailing as a string", {"trigger": "stop_loss", "trailing_bps": "100"}, 1007,
+     "trailing_bps"),
 ]  # fmt: skip
 
 
@@ -611,6 +816,40 @@ async def test_a_bad_stop_or_gtd_order_is_refused_in_words_and_nothing_is_placed
     who = await http_stack.funded(USD="1000")
     st, err = await v1(s, http_stack.url, who, "POST", f"{V1}/order", {**GOOD, **extra})
     assert (st, err["error"]["code"]) == (400, code), err
+    assert words in err["error"]["reason"], err
+    assert await open_in_engine(http_stack, who) == []
+
+
+OCO = {"market": M0, "kind": "sell", "quantity": "0.1", "price": "3.00", "stop_price": "2.00"}
+BAD_OCO = [  # (name, body, status, code, words in the reason)
+    ("price as a number", {**OCO, "price": 3.0}, 400, 1007, "decimal strings"),
+    ("no stop price", {k: v for k, v in OCO.items() if k != "stop_price"}, 400, 1007,
+     "stop_price"),
+    ("no side", {k: v for k, v in OCO.items() if k != "kind"}, 400, 3011, "kind"),
+    ("unknown field", {**OCO, "trailing_bps": 100}, 400, 1007, "trailing_bps"),
+    ("unknown market", {**OCO, "market": "NOPE-USD"}, 400, 3001, "NOPE-USD"),
+    ("off-lot quantity", {**OCO, "quantity": "0.00001"}, 400, 3003, "quantity"),
+    ("stop price malformed", {**OCO, "stop_price": "two"}, 400, 3017, "stop_price"),
+    ("stop limit off the tick", {**OCO, "stop_limit_price": "1.999"}, 400, 3002,
+     "stop_limit_price"),
+    ("sell limit below its stop", {**OCO, "price": "1.00"}, 400, 3021, "price > stop_price"),
+    ("buy limit above its stop", {**OCO, "kind": "buy"}, 400, 3021, "price < stop_price"),
+    ("one client id for both", {**OCO, "limit_client_order_id": "x",
+                                "stop_client_order_id": "x"}, 409, 3007, "differ"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "code", "words"), BAD_OCO, ids=[b[0] for b in BAD_OCO]
+)
+@http_test
+async def test_a_bad_oco_list_is_refused_in_words_and_nothing_is_placed(
+    http_stack: HttpStack, name: str, body: Any, status: int, code: int, words: str,
+    s: aiohttp.ClientSession,
+) -> None:  # fmt: skip
+    who = await http_stack.funded(USD="1000", Q00="10")
+    st, err = await v1(s, http_stack.url, who, "POST", f"{V1}/order/oco", body)
+    assert (st, err["error"]["code"]) == (status, code), err
     assert words in err["error"]["reason"], err
     assert await open_in_engine(http_stack, who) == []
 
@@ -957,6 +1196,8 @@ async def test_served_openapi_document_is_the_committed_one_and_lists_every_v1_r
         ("PUT", f"{V1}/order/{{id}}"),
         ("PUT", f"{V1}/orders/{{id}}"),
         ("POST", f"{V1}/order/quote"),
+        ("POST", f"{V1}/order/oco"),
+        ("POST", f"{V1}/orders/oco"),
         ("GET", f"{V1}/order/open"),
         ("GET", f"{V1}/orders"),
         ("DELETE", f"{V1}/orders"),

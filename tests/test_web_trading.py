@@ -587,7 +587,9 @@ async def test_a_stop_limit_from_the_ticket_waits_then_triggers_and_fills(tmp_pa
     waits too and is cancelled from the table; two other people trade through the stop over
     the API, and the page, told only by the private stream, shows the order triggered and
     filled. Then a GTD order from the ticket, with its expiry; and the ticket's own checks of
-    the new fields."""
+    the new fields. Then an iceberg (only its visible part in the book), an OCO list (its two
+    orders grouped in Open orders; cancelling one from the table takes both) and a trailing
+    stop, each from the ticket."""
     chromium()
     ex = Exchange(tmp_path, market_maker=False)
     try:
@@ -608,6 +610,7 @@ async def test_a_stop_limit_from_the_ticket_waits_then_triggers_and_fills(tmp_pa
             await pg.until("() => document.getElementById('last').textContent === '30000.00'")
             await stop_flow(pg, seller, buyer)
             await gtd_flow(pg)
+            await iceberg_oco_trailing_flow(pg)
             await pg.screenshot_to("stop-final")
             assert problems == [], "\n".join(problems)
     except BaseException:
@@ -715,3 +718,104 @@ async def gtd_flow(page: Page) -> None:
     await p.select_option("#t-tif", "GTC")
     await p.select_option("#t-type", "stop_limit")
     await page.ticket(stop="", price="", qty="")
+
+
+async def depth_asks(page: Page, want: list[list[str]]) -> None:
+    async def shown() -> bool:
+        status, depth = await page.api("GET", f"/depth?market={MARKET}")
+        return status == 200 and depth["asks"] == want
+
+    await eventually_async(shown, WAIT_MS / 1000, 0.1, f"asks {want}")
+
+
+async def iceberg_oco_trailing_flow(page: Page) -> None:
+    p = page.p
+    [gtd] = await open_rows(page, 1)  # the GTD buy of gtd_flow rests on
+    # An iceberg sell: the ticket checks its visible part; the book shows only that.
+    await p.click("#t-sell")
+    await p.select_option("#t-type", "limit")
+    assert await p.is_visible("#f-display")
+    await page.ticket(price="34000.00", qty="0.0500", display="0.0600")
+    assert await page.text("#t-problem") == "the visible quantity must be at most the quantity"
+    await page.ticket(display="0.0100")
+    assert await page.text("#t-problem") == ""
+    await p.click("#t-submit")
+    rows = await open_rows(page, 2)
+    ice = next(r for r in rows if r[4] == "34000.00")
+    assert ice[2:9] == ["Sell", "limit", "34000.00", "-", "0.0500 · 0.0100 shown", "0.0000",
+                        "Open"], ice  # fmt: skip
+    assert "iceberg, 0.0100 visible" in await page.text("#t-result")
+    await depth_asks(page, [["34000.00", "0.0100"]])
+
+    # An OCO sell: a limit at 33000.00 and a stop-limit at 29000.00 / 28900.00.
+    await page.ticket(display="")
+    await p.select_option("#t-type", "oco")
+    assert await p.is_visible("#f-stop") and await p.is_visible("#f-stop-limit")
+    for hidden in ("#f-display", "#f-limit-opts", "#f-trailing", "#f-post"):
+        assert await p.is_hidden(hidden), hidden
+    await page.ticket(price="33000.00", stop="31500.00", qty="0.0200")
+    assert await page.text("#t-problem") == "the stop price must be below the last price 31000.00"
+    await page.ticket(stop="29000.00", **{"stop-limit": "28900.00"})
+    assert await page.text("#t-problem") == ""
+    assert "a fill of one cancels the other" in await page.text("#t-stop-note")
+    await page.screenshot_to("oco-ticket")
+    await p.click("#t-submit")
+    rows = await open_rows(page, 4)
+    assert (await page.text("#t-result")).startswith("OCO #")
+    legs = [r for r in rows if r[3].startswith("OCO #")]
+    list_id = int(legs[0][3].split("#")[1].split()[0])
+    assert [r[3:10] for r in legs] == [
+        [f"OCO #{list_id} limit", "33000.00", "-", "0.0200", "0.0000", "Open", "Cancel"],
+        [f"OCO #{list_id} stop-limit", "28900.00", "29000.00", "0.0200", "0.0000", "Waiting",
+         "Cancel"],
+    ], legs  # fmt: skip
+    status, listed = await page.api("GET", "/order/open")
+    assert status == 200 and sorted(o["order_id"] for o in listed if o.get("list_id")) == [
+        list_id, list_id + 1], listed  # fmt: skip
+    await page.screenshot_to("oco-open")
+    await p.set_viewport_size(PHONE)
+    await p.locator("section.orders").scroll_into_view_if_needed()
+    assert await p.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    await page.screenshot_to("oco-phone", full_page=True)
+    await p.set_viewport_size(LAPTOP)
+
+    # Cancelling the stop from the table cancels the list's limit order too.
+    await p.click(f'#open-orders tr[data-order="{list_id + 1}"] button.cancel')
+    rows = await open_rows(page, 2)
+    assert sorted(r[4] for r in rows) == sorted([gtd[4], "34000.00"]), rows
+    await p.click("#order-tabs button[data-tab=history]")
+    await page.until(f"() => document.querySelector('#order-history tr[data-order=\"{list_id}\"]')")
+    hist = {r[3]: r for r in await page.rows("#order-history") if r[3].startswith("OCO #")}
+    assert (hist[f"OCO #{list_id} limit"][7], hist[f"OCO #{list_id} stop-limit"][7]) == (
+        "Canceled (linked)", "Canceled (user)"), hist  # fmt: skip
+    await p.click("#order-tabs button[data-tab=open]")
+    await depth_asks(page, [["34000.00", "0.0100"]])
+
+    # A trailing stop-market sell, 1.5% behind the best last price from now on.
+    await p.select_option("#t-type", "stop_market")
+    await p.check("#t-trailing")
+    assert await p.is_visible("#f-trail") and await page.text("#t-stop-label") == "Activation"
+    await page.ticket(trail="25", stop="", qty="0.0100")
+    assert await page.text("#t-problem") == ("trailing distance must be 0.1%..20% (10..2000 bps)")
+    await page.ticket(trail="1.5")
+    assert await page.text("#t-problem") == ""
+    assert await page.text("#t-stop-note") == (
+        "follows the last price (now 31000.00), then triggers when it falls 1.5% from its highest"
+    )
+    await p.click("#t-submit")
+    await open_rows(page, 3)
+    await page.until(  # the price it follows comes with its view, just after the answer
+        "() => [...document.querySelectorAll('#open-orders td')].some((td) =>"
+        " td.textContent === 'trail 1.5% from 31000.00')"
+    )
+    rows = await page.rows("#open-orders")
+    trail = next(r for r in rows if r[3] == "trailing stop-market")
+    assert trail[4:9] == ["market", "trail 1.5% from 31000.00", "0.0100", "0.0000", "Waiting"]
+    trail_id = int(await p.get_attribute("#open-orders tr:has(td:text-is('trailing stop-market'))",
+                                         "data-order"))  # fmt: skip
+    status, got = await page.api("GET", f"/order/{trail_id}")
+    assert status == 200 and (got["trailing_bps"], got["trail_price"]) == (150, "31000.00"), got
+    await page.screenshot_to("trailing-open")
+    await p.click(f'#open-orders tr[data-order="{trail_id}"] button.cancel')
+    await open_rows(page, 2)
+    await p.uncheck("#t-trailing")

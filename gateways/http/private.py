@@ -61,9 +61,10 @@ from feed.fanout import Client, Fanout, FanoutMetrics
 from feed.frames import StrictWebSocket, ws_frame
 from gateways.accounts import Permission
 from gateways.http.auth import AuthError
-from gateways.http.v1 import report_view
+from gateways.http.v1 import order_view, report_view
 from gateways.json_tcp import convert
 from protocol import messages as M
+from protocol.enums import CancelReason
 from protocol.enums import RejectCode as R
 
 log = logging.getLogger("gateways.http.private")
@@ -303,7 +304,11 @@ class PrivateStream:
             why = getattr(msg, "reason", None) or "the engine did not answer"
             self.end(c, TRY_LATER, f"snapshot not available ({why}); connect again")
             return
-        self.fan.push(c.client, _event(stream, convert.result(self.ex, msg)))
+        if type(msg) is M.OpenOrders:  # the v1 view: iceberg, trailing and list fields too
+            data: Any = [order_view(self.ex, o) for o in msg.orders]
+        else:
+            data = convert.result(self.ex, msg)
+        self.fan.push(c.client, _event(stream, data))
         c.snapshot -= 1
         if not c.snapshot:
             for frame in c.early:
@@ -390,15 +395,23 @@ class PrivateStream:
     def on_reply(self, cmd: Any, msg: Any) -> None:
         """A successful engine reply to this gateway's own command (Gateway.on_reply)."""
         if type(msg) is M.Executions:
+            # An OCO placed, or both its orders cancelled by one cancel: they show their list.
+            both = type(cmd) is M.NewOrderList or (
+                len(msg.reports) == 2 and msg.reports[1].reason_code == CancelReason.LINKED
+            )
+            list_id = min(r.order_id for r in msg.reports) if both else 0
             for r in msg.reports:
                 if r.account in self.by_account:
-                    self.report(r)
+                    self.report(r, list_id)
 
-    def report(self, r: M.ExecReport) -> None:
+    def report(self, r: M.ExecReport, list_id: int = 0) -> None:
         conns = self.by_account.get(r.account)
         if not conns:
             return
-        order = _event("order", report_view(self.ex, r))  # a trigger too: exec_type triggered
+        view = report_view(self.ex, r)  # a trigger too: exec_type triggered
+        if list_id:
+            view.list_id = list_id
+        order = _event("order", view)
         fill = _event("fill", convert.fill_view(self.ex, r)) if r.last_qty else None
         for c in list(conns):
             if c.snapshot:  # its snapshot is newer than this order event

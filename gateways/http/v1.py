@@ -24,8 +24,9 @@ from gateways.json_tcp import convert
 from protocol import json_api as J
 from protocol import market_api as A
 from protocol import messages as M
+from protocol.amounts import AmountError, positive_field
 from protocol.config import Exchange, MarketSpec
-from protocol.enums import ExecType
+from protocol.enums import CancelReason, ExecType, OrderStatus
 from protocol.enums import RejectCode as R
 
 PREFIX = "/api/v1"
@@ -78,6 +79,30 @@ class OrderBody(msgspec.Struct, forbid_unknown_fields=True):
     trigger: Literal["stop_loss", "take_profit"] | None = None
     stop_price: Amount | None = None
     expire_ts: ExpireTs = 0  # GTD: expiry time, nanoseconds since the epoch
+    # An iceberg (a limit GTC/GTD order): the book shows at most this much of it at a time.
+    display_qty: Amount | None = None
+    # A trailing stop (with trigger): it triggers this many bps (10..2000) from the best last
+    # price since it started following; stop_price is then optional, its activation price.
+    trailing_bps: Annotated[int, msgspec.Meta(examples=[100])] = 0
+
+
+class OcoBody(msgspec.Struct, forbid_unknown_fields=True):
+    """One-cancels-the-other: a post-only limit order at ``price`` and a stop-loss at
+    ``stop_price`` (a stop-limit at ``stop_limit_price``, else a stop-market), one side and
+    quantity. A sell has price > last price > stop_price, a buy the reverse. A trade of the
+    limit order or the stop's trigger cancels the other; cancelling either cancels both."""
+
+    market: str
+    quantity: Amount
+    price: Amount
+    stop_price: Amount
+    kind: Side | None = None
+    side: Side | None = None
+    stop_limit_price: Amount | None = None
+    list_client_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    limit_client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    stop_client_order_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    stp: Literal["cancel_newest", "cancel_oldest", "cancel_both"] | None = None
 
 
 class ReplaceBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -254,8 +279,18 @@ class V1(Api):
         return self.error(STATUS.get(e.code, 400), e.code, e.reason)
 
     def result(self, msg: Any) -> Response:
-        if type(msg) is M.Executions:  # cancel, replace: with the order's type and stop
-            return Gateway.json([report_view(self.ex, r) for r in msg.reports])
+        t = type(msg)
+        if t is M.Executions:  # cancel, replace: with the order's type and stop
+            views = [report_view(self.ex, r) for r in msg.reports]
+            if any(r.reason_code == CancelReason.LINKED for r in msg.reports):
+                list_id = min(v.order_id for v in views)  # a list's two orders cancelled
+                for v in views:
+                    v.list_id = list_id
+            return Gateway.json(views)
+        if t is M.OrderInfo:
+            return Gateway.json(order_view(self.ex, msg.order))
+        if t is M.OpenOrders or t is M.OrderHistory:
+            return Gateway.json([order_view(self.ex, o) for o in msg.orders])
         return Gateway.json(convert.result(self.ex, msg))
 
     # -------------------------------------------------------------------- orders
@@ -263,10 +298,14 @@ class V1(Api):
         b = self.decode(req.body, OrderBody)
         side = _side(b.kind, b.side)
         _check_advanced(b)
+        # A trailing stop may come without a stop price (it follows the last price from its
+        # acceptance): convert.place wants trigger and stop_price together, so the trigger
+        # goes in afterwards.
+        bare_trail = bool(b.trailing_bps and b.trigger and not b.stop_price)
         place = J.Place(
             0, b.market, side, b.type, b.price, b.quantity, b.quote_quantity,
-            b.time_in_force, b.client_order_id, b.post_only, b.stp, b.trigger, b.stop_price,
-            b.expire_ts,
+            b.time_in_force, b.client_order_id, b.post_only, b.stp,
+            None if bare_trail else b.trigger, b.stop_price, b.expire_ts,
         )  # fmt: skip
         try:
             cmd = convert.place(self.ex, key.account_id, place, FIELDS)
@@ -274,6 +313,12 @@ class V1(Api):
             if e.code == R.INVALID_STOP_PRICE and "stop_price" not in e.reason:
                 raise V1Error(400, e.code, f"stop_price: {e.reason}") from None  # which field
             raise
+        display = _display_qty(self.ex.markets[b.market], b, cmd.qty)
+        if display or b.trailing_bps:
+            trigger = int(convert.TRIGGERS[b.trigger]) if b.trigger else 0
+            cmd = msgspec.structs.replace(
+                cmd, trigger=trigger, display_qty=display, trailing_bps=b.trailing_bps
+            )
         self.gw.metrics.orders += 1
         return self.gw.call(self, cmd, lambda msg: self.placed(cmd, msg))
 
@@ -285,8 +330,52 @@ class V1(Api):
         view.expire_ts = cmd.expire_ts or None
         if cmd.post_only:
             view.post_only = True
+        spec = self.ex.markets[cmd.market]
+        if cmd.display_qty:
+            view.display_qty = spec.qty_text(cmd.display_qty)
+        if cmd.trailing_bps:
+            view.trailing_bps = cmd.trailing_bps
         fills = [convert.fill_view(self.ex, r) for r in reports if r.last_qty]
         return Gateway.json(Placed(view, fills))
+
+    def place_oco(self, key: ApiKey, req: Request) -> Any:
+        b = self.decode(req.body, OcoBody)
+        side = _side(b.kind, b.side)
+        # The limit order checked as a new order is (market, tick, lot, limits), in this API's
+        # words; then the stop's prices and the list's shape.
+        limit = J.Place(0, b.market, side, "limit", b.price, b.quantity, post_only=True, stp=b.stp)
+        lcmd = convert.place(self.ex, key.account_id, limit, FIELDS)
+        spec = self.ex.markets[b.market]
+        ids = [c for c in (b.limit_client_order_id, b.stop_client_order_id) if c]
+        if len(ids) == 2 and ids[0] == ids[1]:
+            raise V1Error(
+                409, R.DUPLICATE_CLIENT_ORDER_ID,
+                "limit_client_order_id and stop_client_order_id must differ",
+            )  # fmt: skip
+        stop = _price_field(spec, b.stop_price, R.INVALID_STOP_PRICE, "stop_price")
+        stop_limit = _price_field(spec, b.stop_limit_price, R.INVALID_PRICE, "stop_limit_price")
+        price = lcmd.price
+        if side == "sell" and not price > stop:
+            raise V1Error(400, R.INVALID_ORDER_LIST, "a sell OCO needs price > stop_price "
+                          "(a take-profit above the market, a stop-loss below)")  # fmt: skip
+        if side == "buy" and not price < stop:
+            raise V1Error(400, R.INVALID_ORDER_LIST, "a buy OCO needs price < stop_price "
+                          "(a limit below the market, a stop-loss above)")  # fmt: skip
+        cmd = M.NewOrderList(
+            0, key.account_id, b.market, lcmd.side, lcmd.qty, price, stop, stop_limit,
+            b.list_client_id, b.limit_client_order_id, b.stop_client_order_id, lcmd.stp,
+        )  # fmt: skip
+        self.gw.metrics.orders += 1
+        return self.gw.call(self, cmd, lambda msg: self.placed_list(cmd, msg))
+
+    def placed_list(self, cmd: M.NewOrderList, msg: M.Executions) -> Response:
+        views = [report_view(self.ex, r) for r in msg.reports]
+        list_id = min(v.order_id for v in views)  # the limit order's id, as the engine says
+        for v in views:
+            v.list_id = list_id
+            v.tif = "GTC"
+        views[0].post_only = True
+        return Gateway.json(PlacedList(list_id, cmd.client_list_id, views))
 
     def order_ref(self, key: ApiKey, req: Request) -> tuple[str, int, str]:
         q = self.query(req, OrderQuery)
@@ -396,11 +485,31 @@ class V1(Api):
         return self._klines(q, spec)
 
 
+class OrderView(J.Order, omit_defaults=True):
+    """The JSON API's order view and, where set, an iceberg's visible size, a trailing stop's
+    distance and the best last price it follows, and the one-cancels-the-other list it is in
+    (the list's id is its limit order's id)."""
+
+    display_qty: str | None = None
+    trailing_bps: int | None = None
+    trail_price: str | None = None  # 0 / left out: not following yet (activation not reached)
+    list_id: int | None = None
+
+
 class Placed(msgspec.Struct):
     """The order as it stands after the engine took it, and the fills it made at once."""
 
-    order: J.Order
+    order: OrderView
     fills: list[J.Fill]
+
+
+class PlacedList(msgspec.Struct):
+    """A one-cancels-the-other list as placed: its id (the limit order's id) and both orders,
+    the limit order first."""
+
+    list_id: int
+    list_client_id: str
+    orders: list[OrderView]
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder] = {}
@@ -413,6 +522,7 @@ def _decoder(kind: Any) -> msgspec.json.Decoder:
     return d
 
 
+TRAILING_BPS = (10, 2_000)  # the engine's range (engine/core.py)
 FIELDS = convert.Fields("quantity", "quote_quantity", "GET /api/v1/markets")
 
 
@@ -423,6 +533,18 @@ def _check_advanced(b: OrderBody) -> None:
         raise V1Error(
             400, R.INVALID_ORDER_TYPE, "a stop order (trigger) cannot be post_only: drop one"
         )
+    if b.trailing_bps:
+        lo, hi = TRAILING_BPS
+        if not b.trigger:
+            raise V1Error(
+                400, R.INVALID_TRAILING,
+                "trailing_bps is for stop orders: give trigger (stop_loss or take_profit) too",
+            )  # fmt: skip
+        if not lo <= b.trailing_bps <= hi:
+            raise V1Error(
+                400, R.INVALID_TRAILING,
+                f"trailing_bps must be {lo}..{hi} (0.1%..20%), was {b.trailing_bps}",
+            )  # fmt: skip
     if b.time_in_force == "GTD":
         if not b.expire_ts:
             raise V1Error(
@@ -444,12 +566,74 @@ def _check_advanced(b: OrderBody) -> None:
         )  # fmt: skip
 
 
-def report_view(ex: Exchange, r: M.ExecReport) -> J.Order:
+def _price_field(spec: MarketSpec, text: str | None, code: int, what: str) -> int:
+    try:
+        value = positive_field(spec.price_to_ticks, text, what)
+    except AmountError as e:
+        reason = str(e) if what in str(e) else f"{what}: {e}"
+        raise V1Error(400, code, reason) from None
+    if value > spec.max_price:
+        raise V1Error(
+            400, code, f"{what} must be at most {spec.price_text(spec.max_price)}, was {text}"
+        )
+    return value
+
+
+def _display_qty(spec: MarketSpec, b: OrderBody, qty: int) -> int:
+    """An iceberg's visible part in lots (0: not an iceberg), checked against its order."""
+    if b.display_qty is None:
+        return 0
+    code = R.INVALID_DISPLAY_QTY
+    try:
+        display = positive_field(spec.qty_to_lots, b.display_qty, "display_qty")
+    except AmountError as e:
+        reason = str(e) if "display_qty" in str(e) else f"display_qty: {e}"
+        raise V1Error(400, code, reason) from None
+    if b.type != "limit":
+        raise V1Error(400, code, "display_qty (an iceberg) is only for limit orders")
+    if b.time_in_force in ("IOC", "FOK"):
+        raise V1Error(400, R.INVALID_TIME_IN_FORCE, "an iceberg (display_qty) is GTC or GTD")
+    if display > qty:
+        raise V1Error(
+            400, code,
+            f"display_qty ({b.display_qty}) must be at most the quantity ({b.quantity})",
+        )  # fmt: skip
+    if display < spec.min_qty:
+        raise V1Error(
+            400, code, f"display_qty must be at least {spec.qty_text(spec.min_qty)}, was "
+            f"{b.display_qty}",
+        )  # fmt: skip
+    return display
+
+
+def _more(view: J.Order) -> OrderView:
+    return OrderView(**msgspec.structs.asdict(view))
+
+
+def order_view(ex: Exchange, o: M.OrderState) -> OrderView:
+    """An open or closed order as the engine holds it, with its iceberg, trailing and list
+    fields where set."""
+    view = _more(convert.order_view(ex, o))
+    if o.status >= OrderStatus.FILLED:
+        view.waiting = None  # a closed order waits for nothing (a cancelled stop keeps it set)
+    spec = ex.markets[o.market]
+    if o.display_qty:
+        view.display_qty = spec.qty_text(o.display_qty)
+    if o.trailing_bps:
+        view.trailing_bps = o.trailing_bps
+        if o.trail_price:
+            view.trail_price = spec.price_text(o.trail_price)
+    if o.list_id:
+        view.list_id = o.list_id
+    return view
+
+
+def report_view(ex: Exchange, r: M.ExecReport) -> OrderView:
     """An execution report as the order view, with its type and, for a stop order, its trigger,
     stop price and whether it waits: a stop is placed waiting (NEW) and waits no longer once it
     is TRIGGERED or fills; other reports (replaced, canceled, expired) leave ``waiting`` out,
     since a replace never changes it and a closed order waits for nothing."""
-    view = convert.report_view(ex, r)
+    view = _more(convert.report_view(ex, r))
     view.type = convert.TYPE_NAMES.get(r.order_type)
     if r.trigger:
         view.trigger = convert.TRIGGER_NAMES.get(r.trigger)
@@ -476,16 +660,18 @@ def _side(kind: Side | None, side: Side | None) -> Side:
 def register(gw: Gateway) -> V1:
     v = V1(gw)
     read, trade = Permission.READ, Permission.TRADE
-    order_views = list[J.Order]
+    order_views = list[OrderView]
     signed = [  # method, paths, summary, permission, order write, query, body, response, fn
         ("POST", ["order", "orders"], "Place an order", trade, True, None, OrderBody, Placed,
          v.place),
         ("GET", ["order/{id}", "orders/{id}"], "An order and its fill status (by order id, or "
-         "client order id)", read, False, OrderQuery, None, J.Order, v.get_order),
+         "client order id)", read, False, OrderQuery, None, OrderView, v.get_order),
         ("DELETE", ["order/{id}", "orders/{id}"], "Cancel an order", trade, True, OrderQuery,
          None, order_views, v.cancel),
         ("PUT", ["order/{id}", "orders/{id}"], "Cancel-replace: new price and/or quantity",
          trade, True, OrderQuery, ReplaceBody, order_views, v.replace),
+        ("POST", ["order/oco", "orders/oco"], "Place a one-cancels-the-other list: a limit "
+         "order and a stop-loss", trade, True, None, OcoBody, PlacedList, v.place_oco),
         ("POST", ["order/quote"], "What a market order would fill now", read, False, None,
          QuoteBody, J.QuoteView, v.quote),
         ("GET", ["order/open", "orders"], "Open orders", read, False, MarketQuery, None,

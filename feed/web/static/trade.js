@@ -24,7 +24,11 @@ const TYPES = {
   stop_market: { base: "market", trigger: "stop_loss" },
   take_profit_limit: { base: "limit", trigger: "take_profit" },
   take_profit_market: { base: "market", trigger: "take_profit" },
+  // one-cancels-the-other: a post-only limit at the price and a stop-loss at the stop (a
+  // stop-limit at the stop limit, else a stop-market), placed through POST /order/oco
+  oco: { base: "limit", trigger: "stop_loss", oco: true },
 };
+const TRAIL_BPS = [10, 2000];  // the exchange's range of a trailing distance
 const kind = () => TYPES[ticket.type] ?? TYPES.limit;
 // A stop-loss buy and a take-profit sell trigger when the last price rises to the stop.
 const rises = (side, trigger) => (trigger === "stop_loss") === (side === "buy");
@@ -33,7 +37,13 @@ const rises = (side, trigger) => (trigger === "stop_loss") === (side === "buy");
 export function typeName(o) {
   const base = o.type ?? (o.price ? "limit" : "market");
   if (!o.trigger) return base;
-  return o.trigger === "stop_loss" ? `stop-${base}` : `take-profit ${base}`;
+  const name = o.trigger === "stop_loss" ? `stop-${base}` : `take-profit ${base}`;
+  return o.trailing_bps ? `trailing ${name}` : name;
+}
+
+// A trailing distance as a person reads it: 150 bps -> "1.5%".
+export function trailText(bps) {
+  return `${D.trim(D.format({ n: BigInt(bps), s: 2 }), 0)}%`;
 }
 
 function spec() { return ticket.spec; }
@@ -66,6 +76,31 @@ function checkPrice(text, what = "price") {
   if (!D.isMultiple(p, D.parse(m.tick))) return [null, `${what} must be a multiple of ${m.tick}`];
   if (D.cmp(p, D.parse(m.max_price)) > 0) return [null, `above the maximum price ${m.max_price}`];
   return [p, null];
+}
+
+// An iceberg's visible part: a quantity of its own, at most the order's.
+function checkDisplay(text, qty) {
+  const m = spec();
+  const [d, bad] = checkNumber(text, "visible quantity");
+  if (bad) return [null, bad];
+  if (!D.isMultiple(d, D.parse(m.lot))) return [null, `visible quantity must be a multiple of ${m.lot}`];
+  if (D.cmp(d, D.parse(m.min_qty)) < 0) return [null, `visible quantity is below the minimum ${m.min_qty}`];
+  if (D.cmp(d, qty) > 0) return [null, "the visible quantity must be at most the quantity"];
+  return [d, null];
+}
+
+// A trailing distance in % (two decimals at most) or bps, as whole bps in the exchange's range.
+function checkTrail(text, unit) {
+  const [d, bad] = checkNumber(text, "trailing distance");
+  if (bad) return [null, bad];
+  const bps = unit === "pct" ? D.mul(d, { n: 100n, s: 0 }) : d;
+  if (!D.isMultiple(bps, { n: 1n, s: 0 }))
+    return [null, unit === "pct" ? "trailing distance: at most two decimals (0.01% = 1 bps)"
+      : "trailing distance: whole bps"];
+  const n = Number(D.format(D.floor(bps, 0)));
+  if (n < TRAIL_BPS[0] || n > TRAIL_BPS[1])
+    return [null, `trailing distance must be ${trailText(TRAIL_BPS[0])}..${trailText(TRAIL_BPS[1])} (${TRAIL_BPS[0]}..${TRAIL_BPS[1]} bps)`];
+  return [n, null];
 }
 
 function checkQty(text) {
@@ -107,14 +142,39 @@ function describe() {
   const side = ticket.side;
   const out = { body: null, total: null, fee: null, problem: "", field: null };
   if (!m) return { ...out, problem: "no market" };
-  const { base: type, trigger } = kind();
+  const { base: type, trigger, oco } = kind();
+  if (oco) return describeOco(m, side);
   const body = { market: m.symbol, side, type };
   const feeRate = D.parse(type === "market" || trigger || !$("t-post").checked ? m.taker_fee
     : m.maker_fee);
   const qd = decimals(m.quote, 2), bd = decimals(m.base, D.parse(m.lot).s);
   const fail = (problem, field) => ({ ...out, problem, field });
   let qty = null, cost = null, stop = null;
-  if (trigger) {
+  const trailing = !!trigger && $("t-trailing").checked;
+  if (trailing) {
+    const [bps, tBad] = checkTrail($("t-trail").value, $("t-trail-unit").value);
+    if (tBad) return fail(tBad, "t-trail");
+    body.trigger = trigger; body.trailing_bps = bps;
+    const last = D.parse(market.ticker?.last ?? "");
+    const lastText = market.ticker?.last;
+    const up = rises(side, trigger);
+    const follows = `then triggers when it ${side === "sell" ? "falls" : "rises"} ${trailText(bps)} from its ${side === "sell" ? "highest" : "lowest"}`;
+    if ($("t-stop").value.trim() !== "") {
+      const [st, sBad] = checkPrice($("t-stop").value, "activation price");
+      if (sBad) return fail(sBad, "t-stop");
+      body.stop_price = $("t-stop").value.trim();
+      stop = st;
+      const reached = last && (up ? D.cmp(last, st) >= 0 : D.cmp(last, st) <= 0);
+      out.stopNote = reached
+        ? `the last price ${lastText} has already reached this activation price: the exchange refuses that (leave it empty to follow the price now)`
+        : `starts following the last price when it ${up ? "rises" : "falls"} to ${body.stop_price}, ${follows}`;
+    } else if (!last) {
+      return fail("a trailing stop without an activation price follows the last price: this market has none yet", "t-stop");
+    } else {
+      stop = last;
+      out.stopNote = `follows the last price (now ${lastText}), ${follows}`;
+    }
+  } else if (trigger) {
     const [st, sBad] = checkPrice($("t-stop").value, "stop price");
     if (sBad) return fail(sBad, "t-stop");
     body.trigger = trigger; body.stop_price = $("t-stop").value.trim();
@@ -145,6 +205,13 @@ function describe() {
       body.expire_ts = ms * 1e6;  // ns since the epoch; exact in JSON (a whole millisecond)
     }
     if ($("t-post").checked && !trigger) body.post_only = true;
+    if ($("t-display").value.trim() !== "") {
+      const [, dBad] = checkDisplay($("t-display").value, q);
+      if (dBad) return fail(dBad, "t-display");
+      if (body.time_in_force !== "GTC" && body.time_in_force !== "GTD")
+        return fail("an iceberg rests: GTC or GTD, not IOC or FOK", "t-display");
+      body.display_qty = $("t-display").value.trim();
+    }
     qty = q; cost = D.mul(p, q);
   } else if (side === "buy" && ticket.by === "amount") {
     const [a, aBad] = checkNumber($("t-amount").value, "amount");
@@ -182,18 +249,77 @@ function describe() {
   return out;
 }
 
+// An OCO list: a post-only limit at the price and a stop-loss at the stop, one side and
+// quantity; the funds are held once, for the larger of the two (a stop-market buy counts its
+// protection price, 10% through its stop).
+function describeOco(m, side) {
+  const out = { body: null, total: null, fee: null, problem: "", field: null };
+  const fail = (problem, field) => ({ ...out, problem, field });
+  const [p, pBad] = checkPrice($("t-price").value, "limit price");
+  if (pBad) return fail(pBad, "t-price");
+  const [st, sBad] = checkPrice($("t-stop").value, "stop price");
+  if (sBad) return fail(sBad, "t-stop");
+  let sl = null;
+  if ($("t-stop-limit").value.trim() !== "") {
+    const [x, lBad] = checkPrice($("t-stop-limit").value, "stop-limit price");
+    if (lBad) return fail(lBad, "t-stop-limit");
+    sl = x;
+  }
+  const [q, qBad] = checkQty($("t-qty").value);
+  if (qBad) return fail(qBad, "t-qty");
+  const sell = side === "sell";
+  const lastText = market.ticker?.last;
+  const last = D.parse(lastText ?? "");
+  if (sell ? D.cmp(p, st) <= 0 : D.cmp(p, st) >= 0)
+    return fail(`an OCO ${side} needs the limit price ${sell ? "above" : "below"} the stop price`, "t-price");
+  if (last && (sell ? D.cmp(p, last) <= 0 : D.cmp(p, last) >= 0))
+    return fail(`the limit price must be ${sell ? "above" : "below"} the last price ${lastText}`, "t-price");
+  if (last && (sell ? D.cmp(st, last) >= 0 : D.cmp(st, last) <= 0))
+    return fail(`the stop price must be ${sell ? "below" : "above"} the last price ${lastText}`, "t-stop");
+  const body = { market: m.symbol, side, quantity: $("t-qty").value.trim(),
+                 price: $("t-price").value.trim(), stop_price: $("t-stop").value.trim() };
+  if (sl) body.stop_limit_price = $("t-stop-limit").value.trim();
+  const qd = decimals(m.quote, 2), bd = decimals(m.base, D.parse(m.lot).s);
+  const stopAt = sl ? `a limit at ${body.stop_limit_price}` : "at market";
+  out.stopNote = `rests at ${body.price}; if the last price${lastText ? ` (now ${lastText})` : ""} ${sell ? "falls" : "rises"} to ${body.stop_price} the stop trades ${stopAt}; a fill of one cancels the other`;
+  const stopCost = D.mul(q, sl ?? (sell ? st : D.mul(st, D.parse("1.1"))));
+  const limitCost = D.mul(p, q);
+  const cost = D.cmp(stopCost, limitCost) > 0 ? stopCost : limitCost;
+  const feeRate = D.parse(m.taker_fee);
+  out.total = limitCost;
+  out.fee = sell ? [D.floor(D.mul(limitCost, feeRate), qd), m.quote]
+                 : [D.floor(D.mul(q, feeRate), bd), m.base];
+  out.body = body;
+  out.oco = true;
+  if (account.user) {
+    const have = sell ? avail(m.base) : avail(m.quote);
+    const need = sell ? q : D.ceil(cost, qd);
+    if (have && D.cmp(need, have) > 0)
+      return { ...out, problem: `not enough ${sell ? m.base : m.quote}: ${D.trim(D.format(have), 2)} available`, field: "t-qty" };
+  }
+  return out;
+}
+
 // -------------------------------------------------------------------------- the form
 function render() {
   const m = spec();
   if (!m) return;
   const buy = ticket.side === "buy";
-  const { base, trigger } = kind();
+  const { base, trigger, oco } = kind();
   const limit = base === "limit";
   const byAmount = !limit && buy && ticket.by === "amount";
+  const trailing = !!trigger && !oco && $("t-trailing").checked;
   $("t-buy").classList.toggle("on", buy);
   $("t-sell").classList.toggle("on", !buy);
   $("t-type").value = ticket.type;
   $("f-stop").hidden = !trigger;
+  $("t-stop-label").textContent = trailing ? "Activation" : "Stop";
+  $("t-stop").placeholder = trailing ? "optional" : "";
+  $("f-trailing").hidden = !trigger || !!oco;
+  $("f-trail").hidden = !trailing;
+  $("f-stop-limit").hidden = !oco;
+  $("t-price-label").textContent = oco ? "Limit" : "Price";
+  $("f-display").hidden = !limit || !!oco;
   for (const b of document.querySelectorAll("#t-by button"))
     b.classList.toggle("on", b.dataset.by === ticket.by);
   $("f-price").hidden = !limit;
@@ -201,15 +327,15 @@ function render() {
   $("t-by").hidden = limit || !buy;
   $("f-qty").hidden = byAmount;
   $("f-amount").hidden = !byAmount;
-  $("f-limit-opts").hidden = !limit;
+  $("f-limit-opts").hidden = !limit || !!oco;  // an OCO's limit order is post-only GTC
   $("f-post").hidden = !!trigger;  // a stop order cannot be post-only
   if (trigger) $("t-post").checked = false;
   $("t-tif").disabled = $("t-post").checked;
   if ($("t-post").checked && $("t-tif").value !== "GTD") $("t-tif").value = "GTC";
-  $("f-expire").hidden = !limit || $("t-tif").value !== "GTD";
+  $("f-expire").hidden = !limit || !!oco || $("t-tif").value !== "GTD";
   for (const u of document.querySelectorAll(".u-base")) u.textContent = m.base;
   for (const u of document.querySelectorAll(".u-quote")) u.textContent = m.quote;
-  $("t-price").step = m.tick; $("t-stop").step = m.tick;
+  $("t-price").step = m.tick; $("t-stop").step = m.tick; $("t-stop-limit").step = m.tick;
   $("t-qty").step = m.lot; $("t-qty").min = m.min_qty; $("t-qty").max = m.max_qty;
   $("t-rules").textContent = `tick ${m.tick} · lot ${m.lot} · min ${m.min_qty} · max ${m.max_qty}`;
   const asset = buy ? m.quote : m.base;
@@ -221,7 +347,8 @@ function render() {
   const d = describe();
   ticket.problem = d.problem;
   const shown = (id) => !$(id).closest(".field").hidden;
-  const inputs = ["t-stop", "t-price", "t-qty", "t-amount", "t-expire"];
+  const inputs = ["t-trail", "t-stop", "t-stop-limit", "t-price", "t-qty", "t-display", "t-amount",
+                  "t-expire"];
   const touched = ticket.tried || inputs.some((id) => shown(id) && $(id).value !== "");
   const p = $("t-problem");
   p.textContent = touched && account.user ? d.problem : "";
@@ -255,10 +382,14 @@ function describeAnswer(o, fills) {
   if (o.waiting) {
     const what = o.type === "market" ? "at market" : `at ${o.price}`;
     const name = typeName(o);
+    const when = o.trailing_bps
+      ? ` ${trailText(o.trailing_bps)} off the best price${o.stop_price ? ` from ${o.stop_price} on` : ""}`
+      : ` when the price reaches ${o.stop_price}`;
     return `${name[0].toUpperCase()}${name.slice(1)} order ${o.order_id} placed: ${o.side} ${o.qty ?? o.quote_qty} ${what}`
-      + ` when the price reaches ${o.stop_price} (waiting)`;
+      + `${when} (waiting)`;
   }
-  if (o.status === "new") return `Order ${o.order_id} placed: ${o.side} ${o.qty} at ${o.price}`;
+  const ice = o.display_qty ? ` (iceberg, ${o.display_qty} visible)` : "";
+  if (o.status === "new") return `Order ${o.order_id} placed: ${o.side} ${o.qty} at ${o.price}${ice}`;
   return `Order ${o.order_id}: ${st}${o.reason ? ` (${o.reason.replace(/_/g, " ")})` : ""}`;
 }
 
@@ -273,12 +404,23 @@ async function submit(ev) {
   btn.disabled = true;
   ticket.sent++;
   try {
-    const ans = await api("POST", "/order", d.body);
+    const ans = await api("POST", d.oco ? "/order/oco" : "/order", d.body);
     ticket.last = ans; ticket.error = null;
+    if (d.oco) {
+      for (const o of ans.orders) applyOrder(o);
+      const [lim, stop] = ans.orders;
+      setResult(`OCO #${ans.list_id} placed: ${lim.side} ${lim.qty} at ${lim.price}, or at `
+        + `${stop.type === "market" ? "market" : stop.price} when the price reaches ${stop.stop_price}`, "ok");
+      afterTrade();
+      return;
+    }
     applyOrder(ans.order);
     for (const f of ans.fills ?? []) addFill(f);
     setResult(describeAnswer(ans.order, ans.fills ?? []), "ok");
     afterTrade();
+    // A trailing stop's answer does not say which price it follows: its view does.
+    if (ans.order.trailing_bps && ans.order.waiting)
+      api("GET", `/order/${ans.order.order_id}?by=order_id`).then(applyOrder, () => {});
   } catch (e) {
     ticket.error = { code: e.code, reason: e.reason };
     setResult(`Order refused: ${e.reason}`, "error");
@@ -330,7 +472,8 @@ function setupTicket() {
 export function setMarket(symbol) {
   ticket.spec = market.markets.find((m) => m.symbol === symbol) ?? null;
   $("t-price").value = ""; $("t-qty").value = ""; $("t-amount").value = "";
-  $("t-stop").value = "";
+  $("t-stop").value = ""; $("t-stop-limit").value = ""; $("t-display").value = "";
+  $("t-trail").value = "";
   ticket.tried = false;
   setResult("", "");
   render();
@@ -368,23 +511,45 @@ function renderBalances() {
 const time = (ts) => new Date(ts / 1e6).toLocaleTimeString([], { hour12: false });
 const side = (s) => `<td class="${s}">${s === "buy" ? "Buy" : "Sell"}</td>`;
 
+// The type cell: the order's type, after its OCO list's tag where it is in one.
+function typeCell(o) {
+  const tag = o.list_id ? `<span class="tag oco" title="one-cancels-the-other list ${o.list_id}: when one of its orders fills, triggers or is cancelled, the other is cancelled">OCO #${o.list_id}</span>` : "";
+  return `<td>${tag}${tag ? " " : ""}${esc(typeName(o))}</td>`;
+}
+// The stop cell: the stop price; a trailing stop's distance, and the best price it follows.
+function stopCell(o) {
+  if (!o.trailing_bps) return `<td>${esc(o.stop_price ?? "-")}</td>`;
+  const from = o.trail_price ? ` from ${o.trail_price}` : o.stop_price ? ` at ${o.stop_price}` : "";
+  const what = o.trail_price ? "follows" : o.stop_price ? "starts following" : "trails";
+  return `<td title="${what} the best last price${o.trail_price ? ` (now ${esc(o.trail_price)})` : ""}">`
+    + `trail ${esc(trailText(o.trailing_bps))}<span class="sub">${esc(from)}</span></td>`;
+}
+function qtyCell(o) {
+  const q = esc(o.qty ?? o.quote_qty ?? "-");
+  if (!o.display_qty) return `<td>${q}</td>`;
+  return `<td title="an iceberg: the book shows ${esc(o.display_qty)} at a time">${q}`
+    + `<span class="sub"> · ${esc(o.display_qty)} shown</span></td>`;
+}
+
 function renderOrders() {
-  const open = [...account.open.values()].sort((a, b) => b.ts - a.ts);
+  // Newest first; a list's two orders (one command, one time) together, its limit order first.
+  const open = [...account.open.values()].sort((a, b) => b.ts - a.ts || a.order_id - b.order_id);
   $("n-open").textContent = open.length ? ` (${open.length})` : "";
   $("open-orders").innerHTML = open.map((o) =>
-    `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
-    + `<td>${esc(typeName(o))}</td><td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
-    + `<td>${esc(o.stop_price ?? "-")}</td><td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
-    + (o.waiting ? `<td class="st-waiting" title="waits for the last price to reach ${esc(o.stop_price)}">Waiting</td>`
+    `<tr data-order="${o.order_id}"${o.list_id ? ` data-list="${o.list_id}" class="in-list"` : ""}>`
+    + `<td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
+    + `${typeCell(o)}<td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
+    + `${stopCell(o)}${qtyCell(o)}<td>${esc(o.cum_qty)}</td>`
+    + (o.waiting ? `<td class="st-waiting" title="${o.trailing_bps ? "waits for the last price to turn by its distance" : `waits for the last price to reach ${esc(o.stop_price)}`}">Waiting</td>`
       : `<td>${esc(STATUS[o.status] ?? o.status)}</td>`)
-    + `<td><button class="cancel" data-cancel="${o.order_id}">Cancel</button></td></tr>`).join("")
+    + `<td><button class="cancel" data-cancel="${o.order_id}"${o.list_id ? ` title="cancels both orders of OCO #${o.list_id}"` : ""}>Cancel</button></td></tr>`).join("")
     || `<tr><td colspan="10" class="empty">${account.user ? "no open orders" : "sign in to trade"}</td></tr>`;
   const closed = [...account.history.values()].reverse();
   $("order-history").innerHTML = closed.map((o) => {
     const why = o.reason ? ` <span class="muted">(${esc(o.reason.replace(/_/g, " "))})</span>` : "";
     return `<tr data-order="${o.order_id}"><td>${time(o.ts)}</td><td>${esc(o.market)}</td>${side(o.side)}`
-      + `<td>${esc(typeName(o))}</td><td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
-      + `<td>${esc(o.qty ?? o.quote_qty ?? "-")}</td><td>${esc(o.cum_qty)}</td>`
+      + `${typeCell(o)}<td>${esc(o.type === "market" || !o.price ? "market" : o.price)}</td>`
+      + `${qtyCell(o)}<td>${esc(o.cum_qty)}</td>`
       + `<td class="st-${esc(o.status)}">${esc(STATUS[o.status] ?? o.status)}${why}</td></tr>`;
   }).join("") || `<tr><td colspan="8" class="empty">no closed orders yet</td></tr>`;
 }
