@@ -12,7 +12,7 @@ WEB    := feed/web
 CHARTS := $(WEB)/node_modules/.package-lock.json
 # The engine's kernel, compiled with Cython (engine/__init__.py says how the build is chosen).
 KERNEL := $(VENV)/.kernel
-KERNEL_SRC := $(addprefix engine/,book.py core.py ledger.py money.py views.py) setup.py
+KERNEL_SRC := $(addprefix engine/,book.py core.py ledger.py money.py views.py) $(wildcard engine/*.pxd) setup.py
 
 .PHONY: run test install lint bench clean
 

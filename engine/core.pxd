@@ -10,6 +10,14 @@ from engine.money cimport fee, lock, release, settle
 from engine.views cimport EngineViews
 
 
+# The integer codes (engine/codes.py) as C constants of this module: set once from codes.py when
+# the module loads, compared in C wherever the core uses them.
+cdef long long BOTH, BUY, C_DISCONNECT, C_FOK, C_FUNDS, C_IOC, C_LINKED, C_STP, C_TIME, C_USER
+cdef long long E_CXL, E_EXP, E_FILL, E_NEW, E_PART, E_REPL, E_TRIG, FOK, GTC, GTD, IOC, LIMIT
+cdef long long MAKER, MARKET, NEWEST, OLDEST, S_CXL, S_EXP, S_FILLED, S_NEW, S_PART, SELL
+cdef long long STOP_LOSS, TAKE_PROFIT, TAKER
+
+
 cdef class Engine(EngineViews):
     @cython.locals(book=Book, o=Order, seq="long long", executed=bint)
     cpdef _on_new_order(self, c, long long ts, bytes origin)
@@ -22,7 +30,8 @@ cdef class Engine(EngineViews):
     cpdef _execute(self, Book book, Order o, list reports, long long seq, long long ts, req)
     cpdef _rest(self, Book book, Order o)
     cpdef _pend(self, Book book, Order o)
-    cpdef _index(self, Order o)
+    @cython.locals(mine=dict)
+    cdef _index(self, Order o)  # cdef: no check for a Python override on every resting order
     @cython.locals(o=Order)
     cpdef _trigger(self, Book book, long long seq, long long ts)
     @cython.locals(
