@@ -1119,12 +1119,9 @@ class Binance(Api):
     async def _all_orders(self, spec: MarketSpec, calls: tuple[Deferred, Deferred], limit: int,
                           order_id: int | None, start: int | None, end: int | None,
                           ) -> Response:  # fmt: skip
-        orders: list[M.OrderState] = []
-        for call in calls:
-            got = await _settle(call)
-            if isinstance(got, Response):
-                return got
-            orders += got.orders
+        orders = await _orders_of(calls)
+        if isinstance(orders, Response):
+            return orders
         orders.sort(key=lambda o: o.order_id)
         rows = [
             o for o in orders
@@ -1397,12 +1394,9 @@ class Binance(Api):
     async def _all_lists(self, acct: int, calls: tuple[Deferred, Deferred], limit: int,
                          from_id: int | None, start: int | None, end: int | None,
                          ) -> Response:  # fmt: skip
-        orders: list[M.OrderState] = []
-        for call in calls:
-            got = await _settle(call)
-            if isinstance(got, Response):
-                return got
-            orders += got.orders
+        orders = await _orders_of(calls)
+        if isinstance(orders, Response):
+            return orders
         rows = [
             legs for legs in _lists(orders)
             if len(legs) == 2
@@ -1550,6 +1544,18 @@ def _fill(spec: MarketSpec, r: M.ExecReport) -> BinanceOrderFill:
         spec.base if buyer else spec.quote,
         r.trade_id,
     )
+
+
+async def _orders_of(calls: tuple[Deferred, ...]) -> list[M.OrderState] | Response:
+    """The orders of an order history and an open-orders reply sent in one frame, or the
+    error answer of the first that failed."""
+    orders: list[M.OrderState] = []
+    for call in calls:
+        got = await _settle(call)
+        if isinstance(got, Response):
+            return got
+        orders += got.orders
+    return orders
 
 
 def _my_trade(spec: MarketSpec, sym: str, r: M.ExecReport) -> BinanceMyTrade:
