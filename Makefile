@@ -21,7 +21,7 @@ run: $(STAMP) $(KERNEL) $(CHARTS)
 
 # The whole suite on the compiled kernel, then the engine's own tests on the interpreted one
 # (the same source, run by CPython: both builds must pass).
-test: $(STAMP) $(KERNEL) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl lint
+test: $(STAMP) $(KERNEL) $(CHARTS) $(VENV)/.browser $(VENV)/.openssl $(VENV)/.nats lint
 	EXCHANGE_ENGINE_BUILD=compiled $(PY) -m pytest tests
 	EXCHANGE_ENGINE_BUILD=interpreted $(PY) -m pytest $(ENGINE_TESTS)
 
@@ -30,7 +30,7 @@ ENGINE_TESTS := tests/test_engine_orders.py tests/test_engine_property.py \
   tests/test_engine_compat.py tests/test_engine_money.py tests/test_engine_build.py \
   tests/test_engine_advanced.py tests/test_engine_iceberg_trailing_oco.py
 
-install: $(STAMP) $(KERNEL) $(CHARTS)
+install: $(STAMP) $(KERNEL) $(CHARTS) $(VENV)/.nats
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -71,6 +71,12 @@ $(VENV)/.browser:
 $(VENV)/.openssl:
 	@command -v openssl >/dev/null || { echo "openssl missing: installing it with apt"; \
 	  apt-get update -q && apt-get install -y -q openssl; }
+	@touch $@
+
+# Debian's NATS server: the replicated journal's log (engine/replication.py; off by default).
+$(VENV)/.nats:
+	@command -v nats-server >/dev/null || { echo "nats-server missing: installing it with apt"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nats-server; }
 	@touch $@
 
 lint: $(STAMP)

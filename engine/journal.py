@@ -93,9 +93,15 @@ class Journal:
         self.path = self.directory / segment_name(first_seq)
         self.file = open(self.path, "ab", buffering=0)
 
-    def write(self, first_seq: int, ts: int, entries: list[tuple[bytes, object]]) -> None:
-        """Write one batch; returns once the OS has it (and the disk, if fsync is on)."""
+    def write(self, first_seq: int, ts: int, entries: list[tuple[bytes, object]]) -> bytes:
+        """Write one batch; returns once the OS has it (and the disk, if fsync is on), with
+        the record's bytes (what the replicated log gets too)."""
         record = encode_record(first_seq, ts, entries)
+        self.append(record)
+        return record
+
+    def append(self, record: bytes) -> None:
+        """Write records already encoded (a standby copying the primary's)."""
         assert self.file is not None
         self.file.write(record)
         if self.fsync:
@@ -212,6 +218,29 @@ def _replay_segment(path: Path, engine: Engine, last: bool, result: Recovery) ->
         applied += _apply_batch(batch, engine, path, off)
         off += HEADER.size + length
     return applied
+
+
+def decode_records(data: bytes, where: str) -> list[Batch]:
+    """The batches of whole records back to back (a message of the replicated log); any
+    damage is JournalCorrupt (a replicated message is never torn)."""
+    view = memoryview(data)
+    size, off, out = len(view), 0, []
+    while off < size:
+        problem = _check_record(view, off, size)
+        if problem is not None:
+            raise JournalCorrupt(f"{where}: damaged record at offset {off}: {problem[1]}")
+        _, length, _, _ = HEADER.unpack_from(view, off)
+        try:
+            out.append(_batch_decoder.decode(view[off + HEADER.size : off + HEADER.size + length]))
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise JournalCorrupt(f"{where}: record at offset {off} does not decode: {e}") from None
+        off += HEADER.size + length
+    return out
+
+
+def apply_batch(batch: Batch, engine: Engine, where: str) -> int:
+    """Apply a batch's commands that ``engine`` does not have yet, as replay does."""
+    return _apply_batch(batch, engine, Path(where), 0)
 
 
 def _check_record(data: memoryview, off: int, size: int) -> tuple[bool, str] | None:

@@ -24,8 +24,10 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -34,7 +36,7 @@ import msgspec
 import uvloop
 import zmq
 
-from engine import curve, journal
+from engine import curve, journal, replication
 from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
@@ -65,6 +67,10 @@ class Metrics(msgspec.Struct):
     snapshot_fork_ms: float = 0.0  # how long the last snapshot stopped the engine (the fork)
     recovered: int = 0
     ticks: int = 0  # Ticks sent to expire good-till-date orders
+    replicated_batches: int = 0  # batches the replicated log acknowledged (primary)
+    replication_retries: int = 0  # appends retried (no majority for a while)
+    followed: int = 0  # commands applied from the replicated log (standby)
+    held_batches: int = 0  # batches whose replies wait for the log now
 
 
 class EngineServer:
@@ -87,6 +93,11 @@ class EngineServer:
         self._snapshotter: tuple[int, int, float] | None = None  # (pid, seq, start) of a child
         self.stopped: asyncio.Event | None = None  # created inside the loop
         self._stopping = False
+        # replication (engine/replication.py): the primary's appender, and the batches whose
+        # replies and market data wait for it, oldest first: [acknowledged, replies, md]
+        self.replicator: replication.Replicator | None = None
+        self.held: deque[list] = deque()
+        self.exit_code = 0
 
     # ------------------------------------------------------------------- lifecycle
     def recover(self) -> journal.Recovery:
@@ -105,8 +116,12 @@ class EngineServer:
         )
         return rec
 
+    def check_curve(self) -> None:
+        if self.cfg.curve_keys and self.guard is None:
+            self.guard = curve.Guard(self.ctx, Path(self.cfg.curve_keys))
+
     def bind(self) -> None:
-        if self.cfg.curve_keys:
+        if self.cfg.curve_keys and self.guard is None:
             self.guard = curve.Guard(self.ctx, Path(self.cfg.curve_keys))
             log.info(
                 "CURVE on, keys in %s; admitted clients: %s",
@@ -128,9 +143,13 @@ class EngineServer:
         self.pub.setsockopt(zmq.SNDHWM, self.cfg.pub_hwm)
         self.pub.setsockopt(zmq.LINGER, 0)
         self.pub.bind(self.cfg.market_data)
-        self.journal = journal.Journal(
-            self.data_dir, self.engine.seq + 1, self.cfg.fsync == "batch"
-        )
+        self.open_journal()
+
+    def open_journal(self) -> None:
+        if self.journal is None:
+            self.journal = journal.Journal(
+                self.data_dir, self.engine.seq + 1, self.cfg.fsync == "batch"
+            )
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -150,7 +169,90 @@ class EngineServer:
         )
         await self.stopped.wait()
         loop.remove_reader(self.router.FD)
+        if self.replicator is not None:
+            await self.replicator.close()
         self.shutdown()
+
+    async def serve_replicated(self) -> None:
+        """With ``[replication]``: follow the replicated log as a standby until the lease is
+        free, take it, then serve as the primary (docs: engine/replication.py)."""
+        cfg = self.exchange.replication
+        nc = await replication.connect(cfg)
+        js, kv = await replication.ensure_log(nc.jetstream(), cfg)
+        self.open_journal()
+        follower = replication.Follower(cfg, js, self.engine, self._follow_write)
+        await follower.start()
+        log.info("standby %s: following %s on %s", cfg.node, cfg.stream, ",".join(cfg.servers))
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(self._take_over(follower, kv, js))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            rev, marker = await task
+        except asyncio.CancelledError:  # stopped while a standby: snapshot what it has
+            log.info("standby stopping at seq %d", self.engine.seq)
+            await follower.stop()
+            await nc.close()
+            self.shutdown()
+            return
+        except replication.Diverged as e:
+            log.error("%s: moving the data aside to rebuild from the log", e)
+            await follower.stop()
+            await nc.close()
+            self.move_data_aside("diverged")
+            self.exit_code = 5
+            return
+        await follower.stop()
+        self.metrics.followed = follower.applied
+        log.info("primary %s: took over at seq %d (log seq %d)", cfg.node, self.engine.seq, marker)
+        self.replicator = replication.Replicator(cfg, js, kv, marker, rev, self._deposed)
+        self.bind()
+        try:
+            await self.serve()
+        finally:
+            await nc.close()
+
+    async def _take_over(self, follower: replication.Follower, kv: object, js: object
+                         ) -> tuple[int, int]:  # fmt: skip
+        cfg = self.exchange.replication
+        while True:
+            await follower.catch_up(timeout=600.0)
+            rev = await replication.take_lease(kv, cfg.node)
+            if rev is None:
+                await asyncio.sleep(cfg.heartbeat)
+                continue
+            while True:  # applied everything, then fence the log at its end
+                last = await follower.catch_up(timeout=600.0)
+                try:
+                    marker = await replication.append_marker(js, cfg, last, self.engine.seq)
+                    return rev, marker
+                except Exception as e:
+                    if replication._error_code(e) != replication.WRONG_LAST_SEQUENCE:
+                        log.warning("takeover marker not acknowledged (%s); retrying", e)
+                    await asyncio.sleep(0.02)
+
+    def _follow_write(self, records: bytes) -> None:
+        assert self.journal is not None
+        self.journal.append(records)
+        if self.engine.seq - self.last_snapshot >= self.cfg.snapshot_every:
+            self.journal_roll()
+
+    def _deposed(self, why: str) -> None:
+        """Another engine is primary: answer nothing more (the held replies are dropped: they
+        were never replicated, so never acknowledged), move the data aside and exit."""
+        self.held.clear()
+        self.exit_code = 4
+        self.move_data_aside("deposed")
+        self.stop()
+
+    def move_data_aside(self, why: str) -> None:
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+        if self.data_dir.exists():
+            aside = self.data_dir.with_name(f"{self.data_dir.name}.{why}-{time.time_ns()}")
+            shutil.move(str(self.data_dir), aside)
+            log.error("data directory moved to %s; the next start rebuilds from the log", aside)
 
     def stop(self) -> None:
         if not self._stopping:
@@ -163,7 +265,8 @@ class EngineServer:
         if self.journal is not None:
             self.journal.close()
             self.journal = None
-            self.snapshot()
+            if self.exit_code == 0:  # (a deposed engine's data has moved aside)
+                self.snapshot()
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close(0)
@@ -247,6 +350,8 @@ class EngineServer:
         batch_max = self.cfg.batch_max
         events = cast("Callable[[int], int]", router.getsockopt)  # EVENTS is an int option
         while not self._stopping and events(zmq.EVENTS) & zmq.POLLIN:
+            if len(self.held) > self.exchange.replication.max_pending:
+                return  # the log is behind: read on once it acknowledges (_flush_held)
             frames = []
             for _ in range(batch_max):
                 try:
@@ -293,15 +398,41 @@ class EngineServer:
                                   "internal error")  # fmt: skip
                 if engine.seq != before:
                     writes.append((origin, cmd))
+        record = b""
         if writes:
             assert self.journal is not None
-            self.journal.write(first_seq, ts, writes)
+            record = self.journal.write(first_seq, ts, writes)
             m.writes += len(writes)
         m.batches += 1
-        self._send_replies()
-        self._publish(ts)
+        out, md = engine.drain(), engine.market_data(ts)
+        if self.replicator is None:
+            self._send_replies(out)
+            self._publish(md)
+        else:  # nothing leaves before the log has this batch, and every batch before it
+            entry = [not writes, out, md]
+            self.held.append(entry)
+            if writes:
+                self.replicator.submit(record, lambda: self._acked(entry))
+            else:
+                self._flush_held()
         if engine.seq - self.last_snapshot >= self.cfg.snapshot_every:
             self.journal_roll()
+
+    def _acked(self, entry: list) -> None:
+        entry[0] = True
+        self.metrics.replicated_batches += 1
+        self._flush_held()
+
+    def _flush_held(self) -> None:
+        held = self.held
+        backlog = len(held) > self.exchange.replication.max_pending
+        while held and held[0][0]:
+            _, out, md = held.popleft()
+            self._send_replies(out)
+            self._publish(md)
+        self.metrics.held_batches = len(held)
+        if backlog and self.router is not None:
+            asyncio.get_running_loop().call_soon(self._on_readable)
 
     def journal_roll(self) -> None:
         """Snapshot (in a child), then continue in a fresh journal segment. While a child is
@@ -356,11 +487,11 @@ class EngineServer:
         self.metrics.rejected_frames += 1
         self.engine.refuse(origin, req, code, reason)
 
-    def _send_replies(self) -> None:
+    def _send_replies(self, out: list[tuple[bytes, list]]) -> None:
         router = self.router
         assert router is not None
         encode = self.encoder.encode
-        for origin, msgs in self.engine.drain():
+        for origin, msgs in out:
             if origin == CLOCK:
                 continue  # the answer to our own Tick
             try:
@@ -375,11 +506,11 @@ class EngineServer:
                 self.metrics.internal_errors += 1
                 log.exception("cannot encode replies for %r", origin)
 
-    def _publish(self, ts: int) -> None:
+    def _publish(self, md: list[tuple[bytes, object]]) -> None:
         pub = self.pub
         assert pub is not None
         encode = self.encoder.encode
-        for topic, msg in self.engine.market_data(ts):
+        for topic, msg in md:
             pub.send_multipart([topic, encode(msg)], zmq.NOBLOCK)
             self.metrics.md_out += 1
 
@@ -434,7 +565,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
     try:
-        server.bind()
+        if exchange.replication.servers:
+            server.check_curve()  # a standby binds its ports when it takes over
+        else:
+            server.bind()
     except curve.CurveKeyError as e:
         log.error("refusing to start: %s", e)
         return 2
@@ -443,9 +577,12 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()  # the recovered state is long-lived: keep it out of every collection
     pin(args.cpu if args.cpu is not None else exchange.engine.cpu)
-    uvloop.run(server.serve())
+    if exchange.replication.servers:
+        uvloop.run(server.serve_replicated())
+    else:
+        uvloop.run(server.serve())
     metrics.close()
-    return 0
+    return server.exit_code
 
 
 def exporter(server: EngineServer) -> Exporter:

@@ -64,6 +64,23 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     curve_keys: str = ""
 
 
+class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """``[replication]``: off while ``servers`` is empty (one engine, its local journal)."""
+
+    servers: list[str] = []  # NATS URLs of the cluster (any of them will do)
+    node: str = "engine-a"  # this engine's name in the lease (unique per engine)
+    stream: str = "EXCHANGE_JOURNAL"
+    subject: str = "exchange.journal"
+    replicas: int = 3
+    bucket: str = "EXCHANGE_LEADER"  # the lease
+    lease: float = 2.0  # seconds without a refresh after which a standby takes over
+    heartbeat: float = 0.4  # seconds between lease refreshes (and standby looks)
+    publish_timeout: float = 1.0  # one publish attempt; retried until it lands
+    max_pending: int = 10_000  # batches waiting for the stream before the engine stops reading
+    tls_ca: str = ""  # CA file for nats:// servers behind TLS ("" = plain)
+    credentials: str = ""  # a NATS .creds file ("" = none)
+
+
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "var/accounts.db"  # the SQLite account store every gateway shares
     # The key file that seals API secrets (gateways/vault.py), kept apart from the database; the
@@ -190,6 +207,7 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    replication: ReplicationConfig = msgspec.field(default_factory=ReplicationConfig)
 
 
 class MarketSpec:
@@ -324,6 +342,7 @@ class Exchange:
         self.web = cfg.web
         self.recorder = cfg.recorder
         self.metrics = cfg.metrics
+        self.replication = cfg.replication
         self.assets: dict[str, int] = {name: a.decimals for name, a in cfg.assets.items()}
         self.asset_steps = {name: units_step(d) for name, d in self.assets.items()}
         self.markets: dict[str, MarketSpec] = {}

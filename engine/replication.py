@@ -1,0 +1,304 @@
+"""The replicated journal: every journaled batch goes to a NATS JetStream stream with three
+replicas before any of its replies leaves the engine, and a hot standby follows that stream.
+
+Why JetStream: a replicated log (Raft per stream) that installs from the registries this
+project reaches (Debian's ``nats-server``, PyPI's ``nats-py``), runs three servers on one
+machine or three, and has the two primitives failover needs: a publish that names the stream
+sequence it expects to follow (``Nats-Expected-Last-Sequence``: a second writer is refused,
+which fences a deposed primary) and a key-value bucket with a TTL (the leader lease).
+
+Roles (one ``python -m engine`` process each, the same config with ``[replication]`` set):
+- **primary**: holds the lease (key ``primary`` of the bucket, refreshed every ``heartbeat``
+  by compare-and-set on its revision). Each batch's journal record is appended to the stream;
+  the replies and market data of that batch, and of every later batch, wait until the stream
+  acknowledges it (a majority of the servers has it). Records that pile up meanwhile go out
+  as one message (group commit again), one message in flight, so the expected sequence of
+  each publish is known. A publish that times out (no majority) is retried with the same
+  message id (JetStream drops a duplicate) until it lands: the engine then acknowledges
+  nothing, and commands wait (their gateways time out and resolve them later). A publish the
+  stream refuses because another engine appended first, or a lease another engine took,
+  deposes this one: it answers nothing more and exits (``Deposed``).
+- **standby**: applies every message of the stream as it is written, through the same
+  handlers journal replay uses, into its own engine, journal and snapshots (so its
+  ``state_hash()`` is the primary's at the same sequence), and watches the lease. When the
+  lease expires (the primary died or was cut off for ``lease`` seconds), it takes the lease,
+  applies what is left in the stream, appends a takeover marker (a message with no records)
+  that expects the stream's last sequence - from then on the old primary's appends fail - and
+  starts serving as the primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from engine import journal
+from engine.core import Engine
+from protocol.config import ReplicationConfig
+
+log = logging.getLogger("engine.replication")
+
+WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected-last-sequence mismatch
+LEASE_KEY = "primary"
+
+
+class Deposed(RuntimeError):
+    """Another engine is primary now: this one must not answer or append again."""
+
+
+class Diverged(RuntimeError):
+    """This engine's data has commands the replicated log does not (a deposed primary's
+    unacknowledged tail): it must rebuild from the log."""
+
+
+TAKEOVER = "Exchange-Takeover"  # header of a takeover marker: "<node> <engine seq>"
+
+
+async def append_marker(js: Any, cfg: ReplicationConfig, last_seq: int, engine_seq: int) -> int:
+    """Append the takeover marker, expecting the stream to end at ``last_seq``; returns its
+    stream sequence (a WRONG_LAST_SEQUENCE error: someone appended meanwhile)."""
+    ack = await js.publish(
+        cfg.subject, b"", timeout=cfg.publish_timeout,
+        headers={TAKEOVER: f"{cfg.node} {engine_seq}", "Nats-Expected-Last-Sequence":
+                 str(last_seq)},
+    )  # fmt: skip
+    return int(ack.seq)
+
+
+async def connect(cfg: ReplicationConfig) -> Any:
+    import nats
+
+    opts: dict[str, Any] = {"servers": cfg.servers, "max_reconnect_attempts": -1,
+                            "reconnect_time_wait": 0.2, "name": cfg.node}  # fmt: skip
+    if cfg.tls_ca:
+        import ssl
+
+        opts["tls"] = ssl.create_default_context(cafile=cfg.tls_ca)
+    if cfg.credentials:
+        opts["user_credentials"] = cfg.credentials
+    return await nats.connect(**opts)
+
+
+async def ensure_log(js: Any, cfg: ReplicationConfig, wait: float = 30.0) -> tuple[Any, Any]:
+    """The stream and the lease bucket, created if missing (retried while the cluster forms)."""
+    from nats.js.api import StorageType, StreamConfig
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            try:
+                await js.stream_info(cfg.stream)
+            except Exception:
+                await js.add_stream(
+                    StreamConfig(
+                        name=cfg.stream,
+                        subjects=[cfg.subject],
+                        num_replicas=cfg.replicas,
+                        storage=StorageType.FILE,
+                        duplicate_window=120.0,
+                    )
+                )
+            try:
+                kv = await js.key_value(cfg.bucket)
+            except Exception:
+                kv = await js.create_key_value(
+                    bucket=cfg.bucket, ttl=cfg.lease, history=1, replicas=cfg.replicas
+                )
+            return js, kv
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise
+            log.info("waiting for the replicated log: %s", e)
+            await asyncio.sleep(0.2)
+
+
+def _error_code(e: BaseException) -> int:
+    return int(getattr(e, "err_code", 0) or 0)
+
+
+class Replicator:
+    """The primary's side: appends records in order, one message in flight, and tells each
+    batch's ``done`` callback once a majority has it. ``deposed`` is called once if another
+    engine took over."""
+
+    def __init__(self, cfg: ReplicationConfig, js: Any, kv: Any, last_seq: int, lease_rev: int,
+                 deposed: Callable[[str], None]) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.js = js
+        self.kv = kv
+        self.last_seq = last_seq  # the stream's last sequence, ours
+        self.lease_rev = lease_rev
+        self.queue: deque[tuple[bytes, Callable[[], None]]] = deque()
+        self.wakeup = asyncio.Event()
+        self.on_deposed = deposed
+        self.dead = False
+        self.stats = {"messages": 0, "records": 0, "retries": 0, "acked_batches": 0}
+        self.tasks = [
+            asyncio.ensure_future(self._sender()),
+            asyncio.ensure_future(self._lease()),
+        ]
+
+    def submit(self, record: bytes, done: Callable[[], None]) -> None:
+        self.queue.append((record, done))
+        self.wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue)
+
+    async def _sender(self) -> None:
+        queue = self.queue
+        while not self.dead:
+            if not queue:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
+            taken = list(queue)  # everything waiting goes as one message
+            payload = b"".join(r for r, _ in taken)
+            await self._append(payload, f"{self.cfg.node}-{self.last_seq + 1}")
+            if self.dead:
+                return
+            for _ in taken:
+                queue.popleft()
+            self.stats["records"] += len(taken)
+            self.stats["acked_batches"] += len(taken)
+            for _, done in taken:
+                done()
+
+    async def _append(self, payload: bytes, msg_id: str) -> None:
+        headers = {"Nats-Expected-Last-Sequence": str(self.last_seq), "Nats-Msg-Id": msg_id}
+        while not self.dead:
+            try:
+                ack = await self.js.publish(
+                    self.cfg.subject, payload, timeout=self.cfg.publish_timeout, headers=headers
+                )
+            except Exception as e:
+                if _error_code(e) == WRONG_LAST_SEQUENCE:
+                    self.depose(f"the stream has moved on without us ({e})")
+                    return
+                self.stats["retries"] += 1
+                log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
+                            self.last_seq + 1, type(e).__name__)  # fmt: skip
+                await asyncio.sleep(0.05)
+                continue
+            self.last_seq = ack.seq
+            self.stats["messages"] += 1
+            return
+
+    async def _lease(self) -> None:
+        cfg = self.cfg
+        while not self.dead:
+            await asyncio.sleep(cfg.heartbeat)
+            try:
+                self.lease_rev = await self.kv.update(
+                    LEASE_KEY, cfg.node.encode(), last=self.lease_rev
+                )
+            except Exception as e:
+                if "wrong last sequence" not in str(e).lower():
+                    log.warning("lease refresh failed (%s): the log may be unreachable", e)
+                    continue
+                # The lease changed: another engine has it, or it expired while the log had
+                # no majority (nobody could take it then). Only the first deposes this one; the
+                # stream's expected sequence fences it anyway if another engine took over.
+                rev = await take_lease(self.kv, cfg.node)
+                if rev is None:
+                    self.depose(f"another engine holds the lease ({e})")
+                    return
+                log.warning("the lease had expired while the log was unreachable: retaken")
+                self.lease_rev = rev
+
+    def depose(self, why: str) -> None:
+        if not self.dead:
+            self.dead = True
+            log.error("deposed: %s; answering nothing more", why)
+            self.on_deposed(why)
+
+    async def close(self) -> None:
+        self.dead = True
+        self.wakeup.set()
+        for t in self.tasks:
+            t.cancel()
+            with contextlib.suppress(BaseException):
+                await t
+
+
+async def take_lease(kv: Any, node: str) -> int | None:
+    """The lease's revision if this engine got it (no live primary), else None."""
+    try:
+        return int(await kv.create(LEASE_KEY, node.encode()))
+    except Exception:
+        return None
+
+
+class Follower:
+    """The standby's side: applies the stream to ``engine`` as it is written (and appends the
+    records to the local journal through ``write``), from the stream's first message on,
+    skipping what the engine already has."""
+
+    def __init__(self, cfg: ReplicationConfig, js: Any, engine: Engine,
+                 write: Callable[[bytes], None]) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.js = js
+        self.engine = engine
+        self.write = write
+        self.stream_seq = 0  # the last stream message applied
+        self.applied = 0
+        self.sub: Any = None
+        self.caught_up = asyncio.Event()
+        self.failed: Exception | None = None
+
+    async def start(self) -> None:
+        self.sub = await self.js.subscribe(self.cfg.subject, ordered_consumer=True,
+                                           cb=self._on_msg)  # fmt: skip
+
+    async def _on_msg(self, msg: Any) -> None:
+        try:
+            self.apply_message(msg.data, msg.metadata.sequence.stream, msg.headers or {})
+        except Exception as e:  # a diverged or damaged log: the server decides what to do
+            self.failed = e
+            self.caught_up.set()
+
+    def apply_message(self, data: bytes, stream_seq: int, headers: dict) -> None:
+        engine = self.engine
+        where = f"{self.cfg.stream} message {stream_seq}"
+        marker = headers.get(TAKEOVER)
+        if marker is not None:
+            node, _, at = marker.partition(" ")
+            if int(at) < engine.seq and node != self.cfg.node:
+                # This engine holds commands past where another took over: they were never
+                # replicated, so never acknowledged, and the log has other commands there.
+                raise Diverged(f"{where}: {node} took over at seq {at}; this data goes to "
+                               f"seq {engine.seq}")  # fmt: skip
+        fresh = False
+        for batch in journal.decode_records(data, where):
+            if batch.first_seq + len(batch.entries) - 1 <= engine.seq:
+                continue  # the local journal or snapshot has it
+            self.applied += journal.apply_batch(batch, engine, where)
+            fresh = True
+        if fresh:
+            self.write(data)  # the primary's records, as they are (replay skips what it has)
+        self.stream_seq = stream_seq
+
+    async def catch_up(self, timeout: float = 30.0) -> int:
+        """Until every message the stream has now is applied; returns its last sequence."""
+        info = await self.js.stream_info(self.cfg.stream)
+        last = info.state.last_seq
+        deadline = time.monotonic() + timeout
+        while self.stream_seq < last:
+            if self.failed is not None:
+                raise self.failed
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"standby at stream seq {self.stream_seq}, log at {last}")
+            await asyncio.sleep(0.005)
+        return last
+
+    async def stop(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+            self.sub = None

@@ -1,0 +1,282 @@
+"""The replicated journal and the hot standby (engine/replication.py), with real processes: a
+three-server NATS JetStream cluster (engine/natscluster.py), a primary and a standby engine.
+
+Each test can fail: a standby that missed a batch has another state; an acknowledged order
+missing after the failover fails the check by its id; a deposed primary that still answered
+would give a reply the new primary does not have.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import journal
+from engine.client import EngineClient, EngineError
+from engine.core import Engine
+from engine.natscluster import NatsCluster
+from protocol import config
+from protocol.enums import OrderStatus
+from protocol.messages import (
+    Executions,
+    OrderInfo,
+    OrderStatusRequest,
+    Ping,
+    Pong,
+)
+from tests.procs import DEFAULT_CONFIG, EngineProc, eventually_async
+from tests.test_engine_process import (
+    EX,
+    assert_conserved,
+    deposits_of,
+    exchange_state,
+    order,
+    run,
+    workload,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("nats-server") is None, reason="no nats-server")
+
+ACCOUNTS = (EX.engine.fee_account, *range(1, 7))  # the fee account holds the fees
+TAKEOVER = 20.0  # seconds a test allows for a failover (the target is under 3 s)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    c = NatsCluster(tmp_path / "nats").start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def replicated_config(tmp_path: Path, cluster: NatsCluster, node: str) -> Path:
+    """The shipped config with ``[replication]`` on, this engine's node name, and no metrics
+    port (two engines on one machine)."""
+    text = DEFAULT_CONFIG.read_text()
+    servers = ", ".join(f'"{u}"' for u in cluster.urls)
+    path = tmp_path / f"{node}.toml"
+    path.write_text(
+        text + f'\n[replication]\nservers = [{servers}]\nnode = "{node}"\nlease = 1.5\n'
+        "heartbeat = 0.3\n"
+    )
+    return path
+
+
+def engines(tmp_path: Path, cluster: NatsCluster) -> tuple[EngineProc, EngineProc]:
+    a = EngineProc(tmp_path / "a", config=replicated_config(tmp_path, cluster, "a"), name="a")
+    b = EngineProc(tmp_path / "b", config=replicated_config(tmp_path, cluster, "b"), name="b")
+    b._pick_ports()  # a standby is spawned, not started: it answers once it takes over
+    return a, b
+
+
+async def answers(proc: EngineProc, timeout: float = TAKEOVER) -> Pong:
+    """The engine's Pong once it serves (a standby that took over)."""
+    client = EngineClient(proc.commands, b"probe-" + proc.name.encode(), timeout=1.0)
+    await client.start(wait=0)
+    try:
+
+        async def pong():
+            try:
+                got = await client.request(Ping(0))
+            except EngineError:
+                return None
+            return got if type(got) is Pong else None
+
+        return await eventually_async(pong, timeout=timeout, interval=0.1, what="a Pong")
+    finally:
+        await client.close()
+
+
+def log_state(data_dir: Path) -> Engine:
+    """What the journal and snapshots in ``data_dir`` hold (a recovery, read-only copy)."""
+    copy = data_dir.with_name(data_dir.name + ".copy")
+    shutil.copytree(data_dir, copy)
+    e = Engine(EX)
+    journal.recover(copy, e)
+    return e
+
+
+async def replicated_log_state(cluster: NatsCluster) -> Engine:
+    """A fresh engine that applied the whole replicated log, read back from the servers."""
+    from engine.replication import Follower, connect
+
+    cfg = config.ReplicationConfig(servers=cluster.urls, node="reader")
+    nc = await connect(cfg)
+    try:
+        e = Engine(EX)
+        f = Follower(cfg, nc.jetstream(), e, lambda _: None)
+        await f.start()
+        await f.catch_up()
+        await f.stop()
+        e.discard_output()
+        return e
+    finally:
+        await nc.close()
+
+
+def test_the_standby_follows_and_takes_over_with_the_same_state(tmp_path, cluster) -> None:
+    """A standby applies every batch as the primary writes it: after the primary stops, the
+    standby takes over at the same sequence with the same balances, orders and books."""
+    a, b = engines(tmp_path, cluster)
+    try:
+        a.start()
+        b.spawn()
+
+        async def scenario() -> None:
+            client = EngineClient(a.commands, b"t1", timeout=20.0)
+            await client.start(wait=20.0)
+            try:
+                cmds, _ = await workload(client, 6, 3_000, seed=7)
+                before = await exchange_state(client, ACCOUNTS, with_ts=False)
+                seq = (await client.request(Ping(0))).seq
+            finally:
+                await client.close()
+            assert a.stop() == 0
+            pong = await answers(b)
+            assert pong.seq == seq  # the standby had every batch
+            client = EngineClient(b.commands, b"t2", timeout=20.0)
+            await client.start(wait=20.0)
+            try:
+                after = await exchange_state(client, ACCOUNTS, with_ts=False)
+            finally:
+                await client.close()
+            assert after == before
+            assert_conserved(after, deposits_of(cmds), ACCOUNTS)
+            # the replicated log itself rebuilds that state
+            rebuilt = await replicated_log_state(cluster)
+            assert rebuilt.seq == seq
+            assert rebuilt.state_hash() == log_state(a.data_dir).state_hash()
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def test_kill_9_of_the_primary_and_its_disk_loses_no_acknowledged_order(tmp_path, cluster) -> None:
+    """Orders flow; the primary is killed (-9) and its data directory deleted; the standby
+    takes over by itself, and every order the primary acknowledged is there with its state."""
+    a, b = engines(tmp_path, cluster)
+    try:
+        a.start()
+        b.spawn()
+
+        async def scenario() -> None:
+            client = EngineClient(a.commands, b"flow", timeout=3.0)
+            await client.start(wait=20.0)
+            acked: dict[int, tuple[int, int]] = {}  # order id -> (account, status when acked)
+            try:
+                cmds, _ = await workload(client, 6, 500, seed=3)
+                deposits = deposits_of(cmds)
+                for i in range(400):
+                    acct = 1 + i % 6
+                    reply = await client.request(order(acct, 1 + i % 2, 4_000_000 + i, 1))
+                    if type(reply) is Executions:
+                        r = reply.reports[-1]
+                        acked[r.order_id] = (acct, r.status)
+            finally:
+                await client.close()
+            t0 = time.monotonic()
+            a.kill()
+            shutil.rmtree(a.data_dir)
+            await answers(b)
+            took = time.monotonic() - t0
+            client = EngineClient(b.commands, b"after", timeout=20.0)
+            await client.start(wait=20.0)
+            try:
+                for oid, (acct, status) in acked.items():
+                    info = await client.request(OrderStatusRequest(0, acct, "", oid))
+                    assert type(info) is OrderInfo, f"acknowledged order {oid} is missing: {info}"
+                    assert info.order.status in (status, OrderStatus.PARTIALLY_FILLED,
+                                                 OrderStatus.FILLED), (oid, info)  # fmt: skip
+                state = await exchange_state(client, ACCOUNTS, with_ts=False)
+            finally:
+                await client.close()
+            assert_conserved(state, deposits, ACCOUNTS)
+            rebuilt = await replicated_log_state(cluster)
+            assert rebuilt.state_hash() == log_state_of_live(b)
+            print(f"failover: kill -9 -> the standby answering in {took:.2f}s")
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def log_state_of_live(proc: EngineProc) -> str:
+    """The state hash of a running engine's data (stopped first, so its files are whole)."""
+    assert proc.stop() == 0
+    return log_state(proc.data_dir).state_hash()
+
+
+def test_one_log_server_down_trading_goes_on_two_down_nothing_is_acknowledged(
+    tmp_path, cluster
+) -> None:
+    a, b = engines(tmp_path, cluster)
+    try:
+        a.start()
+
+        async def scenario() -> None:
+            client = EngineClient(a.commands, b"q", timeout=2.0)
+            await client.start(wait=20.0)
+            try:
+                await workload(client, 2, 50, seed=1)
+                cluster.kill(2)
+                reply = await client.request(order(1, 1, 100, 1), timeout=10.0)
+                assert type(reply) is Executions, reply  # a majority (2 of 3) is there
+                cluster.kill(1)
+                pending = client.send(order(1, 1, 101, 1), timeout=30.0)  # far below: it rests
+                await asyncio.sleep(2.5)
+                assert not pending.done()  # not replicated: not acknowledged
+                cluster.start_one(1)
+                reply = await pending  # the majority is back: acknowledged, nothing lost
+                assert type(reply) is Executions, reply
+                oid = reply.reports[0].order_id
+                info = await client.request(OrderStatusRequest(0, 1, "", oid))
+                assert type(info) is OrderInfo and info.order.status == OrderStatus.NEW
+            finally:
+                await client.close()
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
+def test_a_paused_primary_is_fenced_and_never_answers_again(tmp_path, cluster) -> None:
+    """The primary stops (SIGSTOP) past its lease; the standby takes over; when the old one
+    runs again its next append is refused by the log: it exits (4), moves its data aside, and
+    an order sent to it meanwhile is never acknowledged by it."""
+    a, b = engines(tmp_path, cluster)
+    try:
+        a.start()
+        b.spawn()
+
+        async def scenario() -> None:
+            old = EngineClient(a.commands, b"old", timeout=3.0)
+            await old.start(wait=20.0)
+            await workload(old, 2, 20, seed=2)
+            a.popen.send_signal(signal.SIGSTOP)  # type: ignore[union-attr]
+            await answers(b)
+            stale = old.send(order(1, 1, 4_000_002, 1), timeout=5.0)
+            a.popen.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
+            assert await asyncio.to_thread(a.wait, 30.0) == 4
+            try:
+                got = await stale
+            except EngineError as e:
+                got = e
+            assert type(got) is not Executions, got  # never acknowledged by the deposed one
+            await old.close()
+            assert not a.data_dir.exists()  # moved aside: the next start rebuilds from the log
+            assert any(p.name.startswith("data.deposed-") for p in a.data_dir.parent.iterdir())
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
