@@ -58,6 +58,7 @@ import msgspec
 import zmq
 
 from engine.curve import ClientKeys, for_client, secure_client
+from protocol import config
 from protocol.enums import RejectCode
 from protocol.messages import (
     WRITE_COMMANDS,
@@ -114,7 +115,7 @@ class _Pending:
 class EngineClient:
     def __init__(
         self,
-        endpoint: str,
+        endpoint: str | list[str],
         identity: bytes,
         *,
         timeout: float = 5.0,
@@ -126,7 +127,13 @@ class EngineClient:
         ctx: zmq.Context | None = None,
         curve: ClientKeys | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        # One endpoint, or every engine of a replicated setup: the DEALER connects to all, and
+        # (IMMEDIATE) sends only over a finished connection; a standby binds its ROUTER only
+        # once it is the primary, so commands go to the engine that serves. After a failover
+        # the new primary's first Pong (a new epoch) makes it available; writes that were out
+        # are resolved by the usual status queries, now answered by it.
+        self.endpoints = [endpoint] if isinstance(endpoint, str) else list(endpoint)
+        self.endpoint = ",".join(self.endpoints)
         self.curve = curve
         self.identity = identity
         self.timeout = timeout
@@ -166,7 +173,10 @@ class EngineClient:
         cls, ex: Exchange, name: str, identity: bytes | None = None, **kw: Any
     ) -> EngineClient:
         """A client of the configured engine; ``name`` picks its CURVE keys when CURVE is on."""
-        return cls(ex.engine.commands, identity or name.encode(), curve=for_client(ex, name), **kw)
+        return cls(
+            config.engine_endpoints(ex), identity or name.encode(), curve=for_client(ex, name),
+            **kw,
+        )  # fmt: skip
 
     @property
     def in_doubt(self) -> int:
@@ -187,7 +197,8 @@ class EngineClient:
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         secure_client(sock, self.curve)
-        sock.connect(self.endpoint)
+        for endpoint in self.endpoints:
+            sock.connect(endpoint)
         self.sock = sock
         self._loop.add_reader(sock.FD, self._drain)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))

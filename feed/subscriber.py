@@ -66,8 +66,8 @@ class _Market:
 class Feed:
     def __init__(
         self,
-        md_endpoint: str,
-        commands_endpoint: str,
+        md_endpoint: str | list[str],
+        commands_endpoint: str | list[str],
         markets: Iterable[str],
         tick_lot_quote: dict[str, int] | None = None,
         kinds: Iterable[str] = ("trades", "depth", "bbo"),
@@ -116,7 +116,9 @@ class Feed:
         names = list(markets) if markets is not None else list(ex.markets)
         tlq = {m: ex.markets[m].tick_lot_quote for m in names}
         kw.setdefault("curve", for_client(ex, name))
-        return cls(ex.engine.market_data, ex.engine.commands, names, tlq, **kw)
+        from protocol.config import engine_endpoints, market_data_endpoints
+
+        return cls(market_data_endpoints(ex), engine_endpoints(ex), names, tlq, **kw)
 
     async def start(self, wait: float | None = 10.0) -> None:
         self._loop = asyncio.get_running_loop()
@@ -127,7 +129,12 @@ class Feed:
         for m in self.markets:
             for kind in self.kinds:
                 sub.setsockopt(zmq.SUBSCRIBE, KINDS[kind] + m.encode())
-        sub.connect(self.md_endpoint)
+        # every engine's PUB of a replicated setup: only the primary publishes; after a
+        # failover the new one's messages carry a new epoch and the books resync
+        for endpoint in (
+            [self.md_endpoint] if isinstance(self.md_endpoint, str) else self.md_endpoint
+        ):
+            sub.connect(endpoint)
         self.sub = sub
         self._loop.add_reader(sub.getsockopt(zmq.FD), self._drain)
         await self.engine.start(wait=wait)

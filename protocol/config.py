@@ -68,6 +68,11 @@ class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True):
     """``[replication]``: off while ``servers`` is empty (one engine, its local journal)."""
 
     servers: list[str] = []  # NATS URLs of the cluster (any of them will do)
+    # Every engine's commands and market-data endpoints (the primary's and the standbys'):
+    # clients connect to all of them and talk to the one that serves (a standby binds its
+    # ports only when it takes over). Empty: [engine] commands / market_data alone.
+    engines: list[str] = []
+    market_data: list[str] = []
     node: str = "engine-a"  # this engine's name in the lease (unique per engine)
     stream: str = "EXCHANGE_JOURNAL"
     subject: str = "exchange.journal"
@@ -208,6 +213,16 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     replication: ReplicationConfig = msgspec.field(default_factory=ReplicationConfig)
+
+
+def engine_endpoints(ex: Exchange) -> list[str]:
+    """Where clients send commands: every engine of a replicated setup, else the engine."""
+    return list(ex.replication.engines) or [ex.engine.commands]
+
+
+def market_data_endpoints(ex: Exchange) -> list[str]:
+    """Where market data comes from: every engine of a replicated setup, else the engine."""
+    return list(ex.replication.market_data) or [ex.engine.market_data]
 
 
 class MarketSpec:

@@ -280,3 +280,57 @@ def test_a_paused_primary_is_fenced_and_never_answers_again(tmp_path, cluster) -
     finally:
         a.cleanup()
         b.cleanup()
+
+
+def test_a_client_of_both_engines_follows_the_failover_by_itself(tmp_path, cluster) -> None:
+    """One EngineClient connected to both engines (what the gateways get from
+    ``[replication] engines``) keeps sending through a kill -9 of the primary: each order is
+    acknowledged, refused as not done, or in doubt and resolved afterwards; afterwards every
+    acknowledged order and every order resolved as executed is on the new primary, no order
+    refused as not done is there, and the client saw the new epoch."""
+    a, b = engines(tmp_path, cluster)
+    try:
+        a.start()
+        b.spawn()
+
+        async def scenario() -> None:
+            resolved: dict[int, object] = {}
+            client = EngineClient(
+                [a.commands, b.commands], b"both", timeout=2.0, heartbeat=0.2,
+                on_resolved=lambda cmd, out: resolved.__setitem__(cmd.req, (cmd, out)),
+            )  # fmt: skip
+            await client.start(wait=20.0)
+            await workload(client, 2, 20, seed=5)
+            first_epoch = client.epoch
+            acked, refused, doubted = [], [], []
+            for i in range(3_000):
+                cmd = order(1, 1, 200 + i % 50, 1, client_order_id=f"f{i}")
+                try:
+                    reply = await client.request(cmd)
+                    if type(reply) is Executions:
+                        acked.append(cmd.client_order_id)
+                except EngineError as e:
+                    (doubted if "doubt" in str(e) else refused).append((cmd, e))
+                if i == 300:
+                    a.kill()
+                if client.epoch != first_epoch and len(acked) > 400:
+                    break
+                await asyncio.sleep(0.002)
+            assert client.epoch != first_epoch, "the client never reached the new primary"
+            await eventually_async(lambda: client.in_doubt == 0, timeout=30.0, what="resolved")
+            executed = {c.client_order_id for c, out in resolved.values() if type(out) is OrderInfo}
+            for cid in [*acked, *executed]:
+                info = await client.request(OrderStatusRequest(0, 1, "", 0, cid))
+                assert type(info) is OrderInfo, (cid, info)
+            for cmd, _ in refused:
+                if cmd.client_order_id in executed:
+                    continue
+                info = await client.request(OrderStatusRequest(0, 1, "", 0, cmd.client_order_id))
+                assert type(info) is not OrderInfo, ("refused yet executed", cmd, info)
+            await client.close()
+            print(f"acked {len(acked)}, refused {len(refused)}, in doubt {len(doubted)}")
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
