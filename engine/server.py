@@ -537,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", type=int, help="pin the engine thread to this core")
     parser.add_argument("--commands", help="ROUTER endpoint (overrides the config)")
     parser.add_argument("--market-data", help="PUB endpoint (overrides the config)")
+    parser.add_argument("--node", help="this engine's name in the replication lease")
+    parser.add_argument("--metrics", help="host:port of /metrics (overrides [metrics] engine)")
     args = parser.parse_args(argv)
     config.log_to_stderr()
     try:
@@ -545,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("bad config: %s", e)
         return 2
     config.use_engine(exchange, args.commands, args.market_data)
+    if args.node:
+        exchange.replication.node = args.node
+    if args.metrics is not None:
+        exchange.metrics.engine = args.metrics
     server = EngineServer(exchange, Path(args.data_dir) if args.data_dir else None)
     try:
         server.recover()

@@ -43,8 +43,22 @@ def children(args: argparse.Namespace, ex: config.Exchange) -> list[Child]:
     data = Path(args.data_dir)
     pin = ["--cpu", str(args.cpu)] if args.cpu is not None else []
     accounts = ["--accounts", str(account_files(data)[0])]
+    if ex.replication.servers:  # three log servers, the primary and a standby (README)
+        b_cmd, b_md = ex.replication.engines[1], ex.replication.market_data[1]
+        engines = [
+            Child("nats", [*py, "engine.natscluster", str(data / "nats"), "--port",
+                           ex.replication.servers[0].rsplit(":", 1)[1]]),
+            Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin,
+                             "--node", "a"]),
+            Child("engine-standby", [*py, "engine", *cfg, "--data-dir",
+                                     str(data / "engine-standby"), "--node", "b",
+                                     "--commands", b_cmd, "--market-data", b_md,
+                                     "--metrics", "127.0.0.1:9111"]),
+        ]  # fmt: skip
+    else:
+        engines = [Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin])]
     return [
-        Child("engine", [*py, "engine", *cfg, "--data-dir", str(data / "engine"), *pin]),
+        *engines,
         Child("json-gateway", [*py, "gateways.json_tcp", *cfg, *accounts]),
         Child(
             "recorder",
@@ -158,7 +172,10 @@ def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health
     """Each part's health check (stack/health.py), by the name of its child."""
     j, fx, rec, br, ht = ex.json_gateway, ex.fix_gateway, ex.recorder, ex.bridge, ex.http_gateway
     jhost = _reachable(j.host)
+    nats = ex.replication.servers[0].rsplit(":", 1)[1] if ex.replication.servers else "0"
     return {
+        "nats": lambda: health.tcp("127.0.0.1", int(nats)),
+        "engine-standby": _alive,
         "engine": engine.ping,
         "json-gateway": (
             (lambda: health.tcp(jhost, j.port))
@@ -177,8 +194,31 @@ def probes(ex: config.Exchange, engine: health.EngineProbes) -> dict[str, health
     }
 
 
+async def _alive() -> str | None:
+    return None  # a standby answers nothing until it takes over; its supervisor restarts it
+
+
 def _waiting(reasons: dict[str, str]) -> None:
     log.info("waiting for %s", "; ".join(f"{name}: {why}" for name, why in reasons.items()))
+
+
+REPLICATED = """
+# written by python -m stack --replicated: three NATS JetStream servers, a primary engine and a
+# standby on this machine (engine/replication.py; README "Replication")
+[replication]
+servers = ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223", "nats://127.0.0.1:4224"]
+engines = ["tcp://127.0.0.1:7001", "tcp://127.0.0.1:7011"]
+market_data = ["tcp://127.0.0.1:7002", "tcp://127.0.0.1:7012"]
+"""
+
+
+def replicated_config(args: argparse.Namespace) -> str:
+    """The stack's config with the replication section above (written to the data dir)."""
+    base = Path(args.config) if args.config else config.DEFAULT_CONFIG
+    path = Path(args.data_dir) / "replicated.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(base.read_text() + REPLICATED)
+    return str(path)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -236,7 +276,14 @@ def main() -> int:
     parser.add_argument("--config", help="TOML config (default: the shipped one)")
     parser.add_argument("--data-dir", default="var", help="where every part keeps its data")
     parser.add_argument("--cpu", type=int, help="pin the engine to this core")
+    parser.add_argument(
+        "--replicated",
+        action="store_true",
+        help="three NATS servers, a primary and a standby engine (a replicated journal)",
+    )
     args = parser.parse_args()
+    if args.replicated:
+        args.config = replicated_config(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return uvloop.run(run(args))
 

@@ -297,3 +297,29 @@ def _assert_signup_gets_demo_funds(port: int) -> None:
 async def _assert_listening(port: int, name: str) -> None:
     reason = await health.tcp("127.0.0.1", port)
     assert reason is None, f"{name}: {reason}"
+
+
+def test_the_replicated_stack_runs_log_servers_a_primary_and_a_standby(tmp_path: Path) -> None:
+    """``python -m stack --replicated``: its config turns replication on with three local NATS
+    servers and lists both engines for the clients; the parts are the log, the engine and a
+    standby on other ports, data directory and metrics port."""
+    import argparse
+
+    from protocol import config
+    from stack.__main__ import children, replicated_config
+
+    args = argparse.Namespace(config=None, data_dir=str(tmp_path), cpu=None, replicated=True)
+    args.config = replicated_config(args)
+    ex = config.load(args.config)
+    assert len(ex.replication.servers) == 3
+    assert config.engine_endpoints(ex) == ex.replication.engines
+    assert ex.engine.commands == ex.replication.engines[0]
+    kids = {c.name: c.argv for c in children(args, ex)}
+    assert list(kids)[:3] == ["nats", "engine", "engine-standby"]
+    standby = kids["engine-standby"]
+    for flag, value in (("--commands", ex.replication.engines[1]), ("--node", "b"),
+                        ("--market-data", ex.replication.market_data[1])):  # fmt: skip
+        assert standby[standby.index(flag) + 1] == value
+    assert standby[standby.index("--data-dir") + 1] != kids["engine"][kids["engine"].index(
+        "--data-dir") + 1]  # fmt: skip
+    assert "--metrics" in standby
