@@ -389,7 +389,7 @@ def replication_phase(args: argparse.Namespace) -> dict[str, Any]:
                     res["runs"][mode][what].append(r)
                     say(f"  round {rnd + 1} {mode:8} {describe(what, r)}")
         res["failover"] = {}
-        for lease, heartbeat in FAILOVER_LEASES:
+        for lease, heartbeat in args.failover_leases:
             runs = []
             for k in range(args.failover_runs):
                 r = failover_run(setup, kids, tmp / f"fo-{lease}-{k}", lease, heartbeat)
@@ -563,6 +563,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--repl-unpatched",
         action="store_true",
         help="run the stock engine, without bench/repl_engine.py's fix (pipelining stalls)",
+    )
+    p.add_argument(
+        "--failover-leases",
+        type=lambda v: [tuple(float(x) for x in pair.split(":")) for pair in v.split(",") if pair],
+        default=list(FAILOVER_LEASES),
+        help="failover: lease:heartbeat settings in seconds (default 2.0:0.4,1.0:0.2)",
     )
     p.add_argument("--failover-interval", type=float, default=1.0, help="ms between orders")
     p.add_argument(
