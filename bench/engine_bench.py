@@ -19,6 +19,9 @@
    floor: a bare pyzmq echo at the same rate (bench/zmq_echo.py).
 3. Recovery: a journal of N commands written with ``engine.journal.Journal`` (batches of 1000),
    replayed by ``journal.recover()`` into a fresh engine; seconds per million commands.
+4. Replication (``--only replication``, not in the default run; bench/replication_bench.py):
+   phase 2's pipelined and 10k/s paced clients with the replicated journal off, on, and on with
+   a standby following, in alternating rounds on one NATS cluster; then failover time.
 
 Everything runs on loopback with temporary directories; child processes are stopped on exit,
 on Ctrl-C and on SIGTERM (and die with the benchmark if it is killed: PR_SET_PDEATHSIG).
@@ -46,6 +49,7 @@ from typing import Any
 
 import msgspec
 
+from bench import replication_bench
 from bench.baseline import NaiveEngine
 from bench.lean import LeanEngine
 from bench.procs import Child, Children, LoadMeter, free_ports, interrupt_on_sigterm, percentiles
@@ -985,6 +989,7 @@ def summary(results: dict[str, Any]) -> list[str]:
             )
         )
     rows += stops_rows(results.get("stops"))
+    rows += replication_bench.rows(results.get("replication"))
     zmq = results.get("zmq")
     if zmq and zmq.get("fixed_rate"):
         fr = zmq["fixed_rate"]
@@ -1157,8 +1162,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--only",
         default="core,zmq,recovery",
-        help="comma list of phases: core (includes stops), stops, zmq, recovery",
+        help="comma list of phases: core (includes stops), stops, zmq, recovery, "
+        "replication (not by default: bench/replication_bench.py)",
     )
+    replication_bench.add_arguments(p)
     p.add_argument(
         "--stop-share",
         type=float,
@@ -1184,6 +1191,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _defaults(args: argparse.Namespace) -> None:
     quick = args.quick
+    replication_bench.defaults(args)
     for name, full, short in (
         ("runs", 5, 3),
         ("cascade_runs", 5, 3),
@@ -1211,6 +1219,7 @@ def _max_foreign(results: dict[str, Any]) -> float:
         vals += [r["foreign_cores"] for r in c["runs"]]
     vals.append((results.get("zmq") or {}).get("foreign_cores", 0.0))
     vals += (results.get("recovery") or {}).get("foreign_cores", [])
+    vals += replication_bench.foreign(results.get("replication"))
     return max(vals, default=0.0)
 
 
@@ -1234,6 +1243,7 @@ def run(args: argparse.Namespace) -> int:
             ("stops", lambda: stops_phase(args, ex)),
             ("zmq", lambda: zmq_phase(args)),
             ("recovery", lambda: recovery_phase(args, ex)),
+            ("replication", lambda: replication_bench.replication_phase(args)),
         ):
             if name not in phases:
                 continue
