@@ -62,7 +62,7 @@ TARGETS = {
 }
 MODES = ("off", "on", "standby")
 EXECUTIONS = 101  # protocol.messages.Executions' tag
-ENGINE_MODULE = ["bench.repl_engine"]  # "engine" with --repl-unpatched (bench/repl_engine.py)
+ENGINE_MODULE = ["engine"]
 FAILOVER_LEASES = ((2.0, 0.4), (1.0, 0.2))  # (lease, heartbeat): the default, and a short one
 
 
@@ -369,7 +369,6 @@ def median_of(runs: list[dict[str, Any]], key: str, sub: str | None = None) -> f
 
 def replication_phase(args: argparse.Namespace) -> dict[str, Any]:
     modes = [m for m in MODES if m in args.repl_modes.split(",")]
-    ENGINE_MODULE[0] = "engine" if args.repl_unpatched else "bench.repl_engine"
     say(
         f"\n## 4. Replicated journal (3-server NATS JetStream cluster on this machine): "
         f"engine on cpu {args.cpu}, client on cpu {args.client_cpu}, NATS servers and standby "
@@ -559,11 +558,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--repl-pipeline-commands", type=int, help="pipelined commands (default 300k, quick 30k)"
     )
     p.add_argument("--failover-runs", type=int, help="runs per lease setting (default 5, quick 1)")
-    p.add_argument(
-        "--repl-unpatched",
-        action="store_true",
-        help="run the stock engine, without bench/repl_engine.py's fix (pipelining stalls)",
-    )
     p.add_argument(
         "--failover-leases",
         type=lambda v: [tuple(float(x) for x in pair.split(":")) for pair in v.split(",") if pair],

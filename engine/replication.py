@@ -251,6 +251,7 @@ class Follower:
         self.sub: Any = None
         self.caught_up = asyncio.Event()
         self.failed: Exception | None = None
+        self.log_seq = 0  # the last engine sequence number the log holds
 
     async def start(self) -> None:
         self.sub = await self.js.subscribe(self.cfg.subject, ordered_consumer=True,
@@ -269,6 +270,7 @@ class Follower:
         marker = headers.get(TAKEOVER)
         if marker is not None:
             node, _, at = marker.partition(" ")
+            self.log_seq = max(self.log_seq, int(at))
             if int(at) < engine.seq and node != self.cfg.node:
                 # This engine holds commands past where another took over: they were never
                 # replicated, so never acknowledged, and the log has other commands there.
@@ -276,7 +278,8 @@ class Follower:
                                f"seq {engine.seq}")  # fmt: skip
         fresh = False
         for batch in journal.decode_records(data, where):
-            if batch.first_seq + len(batch.entries) - 1 <= engine.seq:
+            self.log_seq = batch.first_seq + len(batch.entries) - 1
+            if self.log_seq <= engine.seq:
                 continue  # the local journal or snapshot has it
             self.applied += journal.apply_batch(batch, engine, where)
             fresh = True
@@ -296,6 +299,12 @@ class Follower:
                 raise TimeoutError(f"standby at stream seq {self.stream_seq}, log at {last}")
             await asyncio.sleep(0.005)
         return last
+
+    def check_not_ahead(self) -> None:
+        """Before taking over: this engine must hold nothing the log does not (a primary that
+        was killed between its journal write and the log's acknowledgement)."""
+        if self.engine.seq > self.log_seq:
+            raise Diverged(f"this data goes to seq {self.engine.seq}, the log to {self.log_seq}")
 
     async def stop(self) -> None:
         if self.sub is not None:

@@ -223,6 +223,8 @@ class EngineServer:
                 continue
             while True:  # applied everything, then fence the log at its end
                 last = await follower.catch_up(timeout=600.0)
+                if last:  # (an empty log: replication just turned on, this data is the start)
+                    follower.check_not_ahead()
                 try:
                     marker = await replication.append_marker(js, cfg, last, self.engine.seq)
                     return rev, marker
@@ -426,12 +428,16 @@ class EngineServer:
     def _flush_held(self) -> None:
         held = self.held
         backlog = len(held) > self.exchange.replication.max_pending
+        sent = False
         while held and held[0][0]:
+            sent = True
             _, out, md = held.popleft()
             self._send_replies(out)
             self._publish(md)
         self.metrics.held_batches = len(held)
-        if backlog and self.router is not None:
+        if self.router is not None and (backlog or sent):
+            # Sends outside _on_readable can swallow the ROUTER's (edge-triggered) read event
+            # of frames that arrived meanwhile: look again (and read on after a backlog).
             asyncio.get_running_loop().call_soon(self._on_readable)
 
     def journal_roll(self) -> None:

@@ -1,7 +1,8 @@
 """``bench engine --only replication`` in quick mode (bench/replication_bench.py): the
 replicated runs really replicated (the engine took over as primary, its stream has messages,
 its ``replicated_batches`` counter moved), every paced order was answered, the pipelined client
-finished (it stalls on the stock engine: bench/repl_engine.py), and a failover was measured."""
+finished (it stalled before the engine re-read its command socket after sending held
+replies), and a failover was measured."""
 
 from __future__ import annotations
 

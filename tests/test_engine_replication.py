@@ -151,7 +151,9 @@ def test_the_standby_follows_and_takes_over_with_the_same_state(tmp_path, cluste
             # the replicated log itself rebuilds that state
             rebuilt = await replicated_log_state(cluster)
             assert rebuilt.seq == seq
-            assert rebuilt.state_hash() == log_state(a.data_dir).state_hash()
+            primary = log_state(a.data_dir).state_hash()
+            assert rebuilt.state_hash() == primary
+            assert log_state_of_live(b) == primary  # the standby's own journal and snapshots
 
         run(scenario())
     finally:
