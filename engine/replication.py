@@ -11,9 +11,9 @@ Roles (one ``python -m engine`` process each, the same config with ``[replicatio
 - **primary**: holds the lease (key ``primary`` of the bucket, refreshed every ``heartbeat``
   by compare-and-set on its revision). Each batch's journal record is appended to the stream;
   the replies and market data of that batch, and of every later batch, wait until the stream
-  acknowledges it (a majority of the servers has it). Records that pile up meanwhile go out
-  as one message (group commit again), one message in flight, so the expected sequence of
-  each publish is known. A publish that times out (no majority) is retried with the same
+  acknowledges it (a majority of the servers has it). Up to ``in_flight`` appends are out at
+  once, each naming the sequence the one before it will get; records that pile up meanwhile go
+  out together as the next message (group commit again). A publish that times out (no majority) is retried with the same
   message id (JetStream drops a duplicate) until it lands: the engine then acknowledges
   nothing, and commands wait (their gateways time out and resolve them later). A publish the
   stream refuses because another engine appended first, or a lease another engine took,
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
@@ -121,74 +122,130 @@ def _error_code(e: BaseException) -> int:
     return int(getattr(e, "err_code", 0) or 0)
 
 
+class _Flight:
+    """One message of records sent to the stream, until its outcome is handled in order."""
+
+    __slots__ = ("payload", "msg_id", "dones", "task", "seq", "error")
+
+    def __init__(self, payload: bytes, msg_id: str, dones: list[Callable[[], None]]) -> None:
+        self.payload = payload
+        self.msg_id = msg_id
+        self.dones = dones
+        self.task: asyncio.Future | None = None
+        self.seq = 0  # its stream sequence once acknowledged
+        self.error: BaseException | None = None
+
+
 class Replicator:
-    """The primary's side: appends records in order, one message in flight, and tells each
-    batch's ``done`` callback once a majority has it. ``deposed`` is called once if another
-    engine took over."""
+    """The primary's side: appends records in order and tells each batch's ``done`` callback
+    once a majority has it; ``deposed`` is called once if another engine took over.
+
+    Up to ``in_flight`` messages are out at once, each expecting the stream to end where the
+    one before it will (sent in order on one connection, the stream takes them in order);
+    records that arrive while that many are out go together in the next message. Outcomes are
+    handled in order. After any failure the rest in flight land, then every message from the
+    first unacknowledged one is sent again, one at a time, under its message id (the stream
+    answers one it already has as a duplicate, with its sequence): only the refusal of a
+    message whose predecessors are all in the stream deposes this engine."""
 
     def __init__(self, cfg: ReplicationConfig, js: Any, kv: Any, last_seq: int, lease_rev: int,
                  deposed: Callable[[str], None]) -> None:  # fmt: skip
         self.cfg = cfg
         self.js = js
         self.kv = kv
-        self.last_seq = last_seq  # the stream's last sequence, ours
+        self.last_seq = last_seq  # the stream's last sequence acknowledged to us
         self.lease_rev = lease_rev
         self.queue: deque[tuple[bytes, Callable[[], None]]] = deque()
-        self.wakeup = asyncio.Event()
+        self.flight: deque[_Flight] = deque()
+        self.recovering = False
         self.on_deposed = deposed
         self.dead = False
-        self.stats = {"messages": 0, "records": 0, "retries": 0, "acked_batches": 0}
-        self.tasks = [
-            asyncio.ensure_future(self._sender()),
-            asyncio.ensure_future(self._lease()),
-        ]
+        self.stats = {"messages": 0, "records": 0, "retries": 0}
+        self.tasks: list[asyncio.Future] = [asyncio.ensure_future(self._lease())]
 
     def submit(self, record: bytes, done: Callable[[], None]) -> None:
         self.queue.append((record, done))
-        self.wakeup.set()
+        self._pump()
 
     @property
     def pending(self) -> int:
-        return len(self.queue)
+        return len(self.queue) + len(self.flight)
 
-    async def _sender(self) -> None:
-        queue = self.queue
-        while not self.dead:
-            if not queue:
-                self.wakeup.clear()
-                await self.wakeup.wait()
-                continue
-            taken = list(queue)  # everything waiting goes as one message
-            payload = b"".join(r for r, _ in taken)
-            await self._append(payload, f"{self.cfg.node}-{self.last_seq + 1}")
-            if self.dead:
+    def _pump(self) -> None:
+        queue, flight = self.queue, self.flight
+        while queue and len(flight) < self.cfg.in_flight and not self.recovering and not self.dead:
+            taken = list(queue)
+            queue.clear()
+            expected = self.last_seq + len(flight)  # where the stream ends when it arrives
+            f = _Flight(b"".join(r for r, _ in taken), f"{self.cfg.node}-{expected + 1}",
+                        [d for _, d in taken])  # fmt: skip
+            f.task = asyncio.ensure_future(self._publish(f.payload, f.msg_id, expected))
+            f.task.add_done_callback(functools.partial(self._landed, f))
+            flight.append(f)
+
+    async def _publish(self, payload: bytes, msg_id: str, expected: int) -> int:
+        headers = {"Nats-Expected-Last-Sequence": str(expected), "Nats-Msg-Id": msg_id}
+        ack = await self.js.publish(
+            self.cfg.subject, payload, timeout=self.cfg.publish_timeout, headers=headers
+        )
+        return int(ack.seq)
+
+    def _landed(self, f: _Flight, task: asyncio.Future) -> None:
+        if task.cancelled():
+            return
+        f.error = task.exception()
+        if f.error is None:
+            f.seq = task.result()
+        flight = self.flight
+        while flight and not self.recovering and not self.dead:
+            head = flight[0]
+            if head.task is None or not head.task.done():
+                break
+            if head.error is not None or head.seq != self.last_seq + 1:
+                self.recovering = True
+                self.tasks.append(asyncio.ensure_future(self._recover()))
                 return
-            for _ in taken:
-                queue.popleft()
-            self.stats["records"] += len(taken)
-            self.stats["acked_batches"] += len(taken)
-            for _, done in taken:
-                done()
+            flight.popleft()
+            self._acknowledged(head)
+        self._pump()
 
-    async def _append(self, payload: bytes, msg_id: str) -> None:
-        headers = {"Nats-Expected-Last-Sequence": str(self.last_seq), "Nats-Msg-Id": msg_id}
+    def _acknowledged(self, f: _Flight) -> None:
+        self.last_seq = f.seq
+        self.stats["messages"] += 1
+        self.stats["records"] += len(f.dones)
+        for done in f.dones:
+            done()
+
+    async def _recover(self) -> None:
+        flight = self.flight
+        await asyncio.gather(*(f.task for f in flight if f.task), return_exceptions=True)
+        while flight and not self.dead:
+            f = flight[0]
+            if f.error is not None or f.seq != self.last_seq + 1:
+                seq = await self._append(f.payload, f.msg_id)
+                if seq is None:
+                    return  # deposed
+                f.seq = seq
+            flight.popleft()
+            self._acknowledged(f)
+        self.recovering = False
+        self._pump()
+
+    async def _append(self, payload: bytes, msg_id: str) -> int | None:
+        """One message, sent until the stream has it (its sequence), or refuses it because
+        another engine appended (None: deposed)."""
         while not self.dead:
             try:
-                ack = await self.js.publish(
-                    self.cfg.subject, payload, timeout=self.cfg.publish_timeout, headers=headers
-                )
+                return await self._publish(payload, msg_id, self.last_seq)
             except Exception as e:
                 if _error_code(e) == WRONG_LAST_SEQUENCE:
                     self.depose(f"the stream has moved on without us ({e})")
-                    return
+                    return None
                 self.stats["retries"] += 1
                 log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
                             self.last_seq + 1, type(e).__name__)  # fmt: skip
                 await asyncio.sleep(0.05)
-                continue
-            self.last_seq = ack.seq
-            self.stats["messages"] += 1
-            return
+        return None
 
     async def _lease(self) -> None:
         cfg = self.cfg
@@ -220,7 +277,9 @@ class Replicator:
 
     async def close(self) -> None:
         self.dead = True
-        self.wakeup.set()
+        for f in self.flight:
+            if f.task is not None:
+                self.tasks.append(f.task)
         for t in self.tasks:
             t.cancel()
             with contextlib.suppress(BaseException):

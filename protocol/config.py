@@ -81,6 +81,7 @@ class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True):
     lease: float = 2.0  # seconds without a refresh after which a standby takes over
     heartbeat: float = 0.4  # seconds between lease refreshes (and standby looks)
     publish_timeout: float = 1.0  # one publish attempt; retried until it lands
+    in_flight: int = 4  # appends out at once (each expecting the one before it to land)
     max_pending: int = 10_000  # batches waiting for the stream before the engine stops reading
     tls_ca: str = ""  # CA file for nats:// servers behind TLS ("" = plain)
     credentials: str = ""  # a NATS .creds file ("" = none)

@@ -230,8 +230,11 @@ def test_one_log_server_down_trading_goes_on_two_down_nothing_is_acknowledged(
             try:
                 await workload(client, 2, 50, seed=1)
                 cluster.kill(2)
-                reply = await client.request(order(1, 1, 100, 1), timeout=10.0)
+                reply = await client.request(order(1, 1, 100, 1), timeout=30.0)
                 assert type(reply) is Executions, reply  # a majority (2 of 3) is there
+                # (while an append waits, so do the heartbeat Pongs: the client may have
+                # called the engine away meanwhile; it sends the next order only once back)
+                await eventually_async(lambda: client.available, timeout=30.0, what="back")
                 cluster.kill(1)
                 pending = client.send(order(1, 1, 101, 1), timeout=30.0)  # far below: it rests
                 await asyncio.sleep(2.5)
