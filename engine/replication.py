@@ -13,11 +13,12 @@ Roles (one ``python -m engine`` process each, the same config with ``[replicatio
   the replies and market data of that batch, and of every later batch, wait until the stream
   acknowledges it (a majority of the servers has it). Up to ``in_flight`` appends are out at
   once, each naming the sequence the one before it will get; records that pile up meanwhile go
-  out together as the next message (group commit again). A publish that times out (no majority) is retried with the same
-  message id (JetStream drops a duplicate) until it lands: the engine then acknowledges
-  nothing, and commands wait (their gateways time out and resolve them later). A publish the
-  stream refuses because another engine appended first, or a lease another engine took,
-  deposes this one: it answers nothing more and exits (``Deposed``).
+  out together as the next message (group commit again). A publish that times out (no
+  majority) is retried with the same message id (JetStream drops a duplicate) until it lands:
+  the engine then acknowledges nothing, and commands wait (their gateways time out and
+  resolve them later). A publish the stream refuses because another engine appended first
+  (with every earlier one in the stream), or a lease another engine took, deposes this one:
+  it answers nothing more and exits (``Deposed``).
 - **standby**: applies every message of the stream as it is written, through the same
   handlers journal replay uses, into its own engine, journal and snapshots (so its
   ``state_hash()`` is the primary's at the same sequence), and watches the lease. When the
