@@ -27,6 +27,7 @@ cpdef Order new_order(long long id, long long account, str market, long long sid
                       long long shown=*, long long trail=*, long long peak=*, long long link=*)
 cpdef bint rises(Order o)
 cpdef long long stop_of(Order o)
+cpdef long long trailed(long long peak, long long trail, bint buy)
 
 
 @cython.final

@@ -189,8 +189,14 @@ def stop_of(o: Order) -> int:
     tick away from the peak (at least one)."""
     if not o.peak:
         return o.stop_price
-    distance = -(-o.peak * o.trail // 10_000)
-    return o.peak + distance if o.side == BUY else o.peak - distance
+    return trailed(o.peak, o.trail, o.side == BUY)
+
+
+def trailed(peak: int, trail: int, buy: bool) -> int:
+    """Where a trailing stop following the best last price ``peak`` triggers: ``trail`` bps
+    of it (rounded up to a tick, at least one) above it for a buy, below for a sell."""
+    distance = -(-peak * trail // 10_000)
+    return peak + distance if buy else peak - distance
 
 
 if not cython.compiled:

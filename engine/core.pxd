@@ -5,7 +5,7 @@
 # market past that), lots x lot units <= what the order locked <= 2**63-1.
 import cython
 
-from engine.book cimport Book, Level, Order, new_order
+from engine.book cimport Book, Level, Order, new_order, trailed
 from engine.money cimport fee, lock, release, settle
 from engine.views cimport EngineViews
 

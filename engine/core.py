@@ -90,7 +90,7 @@ from typing import Any
 
 import msgspec
 
-from engine.book import Book, Level, Order, new_order
+from engine.book import Book, Level, Order, new_order, trailed
 from engine.codes import (
     BOTH,
     BUY,
@@ -417,36 +417,24 @@ class Engine(EngineViews):
                 o.updated = ts
                 reports = [self._report(o, 0, E_TRIG, S_NEW, seq, ts)]
                 if o.link:
-                    self._take_list_funds(book, o, seq, ts)
+                    self._cancel_partner(o, seq, ts, take_funds=True)
                 self._execute(book, o, reports, seq, ts, 0)
                 self.outbox[o.origin].extend(reports)
                 book.follow_last()
             o = book.due_stop()
 
-    def _take_list_funds(self, book: Book, o: Order, seq: int, ts: int) -> None:
-        """The stop order of a list triggered: the list's limit order is cancelled and its
-        funds pass to the stop, which keeps what it needs and releases the rest."""
+    def _cancel_partner(self, o: Order, seq: int, ts: int, take_funds: bool = False) -> None:
+        """The other order of ``o``'s list, if still open, is cancelled (reason LINKED):
+        after a trade of the limit order, or (``take_funds``: its funds pass to ``o`` first)
+        when the stop triggers. ``o`` then keeps only what it needs itself."""
         p = self.orders.get(o.link)
         if p is None:
             return
-        o.locked, p.locked = p.locked, 0
+        if take_funds:
+            o.locked, p.locked = p.locked, 0
         self._cancel(p, ts)
         self.outbox[p.origin].append(self._report(p, 0, E_CXL, S_CXL, seq, ts, C_LINKED))
-        need = o.price * o.leaves * book.tlq if o.side == BUY else o.leaves * book.lu
-        if o.locked > need:
-            col = book.quote_a if o.side == BUY else book.base_a
-            release(self.ledger.accounts[o.account], col, o.locked - need)
-            o.locked = need
-
-    def _break_list(self, o: Order, seq: int, ts: int) -> None:
-        """The limit order of a list traded: the list's stop order is cancelled (it holds
-        none of the funds), and a buy releases what it held for the stop beyond its own need."""
-        p = self.orders.get(o.link)
-        if p is None:
-            return
-        self._cancel(p, ts)
-        self.outbox[p.origin].append(self._report(p, 0, E_CXL, S_CXL, seq, ts, C_LINKED))
-        if o.resting and o.side == BUY:
+        if o.side == BUY:  # (a sell's lock is its quantity, its need, already)
             book = self.books[o.market]
             need = o.price * o.leaves * book.tlq
             if o.locked > need:
@@ -646,7 +634,7 @@ class Engine(EngineViews):
             if side == SELL:
                 need, col = qty * spec.lot_units, book.base_a
             elif trigger:  # the book when it triggers is unknown: lock up to its protection price
-                price = _collar(book, stop_price or _trail_stop(book.last, trail))
+                price = _collar(book, stop_price or trailed(book.last, trail, True))
                 need, col = price * qty * book.tlq, book.quote_a
             else:
                 lots, need, _ = self._walk(book, BUY, acct, stp, qty, 0, MAX_INT)
@@ -821,7 +809,7 @@ class Engine(EngineViews):
                 f.append(r_m)
                 t_fills.append(r_t)
                 if m.link:
-                    self._break_list(m, seq, ts)
+                    self._cancel_partner(m, seq, ts)
         t.updated = ts
         return stopped
     # fmt: on
@@ -836,7 +824,7 @@ class Engine(EngineViews):
         self._close(m)
         self.outbox[m.origin].append(self._report(m, 0, E_CXL, S_CXL, seq, ts, C_STP))
         if m.link:
-            self._break_list(m, seq, ts)
+            self._cancel_partner(m, seq, ts)
         return C_STP if t.stp == BOTH else 0
 
     def _walk(
@@ -1262,11 +1250,6 @@ def _not_a_stop(stop_price: int) -> Reject:
     if stop_price:
         return Reject(R.INVALID_STOP_PRICE, "stop_price is only for stop orders")
     return Reject(R.INVALID_TRAILING, "trailing_bps is only for stop orders")
-
-
-def _trail_stop(last: int, trail: int) -> int:
-    """Where a trailing buy that starts following the price at ``last`` would trigger first."""
-    return last + -(-last * trail // 10_000)
 
 
 def _collar(book: Book, stop: int) -> int:

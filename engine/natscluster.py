@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 SERVER = "nats-server"  # Debian's package (make install puts it there)
@@ -105,8 +106,6 @@ class NatsCluster:
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Until every running server's monitoring port says JetStream is up (healthz)."""
-        import urllib.request
-
         deadline = time.monotonic() + timeout
         for i, proc in enumerate(self.procs):
             if proc is None:

@@ -119,7 +119,8 @@ async def ensure_log(js: Any, cfg: ReplicationConfig, wait: float = 30.0) -> tup
             await asyncio.sleep(0.2)
 
 
-def _error_code(e: BaseException) -> int:
+def error_code(e: BaseException) -> int:
+    """The JetStream error code of an exception (0 if none)."""
     return int(getattr(e, "err_code", 0) or 0)
 
 
@@ -167,10 +168,6 @@ class Replicator:
     def submit(self, record: bytes, done: Callable[[], None]) -> None:
         self.queue.append((record, done))
         self._pump()
-
-    @property
-    def pending(self) -> int:
-        return len(self.queue) + len(self.flight)
 
     def _pump(self) -> None:
         queue, flight = self.queue, self.flight
@@ -239,7 +236,7 @@ class Replicator:
             try:
                 return await self._publish(payload, msg_id, self.last_seq)
             except Exception as e:
-                if _error_code(e) == WRONG_LAST_SEQUENCE:
+                if error_code(e) == WRONG_LAST_SEQUENCE:
                     self.depose(f"the stream has moved on without us ({e})")
                     return None
                 self.stats["retries"] += 1
@@ -309,8 +306,7 @@ class Follower:
         self.stream_seq = 0  # the last stream message applied
         self.applied = 0
         self.sub: Any = None
-        self.caught_up = asyncio.Event()
-        self.failed: Exception | None = None
+        self.failed: Exception | None = None  # why following stopped (catch_up raises it)
         self.log_seq = 0  # the last engine sequence number the log holds
 
     async def start(self) -> None:
@@ -322,7 +318,6 @@ class Follower:
             self.apply_message(msg.data, msg.metadata.sequence.stream, msg.headers or {})
         except Exception as e:  # a diverged or damaged log: the server decides what to do
             self.failed = e
-            self.caught_up.set()
 
     def apply_message(self, data: bytes, stream_seq: int, headers: dict) -> None:
         engine = self.engine

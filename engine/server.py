@@ -229,7 +229,7 @@ class EngineServer:
                     marker = await replication.append_marker(js, cfg, last, self.engine.seq)
                     return rev, marker
                 except Exception as e:
-                    if replication._error_code(e) != replication.WRONG_LAST_SEQUENCE:
+                    if replication.error_code(e) != replication.WRONG_LAST_SEQUENCE:
                         log.warning("takeover marker not acknowledged (%s); retrying", e)
                     await asyncio.sleep(0.02)
 
@@ -423,6 +423,8 @@ class EngineServer:
     def _acked(self, entry: list) -> None:
         entry[0] = True
         self.metrics.replicated_batches += 1
+        assert self.replicator is not None
+        self.metrics.replication_retries = self.replicator.stats["retries"]
         self._flush_held()
 
     def _flush_held(self) -> None:
