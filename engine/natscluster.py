@@ -26,6 +26,7 @@ CONF = """\
 server_name: {name}
 listen: 127.0.0.1:{port}
 http: 127.0.0.1:{monitor}
+max_payload: 8MB
 jetstream {{
   store_dir: "{store}"
   max_memory_store: 64MB

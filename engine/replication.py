@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from engine import journal
+from engine import appendlink, journal
+from engine.appendlink import AppendLink
 from engine.core import Engine
 from protocol.config import ReplicationConfig
 
@@ -47,6 +47,7 @@ log = logging.getLogger("engine.replication")
 
 WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for an expected-last-sequence mismatch
 LEASE_KEY = "primary"
+MIN_PAYLOAD = 8 << 20  # the servers' max_payload must take the largest batch (frames <= 1 MiB)
 
 
 class Deposed(RuntimeError):
@@ -81,8 +82,6 @@ async def connect(cfg: ReplicationConfig) -> Any:
         import ssl
 
         opts["tls"] = ssl.create_default_context(cafile=cfg.tls_ca)
-    if cfg.credentials:
-        opts["user_credentials"] = cfg.credentials
     return await nats.connect(**opts)
 
 
@@ -127,77 +126,119 @@ def error_code(e: BaseException) -> int:
 class _Flight:
     """One message of records sent to the stream, until its outcome is handled in order."""
 
-    __slots__ = ("payload", "msg_id", "dones", "task", "seq", "error")
+    __slots__ = ("payload", "msg_id", "dones", "token", "timer", "done", "seq", "error",
+                 "waiter")  # fmt: skip
 
     def __init__(self, payload: bytes, msg_id: str, dones: list[Callable[[], None]]) -> None:
         self.payload = payload
         self.msg_id = msg_id
         self.dones = dones
-        self.task: asyncio.Future | None = None
+        self.token = 0  # its reply token on the append link
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False  # answered, refused or timed out
         self.seq = 0  # its stream sequence once acknowledged
         self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None  # a resend awaiting its answer
 
 
 class Replicator:
     """The primary's side: appends records in order and tells each batch's ``done`` callback
     once a majority has it; ``deposed`` is called once if another engine took over.
 
+    Appends go out on an ``AppendLink`` (engine/appendlink.py) the moment they are submitted.
     Up to ``in_flight`` messages are out at once, each expecting the stream to end where the
     one before it will (sent in order on one connection, the stream takes them in order);
-    records that arrive while that many are out go together in the next message. Outcomes are
-    handled in order. After any failure the rest in flight land, then every message from the
-    first unacknowledged one is sent again, one at a time, under its message id (the stream
-    answers one it already has as a duplicate, with its sequence): only the refusal of a
-    message whose predecessors are all in the stream deposes this engine."""
+    records that arrive while that many are out go together in the next message (at most
+    the server's ``max_payload``). Outcomes are handled in order. After any failure (a refusal,
+    a lost connection, no answer within ``publish_timeout``) the rest in flight settle, then
+    every message from the first unacknowledged one is sent again, one at a time, under its
+    message id (the stream answers one it already has as a duplicate, with its sequence): only
+    the refusal of a message whose predecessors are all in the stream deposes this engine."""
 
-    def __init__(self, cfg: ReplicationConfig, js: Any, kv: Any, last_seq: int, lease_rev: int,
-                 deposed: Callable[[str], None]) -> None:  # fmt: skip
+    def __init__(self, cfg: ReplicationConfig, link: AppendLink, kv: Any, last_seq: int,
+                 lease_rev: int, deposed: Callable[[str], None]) -> None:  # fmt: skip
         self.cfg = cfg
-        self.js = js
+        self.link = link
+        link.on_ack = self._on_ack
         self.kv = kv
         self.last_seq = last_seq  # the stream's last sequence acknowledged to us
         self.lease_rev = lease_rev
         self.queue: deque[tuple[bytes, Callable[[], None]]] = deque()
         self.flight: deque[_Flight] = deque()
+        self.tokens: dict[int, _Flight] = {}  # flights (and resends) awaiting an answer
+        self._token = 0
         self.recovering = False
+        self._settled: asyncio.Event | None = None  # set once every flight settled (_recover)
         self.on_deposed = deposed
         self.dead = False
         self.stats = {"messages": 0, "records": 0, "retries": 0}
+        self.max_payload = link.max_payload
+        self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Future] = [asyncio.ensure_future(self._lease())]
 
     def submit(self, record: bytes, done: Callable[[], None]) -> None:
+        if len(record) > self.max_payload:  # batches are kept far below it (engine/server.py)
+            self.depose(f"a batch record of {len(record)} bytes exceeds the log's message limit")
+            return
         self.queue.append((record, done))
         self._pump()
 
     def _pump(self) -> None:
         queue, flight = self.queue, self.flight
         while queue and len(flight) < self.cfg.in_flight and not self.recovering and not self.dead:
-            taken = list(queue)
-            queue.clear()
+            records: list[bytes] = []
+            dones: list[Callable[[], None]] = []
+            size = 0
+            while queue and (not records or size + len(queue[0][0]) <= self.max_payload):
+                record, done = queue.popleft()
+                records.append(record)
+                dones.append(done)
+                size += len(record)
             expected = self.last_seq + len(flight)  # where the stream ends when it arrives
-            f = _Flight(b"".join(r for r, _ in taken), f"{self.cfg.node}-{expected + 1}",
-                        [d for _, d in taken])  # fmt: skip
-            f.task = asyncio.ensure_future(self._publish(f.payload, f.msg_id, expected))
-            f.task.add_done_callback(functools.partial(self._landed, f))
+            f = _Flight(b"".join(records), f"{self.cfg.node}-{expected + 1}", dones)
             flight.append(f)
+            self._send(f, expected)
 
-    async def _publish(self, payload: bytes, msg_id: str, expected: int) -> int:
-        headers = {"Nats-Expected-Last-Sequence": str(expected), "Nats-Msg-Id": msg_id}
-        ack = await self.js.publish(
-            self.cfg.subject, payload, timeout=self.cfg.publish_timeout, headers=headers
+    def _send(self, f: _Flight, expected: int) -> None:
+        self._token += 1
+        f.token = self._token
+        f.done, f.error, f.seq = False, None, 0
+        self.tokens[f.token] = f
+        headers = appendlink.headers_block(
+            {"Nats-Expected-Last-Sequence": str(expected), "Nats-Msg-Id": f.msg_id}
         )
-        return int(ack.seq)
+        f.timer = self.loop.call_later(self.cfg.publish_timeout, self._timed_out, f.token)
+        if not self.link.publish(self.cfg.subject, f.payload, headers, f.token):
+            self._settle(f.token, 0, appendlink.AppendError("not connected to the log"))
 
-    def _landed(self, f: _Flight, task: asyncio.Future) -> None:
-        if task.cancelled():
-            return
-        f.error = task.exception()
-        if f.error is None:
-            f.seq = task.result()
+    def _timed_out(self, token: int) -> None:
+        if token in self.tokens:
+            self.link.probe()  # a partition keeps the connection open: find out
+            self._settle(token, 0, TimeoutError("no answer from the log"))
+
+    def _on_ack(self, token: int, seq: int, error: BaseException | None) -> None:
+        self._settle(token, seq, error)
+
+    def _settle(self, token: int, seq: int, error: BaseException | None) -> None:
+        f = self.tokens.pop(token, None)
+        if f is None:
+            return  # answered after its timeout: the resend under its id gets the answer
+        if f.timer is not None:
+            f.timer.cancel()
+        f.done, f.seq, f.error = True, seq, error
+        if f.waiter is not None:
+            if not f.waiter.done():
+                f.waiter.set_result(None)
+        elif not self.recovering:
+            self._landed()
+        elif self._settled is not None and all(g.done for g in self.flight):
+            self._settled.set()
+
+    def _landed(self) -> None:
         flight = self.flight
         while flight and not self.recovering and not self.dead:
             head = flight[0]
-            if head.task is None or not head.task.done():
+            if not head.done:
                 break
             if head.error is not None or head.seq != self.last_seq + 1:
                 self.recovering = True
@@ -216,34 +257,38 @@ class Replicator:
 
     async def _recover(self) -> None:
         flight = self.flight
-        await asyncio.gather(*(f.task for f in flight if f.task), return_exceptions=True)
+        if any(not f.done for f in flight):  # each settles by its answer or its timer
+            self._settled = asyncio.Event()
+            await self._settled.wait()
+            self._settled = None
         while flight and not self.dead:
             f = flight[0]
             if f.error is not None or f.seq != self.last_seq + 1:
-                seq = await self._append(f.payload, f.msg_id)
-                if seq is None:
+                if not await self._append(f):
                     return  # deposed
-                f.seq = seq
             flight.popleft()
             self._acknowledged(f)
         self.recovering = False
         self._pump()
 
-    async def _append(self, payload: bytes, msg_id: str) -> int | None:
-        """One message, sent until the stream has it (its sequence), or refuses it because
-        another engine appended (None: deposed)."""
+    async def _append(self, f: _Flight) -> bool:
+        """Send ``f`` again until the stream has it (its sequence in ``f.seq``), or refuses it
+        because another engine appended (False: deposed)."""
         while not self.dead:
-            try:
-                return await self._publish(payload, msg_id, self.last_seq)
-            except Exception as e:
-                if error_code(e) == WRONG_LAST_SEQUENCE:
-                    self.depose(f"the stream has moved on without us ({e})")
-                    return None
-                self.stats["retries"] += 1
-                log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
-                            self.last_seq + 1, type(e).__name__)  # fmt: skip
-                await asyncio.sleep(0.05)
-        return None
+            f.waiter = self.loop.create_future()
+            self._send(f, self.last_seq)
+            await f.waiter
+            f.waiter = None
+            if f.error is None:
+                return True
+            if error_code(f.error) == WRONG_LAST_SEQUENCE:
+                self.depose(f"the stream has moved on without us ({f.error})")
+                return False
+            self.stats["retries"] += 1
+            log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
+                        self.last_seq + 1, f.error)  # fmt: skip
+            await asyncio.sleep(0.05)
+        return False
 
     async def _lease(self) -> None:
         cfg = self.cfg
@@ -275,9 +320,11 @@ class Replicator:
 
     async def close(self) -> None:
         self.dead = True
-        for f in self.flight:
-            if f.task is not None:
-                self.tasks.append(f.task)
+        for f in self.tokens.values():
+            if f.timer is not None:
+                f.timer.cancel()
+        self.tokens.clear()
+        await self.link.close()
         for t in self.tasks:
             t.cancel()
             with contextlib.suppress(BaseException):

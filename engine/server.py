@@ -37,6 +37,7 @@ import uvloop
 import zmq
 
 from engine import curve, journal, replication
+from engine.appendlink import AppendLink
 from engine.core import Engine
 from protocol import config, salvage
 from protocol.enums import RejectCode
@@ -49,6 +50,7 @@ MAX_FRAME = 1 << 20  # bytes; larger frames are rejected (zmq drops peers beyond
 CLOCK = b"\x00clock"  # the origin of the engine's own Ticks (no ZeroMQ peer can have it)
 CLOCK_EVERY = 0.05  # seconds between looks at the earliest good-till-date expiry
 MAX_COMMANDS_PER_FRAME = 10_000
+REPLICATED_BATCH_BYTES = 64 << 10  # a replicated batch stops reading frames past this
 REAP_EVERY = 0.02  # s between looks at a snapshot child still writing
 COMMAND_TAGS = salvage.tags_of(Command)
 
@@ -179,6 +181,15 @@ class EngineServer:
         cfg = self.exchange.replication
         nc = await replication.connect(cfg)
         js, kv = await replication.ensure_log(nc.jetstream(), cfg)
+        link = AppendLink(cfg.servers, lambda *_: None, name=cfg.node, tls_ca=cfg.tls_ca)
+        await link.connect()
+        if link.max_payload < replication.MIN_PAYLOAD:
+            await link.close()
+            await nc.close()
+            raise SystemExit(
+                f"the NATS servers take messages up to {link.max_payload} bytes; the replicated "
+                f"journal needs {replication.MIN_PAYLOAD} (max_payload: 8MB in their config)"
+            )
         self.open_journal()
         follower = replication.Follower(cfg, js, self.engine, self._follow_write)
         await follower.start()
@@ -193,19 +204,21 @@ class EngineServer:
             log.info("standby stopping at seq %d", self.engine.seq)
             await follower.stop()
             await nc.close()
+            await link.close()
             self.shutdown()
             return
         except replication.Diverged as e:
             log.error("%s: moving the data aside to rebuild from the log", e)
             await follower.stop()
             await nc.close()
+            await link.close()
             self.move_data_aside("diverged")
             self.exit_code = 5
             return
         await follower.stop()
         self.metrics.followed = follower.applied
         log.info("primary %s: took over at seq %d (log seq %d)", cfg.node, self.engine.seq, marker)
-        self.replicator = replication.Replicator(cfg, js, kv, marker, rev, self._deposed)
+        self.replicator = replication.Replicator(cfg, link, kv, marker, rev, self._deposed)
         self.bind()
         try:
             await self.serve()
@@ -350,18 +363,31 @@ class EngineServer:
         router = self.router
         assert router is not None
         batch_max = self.cfg.batch_max
+        # replicated: batches of at most ~budget bytes of commands, so that one append (and
+        # one batch's wait for it) stays short and its record fits a NATS message
+        budget = REPLICATED_BATCH_BYTES if self.replicator is not None else 1 << 62
         events = cast("Callable[[int], int]", router.getsockopt)  # EVENTS is an int option
         while not self._stopping and events(zmq.EVENTS) & zmq.POLLIN:
             if len(self.held) > self.exchange.replication.max_pending:
                 return  # the log is behind: read on once it acknowledges (_flush_held)
             frames = []
+            size = 0
             for _ in range(batch_max):
                 try:
-                    frames.append(router.recv_multipart(zmq.NOBLOCK))
+                    frame = router.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
+                    break
+                frames.append(frame)
+                size += len(frame[-1])
+                if size >= budget:
                     break
             if frames:
                 self.process(frames)
+                if self.replicator is not None:
+                    # Let the loop read the log's acknowledgements before the next batch: a
+                    # client that keeps sending would otherwise hold back every reply.
+                    asyncio.get_running_loop().call_soon(self._on_readable)
+                    return
 
     def _clock(self, loop: asyncio.AbstractEventLoop) -> None:
         """A good-till-date order's time has passed and no command came: send the engine a

@@ -84,7 +84,6 @@ class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True):
     in_flight: int = 4  # appends out at once (each expecting the one before it to land)
     max_pending: int = 10_000  # batches waiting for the stream before the engine stops reading
     tls_ca: str = ""  # CA file for nats:// servers behind TLS ("" = plain)
-    credentials: str = ""  # a NATS .creds file ("" = none)
 
 
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):
