@@ -90,14 +90,19 @@ def popen_options(
 
 
 def launch(
-    argv: Sequence[str], log: Path, *, stdout: int | None = None, **options: Any
+    argv: Sequence[str],
+    log: Path,
+    *,
+    stdout: int | None = None,
+    prefix: Sequence[str] = (),
+    **options: Any,
 ) -> subprocess.Popen:
     """Start ``python -m *argv`` with stdin from /dev/null and its output (stderr, and stdout
-    unless ``stdout`` is given, e.g. ``subprocess.PIPE``) in a new file ``log``. ``options``:
-    those of ``popen_options``."""
+    unless ``stdout`` is given, e.g. ``subprocess.PIPE``) in a new file ``log``. ``prefix``: a
+    command that runs it (``ip netns exec NS``). ``options``: those of ``popen_options``."""
     with open(log, "wb") as f:
         return subprocess.Popen(
-            [sys.executable, "-m", *argv],
+            [*prefix, sys.executable, "-m", *argv],
             stdin=subprocess.DEVNULL,
             stdout=f if stdout is None else stdout,
             stderr=f,

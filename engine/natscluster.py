@@ -24,7 +24,7 @@ from pathlib import Path
 SERVER = "nats-server"  # Debian's package (make install puts it there)
 CONF = """\
 server_name: {name}
-listen: 127.0.0.1:{port}
+listen: {host}:{port}
 http: 127.0.0.1:{monitor}
 max_payload: 8MB
 jetstream {{
@@ -54,8 +54,10 @@ def free_ports(n: int) -> list[int]:
 class NatsCluster:
     """Three nats-server processes forming one JetStream cluster (``urls`` for clients)."""
 
-    def __init__(self, root: Path, ports: list[int] | None = None, size: int = 3) -> None:
+    def __init__(self, root: Path, ports: list[int] | None = None, size: int = 3,
+                 host: str = "127.0.0.1") -> None:  # fmt: skip
         self.root = Path(root)
+        self.host = host  # where clients connect (0.0.0.0: every interface)
         self.size = size
         p = ports or free_ports(3 * size)
         self.ports = p[:size]
@@ -70,6 +72,7 @@ class NatsCluster:
         path.write_text(
             CONF.format(
                 name=f"n{i}",
+                host=self.host,
                 port=self.ports[i],
                 monitor=self.monitor_ports[i],
                 store=self.root / f"n{i}",

@@ -117,6 +117,7 @@ class Proc:
         self.runs = 0
         self.log_path: Path | None = None
         self.returncode: int | None = None
+        self.prefix: list[str] = []  # a command that runs it (``ip netns exec NS``)
 
     def args(self) -> list[str]:
         """Command-line arguments after ``-m MODULE``; subclasses add theirs."""
@@ -134,8 +135,9 @@ class Proc:
         # start processes from a worker thread). The child stays in the test's session, so a
         # Ctrl-C reaches it too; teardown kills whatever is left.
         self.popen = launch(
-            [self.module, *self.args()], self.log_path, die_with_parent=False, own_session=False
-        )
+            [self.module, *self.args()], self.log_path, die_with_parent=False, own_session=False,
+            prefix=self.prefix,
+        )  # fmt: skip
 
     @property
     def pid(self) -> int:

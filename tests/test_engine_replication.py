@@ -9,8 +9,13 @@ would give a reply the new primary does not have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -339,3 +344,203 @@ def test_a_client_of_both_engines_follows_the_failover_by_itself(tmp_path, clust
     finally:
         a.cleanup()
         b.cleanup()
+
+
+# ------------------------------------------------------------------------------ partition
+NS_CLIENT = r"""
+import asyncio, json, os, sys, time
+sys.path.insert(0, os.getcwd())
+from engine.client import EngineClient, EngineError
+from protocol.messages import Executions
+from tests.test_engine_process import order, workload
+
+async def main(endpoint, stop):
+    client = EngineClient(endpoint, b"ns-client", timeout=60.0)
+    await client.start(wait=30.0)
+    await workload(client, 2, 20, seed=3)
+    print("running", flush=True)
+    pending = []
+    i = 0
+    while not os.path.exists(stop):
+        i += 1
+        cmd = order(1, 1, 300 + i % 50, 1, client_order_id=f"p{i}")
+        pending.append((cmd.client_order_id, time.monotonic(), client.send(cmd, timeout=60.0)))
+        await asyncio.sleep(0.02)
+        for cid, sent, fut in pending:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                if type(fut.result()) is Executions and not getattr(fut, "seen", False):
+                    fut.seen = True
+                    print("acked", cid, sent, time.monotonic(), flush=True)
+    results = {}
+    for cid, sent, fut in pending:
+        try:
+            if not fut.done():
+                await asyncio.wait_for(asyncio.shield(fut), 0.1)
+            got = fut.result()
+            results[cid] = [sent, type(got).__name__]
+        except (EngineError, asyncio.TimeoutError) as e:
+            results[cid] = [sent, f"error {e}"]
+    print("results", json.dumps(results), flush=True)
+    await client.close()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+class Netns:
+    """A network namespace for the primary with two links to this host: ``log`` (to the NATS
+    servers; the one a test cuts) and its loopback for its own clients."""
+
+    def __init__(self) -> None:
+        n = os.getpid() % 200 + 20
+        self.name = f"exr{os.getpid()}"
+        self.host_if, self.ns_if = f"exl{n}h", f"exl{n}n"
+        self.host_ip, self.ns_ip = f"10.231.{n}.1", f"10.231.{n}.2"
+
+    def ip(self, *args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    def create(self) -> Netns:
+        self.ip("netns", "add", self.name)
+        try:
+            self.ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if,
+                    "netns", self.name)  # fmt: skip
+            self.ip("addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
+            self.ip("link", "set", self.host_if, "up")
+            self.ip("-n", self.name, "addr", "add", f"{self.ns_ip}/24", "dev", self.ns_if)
+            self.ip("-n", self.name, "link", "set", self.ns_if, "up")
+            self.ip("-n", self.name, "link", "set", "lo", "up")
+        except Exception:
+            self.delete()
+            raise
+        return self
+
+    def cut(self) -> None:
+        self.ip("link", "set", self.host_if, "down")
+
+    def heal(self) -> None:
+        self.ip("link", "set", self.host_if, "up")
+
+    def prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def delete(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.ip("link", "del", self.host_if)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.ip("netns", "del", self.name)
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    try:
+        ns = Netns().create()
+    except subprocess.CalledProcessError as e:
+        pytest.skip(f"network namespaces not allowed here: {e.stderr.decode().strip()}")
+    try:
+        yield ns
+    finally:
+        ns.delete()
+
+
+def wait_log(proc: EngineProc, needle: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while needle not in proc.log():
+        if not proc.running:
+            raise AssertionError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log()}")  # type: ignore[union-attr]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{proc.name}: no {needle!r} in its log:\n{proc.log()}")
+        time.sleep(0.05)
+
+
+def known(e: Engine, account: int, cid: str) -> bool:
+    """Whether ``e`` has (or had) ``account``'s order ``cid`` (its status query answers)."""
+    e.apply(OrderStatusRequest(0, account, "", 0, cid), time.time_ns(), b"check")
+    return any(type(m) is OrderInfo for _, msgs in e.drain() for m in msgs)
+
+
+def test_a_primary_cut_off_from_the_log_acknowledges_nothing_and_is_fenced(tmp_path, netns):
+    """The primary runs in its own network namespace; its link to the log servers goes down
+    (a real partition: no reset, packets vanish) while its clients still reach it and the
+    standby still reaches the log. Exactly one engine acknowledges at a time: the old primary
+    acknowledges no order sent after the cut, the standby takes over and acknowledges; when
+    the link comes back the old primary's appends are refused, it exits (4) and moves its
+    data aside. Every order the old primary acknowledged is in the log; none sent to it after
+    the cut is."""
+    cluster = NatsCluster(tmp_path / "nats", host="0.0.0.0").start()
+    try:
+        a_cfg = replicated_config(tmp_path, cluster, "a")
+        a_cfg.write_text(a_cfg.read_text().replace("127.0.0.1", netns.host_ip))
+        a = EngineProc(tmp_path / "a", config=a_cfg, name="a")
+        a.prefix = netns.prefix()
+        b = EngineProc(tmp_path / "b", config=replicated_config(tmp_path, cluster, "b"), name="b")
+        a._pick_ports()
+        b._pick_ports()
+        a.spawn()
+        wait_log(a, "engine ready")
+        b.spawn()
+        wait_log(b, "following")
+        stop = tmp_path / "stop"
+        with open(tmp_path / "ns-client.log", "wb") as err:
+            client = subprocess.Popen(
+                [*netns.prefix(), sys.executable, "-c", NS_CLIENT, a.commands, str(stop)],
+                cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE,
+                stderr=err, text=True,
+            )  # fmt: skip
+        lines: list[str] = []
+        try:
+            assert client.stdout is not None
+            for line in client.stdout:  # the client's workload is in; orders flow
+                lines.append(line)
+                if sum(x.startswith("acked") for x in lines) >= 20:
+                    break
+            t_cut = time.monotonic()
+            netns.cut()
+
+            async def scenario() -> list[str]:
+                await answers(b)  # the standby took over (the lease expired)
+                host = EngineClient(b.commands, b"host", timeout=10.0)
+                await host.start(wait=10.0)
+                acked = []
+                for i in range(20):
+                    cmd = order(2, 1, 200 + i, 1, client_order_id=f"h{i}")
+                    reply = await host.request(cmd)
+                    assert type(reply) is Executions, reply
+                    acked.append(cmd.client_order_id)
+                await host.close()
+                return acked
+
+            acked_by_b = run(scenario())
+            netns.heal()
+            assert a.wait(60.0) == 4, a.log()  # fenced: its appends are refused
+            stop.touch()
+            out, _ = client.communicate(timeout=60)
+            lines += out.splitlines()
+        finally:
+            if client.poll() is None:
+                client.kill()
+        acks = [x.split() for x in lines if x.startswith("acked")]
+        results = json.loads(next(x for x in lines if x.startswith("results"))[8:])
+        after_cut = {cid for cid, (sent, _) in results.items() if sent > t_cut}
+        assert after_cut, "no order was sent to the cut-off primary"
+        acked_by_a = {cid for _, cid, _, _ in acks}
+        assert not acked_by_a & after_cut, "the cut-off primary acknowledged an order"
+        assert "took over" in b.log()
+        assert not a.data_dir.exists()  # moved aside
+
+        async def check() -> None:
+            log = await replicated_log_state(cluster)
+            missing = [c for c in sorted(acked_by_a) if not known(log, 1, c)]
+            assert not missing, f"acknowledged by the old primary, not in the log: {missing}"
+            assert all(known(log, 2, c) for c in acked_by_b)
+            leaked = [c for c in sorted(after_cut) if known(log, 1, c)]
+            assert not leaked, f"sent to the cut-off primary, yet in the log: {leaked}"
+
+        run(check())
+    finally:
+        for p in ("a", "b"):
+            with contextlib.suppress(Exception):
+                (a if p == "a" else b).cleanup()
+        cluster.close()
