@@ -199,18 +199,27 @@ def test_user_and_password_from_the_url(tmp_path: Path) -> None:
     async def scenario() -> None:
         good = f"nats://eng:s3cr-t@127.0.0.1:{port}"
         await make_stream([good], 1)
-        acks = Acks()
-        link = AppendLink([good], acks)
-        await link.connect(attempts=2)
-        assert link.publish(ReplicationConfig().subject, b"x", hdr(0, "u-1"), 1)
-        await acks.wait(1)
-        assert acks.got[1] == (1, None)
-        await link.close()
-        bad = AppendLink([f"nats://eng:wrong@127.0.0.1:{port}"], Acks(), connect_timeout=1.0)
-        with pytest.raises(ConnectionError):
-            await bad.connect(attempts=1)
-        await bad.close()
+        await one_append_then_refused(AppendLink([good], Acks()), AppendLink(
+            [f"nats://eng:wrong@127.0.0.1:{port}"], Acks(), connect_timeout=1.0))  # fmt: skip
 
+    run_with(proc, scenario)
+
+
+async def one_append_then_refused(link: AppendLink, refused: AppendLink) -> None:
+    """``link`` connects and its append lands at sequence 1; ``refused`` cannot connect."""
+    acks = link.on_ack
+    assert isinstance(acks, Acks)
+    await link.connect(attempts=2)
+    assert link.publish(ReplicationConfig().subject, b"x", hdr(0, "one-1"), 1)
+    await acks.wait(1)
+    assert acks.got[1] == (1, None)
+    await link.close()
+    with pytest.raises(ConnectionError):
+        await refused.connect(attempts=1)
+    await refused.close()
+
+
+def run_with(proc: subprocess.Popen, scenario) -> None:
     try:
         asyncio.run(scenario())
     finally:
@@ -234,20 +243,7 @@ def test_tls_with_the_configured_ca(tmp_path: Path) -> None:
     async def scenario() -> None:
         url = f"tls://127.0.0.1:{port}"
         await make_stream([url], 1, tls_ca=str(cert))
-        acks = Acks()
-        link = AppendLink([url], acks, tls_ca=str(cert))
-        await link.connect(attempts=2)
-        assert link.publish(ReplicationConfig().subject, b"x", hdr(0, "s-1"), 1)
-        await acks.wait(1)
-        assert acks.got[1] == (1, None)
-        await link.close()
         untrusted = AppendLink([url], Acks(), connect_timeout=1.0)  # the system CAs only
-        with pytest.raises(ConnectionError):
-            await untrusted.connect(attempts=1)
-        await untrusted.close()
+        await one_append_then_refused(AppendLink([url], Acks(), tls_ca=str(cert)), untrusted)
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        proc.kill()
-        proc.wait()
+    run_with(proc, scenario)
