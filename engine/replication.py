@@ -26,6 +26,10 @@ Roles (one ``python -m engine`` process each, the same config with ``[replicatio
   applies what is left in the stream, appends a takeover marker (a message with no records)
   that expects the stream's last sequence - from then on the old primary's appends fail - and
   starts serving as the primary.
+
+Retention (``purge``, on by default): after each snapshot the primary uploads it to an object
+store bucket beside the stream and purges the messages the snapshot before it covers; a
+standby whose data ends before the stream's first message starts from the newest upload.
 """
 
 from __future__ import annotations
@@ -127,9 +131,11 @@ class _Flight:
     """One message of records sent to the stream, until its outcome is handled in order."""
 
     __slots__ = ("payload", "msg_id", "dones", "token", "timer", "done", "seq", "error",
-                 "waiter")  # fmt: skip
+                 "waiter", "engine_seq")  # fmt: skip
 
-    def __init__(self, payload: bytes, msg_id: str, dones: list[Callable[[], None]]) -> None:
+    def __init__(self, payload: bytes, msg_id: str, dones: list[Callable[[], None]],
+                 engine_seq: int) -> None:  # fmt: skip
+        self.engine_seq = engine_seq  # the last command sequence its records hold
         self.payload = payload
         self.msg_id = msg_id
         self.dones = dones
@@ -163,7 +169,9 @@ class Replicator:
         self.kv = kv
         self.last_seq = last_seq  # the stream's last sequence acknowledged to us
         self.lease_rev = lease_rev
-        self.queue: deque[tuple[bytes, Callable[[], None]]] = deque()
+        self.queue: deque[tuple[bytes, Callable[[], None], int]] = deque()
+        # (last engine seq, stream seq) of acknowledged messages since the last purge
+        self.marks: deque[tuple[int, int]] = deque()
         self.flight: deque[_Flight] = deque()
         self.tokens: dict[int, _Flight] = {}  # flights (and resends) awaiting an answer
         self._token = 0
@@ -176,11 +184,11 @@ class Replicator:
         self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Future] = [asyncio.ensure_future(self._lease())]
 
-    def submit(self, record: bytes, done: Callable[[], None]) -> None:
+    def submit(self, record: bytes, done: Callable[[], None], engine_seq: int) -> None:
         if len(record) > self.max_payload:  # batches are kept far below it (engine/server.py)
             self.depose(f"a batch record of {len(record)} bytes exceeds the log's message limit")
             return
-        self.queue.append((record, done))
+        self.queue.append((record, done, engine_seq))
         self._pump()
 
     def _pump(self) -> None:
@@ -188,14 +196,14 @@ class Replicator:
         while queue and len(flight) < self.cfg.in_flight and not self.recovering and not self.dead:
             records: list[bytes] = []
             dones: list[Callable[[], None]] = []
-            size = 0
+            size = last = 0
             while queue and (not records or size + len(queue[0][0]) <= self.max_payload):
-                record, done = queue.popleft()
+                record, done, last = queue.popleft()
                 records.append(record)
                 dones.append(done)
                 size += len(record)
             expected = self.last_seq + len(flight)  # where the stream ends when it arrives
-            f = _Flight(b"".join(records), f"{self.cfg.node}-{expected + 1}", dones)
+            f = _Flight(b"".join(records), f"{self.cfg.node}-{expected + 1}", dones, last)
             flight.append(f)
             self._send(f, expected)
 
@@ -250,6 +258,7 @@ class Replicator:
 
     def _acknowledged(self, f: _Flight) -> None:
         self.last_seq = f.seq
+        self.marks.append((f.engine_seq, f.seq))
         self.stats["messages"] += 1
         self.stats["records"] += len(f.dones)
         for done in f.dones:
@@ -337,6 +346,75 @@ async def take_lease(kv: Any, node: str) -> int | None:
         return int(await kv.create(LEASE_KEY, node.encode()))
     except Exception:
         return None
+
+
+# ----------------------------------------------------------------------------- retention
+# The stream would grow forever (and stop taking appends when the servers' store is full).
+# After each snapshot the primary uploads it to an object store bucket next to the stream and
+# purges the messages that the snapshot before it covers (one snapshot period stays, for a
+# standby that is a little behind). A standby whose data ends before the stream's first
+# message starts from the newest uploaded snapshot, then follows the stream.
+SNAPSHOTS_KEPT = 2  # uploaded snapshots kept in the bucket
+
+
+def snapshot_bucket(cfg: ReplicationConfig) -> str:
+    return f"{cfg.stream}_SNAPSHOTS"
+
+
+async def snapshot_store(js: Any, cfg: ReplicationConfig) -> Any:
+    try:
+        return await js.object_store(snapshot_bucket(cfg))
+    except Exception:
+        return await js.create_object_store(snapshot_bucket(cfg), replicas=cfg.replicas)
+
+
+def _snap_seq(name: str) -> int:
+    return int(name.split("-")[1].split(".")[0])
+
+
+async def upload_snapshot(js: Any, cfg: ReplicationConfig, name: str, data: bytes) -> None:
+    """Put a snapshot file's bytes (``journal.snapshot_name``) in the bucket; drop old ones."""
+    store = await snapshot_store(js, cfg)
+    await store.put(name, data)
+    names = sorted((i.name for i in await store.list() if not i.deleted), key=_snap_seq)
+    for old in names[:-SNAPSHOTS_KEPT]:
+        await store.delete(old)
+
+
+async def newest_snapshot(js: Any, cfg: ReplicationConfig) -> tuple[str, bytes] | None:
+    """The newest uploaded snapshot (its file name and bytes), None if there is none."""
+    try:
+        store = await js.object_store(snapshot_bucket(cfg))
+        infos = [i for i in await store.list() if not i.deleted]
+    except Exception:  # no bucket yet, or an empty one
+        return None
+    if not infos:
+        return None
+    name = max((i.name for i in infos), key=_snap_seq)
+    return name, (await store.get(name)).data
+
+
+def purge_point(marks: deque[tuple[int, int]], snapshot_seq: int, next_seq: int) -> int:
+    """The first stream sequence a snapshot at ``snapshot_seq`` does not wholly cover (every
+    message before it holds commands up to ``snapshot_seq`` only); ``next_seq`` if all do. Marks
+    up to there are dropped."""
+    while marks and marks[0][0] <= snapshot_seq:
+        marks.popleft()
+    return marks[0][1] if marks else next_seq
+
+
+async def first_engine_seq(js: Any, cfg: ReplicationConfig) -> int:
+    """The first command sequence the stream still holds (0: nothing was purged)."""
+    info = await js.stream_info(cfg.stream)
+    if info.state.first_seq <= 1 or not info.state.messages:
+        return 0
+    msg = await js.get_msg(cfg.stream, info.state.first_seq)
+    marker = (msg.headers or {}).get(TAKEOVER)
+    if marker is not None:
+        return int(marker.partition(" ")[2]) + 1
+    for batch in journal.decode_records(msg.data or b"", f"{cfg.stream} message {msg.seq}"):
+        return batch.first_seq
+    return 0
 
 
 class Follower:

@@ -30,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import uvloop
@@ -73,6 +73,7 @@ class Metrics(msgspec.Struct):
     replication_retries: int = 0  # appends retried (no majority for a while)
     followed: int = 0  # commands applied from the replicated log (standby)
     held_batches: int = 0  # batches whose replies wait for the log now
+    log_purged_to: int = 0  # the replicated log's messages below this were purged (primary)
 
 
 class EngineServer:
@@ -99,6 +100,10 @@ class EngineServer:
         # replies and market data wait for it, oldest first: [acknowledged, replies, md]
         self.replicator: replication.Replicator | None = None
         self.held: deque[list] = deque()
+        self.js: Any = None  # the JetStream context (replicated): snapshots go there too
+        self._ship_next = 0  # the newest snapshot not uploaded yet
+        self._purge_to = 0  # the stream sequence the previous snapshot covered up to
+        self._ship_task: asyncio.Future | None = None
         self.exit_code = 0
 
     # ------------------------------------------------------------------- lifecycle
@@ -181,6 +186,10 @@ class EngineServer:
         cfg = self.exchange.replication
         nc = await replication.connect(cfg)
         js, kv = await replication.ensure_log(nc.jetstream(), cfg)
+        self.js = js
+        first = await replication.first_engine_seq(js, cfg)
+        if first and self.engine.seq < first - 1:  # the log was purged past this data
+            await self._start_from_uploaded_snapshot(first)
         link = AppendLink(cfg.servers, lambda *_: None, name=cfg.node, tls_ca=cfg.tls_ca)
         await link.connect()
         if link.max_payload < replication.MIN_PAYLOAD:
@@ -245,6 +254,51 @@ class EngineServer:
                     if replication.error_code(e) != replication.WRONG_LAST_SEQUENCE:
                         log.warning("takeover marker not acknowledged (%s); retrying", e)
                     await asyncio.sleep(0.02)
+
+    async def _start_from_uploaded_snapshot(self, first: int) -> None:
+        """This data ends before the first command the log still holds: load the newest
+        snapshot the primary uploaded (it covers at least up to there) and follow from it."""
+        cfg = self.exchange.replication
+        got = await replication.newest_snapshot(self.js, cfg)
+        if got is None:
+            raise SystemExit(f"the replicated log starts at command {first}, this data ends at "
+                             f"{self.engine.seq}, and no snapshot was uploaded")  # fmt: skip
+        name, data = got
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / name
+        tmp = path.with_suffix(".download")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        self.engine.restore(journal.read_snapshot(path))  # checksummed: a bad one raises
+        self.engine.validate()
+        if self.engine.seq < first - 1:
+            raise SystemExit(f"the newest uploaded snapshot ({self.engine.seq}) ends before the "
+                             f"replicated log starts ({first})")  # fmt: skip
+        self.last_snapshot = self.engine.seq
+        log.info("standby: loaded the uploaded %s (the log starts at command %d)", name, first)
+
+    async def _ship_snapshots(self) -> None:
+        """The primary's newest snapshot: upload it, then purge the stream up to where the
+        snapshot shipped before it reached (one period stays for a standby a little behind).
+        Snapshots written while one is on its way are skipped but the newest."""
+        cfg = self.exchange.replication
+        while self._ship_next and self.replicator is not None:
+            seq, self._ship_next = self._ship_next, 0
+            rep = self.replicator
+            try:
+                path = self.data_dir / journal.snapshot_name(seq)
+                data = await asyncio.to_thread(path.read_bytes)
+                await replication.upload_snapshot(self.js, cfg, path.name, data)
+                point = replication.purge_point(rep.marks, seq, rep.last_seq + 1)
+                if self._purge_to > 1:
+                    await self.js.purge_stream(cfg.stream, seq=self._purge_to)
+                    self.metrics.log_purged_to = self._purge_to
+                    log.info("snapshot %d uploaded; replicated log purged below message %d",
+                             seq, self._purge_to)  # fmt: skip
+                self._purge_to = point
+            except Exception as e:  # the log keeps working; the next snapshot tries again
+                log.warning("snapshot %d not uploaded or log not purged: %s", seq, e)
+        self._ship_task = None
 
     def _follow_write(self, records: bytes) -> None:
         assert self.journal is not None
@@ -348,6 +402,14 @@ class EngineServer:
         code = os.waitstatus_to_exitcode(status)
         if code == 0:
             self.last_snapshot = seq
+            if (
+                self.replicator is not None
+                and self.exchange.replication.purge
+                and not (self._stopping)
+            ):
+                self._ship_next = seq
+                if self._ship_task is None:
+                    self._ship_task = asyncio.ensure_future(self._ship_snapshots())
             self.metrics.snapshots += 1
             log.info(
                 "snapshot %s written by a child in %.3fs (engine paused %.1f ms to fork)",
@@ -440,7 +502,7 @@ class EngineServer:
             entry = [not writes, out, md]
             self.held.append(entry)
             if writes:
-                self.replicator.submit(record, lambda: self._acked(entry))
+                self.replicator.submit(record, lambda: self._acked(entry), engine.seq)
             else:
                 self._flush_held()
         if engine.seq - self.last_snapshot >= self.cfg.snapshot_every:

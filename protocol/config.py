@@ -84,6 +84,7 @@ class ReplicationConfig(msgspec.Struct, forbid_unknown_fields=True):
     in_flight: int = 4  # appends out at once (each expecting the one before it to land)
     max_pending: int = 10_000  # batches waiting for the stream before the engine stops reading
     tls_ca: str = ""  # CA file for nats:// servers behind TLS ("" = plain)
+    purge: bool = True  # upload each snapshot and purge the log behind the one before it
 
 
 class AccountsConfig(msgspec.Struct, forbid_unknown_fields=True):

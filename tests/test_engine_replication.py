@@ -346,6 +346,65 @@ def test_a_client_of_both_engines_follows_the_failover_by_itself(tmp_path, clust
         b.cleanup()
 
 
+def test_the_log_is_purged_behind_snapshots_and_a_new_standby_starts_from_one(
+    tmp_path, cluster
+) -> None:
+    """With a snapshot every 500 commands the primary uploads each one and purges the stream
+    behind the one before it; a standby started afterwards with no data loads the newest
+    uploaded snapshot, follows the rest of the stream and takes over with the same state (a
+    missed command would show as another state, a gap as a standby that never follows)."""
+    a, b = engines(tmp_path, cluster)
+    for cfg in (a.config, b.config):
+        cfg.write_text(cfg.read_text().replace("snapshot_every = 1000000", "snapshot_every = 500"))
+    try:
+        a.start()
+
+        async def scenario() -> None:
+            from engine.replication import connect, first_engine_seq
+
+            client = EngineClient(a.commands, b"purge", timeout=20.0)
+            await client.start(wait=20.0)
+            try:
+                cmds, _ = await workload(client, 6, 3_000, seed=11)
+                rcfg = config.ReplicationConfig(servers=cluster.urls, node="reader")
+                nc = await connect(rcfg)
+                try:
+                    js = nc.jetstream()
+
+                    async def purged() -> int | None:
+                        await client.request(Ping(0))  # (a batch: time for the upload)
+                        first = await first_engine_seq(js, rcfg)
+                        return first if first > 1 else None
+
+                    first = await eventually_async(purged, timeout=60.0, what="a purge")
+                finally:
+                    await nc.close()
+                before = await exchange_state(client, ACCOUNTS, with_ts=False)
+                seq = (await client.request(Ping(0))).seq
+            finally:
+                await client.close()
+            assert first <= seq
+            b.spawn()  # an empty data directory: the stream alone no longer rebuilds it
+            await asyncio.to_thread(wait_log, b, "following")
+            assert "loaded the uploaded snapshot-" in b.log(), b.log()
+            assert a.stop() == 0
+            await answers(b)
+            client = EngineClient(b.commands, b"after", timeout=20.0)
+            await client.start(wait=20.0)
+            try:
+                after = await exchange_state(client, ACCOUNTS, with_ts=False)
+                assert (await client.request(Ping(0))).seq == seq
+            finally:
+                await client.close()
+            assert after == before
+            assert_conserved(after, deposits_of(cmds), ACCOUNTS)
+
+        run(scenario())
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
 # ------------------------------------------------------------------------------ partition
 NS_CLIENT = r"""
 import asyncio, json, os, sys, time
