@@ -258,7 +258,8 @@ class Replicator:
 
     def _acknowledged(self, f: _Flight) -> None:
         self.last_seq = f.seq
-        self.marks.append((f.engine_seq, f.seq))
+        if self.cfg.purge:  # pruned at each snapshot (engine/server.py _ship_snapshots)
+            self.marks.append((f.engine_seq, f.seq))
         self.stats["messages"] += 1
         self.stats["records"] += len(f.dones)
         for done in f.dones:
@@ -283,6 +284,7 @@ class Replicator:
     async def _append(self, f: _Flight) -> bool:
         """Send ``f`` again until the stream has it (its sequence in ``f.seq``), or refuses it
         because another engine appended (False: deposed)."""
+        tries = 0
         while not self.dead:
             f.waiter = self.loop.create_future()
             self._send(f, self.last_seq)
@@ -294,9 +296,11 @@ class Replicator:
                 self.depose(f"the stream has moved on without us ({f.error})")
                 return False
             self.stats["retries"] += 1
-            log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
-                        self.last_seq + 1, f.error)  # fmt: skip
-            await asyncio.sleep(0.05)
+            if tries % 20 == 0:  # the first, then about every few seconds
+                log.warning("replicated log: append of seq %d not acknowledged (%s); retrying",
+                            self.last_seq + 1, f.error)  # fmt: skip
+            tries += 1
+            await asyncio.sleep(0.05 if self.link.ready else 0.2)
         return False
 
     async def _lease(self) -> None:

@@ -286,10 +286,10 @@ class EngineServer:
             seq, self._ship_next = self._ship_next, 0
             rep = self.replicator
             try:
+                point = replication.purge_point(rep.marks, seq, rep.last_seq + 1)
                 path = self.data_dir / journal.snapshot_name(seq)
                 data = await asyncio.to_thread(path.read_bytes)
                 await replication.upload_snapshot(self.js, cfg, path.name, data)
-                point = replication.purge_point(rep.marks, seq, rep.last_seq + 1)
                 if self._purge_to > 1:
                     await self.js.purge_stream(cfg.stream, seq=self._purge_to)
                     self.metrics.log_purged_to = self._purge_to
