@@ -69,7 +69,7 @@ class AppendLink(asyncio.Protocol):
 
     ``publish`` returns at once (False while disconnected: the caller counts it as failed);
     ``on_ack`` is called for every answer, and with an ``AppendError`` for every token in
-    flight when the connection drops. ``lost`` is called after that, before reconnecting."""
+    flight when the connection drops (the link then reconnects by itself)."""
 
     def __init__(self, servers: list[str], on_ack: OnAck, *, name: str = "engine",
                  tls_ca: str = "", connect_timeout: float = 2.0) -> None:  # fmt: skip

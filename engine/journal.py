@@ -73,8 +73,9 @@ def snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:016d}.snap"
 
 
-def _seq_of(path: Path) -> int:
-    return int(path.stem.split("-")[1])
+def seq_of(path: Path | str) -> int:
+    """The sequence number in a snapshot's or a journal segment's file name."""
+    return int(Path(path).stem.split("-")[1])
 
 
 class Journal:
@@ -130,31 +131,35 @@ def write_snapshot(directory: Path, engine: Engine) -> Path:
 
 
 def read_snapshot(path: Path) -> EngineState:
-    data = path.read_bytes()
+    return decode_snapshot(path.read_bytes(), str(path))
+
+
+def decode_snapshot(data: bytes, where: str) -> EngineState:
+    """A snapshot file's bytes (from disk, or uploaded to the replicated log), checked."""
     n = len(SNAP_MAGIC)
     if data[:n] != SNAP_MAGIC or len(data) < n + SNAP_HEADER.size:
-        raise JournalCorrupt(f"{path}: not a snapshot file")
+        raise JournalCorrupt(f"{where}: not a snapshot file")
     crc, length = SNAP_HEADER.unpack_from(data, n)
     payload = data[n + SNAP_HEADER.size :]
     if len(payload) != length or zlib.crc32(payload) != crc:
-        raise JournalCorrupt(f"{path}: checksum or length mismatch")
+        raise JournalCorrupt(f"{where}: checksum or length mismatch")
     try:
         return _state_decoder.decode(payload)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise JournalCorrupt(f"{path}: undecodable: {e}") from None
+        raise JournalCorrupt(f"{where}: undecodable: {e}") from None
 
 
 def prune(directory: Path, keep_snapshots: int = 2) -> None:
     """Keep the newest snapshots and the journal segments needed to replay from the oldest kept."""
-    snaps = sorted(directory.glob("snapshot-*.snap"), key=_seq_of)
+    snaps = sorted(directory.glob("snapshot-*.snap"), key=seq_of)
     if len(snaps) <= keep_snapshots:
         return
     for old in snaps[:-keep_snapshots]:
         old.unlink()
-    oldest_kept = _seq_of(snaps[-keep_snapshots])
-    segments = sorted(directory.glob("journal-*.log"), key=_seq_of)
+    oldest_kept = seq_of(snaps[-keep_snapshots])
+    segments = sorted(directory.glob("journal-*.log"), key=seq_of)
     for seg, nxt in zip(segments, segments[1:], strict=False):
-        if _seq_of(nxt) <= oldest_kept + 1:
+        if seq_of(nxt) <= oldest_kept + 1:
             seg.unlink()
 
 
@@ -169,7 +174,7 @@ def recover(directory: Path, engine: Engine) -> Recovery:
     """Load the newest good snapshot into ``engine`` and replay the journal after it."""
     directory.mkdir(parents=True, exist_ok=True)
     result = Recovery()
-    for path in sorted(directory.glob("snapshot-*.snap"), key=_seq_of, reverse=True):
+    for path in sorted(directory.glob("snapshot-*.snap"), key=seq_of, reverse=True):
         try:
             state = read_snapshot(path)
         except JournalCorrupt as e:
@@ -178,10 +183,10 @@ def recover(directory: Path, engine: Engine) -> Recovery:
         engine.restore(state)
         result.snapshot_seq = engine.seq
         break
-    segments = sorted(directory.glob("journal-*.log"), key=_seq_of)
+    segments = sorted(directory.glob("journal-*.log"), key=seq_of)
     for i, seg in enumerate(segments):
         last = i == len(segments) - 1
-        if not last and _seq_of(segments[i + 1]) <= engine.seq + 1:
+        if not last and seq_of(segments[i + 1]) <= engine.seq + 1:
             continue  # wholly covered by the snapshot
         result.replayed += _replay_segment(seg, engine, last, result)
     engine.discard_output()

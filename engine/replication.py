@@ -165,7 +165,7 @@ class Replicator:
                  lease_rev: int, deposed: Callable[[str], None]) -> None:  # fmt: skip
         self.cfg = cfg
         self.link = link
-        link.on_ack = self._on_ack
+        link.on_ack = self._settle
         self.kv = kv
         self.last_seq = last_seq  # the stream's last sequence acknowledged to us
         self.lease_rev = lease_rev
@@ -180,12 +180,11 @@ class Replicator:
         self.on_deposed = deposed
         self.dead = False
         self.stats = {"messages": 0, "records": 0, "retries": 0}
-        self.max_payload = link.max_payload
         self.loop = asyncio.get_running_loop()
         self.tasks: list[asyncio.Future] = [asyncio.ensure_future(self._lease())]
 
     def submit(self, record: bytes, done: Callable[[], None], engine_seq: int) -> None:
-        if len(record) > self.max_payload:  # batches are kept far below it (engine/server.py)
+        if len(record) > self.link.max_payload:  # batches are kept far below it (engine/server.py)
             self.depose(f"a batch record of {len(record)} bytes exceeds the log's message limit")
             return
         self.queue.append((record, done, engine_seq))
@@ -197,7 +196,7 @@ class Replicator:
             records: list[bytes] = []
             dones: list[Callable[[], None]] = []
             size = last = 0
-            while queue and (not records or size + len(queue[0][0]) <= self.max_payload):
+            while queue and (not records or size + len(queue[0][0]) <= self.link.max_payload):
                 record, done, last = queue.popleft()
                 records.append(record)
                 dones.append(done)
@@ -223,9 +222,6 @@ class Replicator:
         if token in self.tokens:
             self.link.probe()  # a partition keeps the connection open: find out
             self._settle(token, 0, TimeoutError("no answer from the log"))
-
-    def _on_ack(self, token: int, seq: int, error: BaseException | None) -> None:
-        self._settle(token, seq, error)
 
     def _settle(self, token: int, seq: int, error: BaseException | None) -> None:
         f = self.tokens.pop(token, None)
@@ -372,15 +368,11 @@ async def snapshot_store(js: Any, cfg: ReplicationConfig) -> Any:
         return await js.create_object_store(snapshot_bucket(cfg), replicas=cfg.replicas)
 
 
-def _snap_seq(name: str) -> int:
-    return int(name.split("-")[1].split(".")[0])
-
-
 async def upload_snapshot(js: Any, cfg: ReplicationConfig, name: str, data: bytes) -> None:
     """Put a snapshot file's bytes (``journal.snapshot_name``) in the bucket; drop old ones."""
     store = await snapshot_store(js, cfg)
     await store.put(name, data)
-    names = sorted((i.name for i in await store.list() if not i.deleted), key=_snap_seq)
+    names = sorted((i.name for i in await store.list() if not i.deleted), key=journal.seq_of)
     for old in names[:-SNAPSHOTS_KEPT]:
         await store.delete(old)
 
@@ -394,7 +386,7 @@ async def newest_snapshot(js: Any, cfg: ReplicationConfig) -> tuple[str, bytes] 
         return None
     if not infos:
         return None
-    name = max((i.name for i in infos), key=_snap_seq)
+    name = max((i.name for i in infos), key=journal.seq_of)
     return name, (await store.get(name)).data
 
 

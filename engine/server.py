@@ -264,16 +264,13 @@ class EngineServer:
             raise SystemExit(f"the replicated log starts at command {first}, this data ends at "
                              f"{self.engine.seq}, and no snapshot was uploaded")  # fmt: skip
         name, data = got
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.data_dir / name
-        tmp = path.with_suffix(".download")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        self.engine.restore(journal.read_snapshot(path))  # checksummed: a bad one raises
+        self.engine.restore(journal.decode_snapshot(data, name))  # checksummed: a bad one raises
         self.engine.validate()
         if self.engine.seq < first - 1:
             raise SystemExit(f"the newest uploaded snapshot ({self.engine.seq}) ends before the "
                              f"replicated log starts ({first})")  # fmt: skip
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        journal.write_snapshot(self.data_dir, self.engine)  # a restart starts from it too
         self.last_snapshot = self.engine.seq
         log.info("standby: loaded the uploaded %s (the log starts at command %d)", name, first)
 
@@ -402,11 +399,8 @@ class EngineServer:
         code = os.waitstatus_to_exitcode(status)
         if code == 0:
             self.last_snapshot = seq
-            if (
-                self.replicator is not None
-                and self.exchange.replication.purge
-                and not (self._stopping)
-            ):
+            replicated = self.replicator is not None and not self._stopping
+            if replicated and self.exchange.replication.purge:
                 self._ship_next = seq
                 if self._ship_task is None:
                     self._ship_task = asyncio.ensure_future(self._ship_snapshots())

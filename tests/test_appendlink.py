@@ -59,14 +59,20 @@ async def make_stream(urls: list[str], replicas: int, **tls) -> None:
         await nc.close()
 
 
+async def connected(urls: list[str]) -> tuple[AppendLink, Acks]:
+    """A three-replica stream on ``urls`` and a link connected to the first server."""
+    await make_stream(urls, 3)
+    acks = Acks()
+    link = AppendLink(urls, acks)
+    await link.connect(attempts=3)
+    return link, acks
+
+
 def test_appends_are_acknowledged_deduplicated_and_fenced(tmp_path: Path) -> None:
     cluster = NatsCluster(tmp_path / "nats").start()
 
     async def scenario() -> None:
-        await make_stream(cluster.urls, 3)
-        acks = Acks()
-        link = AppendLink(cluster.urls, acks)
-        await link.connect(attempts=3)
+        link, acks = await connected(cluster.urls)
         assert link.max_payload == 8 << 20  # natscluster's config
         subject = ReplicationConfig().subject
         for i in range(1, 4):  # three in flight at once, each expecting the one before
@@ -95,10 +101,7 @@ def test_a_killed_server_fails_what_was_in_flight_and_the_link_moves_on(tmp_path
     cluster = NatsCluster(tmp_path / "nats").start()
 
     async def scenario() -> None:
-        await make_stream(cluster.urls, 3)
-        acks = Acks()
-        link = AppendLink(cluster.urls, acks)
-        await link.connect(attempts=3)  # the first server: urls[0]
+        link, acks = await connected(cluster.urls)  # to the first server: urls[0]
         subject = ReplicationConfig().subject
         cluster.procs[0].send_signal(signal.SIGSTOP)  # it takes the bytes, answers nothing
         assert link.publish(subject, b"a", hdr(0, "k-1"), 1)
@@ -199,24 +202,35 @@ def test_user_and_password_from_the_url(tmp_path: Path) -> None:
     async def scenario() -> None:
         good = f"nats://eng:s3cr-t@127.0.0.1:{port}"
         await make_stream([good], 1)
-        await one_append_then_refused(AppendLink([good], Acks()), AppendLink(
-            [f"nats://eng:wrong@127.0.0.1:{port}"], Acks(), connect_timeout=1.0))  # fmt: skip
+        assert await one_append(AppendLink([good], Acks())) == (1, None)
+        wrong = AppendLink([f"nats://eng:wrong@127.0.0.1:{port}"], Acks(), connect_timeout=1.0)
+        assert isinstance(await refusal(wrong), ConnectionError)
 
     run_with(proc, scenario)
 
 
-async def one_append_then_refused(link: AppendLink, refused: AppendLink) -> None:
-    """``link`` connects and its append lands at sequence 1; ``refused`` cannot connect."""
+async def one_append(link: AppendLink) -> tuple[int, AppendError | None]:
+    """Connect ``link`` and append one message to an empty stream: its (sequence, error)."""
     acks = link.on_ack
     assert isinstance(acks, Acks)
     await link.connect(attempts=2)
-    assert link.publish(ReplicationConfig().subject, b"x", hdr(0, "one-1"), 1)
-    await acks.wait(1)
-    assert acks.got[1] == (1, None)
-    await link.close()
-    with pytest.raises(ConnectionError):
-        await refused.connect(attempts=1)
-    await refused.close()
+    try:
+        assert link.publish(ReplicationConfig().subject, b"x", hdr(0, "one-1"), 1)
+        await acks.wait(1)
+        return acks.got[1]
+    finally:
+        await link.close()
+
+
+async def refusal(link: AppendLink) -> Exception | None:
+    """Why ``link`` cannot connect (None: it could)."""
+    try:
+        await link.connect(attempts=1)
+    except ConnectionError as e:
+        return e
+    finally:
+        await link.close()
+    return None
 
 
 def run_with(proc: subprocess.Popen, scenario) -> None:
@@ -243,7 +257,8 @@ def test_tls_with_the_configured_ca(tmp_path: Path) -> None:
     async def scenario() -> None:
         url = f"tls://127.0.0.1:{port}"
         await make_stream([url], 1, tls_ca=str(cert))
+        assert await one_append(AppendLink([url], Acks(), tls_ca=str(cert))) == (1, None)
         untrusted = AppendLink([url], Acks(), connect_timeout=1.0)  # the system CAs only
-        await one_append_then_refused(AppendLink([url], Acks(), tls_ca=str(cert)), untrusted)
+        assert isinstance(await refusal(untrusted), ConnectionError)
 
     run_with(proc, scenario)
