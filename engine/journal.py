@@ -152,8 +152,8 @@ def decode_snapshot(data: bytes, where: str) -> EngineState:
 def prune(directory: Path, keep_snapshots: int = 2) -> None:
     """Keep the newest snapshots and the journal segments needed to replay from the oldest kept."""
     snaps = sorted(directory.glob("snapshot-*.snap"), key=seq_of)
-    if len(snaps) <= keep_snapshots:
-        return
+    if len(snaps) < keep_snapshots:
+        return  # (with fewer, the journal from the start stays: a damaged one is survivable)
     for old in snaps[:-keep_snapshots]:
         old.unlink()
     oldest_kept = seq_of(snaps[-keep_snapshots])
