@@ -222,10 +222,21 @@ class HttpStack:
 # ------------------------------------------------------------------ signed requests
 
 
+_last_ms = 0
+
+
+def fresh_ms() -> int:
+    """A request timestamp in ms, later than the one before it: two identical requests in one
+    millisecond would carry one signature, which the server rightly refuses as a replay."""
+    global _last_ms
+    _last_ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
+    return _last_ms
+
+
 def v1_headers(who: Trader, method: str, path: str, body: bytes, ts: int | None = None,
                ) -> dict[str, str]:  # fmt: skip
     """docs/rest.md: X-API-SIGNATURE = hex HMAC-SHA256(secret, timestamp+METHOD+path+body)."""
-    ts = ts if ts is not None else time.time_ns() // 1_000_000
+    ts = ts if ts is not None else fresh_ms()
     msg = f"{ts}{method}{path}".encode() + body
     sig = hmac.new(who.secret.encode(), msg, hashlib.sha256).hexdigest()
     return {"X-API-KEY": who.key, "X-API-TIMESTAMP": str(ts), "X-API-SIGNATURE": sig}
@@ -253,7 +264,7 @@ async def v3(session: aiohttp.ClientSession, base: str, who: Trader | None, meth
     headers = {}
     query = urlencode(params)
     if who is not None:
-        query = urlencode({**params, "timestamp": time.time_ns() // 1_000_000})
+        query = urlencode({**params, "timestamp": fresh_ms()})
         sig = hmac.new(who.secret.encode(), query.encode(), hashlib.sha256).hexdigest()
         query += f"&signature={sig}"
         headers["X-MBX-APIKEY"] = who.key

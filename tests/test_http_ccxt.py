@@ -42,6 +42,7 @@ from tests.fixtures_http import (
     HttpStack,
     Trader,
     ccxt_binance,
+    fresh_ms,
     http_stack_fixture,  # noqa: F401
     running_stack,
 )
@@ -198,7 +199,7 @@ async def raises(cls: type[BaseException], coro: Awaitable[Any]) -> BaseExceptio
 async def signed_raw(stack: HttpStack, who: Trader, method: str, path: str, **params: Any,
                      ) -> tuple[int, dict[str, str], Any]:  # fmt: skip
     """A signed /api/v3 request by hand: (status, headers, decoded JSON)."""
-    query = urlencode({**params, "timestamp": time.time_ns() // 1_000_000})
+    query = urlencode({**params, "timestamp": fresh_ms()})
     sig = hmac.new(who.secret.encode(), query.encode(), hashlib.sha256).hexdigest()
     body = f"{query}&signature={sig}".encode()
     headers = {"X-MBX-APIKEY": who.key, "Content-Type": "application/x-www-form-urlencoded"}
