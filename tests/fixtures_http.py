@@ -229,8 +229,12 @@ def fresh_ms() -> int:
     """A request timestamp in ms, later than the one before it: two identical requests in one
     millisecond would carry one signature, which the server rightly refuses as a replay."""
     global _last_ms
-    _last_ms = max(time.time_ns() // 1_000_000, _last_ms + 1)
-    return _last_ms
+    now = time.time_ns() // 1_000_000
+    while now <= _last_ms:  # never ahead of the clock: wait for the next millisecond
+        time.sleep(0.0002)
+        now = time.time_ns() // 1_000_000
+    _last_ms = now
+    return now
 
 
 def v1_headers(who: Trader, method: str, path: str, body: bytes, ts: int | None = None,
